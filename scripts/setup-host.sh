@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building and testing virtio-udc needs on a Debian 12 host.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+
+say() { printf 'setup: %s\n' "$*"; }
+
+need_apt=()
+for pkg in build-essential pkg-config ca-certificates socat; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: missing packages ${need_apt[*]}; run as root or install them" >&2
+        exit 1
+    fi
+    say "installing ${need_apt[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
+fi
+
+# The Rust toolchain: rustup's if present; otherwise Debian's rustc-web
+# (bookworm ships 1.63 as "rustc", too old for the rust-vmm crates).
+if ! command -v cargo >/dev/null 2>&1; then
+    say "no cargo on PATH: installing Debian's cargo-web/rustc-web"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q cargo-web rustc-web || {
+        echo "setup: no Rust toolchain (need >= 1.80); install one with rustup" >&2
+        exit 1
+    }
+fi
+ver=$(rustc --version | awk '{print $2}')
+case "$ver" in
+    1.[0-7][0-9].*) echo "setup: rustc $ver is too old; need >= 1.80" >&2; exit 1 ;;
+esac
+say "rustc $ver, cargo $(cargo --version | awk '{print $2}')"

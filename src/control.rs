@@ -1,0 +1,448 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The control socket: one JSON object per line in, one per line out.
+//! docs/control-socket.md is its reference.
+//!
+//! Each client gets its own thread; a request blocks only that client, so a
+//! long IN transfer on one connection does not stall a status query on
+//! another.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use vm_memory::GuestAddressSpace;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use log::{debug, info, warn};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{parse_ep_address, parse_speed};
+use crate::device::{UrbKind, UrbStatus};
+use crate::host::Host;
+use crate::traffic::{StreamSpec, Traffic};
+use crate::usb::SetupPacket;
+use crate::wire::{ep_is_in, ep_name, ep_num, Status};
+use crate::zerocopy;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+/// Longest request line accepted (an OUT transfer of 16 MiB in base64 fits).
+const MAX_LINE: usize = 32 << 20;
+/// Largest single transfer over the socket; streams handle bulk traffic.
+const MAX_SOCKET_TRANSFER: usize = 16 << 20;
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+enum Request {
+    Status {},
+    Descriptors {},
+    Enumerate {},
+    Control {
+        request_type: u8,
+        request: u8,
+        #[serde(default)]
+        value: u16,
+        #[serde(default)]
+        index: u16,
+        #[serde(default)]
+        length: u16,
+        /// OUT data stage, base64.
+        #[serde(default)]
+        data: Option<String>,
+    },
+    Transfer {
+        ep: String,
+        /// IN: bytes to read.
+        #[serde(default)]
+        length: Option<usize>,
+        /// OUT: bytes to write, base64.
+        #[serde(default)]
+        data: Option<String>,
+        #[serde(default)]
+        zlp: bool,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    },
+    StreamStart {
+        ep: String,
+        #[serde(default)]
+        pattern: Option<String>,
+        #[serde(default)]
+        verify: Option<bool>,
+        #[serde(default)]
+        transfer_size: Option<usize>,
+        #[serde(default)]
+        depth: Option<usize>,
+        #[serde(default)]
+        count: Option<u64>,
+        #[serde(default)]
+        zlp: Option<bool>,
+    },
+    StreamStop {
+        ep: String,
+    },
+    Streams {},
+    Bus {
+        action: String,
+    },
+    Hold {
+        ep: String,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        dmabuf: bool,
+    },
+    Release {
+        ep: String,
+        handle: u64,
+        #[serde(default)]
+        actual: Option<u32>,
+        #[serde(default)]
+        status: Option<String>,
+    },
+    Host {
+        #[serde(default)]
+        speed: Option<String>,
+        #[serde(default)]
+        auto_enumerate: Option<bool>,
+        #[serde(default)]
+        control_timeout_ms: Option<u64>,
+    },
+}
+
+/// The server: owns the socket path and removes it when dropped.
+pub struct ControlServer {
+    path: PathBuf,
+}
+
+impl ControlServer {
+    pub fn start(path: &Path, host: Arc<Host>, traffic: Arc<Traffic>) -> std::io::Result<Self> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        info!("control socket listening on {}", path.display());
+        thread::Builder::new().name("control".into()).spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(stream) => {
+                        let (h, t) = (host.clone(), traffic.clone());
+                        let _ = thread::Builder::new()
+                            .name("control-client".into())
+                            .spawn(move || serve_client(stream, &h, &t));
+                    }
+                    Err(e) => warn!("control socket: accept failed: {e}"),
+                }
+            }
+        })?;
+        Ok(ControlServer { path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn serve_client(stream: UnixStream, host: &Host, traffic: &Traffic) {
+    let Ok(mut out) = stream.try_clone() else { return };
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE as u64 + 1).read_line(&mut line) {
+            Ok(0) => return,
+            Ok(n) if n > MAX_LINE => {
+                let _ = writeln!(out, "{}", json!({"ok": false, "error": "request line too long"}));
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                debug!("control socket: read failed: {e}");
+                return;
+            }
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut fd = None;
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(req) => handle(req, host, traffic, &mut fd).unwrap_or_else(|e| json!({"ok": false, "error": e})),
+            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+        };
+        let text = format!("{reply}\n");
+        let sent = match fd {
+            Some(fd) => send_with_fd(&out, text.as_bytes(), fd.as_raw_fd()),
+            None => out.write_all(text.as_bytes()),
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
+
+fn status_name(s: UrbStatus) -> Value {
+    serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
+    B64.decode(s.trim()).map_err(|e| format!("data is not base64: {e}"))
+}
+
+/// Writes a reply line with a file descriptor attached (SCM_RIGHTS) to its
+/// first byte, so the client receives both with one recvmsg.
+fn send_with_fd(out: &UnixStream, bytes: &[u8], fd: RawFd) -> std::io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(bytes)];
+    let n = sendmsg::<()>(out.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(std::io::Error::from)?;
+    let mut w = out;
+    w.write_all(&bytes[n..])
+}
+
+fn parse_status(s: &str) -> Result<Status, String> {
+    Status::ALL
+        .iter()
+        .copied()
+        .find(|st| st.spec_name().trim_start_matches("VIRTIO_UDC_S_").eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("status {s:?} is not one of docs/virtio-udc.md section 8 (ok, stall, proto, ...)"))
+}
+
+fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>) -> Result<Value, String> {
+    match req {
+        Request::Hold { ep, timeout_ms, dmabuf } => {
+            let ep = parse_ep_address(&ep)?;
+            let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
+            let udc = host.udc();
+            let deadline = std::time::Instant::now() + timeout;
+            let held = loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                let (mut g, _) = udc.wait_until(left.min(Duration::from_millis(100)), |_| true);
+                if let Some(h) = g.hold_front(ep)? {
+                    break h;
+                }
+                drop(g);
+                if left.is_zero() {
+                    return Err(format!("no request was queued on {} within {} ms", ep_name(ep), timeout.as_millis()));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            let mut v = json!({"ok": true, "handle": held.handle, "tag": held.tag, "length": held.length, "segments": held.segments});
+            if dmabuf {
+                let export = {
+                    let g = udc.lock();
+                    let mem = g.memory().ok_or("no guest memory")?.memory();
+                    zerocopy::export_segments(&*mem, &held.segments)
+                };
+                match export {
+                    Ok(x) => {
+                        v["dmabuf"] = json!({"size": x.size, "offset": x.offset});
+                        *fd = Some(x.fd);
+                    }
+                    Err(e) => {
+                        // Not held after all: the driver's request goes on.
+                        udc.lock().unhold(ep, held.handle);
+                        return Err(e.to_string());
+                    }
+                }
+            }
+            Ok(v)
+        }
+        Request::Release { ep, handle, actual, status } => {
+            let ep = parse_ep_address(&ep)?;
+            let status = parse_status(status.as_deref().unwrap_or("ok"))?;
+            let udc = host.udc();
+            let mut g = udc.lock();
+            let length = g.held_length(ep, handle)?;
+            g.release_held(ep, handle, status, actual.unwrap_or(length))?;
+            Ok(json!({"ok": true}))
+        }
+        Request::Status {} => {
+            let dev = host.udc().lock().status();
+            let view = host.view();
+            let summary = view.enumerated.as_ref().map(|e| {
+                json!({
+                    "vendor": format!("{:04x}", e.device.id_vendor),
+                    "product": format!("{:04x}", e.device.id_product),
+                    "speed": e.speed,
+                    "strings": e.strings,
+                })
+            });
+            Ok(json!({
+                "ok": true,
+                "device": dev,
+                "host": {
+                    "config": host_config_json(host),
+                    "enumerations": view.enumerations,
+                    "enumerated": summary,
+                    "last_error": view.last_error,
+                },
+            }))
+        }
+        Request::Descriptors {} => {
+            let view = host.view();
+            match view.enumerated {
+                Some(e) => Ok(json!({"ok": true, "enumerated": e})),
+                None => Err(view
+                    .last_error
+                    .map(|e| format!("not enumerated: {e}"))
+                    .unwrap_or_else(|| "not enumerated yet".into())),
+            }
+        }
+        Request::Enumerate {} => {
+            let e = host.reset_and_enumerate()?;
+            Ok(json!({"ok": true, "enumerated": e}))
+        }
+        Request::Control {
+            request_type,
+            request,
+            value,
+            index,
+            length,
+            data,
+        } => {
+            let setup = SetupPacket {
+                request_type,
+                request,
+                value,
+                index,
+                length,
+            };
+            let out = match data {
+                Some(d) => decode_b64(&d)?,
+                None => Vec::new(),
+            };
+            if setup.is_in() && !out.is_empty() {
+                return Err("an IN control request takes no data".into());
+            }
+            if !setup.is_in() && out.len() != usize::from(length) {
+                return Err(format!("OUT data is {} bytes but length says {length}", out.len()));
+            }
+            match host.control(setup, out) {
+                Ok(d) => Ok(json!({"ok": true, "status": "ok", "data": B64.encode(&d), "actual": d.len()})),
+                Err(s) => Ok(json!({"ok": false, "status": status_name(s), "error": format!("{setup}: {s:?}")})),
+            }
+        }
+        Request::Transfer {
+            ep,
+            length,
+            data,
+            zlp,
+            timeout_ms,
+        } => {
+            let ep = parse_ep_address(&ep)?;
+            if ep_num(ep) == 0 {
+                return Err("use op \"control\" for ep0".into());
+            }
+            let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
+            let kind = if ep_is_in(ep) {
+                let len = length.ok_or("an IN transfer needs \"length\"")?;
+                if data.is_some() {
+                    return Err("an IN transfer takes no \"data\"".into());
+                }
+                if len > MAX_SOCKET_TRANSFER {
+                    return Err(format!("length {len} is over {MAX_SOCKET_TRANSFER}; use a stream"));
+                }
+                UrbKind::In { len }
+            } else {
+                let d = decode_b64(data.as_deref().ok_or("an OUT transfer needs \"data\"")?)?;
+                if d.len() > MAX_SOCKET_TRANSFER {
+                    return Err(format!("data is over {MAX_SOCKET_TRANSFER} bytes; use a stream"));
+                }
+                UrbKind::Out { data: d, zlp }
+            };
+            let r = host.transfer(ep, kind, timeout);
+            let mut v = json!({
+                "ok": r.status == UrbStatus::Ok,
+                "status": status_name(r.status),
+                "actual": r.actual,
+                "latency_us": r.completed.duration_since(r.submitted).as_micros() as u64,
+            });
+            if ep_is_in(ep) {
+                v["data"] = json!(B64.encode(&r.data));
+            }
+            Ok(v)
+        }
+        Request::StreamStart {
+            ep,
+            pattern,
+            verify,
+            transfer_size,
+            depth,
+            count,
+            zlp,
+        } => {
+            let spec = StreamSpec::from_parts(&ep, pattern.as_deref(), verify, transfer_size, depth, count, zlp)?;
+            traffic.start(spec)?;
+            Ok(json!({"ok": true}))
+        }
+        Request::StreamStop { ep } => {
+            let s = traffic.stop(parse_ep_address(&ep)?)?;
+            Ok(json!({"ok": true, "stream": s}))
+        }
+        Request::Streams {} => Ok(json!({"ok": true, "streams": traffic.status()})),
+        Request::Bus { action } => {
+            let udc = host.udc();
+            let did = match action.as_str() {
+                "reset" => {
+                    let speed = host.config().speed;
+                    udc.lock().bus_reset(speed).is_some()
+                }
+                "disconnect" => {
+                    udc.lock().set_host_attached(false);
+                    true
+                }
+                "connect" => {
+                    udc.lock().set_host_attached(true);
+                    true
+                }
+                "suspend" => udc.lock().suspend(),
+                "resume" => udc.lock().resume(),
+                other => {
+                    return Err(format!(
+                        "bus action {other:?}: use reset, disconnect, connect, suspend or resume"
+                    ))
+                }
+            };
+            Ok(json!({"ok": true, "changed": did}))
+        }
+        Request::Host {
+            speed,
+            auto_enumerate,
+            control_timeout_ms,
+        } => {
+            let mut cfg = host.config();
+            if let Some(s) = speed {
+                cfg.speed = parse_speed(&s)?;
+            }
+            if let Some(a) = auto_enumerate {
+                cfg.auto_enumerate = a;
+            }
+            if let Some(ms) = control_timeout_ms {
+                if ms == 0 {
+                    return Err("control_timeout_ms must be above 0".into());
+                }
+                cfg.control_timeout = Duration::from_millis(ms);
+            }
+            host.set_config(cfg);
+            Ok(json!({"ok": true, "config": host_config_json(host)}))
+        }
+    }
+}
+
+fn host_config_json(host: &Host) -> Value {
+    let c = host.config();
+    json!({
+        "speed": c.speed,
+        "auto_enumerate": c.auto_enumerate,
+        "control_timeout_ms": c.control_timeout.as_millis() as u64,
+        "address": c.address,
+    })
+}

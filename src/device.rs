@@ -1,0 +1,1292 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The virtio-udc device model: the controller's endpoints, the bus, and the
+//! host's side of every pipe.
+//!
+//! It knows nothing of virtqueues. The driver's requests come in as parsed
+//! values with an opaque token; what the driver must see (transfer
+//! completions, events) goes out as an ordered list of [`Output`]s that the
+//! transport applies in order. The host's side (enumeration, the control
+//! socket, the traffic engine) submits [`Urb`]s and control transfers and
+//! gets their results on channels, so it never holds the device lock while
+//! waiting.
+//!
+//! Data moves packet by packet as USB defines it, but in bulk: a run of full
+//! packets between one guest request and one host transfer is one copy.
+
+use std::collections::VecDeque;
+use std::fmt::Debug;
+use std::sync::mpsc::Sender;
+use std::time::Instant;
+
+use log::{debug, info, warn};
+use serde::Serialize;
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+
+use crate::dma::{self, Cursor};
+use crate::request::{Command, EpEnable, HaltRequest, XferRequest};
+use crate::usb::{self, SetupPacket, Speed};
+use crate::wire::*;
+
+pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+
+/// One endpoint the controller offers (a config-space entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct EpCap {
+    pub addr: u8,
+    pub caps: u8,
+    pub max_packet_limit: u16,
+}
+
+/// What the controller offers the driver: the content of the config space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControllerConfig {
+    pub max_speed: Speed,
+    pub sg: bool,
+    pub max_segments: u32,
+    pub remote_wakeup: bool,
+    /// Endpoints other than ep0.
+    pub endpoints: Vec<EpCap>,
+}
+
+impl Default for ControllerConfig {
+    /// ep1-ep15 in both directions, every type, 1024-byte packets: enough
+    /// for any gadget a user composes, like dummy_hcd's generous layout.
+    fn default() -> Self {
+        let all = VIRTIO_UDC_EP_CAP_BULK | VIRTIO_UDC_EP_CAP_INT | VIRTIO_UDC_EP_CAP_ISO;
+        let mut endpoints = Vec::new();
+        for n in 1..=15u8 {
+            for dir in [USB_DIR_IN, 0] {
+                endpoints.push(EpCap {
+                    addr: n | dir,
+                    caps: all,
+                    max_packet_limit: 1024,
+                });
+            }
+        }
+        ControllerConfig {
+            max_speed: Speed::Super,
+            sg: true,
+            max_segments: MIN_SG_SEGMENTS,
+            remote_wakeup: true,
+            endpoints,
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// The config space bytes the driver reads (section 4).
+    pub fn to_wire(&self) -> VirtioUdcConfig {
+        let mut c = VirtioUdcConfig::default();
+        let mut flags = 0;
+        if self.sg {
+            flags |= VIRTIO_UDC_CONFIG_F_SG;
+        }
+        if self.remote_wakeup {
+            flags |= VIRTIO_UDC_CONFIG_F_REMOTE_WAKEUP;
+        }
+        c.flags = flags.into();
+        c.max_segments = (if self.sg { self.max_segments } else { 1 }).into();
+        c.max_speed = self.max_speed.to_wire();
+        c.eps[0] = VirtioUdcEpCap {
+            addr: 0,
+            caps: VIRTIO_UDC_EP_CAP_CONTROL,
+            max_packet_limit: 512.into(),
+            ..Default::default()
+        };
+        for (i, ep) in self.endpoints.iter().enumerate() {
+            c.eps[i + 1] = VirtioUdcEpCap {
+                addr: ep.addr,
+                caps: ep.caps,
+                max_packet_limit: ep.max_packet_limit.into(),
+                ..Default::default()
+            };
+        }
+        c.num_eps = (self.endpoints.len() + 1) as u8;
+        c
+    }
+
+    /// The per-request segment limit in force.
+    pub fn segment_limit(&self) -> u32 {
+        if self.sg {
+            self.max_segments
+        } else {
+            1
+        }
+    }
+
+    pub fn has_endpoint(&self, addr: u8) -> bool {
+        ep_num(addr) == 0 || self.endpoints.iter().any(|e| e.addr == addr)
+    }
+}
+
+/// What the transport must deliver to the driver, in this order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Output<T> {
+    XferDone { token: T, status: Status, actual: u32 },
+    Event(VirtioUdcEvent),
+}
+
+/// How a host-side transfer ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UrbStatus {
+    Ok,
+    /// The endpoint is halted, or the device refused a control request.
+    Stall,
+    /// Babble: the device sent more than the host buffer had room for.
+    Overflow,
+    /// The device went away: bus reset, disconnect, pull-up off, endpoint
+    /// disabled or never enabled.
+    Shutdown,
+    /// The host cancelled it (or gave up waiting).
+    Cancelled,
+    /// The device did not answer in time.
+    Timeout,
+    /// Guest memory could not be accessed for this transfer.
+    DmaFault,
+}
+
+/// A host-side transfer's result.
+#[derive(Debug)]
+pub struct UrbResult {
+    pub status: UrbStatus,
+    /// IN: the bytes received. OUT: empty.
+    pub data: Vec<u8>,
+    /// Bytes transferred (IN: `data.len()`; OUT: bytes the device accepted).
+    pub actual: usize,
+    pub submitted: Instant,
+    pub completed: Instant,
+}
+
+/// Direction-specific state of a host transfer.
+#[derive(Debug)]
+pub enum UrbKind {
+    /// The host reads up to `len` bytes from an IN endpoint.
+    In { len: usize },
+    /// The host writes `data` to an OUT endpoint, ending with a zero-length
+    /// packet when `zlp` is set and the length is a multiple of the packet size.
+    Out { data: Vec<u8>, zlp: bool },
+}
+
+/// A host-side transfer on a non-control endpoint (a URB, in Linux host terms).
+#[derive(Debug)]
+pub struct Urb {
+    pub id: u64,
+    pub kind: UrbKind,
+    pub done: Sender<UrbResult>,
+    submitted: Instant,
+    buf: Vec<u8>,
+    /// Bytes moved so far.
+    moved: usize,
+}
+
+impl Urb {
+    pub fn new(id: u64, kind: UrbKind, done: Sender<UrbResult>) -> Self {
+        Urb {
+            id,
+            kind,
+            done,
+            submitted: Instant::now(),
+            buf: Vec::new(),
+            moved: 0,
+        }
+    }
+
+    fn finish(self, status: UrbStatus) {
+        let actual = self.moved;
+        let mut data = self.buf;
+        data.truncate(actual);
+        // The receiver may have given up; that is its business.
+        let _ = self.done.send(UrbResult {
+            status,
+            data,
+            actual,
+            submitted: self.submitted,
+            completed: Instant::now(),
+        });
+    }
+}
+
+/// Result of a host control transfer.
+pub type ControlResult = Result<Vec<u8>, UrbStatus>;
+
+#[derive(Debug)]
+struct GuestReq<T> {
+    token: T,
+    req: XferRequest,
+    cursor: Cursor,
+    /// Set while the host holds this request (zero-copy handoff): it stays
+    /// at the front of its endpoint and nothing behind it moves.
+    held: Option<u64>,
+}
+
+/// A guest request the host holds: its buffer, for the host to read (IN) or
+/// fill (OUT) in place, until it releases it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HeldRequest {
+    pub handle: u64,
+    pub ep: u8,
+    pub tag: u64,
+    pub length: u32,
+    pub segments: Vec<crate::request::Segment>,
+}
+
+#[derive(Debug)]
+struct Endpoint<T> {
+    cap: EpCap,
+    enabled: Option<EpEnable>,
+    halted: bool,
+    wedged: bool,
+    guest: VecDeque<GuestReq<T>>,
+    host: VecDeque<Urb>,
+    stats: EpStats,
+}
+
+/// Counters per endpoint, for the control socket and logs.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct EpStats {
+    pub bytes: u64,
+    pub guest_completed: u64,
+    pub guest_errors: u64,
+    pub host_completed: u64,
+    pub host_errors: u64,
+}
+
+#[derive(Debug)]
+struct ControlXfer {
+    setup: SetupPacket,
+    data_out: Vec<u8>,
+    done: Sender<ControlResult>,
+}
+
+/// Where the bus is, from the device's point of view (USB 2.0, 9.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BusState {
+    /// Pull-up off or no host: nobody sees the device.
+    Detached,
+    /// Reset done, address 0.
+    Default,
+    Address,
+    Configured,
+}
+
+/// A snapshot of the device for the control socket.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceStatus {
+    pub pullup: bool,
+    pub host_attached: bool,
+    pub state: BusState,
+    pub suspended: bool,
+    pub speed: Option<Speed>,
+    pub address: u8,
+    pub configuration: u8,
+    pub endpoints: Vec<EndpointStatus>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointStatus {
+    pub address: u8,
+    pub name: String,
+    pub enabled: bool,
+    pub transfer_type: Option<&'static str>,
+    pub max_packet: Option<u16>,
+    pub halted: bool,
+    pub wedged: bool,
+    pub guest_queued: usize,
+    pub host_queued: usize,
+    pub stats: EpStats,
+}
+
+fn type_name(t: u8) -> &'static str {
+    match t {
+        USB_XFER_CONTROL => "control",
+        USB_XFER_ISO => "isochronous",
+        USB_XFER_BULK => "bulk",
+        _ => "interrupt",
+    }
+}
+
+/// The device model. `T` is the transport's token for a transfer request.
+pub struct Device<T> {
+    cfg: ControllerConfig,
+    mem: Option<GuestMem>,
+    pullup: bool,
+    host_attached: bool,
+    state: BusState,
+    suspended: bool,
+    speed: Option<Speed>,
+    address: u8,
+    configuration: u8,
+    remote_wakeup_enabled: bool,
+    self_powered: bool,
+    reset_at: Instant,
+    ep0: VecDeque<GuestReq<T>>,
+    ep0_stats: EpStats,
+    control: Option<ControlXfer>,
+    eps: Vec<Endpoint<T>>,
+    out: Vec<Output<T>>,
+    /// Bumped by anything that ends the bus session (reset, disconnect,
+    /// pull-up off), so the host side can tell its view is stale.
+    session: u64,
+    next_hold: u64,
+}
+
+impl<T: Debug> Device<T> {
+    pub fn new(cfg: ControllerConfig) -> Self {
+        let eps = cfg
+            .endpoints
+            .iter()
+            .map(|&cap| Endpoint {
+                cap,
+                enabled: None,
+                halted: false,
+                wedged: false,
+                guest: VecDeque::new(),
+                host: VecDeque::new(),
+                stats: EpStats::default(),
+            })
+            .collect();
+        Device {
+            cfg,
+            mem: None,
+            pullup: false,
+            host_attached: true,
+            state: BusState::Detached,
+            suspended: false,
+            speed: None,
+            address: 0,
+            configuration: 0,
+            remote_wakeup_enabled: false,
+            self_powered: false,
+            reset_at: Instant::now(),
+            ep0: VecDeque::new(),
+            ep0_stats: EpStats::default(),
+            control: None,
+            eps,
+            out: Vec::new(),
+            session: 0,
+            next_hold: 0,
+        }
+    }
+
+    pub fn config(&self) -> &ControllerConfig {
+        &self.cfg
+    }
+
+    pub fn set_memory(&mut self, mem: GuestMem) {
+        self.mem = Some(mem);
+    }
+
+    pub fn memory(&self) -> Option<&GuestMem> {
+        self.mem.as_ref()
+    }
+
+    /// Takes what the transport must deliver, in order.
+    pub fn take_outputs(&mut self) -> Vec<Output<T>> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn pullup(&self) -> bool {
+        self.pullup
+    }
+
+    pub fn host_attached(&self) -> bool {
+        self.host_attached
+    }
+
+    pub fn state(&self) -> BusState {
+        self.state
+    }
+
+    pub fn speed(&self) -> Option<Speed> {
+        self.speed
+    }
+
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// True when the host should reset the bus and enumerate: the gadget
+    /// pulled up, a host is attached, and no session is running.
+    pub fn wants_enumeration(&self) -> bool {
+        self.pullup && self.host_attached && self.state == BusState::Detached
+    }
+
+    fn ep_index(&self, addr: u8) -> Option<usize> {
+        self.eps.iter().position(|e| e.cap.addr == addr)
+    }
+
+    fn event(&mut self, type_: u16, ep: u8, value: u32, setup: [u8; 8]) {
+        self.out.push(Output::Event(VirtioUdcEvent {
+            type_: type_.into(),
+            ep,
+            reserved: 0,
+            value: value.into(),
+            setup,
+        }));
+    }
+
+    fn complete_guest(&mut self, ep: Option<usize>, g: GuestReq<T>, status: Status) {
+        let actual = g.cursor.offset as u32;
+        let stats = match ep {
+            Some(i) => &mut self.eps[i].stats,
+            None => &mut self.ep0_stats,
+        };
+        if status == Status::Ok {
+            stats.guest_completed += 1;
+        } else {
+            stats.guest_errors += 1;
+        }
+        debug!(
+            "{}: request tag {:#x} done: {status}, {actual}/{} bytes",
+            ep_name(g.req.ep),
+            g.req.tag,
+            g.req.length
+        );
+        self.out.push(Output::XferDone {
+            token: g.token,
+            status,
+            actual,
+        });
+    }
+
+    /// Completes a request that never reached an endpoint queue (it failed a
+    /// check): the transport still owes the driver a status.
+    pub fn reject(&mut self, token: T, status: Status) {
+        self.out.push(Output::XferDone {
+            token,
+            status,
+            actual: 0,
+        });
+    }
+
+    // ---- the driver's side -------------------------------------------------
+
+    /// Queues a parsed transfer request on its endpoint (section 5).
+    pub fn queue_xfer(&mut self, token: T, req: XferRequest) {
+        let g = GuestReq {
+            token,
+            req,
+            cursor: Cursor::default(),
+            held: None,
+        };
+        if ep_num(g.req.ep) == 0 {
+            return self.queue_ep0(g);
+        }
+        let Some(i) = self.ep_index(g.req.ep) else {
+            // parse_xfer checked this against the same config; keep the
+            // promise of a status anyway.
+            return self.complete_guest(None, g, Status::Invalid);
+        };
+        if self.eps[i].enabled.is_none() || self.state == BusState::Detached {
+            warn!("{}: request on a disabled endpoint: SHUTDOWN", ep_name(g.req.ep));
+            return self.complete_guest(Some(i), g, Status::Shutdown);
+        }
+        self.eps[i].guest.push_back(g);
+        self.pump(i);
+    }
+
+    fn queue_ep0(&mut self, g: GuestReq<T>) {
+        let Some(ctl) = self.control.take() else {
+            warn!("ep0: request with no control transfer pending: INVALID");
+            return self.complete_guest(None, g, Status::Invalid);
+        };
+        let setup = ctl.setup;
+        let wlen = usize::from(setup.length);
+        let gin = ep_is_in(g.req.ep);
+        let len = g.req.length as usize;
+        if wlen == 0 {
+            if len != 0 {
+                warn!("ep0: {len}-byte request for {setup}, which has no data stage: INVALID");
+                self.control = Some(ctl);
+                return self.complete_guest(None, g, Status::Invalid);
+            }
+            self.finish_control(setup, ctl.done, Ok(Vec::new()));
+            return self.complete_guest(None, g, Status::Ok);
+        }
+        if gin != setup.is_in() {
+            warn!("ep0: request direction does not match {setup}: INVALID");
+            self.control = Some(ctl);
+            return self.complete_guest(None, g, Status::Invalid);
+        }
+        let Some(mem) = self.mem.clone() else {
+            self.control = Some(ctl);
+            return self.complete_guest(None, g, Status::DmaFault);
+        };
+        let mem = mem.memory();
+        let mut g = g;
+        if gin {
+            let n = len.min(wlen);
+            let mut data = vec![0u8; n];
+            if let Err(e) = dma::read_from_guest(&*mem, &g.req.segments, &mut g.cursor, &mut data) {
+                warn!("ep0: {e}");
+                self.finish_control(setup, ctl.done, Err(UrbStatus::DmaFault));
+                return self.complete_guest(None, g, Status::DmaFault);
+            }
+            self.ep0_stats.bytes += n as u64;
+            self.finish_control(setup, ctl.done, Ok(data));
+            self.complete_guest(None, g, Status::Ok);
+        } else {
+            let n = len.min(ctl.data_out.len());
+            if let Err(e) = dma::write_to_guest(&*mem, &g.req.segments, &mut g.cursor, &ctl.data_out[..n]) {
+                warn!("ep0: {e}");
+                self.finish_control(setup, ctl.done, Err(UrbStatus::DmaFault));
+                return self.complete_guest(None, g, Status::DmaFault);
+            }
+            self.ep0_stats.bytes += n as u64;
+            let status = if n < ctl.data_out.len() { Status::Overflow } else { Status::Ok };
+            let host = if status == Status::Ok { Ok(Vec::new()) } else { Err(UrbStatus::Overflow) };
+            self.finish_control(setup, ctl.done, host);
+            self.complete_guest(None, g, status);
+        }
+    }
+
+    /// A control transfer's status stage completed: the device's own
+    /// bookkeeping for the standard requests that change bus state.
+    fn finish_control(&mut self, setup: SetupPacket, done: Sender<ControlResult>, r: ControlResult) {
+        if r.is_ok()
+            && setup.request_type == 0x00
+            && setup.request == usb::REQ_SET_CONFIGURATION
+            && self.state != BusState::Detached
+        {
+            self.configuration = setup.value as u8;
+            self.state = if self.configuration == 0 {
+                BusState::Address
+            } else {
+                BusState::Configured
+            };
+            info!("bus: configuration {} set", self.configuration);
+            for i in 0..self.eps.len() {
+                self.pump(i);
+            }
+        }
+        self.ep0_stats.host_completed += 1;
+        let _ = done.send(r);
+    }
+
+    /// Executes a command (section 6) and returns its response.
+    pub fn command(&mut self, cmd: Command) -> (Status, u32) {
+        match cmd {
+            Command::Pullup(on) => {
+                if on == self.pullup {
+                    return (Status::Ok, 0);
+                }
+                self.pullup = on;
+                info!("gadget: pull-up {}", if on { "on" } else { "off" });
+                if !on && self.state != BusState::Detached {
+                    self.end_session(Status::Shutdown);
+                }
+                (Status::Ok, 0)
+            }
+            Command::EpEnable(e) => self.ep_enable(e),
+            Command::EpDisable { ep } => {
+                let Some(i) = self.ep_index(ep).filter(|&i| self.eps[i].enabled.is_some()) else {
+                    return (Status::Invalid, 0);
+                };
+                self.flush_ep(i, Status::Shutdown);
+                let e = &mut self.eps[i];
+                e.enabled = None;
+                e.halted = false;
+                e.wedged = false;
+                info!("{}: disabled", ep_name(ep));
+                (Status::Ok, 0)
+            }
+            Command::EpSetHalt { ep, halt } => self.set_halt(ep, halt),
+            Command::EpFifoStatus { ep } | Command::EpFifoFlush { ep } => {
+                if ep_num(ep) == 0 || self.ep_index(ep).is_some() {
+                    (Status::Ok, 0)
+                } else {
+                    (Status::Invalid, 0)
+                }
+            }
+            Command::XferCancel { ep, tag } => self.cancel(ep, tag),
+            Command::GetFrame => {
+                let ms = self.reset_at.elapsed().as_millis() as u32;
+                (Status::Ok, ms & 0x7ff)
+            }
+            Command::Wakeup => {
+                if !self.cfg.remote_wakeup {
+                    (Status::Unsupported, 0)
+                } else if self.suspended && self.remote_wakeup_enabled {
+                    info!("bus: remote wakeup");
+                    self.resume();
+                    (Status::Ok, 0)
+                } else {
+                    (Status::Invalid, 0)
+                }
+            }
+            Command::SetSelfPowered(on) => {
+                self.self_powered = on;
+                (Status::Ok, 0)
+            }
+        }
+    }
+
+    fn ep_enable(&mut self, e: EpEnable) -> (Status, u32) {
+        let name = ep_name(e.ep);
+        let Some(i) = self.ep_index(e.ep).filter(|_| ep_num(e.ep) != 0) else {
+            warn!("EP_ENABLE: {name} ({:#04x}) is not an endpoint of this controller", e.ep);
+            return (Status::Invalid, 0);
+        };
+        let cap = self.eps[i].cap;
+        let type_bit = match e.ep_type {
+            USB_XFER_ISO => VIRTIO_UDC_EP_CAP_ISO,
+            USB_XFER_BULK => VIRTIO_UDC_EP_CAP_BULK,
+            USB_XFER_INT => VIRTIO_UDC_EP_CAP_INT,
+            _ => 0,
+        };
+        if cap.caps & type_bit == 0 {
+            warn!("EP_ENABLE: {name} cannot be a {} endpoint", type_name(e.ep_type));
+            return (Status::Invalid, 0);
+        }
+        if e.max_packet == 0 || e.max_packet > cap.max_packet_limit {
+            warn!(
+                "EP_ENABLE: {name}: max packet {} is outside 1..={}",
+                e.max_packet, cap.max_packet_limit
+            );
+            return (Status::Invalid, 0);
+        }
+        if self.eps[i].enabled.is_some() {
+            warn!("EP_ENABLE: {name} is already enabled");
+            return (Status::Invalid, 0);
+        }
+        self.eps[i].enabled = Some(e);
+        info!("{name}: enabled, {} max packet {}", type_name(e.ep_type), e.max_packet);
+        (Status::Ok, 0)
+    }
+
+    fn set_halt(&mut self, ep: u8, halt: HaltRequest) -> (Status, u32) {
+        if ep_num(ep) == 0 {
+            if halt == HaltRequest::Clear {
+                return (Status::Ok, 0);
+            }
+            if let Some(ctl) = self.control.take() {
+                info!("ep0: gadget stalled {}", ctl.setup);
+                let setup = ctl.setup;
+                self.finish_control(setup, ctl.done, Err(UrbStatus::Stall));
+            }
+            return (Status::Ok, 0);
+        }
+        let Some(i) = self.ep_index(ep).filter(|&i| self.eps[i].enabled.is_some()) else {
+            return (Status::Invalid, 0);
+        };
+        match halt {
+            HaltRequest::Clear => {
+                let e = &mut self.eps[i];
+                e.halted = false;
+                e.wedged = false;
+                self.pump(i);
+            }
+            HaltRequest::Halt | HaltRequest::Wedge => {
+                if ep_is_in(ep) && !self.eps[i].guest.is_empty() {
+                    return (Status::Busy, 0);
+                }
+                let e = &mut self.eps[i];
+                e.halted = true;
+                e.wedged = halt == HaltRequest::Wedge;
+                // The host's pending transfers see the STALL handshake.
+                while let Some(u) = self.eps[i].host.pop_front() {
+                    self.eps[i].stats.host_errors += 1;
+                    u.finish(UrbStatus::Stall);
+                }
+            }
+        }
+        info!("{}: halt {:?}", ep_name(ep), halt);
+        (Status::Ok, 0)
+    }
+
+    fn cancel(&mut self, ep: u8, tag: u64) -> (Status, u32) {
+        if ep_num(ep) == 0 {
+            if let Some(pos) = self.ep0.iter().position(|g| g.req.tag == tag) {
+                let g = self.ep0.remove(pos).expect("position is valid");
+                self.complete_guest(None, g, Status::Cancelled);
+                return (Status::Ok, 0);
+            }
+            return (Status::NotFound, 0);
+        }
+        let Some(i) = self.ep_index(ep) else {
+            return (Status::NotFound, 0);
+        };
+        let Some(pos) = self.eps[i].guest.iter().position(|g| g.req.tag == tag) else {
+            return (Status::NotFound, 0);
+        };
+        let g = self.eps[i].guest.remove(pos).expect("position is valid");
+        info!("{}: request tag {tag:#x} cancelled after {} bytes", ep_name(ep), g.cursor.offset);
+        self.complete_guest(Some(i), g, Status::Cancelled);
+        self.pump(i);
+        (Status::Ok, 0)
+    }
+
+    /// Completes every queued request on endpoint `i` with `status` and
+    /// fails the host's transfers on it.
+    fn flush_ep(&mut self, i: usize, status: Status) {
+        while let Some(g) = self.eps[i].guest.pop_front() {
+            self.complete_guest(Some(i), g, status);
+        }
+        while let Some(u) = self.eps[i].host.pop_front() {
+            self.eps[i].stats.host_errors += 1;
+            u.finish(UrbStatus::Shutdown);
+        }
+    }
+
+    /// Ends the bus session: every request completes with `status`, every
+    /// endpoint but ep0 is disabled, the pending control transfer fails.
+    fn end_session(&mut self, status: Status) {
+        self.session += 1;
+        for i in 0..self.eps.len() {
+            self.flush_ep(i, status);
+            let e = &mut self.eps[i];
+            e.enabled = None;
+            e.halted = false;
+            e.wedged = false;
+        }
+        while let Some(g) = self.ep0.pop_front() {
+            self.complete_guest(None, g, status);
+        }
+        if let Some(ctl) = self.control.take() {
+            let _ = ctl.done.send(Err(UrbStatus::Shutdown));
+        }
+        self.state = BusState::Detached;
+        self.suspended = false;
+        self.address = 0;
+        self.configuration = 0;
+        self.remote_wakeup_enabled = false;
+    }
+
+    // ---- the host's side ---------------------------------------------------
+
+    /// The host resets the bus at `host_speed` (or the device's best, if
+    /// lower). Nothing happens unless the gadget has pulled up.
+    pub fn bus_reset(&mut self, host_speed: Speed) -> Option<Speed> {
+        if !self.pullup || !self.host_attached {
+            return None;
+        }
+        if self.state != BusState::Detached {
+            self.end_session(Status::Shutdown);
+        }
+        let speed = host_speed.min(self.cfg.max_speed);
+        self.speed = Some(speed);
+        self.state = BusState::Default;
+        self.reset_at = Instant::now();
+        info!("bus: reset, {speed}");
+        self.event(VIRTIO_UDC_EVT_BUS_RESET, 0, u32::from(speed.to_wire()), [0; 8]);
+        Some(speed)
+    }
+
+    /// The cable is plugged in or pulled out.
+    pub fn set_host_attached(&mut self, attached: bool) {
+        if attached == self.host_attached {
+            return;
+        }
+        self.host_attached = attached;
+        if !attached && self.state != BusState::Detached {
+            info!("bus: host disconnected");
+            self.end_session(Status::Shutdown);
+            self.event(VIRTIO_UDC_EVT_DISCONNECT, 0, 0, [0; 8]);
+        }
+    }
+
+    pub fn suspend(&mut self) -> bool {
+        if self.state == BusState::Detached || self.suspended {
+            return false;
+        }
+        self.suspended = true;
+        info!("bus: suspended");
+        self.event(VIRTIO_UDC_EVT_SUSPEND, 0, 0, [0; 8]);
+        true
+    }
+
+    pub fn resume(&mut self) -> bool {
+        if !self.suspended {
+            return false;
+        }
+        self.suspended = false;
+        info!("bus: resumed");
+        self.event(VIRTIO_UDC_EVT_RESUME, 0, 0, [0; 8]);
+        for i in 0..self.eps.len() {
+            self.pump(i);
+        }
+        true
+    }
+
+    /// Starts a control transfer. The result arrives on `done`: at once for
+    /// requests the controller answers itself, after the gadget's answer
+    /// otherwise.
+    pub fn start_control(&mut self, setup: SetupPacket, data_out: Vec<u8>, done: Sender<ControlResult>) {
+        if self.state == BusState::Detached {
+            let _ = done.send(Err(UrbStatus::Shutdown));
+            return;
+        }
+        if self.suspended {
+            // A host resumes the bus before it talks to the device.
+            self.resume();
+        }
+        if let Some(old) = self.control.take() {
+            warn!("ep0: {} overtaken by {setup}", old.setup);
+            let _ = old.done.send(Err(UrbStatus::Cancelled));
+        }
+        while let Some(g) = self.ep0.pop_front() {
+            self.complete_guest(None, g, Status::Cancelled);
+        }
+        if let Some(r) = self.standard_request(&setup) {
+            debug!("ep0: {setup} answered by the controller: {r:?}");
+            self.ep0_stats.host_completed += 1;
+            let _ = done.send(r);
+            return;
+        }
+        debug!("ep0: {setup} to the gadget");
+        self.control = Some(ControlXfer { setup, data_out, done });
+        self.event(VIRTIO_UDC_EVT_SETUP, 0, 0, setup.to_bytes());
+    }
+
+    /// The host gives up on the pending control transfer (its timeout).
+    pub fn abort_control(&mut self) {
+        if let Some(ctl) = self.control.take() {
+            warn!("ep0: {} timed out: the gadget did not answer", ctl.setup);
+            let _ = ctl.done.send(Err(UrbStatus::Timeout));
+        }
+    }
+
+    /// The standard requests a UDC answers in hardware (spec section 9).
+    fn standard_request(&mut self, s: &SetupPacket) -> Option<ControlResult> {
+        use usb::*;
+        let ep_halt_target = |dev: &Self| -> Option<usize> {
+            let i = dev.ep_index(s.index as u8)?;
+            dev.eps[i].enabled.is_some().then_some(i)
+        };
+        match (s.request_type, s.request) {
+            (0x00, REQ_SET_ADDRESS) => {
+                if s.value > 127 || self.state == BusState::Configured {
+                    return Some(Err(UrbStatus::Stall));
+                }
+                self.address = s.value as u8;
+                self.state = if self.address == 0 { BusState::Default } else { BusState::Address };
+                info!("bus: address {}", self.address);
+                self.event(VIRTIO_UDC_EVT_ADDRESS, 0, u32::from(self.address), [0; 8]);
+                Some(Ok(Vec::new()))
+            }
+            (0x80, REQ_GET_STATUS) => {
+                let bits = u8::from(self.self_powered) | (u8::from(self.remote_wakeup_enabled) << 1);
+                Some(Ok(vec![bits, 0]))
+            }
+            (0x82, REQ_GET_STATUS) => {
+                if ep_num(s.index as u8) == 0 {
+                    return Some(Ok(vec![0, 0]));
+                }
+                match ep_halt_target(self) {
+                    Some(i) => Some(Ok(vec![u8::from(self.eps[i].halted), 0])),
+                    None => Some(Err(UrbStatus::Stall)),
+                }
+            }
+            (0x00, REQ_SET_FEATURE) | (0x00, REQ_CLEAR_FEATURE) => {
+                let set = s.request == REQ_SET_FEATURE;
+                match s.value {
+                    FEATURE_DEVICE_REMOTE_WAKEUP => {
+                        self.remote_wakeup_enabled = set;
+                        Some(Ok(Vec::new()))
+                    }
+                    // U1/U2 enable and LTM: link power management that this
+                    // bus does not model; accept them as a SuperSpeed device must.
+                    48..=50 => Some(Ok(Vec::new())),
+                    _ => Some(Err(UrbStatus::Stall)),
+                }
+            }
+            (0x02, REQ_SET_FEATURE) | (0x02, REQ_CLEAR_FEATURE) if s.value == FEATURE_ENDPOINT_HALT => {
+                if ep_num(s.index as u8) == 0 {
+                    return Some(Ok(Vec::new()));
+                }
+                let Some(i) = ep_halt_target(self) else {
+                    return Some(Err(UrbStatus::Stall));
+                };
+                let ep = self.eps[i].cap.addr;
+                if s.request == REQ_SET_FEATURE {
+                    self.eps[i].halted = true;
+                    while let Some(u) = self.eps[i].host.pop_front() {
+                        u.finish(UrbStatus::Stall);
+                    }
+                    self.event(VIRTIO_UDC_EVT_EP_HALT, ep, 1, [0; 8]);
+                } else if !self.eps[i].wedged {
+                    self.eps[i].halted = false;
+                    self.event(VIRTIO_UDC_EVT_EP_HALT, ep, 0, [0; 8]);
+                    self.pump(i);
+                }
+                Some(Ok(Vec::new()))
+            }
+            (0x00, REQ_SET_SEL) | (0x00, REQ_SET_ISOCH_DELAY)
+                if self.speed.is_some_and(|sp| sp >= Speed::Super) =>
+            {
+                Some(Ok(Vec::new()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Queues a host transfer on a non-control endpoint.
+    pub fn submit_urb(&mut self, ep: u8, urb: Urb) {
+        let Some(i) = self.ep_index(ep).filter(|_| ep_num(ep) != 0) else {
+            warn!("host: transfer on {ep:#04x}, which the controller does not have");
+            return urb.finish(UrbStatus::Shutdown);
+        };
+        match (&urb.kind, ep_is_in(ep)) {
+            (UrbKind::In { .. }, true) | (UrbKind::Out { .. }, false) => {}
+            _ => {
+                warn!("host: transfer direction does not match {}", ep_name(ep));
+                return urb.finish(UrbStatus::Shutdown);
+            }
+        }
+        let e = &mut self.eps[i];
+        if e.enabled.is_none() || self.state != BusState::Configured {
+            debug!("host: {} is not enabled: transfer fails", ep_name(ep));
+            e.stats.host_errors += 1;
+            return urb.finish(UrbStatus::Shutdown);
+        }
+        if e.halted {
+            e.stats.host_errors += 1;
+            return urb.finish(UrbStatus::Stall);
+        }
+        e.host.push_back(urb);
+        self.pump(i);
+    }
+
+    /// Cancels a host transfer; false if it already completed.
+    pub fn cancel_urb(&mut self, ep: u8, id: u64) -> bool {
+        let Some(i) = self.ep_index(ep) else { return false };
+        let Some(pos) = self.eps[i].host.iter().position(|u| u.id == id) else {
+            return false;
+        };
+        let u = self.eps[i].host.remove(pos).expect("position is valid");
+        u.finish(UrbStatus::Cancelled);
+        true
+    }
+
+    /// Holds the front request of `ep` for the host (zero-copy handoff): it
+    /// does not complete until [`Device::release_held`]. None when the
+    /// endpoint has no request queued, or its front is already held.
+    pub fn hold_front(&mut self, ep: u8) -> Result<Option<HeldRequest>, String> {
+        let i = self
+            .ep_index(ep)
+            .filter(|_| ep_num(ep) != 0)
+            .ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
+        if self.eps[i].enabled.is_none() {
+            return Err(format!("{} is not enabled", ep_name(ep)));
+        }
+        self.next_hold += 1;
+        let handle = self.next_hold;
+        let Some(g) = self.eps[i].guest.front_mut() else { return Ok(None) };
+        if g.held.is_some() {
+            return Err(format!("the front request of {} is already held", ep_name(ep)));
+        }
+        if g.cursor.offset != 0 {
+            return Err(format!("the front request of {} is partly transferred", ep_name(ep)));
+        }
+        g.held = Some(handle);
+        Ok(Some(HeldRequest {
+            handle,
+            ep,
+            tag: g.req.tag,
+            length: g.req.length,
+            segments: g.req.segments.clone(),
+        }))
+    }
+
+    /// Lets a held request go back to normal processing, uncompleted.
+    pub fn unhold(&mut self, ep: u8, handle: u64) {
+        if let Some(i) = self.ep_index(ep) {
+            if let Some(g) = self.eps[i].guest.front_mut().filter(|g| g.held == Some(handle)) {
+                g.held = None;
+                self.pump(i);
+            }
+        }
+    }
+
+    /// The length of a held request.
+    pub fn held_length(&self, ep: u8, handle: u64) -> Result<u32, String> {
+        self.ep_index(ep)
+            .and_then(|i| self.eps[i].guest.front())
+            .filter(|g| g.held == Some(handle))
+            .map(|g| g.req.length)
+            .ok_or_else(|| format!("{} holds no request with handle {handle}", ep_name(ep)))
+    }
+
+    /// Completes a held request with `status`, `actual` bytes transferred.
+    pub fn release_held(&mut self, ep: u8, handle: u64, status: Status, actual: u32) -> Result<(), String> {
+        let i = self.ep_index(ep).ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
+        let front_held = self.eps[i].guest.front().and_then(|g| g.held);
+        if front_held != Some(handle) {
+            return Err(format!(
+                "{} holds no request with handle {handle} (the guest cancelled it, or the bus was reset)",
+                ep_name(ep)
+            ));
+        }
+        let mut g = self.eps[i].guest.pop_front().expect("front exists");
+        if actual > g.req.length {
+            self.eps[i].guest.push_front(g);
+            return Err(format!("actual {actual} is over the request's length"));
+        }
+        let _ = g.cursor.skip(&g.req.segments, u64::from(actual));
+        self.eps[i].stats.bytes += u64::from(actual);
+        self.complete_guest(Some(i), g, status);
+        self.pump(i);
+        Ok(())
+    }
+
+    /// Moves data between the front guest request and the front host
+    /// transfer of endpoint `i` for as long as both exist.
+    fn pump(&mut self, i: usize) {
+        let Some(en) = self.eps[i].enabled else { return };
+        if self.eps[i].halted || self.suspended || self.state != BusState::Configured {
+            return;
+        }
+        if self.eps[i].guest.front().is_some_and(|g| g.held.is_some()) {
+            return;
+        }
+        let Some(mem) = self.mem.clone() else { return };
+        let mem = mem.memory();
+        let mps = usize::from(en.max_packet);
+        let is_in = ep_is_in(self.eps[i].cap.addr);
+        loop {
+            let e = &mut self.eps[i];
+            let (Some(g), Some(h)) = (e.guest.front_mut(), e.host.front_mut()) else {
+                return;
+            };
+            let step = if is_in {
+                step_in(&*mem, g, h, mps)
+            } else {
+                step_out(&*mem, g, h, mps)
+            };
+            e.stats.bytes += step.bytes as u64;
+            if let Some(st) = step.urb_done {
+                let u = e.host.pop_front().expect("front exists");
+                if st == UrbStatus::Ok {
+                    e.stats.host_completed += 1;
+                } else {
+                    e.stats.host_errors += 1;
+                }
+                u.finish(st);
+            }
+            if let Some(st) = step.guest_done {
+                let g = self.eps[i].guest.pop_front().expect("front exists");
+                if st == Status::DmaFault {
+                    warn!("{}: DMA fault in request tag {:#x}", ep_name(g.req.ep), g.req.tag);
+                }
+                self.complete_guest(Some(i), g, st);
+            }
+        }
+    }
+
+    pub fn status(&self) -> DeviceStatus {
+        let mut endpoints = vec![EndpointStatus {
+            address: 0,
+            name: "ep0".into(),
+            enabled: true,
+            transfer_type: Some("control"),
+            max_packet: self.speed.map(|s| ep0_max_packet(s.to_wire())),
+            halted: false,
+            wedged: false,
+            guest_queued: self.ep0.len(),
+            host_queued: usize::from(self.control.is_some()),
+            stats: self.ep0_stats,
+        }];
+        endpoints.extend(self.eps.iter().map(|e| EndpointStatus {
+            address: e.cap.addr,
+            name: ep_name(e.cap.addr),
+            enabled: e.enabled.is_some(),
+            transfer_type: e.enabled.map(|en| type_name(en.ep_type)),
+            max_packet: e.enabled.map(|en| en.max_packet),
+            halted: e.halted,
+            wedged: e.wedged,
+            guest_queued: e.guest.len(),
+            host_queued: e.host.len(),
+            stats: e.stats,
+        }));
+        DeviceStatus {
+            pullup: self.pullup,
+            host_attached: self.host_attached,
+            state: self.state,
+            suspended: self.suspended,
+            speed: self.speed,
+            address: self.address,
+            configuration: self.configuration,
+            endpoints,
+        }
+    }
+
+    /// Max packet size of an enabled endpoint.
+    pub fn max_packet(&self, ep: u8) -> Option<u16> {
+        let i = self.ep_index(ep)?;
+        self.eps[i].enabled.map(|e| e.max_packet)
+    }
+
+    /// Forgets everything the driver queued, without completing it: the
+    /// virtio device reset (section 10, step 8).
+    pub fn reset(&mut self) {
+        let cfg = self.cfg.clone();
+        let mem = self.mem.take();
+        let attached = self.host_attached;
+        for e in &mut self.eps {
+            while let Some(u) = e.host.pop_front() {
+                u.finish(UrbStatus::Shutdown);
+            }
+        }
+        if let Some(ctl) = self.control.take() {
+            let _ = ctl.done.send(Err(UrbStatus::Shutdown));
+        }
+        let session = self.session + 1;
+        *self = Device::new(cfg);
+        self.mem = mem;
+        self.host_attached = attached;
+        self.session = session;
+    }
+}
+
+/// What one step of data movement did.
+struct Step {
+    bytes: usize,
+    urb_done: Option<UrbStatus>,
+    guest_done: Option<Status>,
+}
+
+/// IN: the guest's buffer goes to the host, packet by packet.
+fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(mem: &M, g: &mut GuestReq<T>, h: &mut Urb, mps: usize) -> Step {
+    let UrbKind::In { len: cap } = h.kind else {
+        unreachable!("IN endpoints only queue IN transfers")
+    };
+    let glen = g.req.length as usize;
+    let g_left = glen - g.cursor.offset as usize;
+    let room = cap - h.moved;
+    if g_left == 0 {
+        // Only a zero-length packet remains to send: a zero-length request,
+        // or the ZERO flag after a multiple of the packet size.
+        return Step {
+            bytes: 0,
+            urb_done: Some(UrbStatus::Ok),
+            guest_done: Some(Status::Ok),
+        };
+    }
+    if room == 0 {
+        return Step {
+            bytes: 0,
+            urb_done: Some(UrbStatus::Ok),
+            guest_done: None,
+        };
+    }
+    // Whole packets that fit, or the guest's whole remainder if it fits.
+    let n = if g_left <= room { g_left } else { room / mps * mps };
+    if n == 0 {
+        // The next packet is bigger than the host's room: babble. The host
+        // gets what fits; the packet is gone from the device's side.
+        let p = mps.min(g_left);
+        if h.buf.len() < cap {
+            h.buf.resize(cap, 0);
+        }
+        let at = h.moved;
+        if let Err(_e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + room]) {
+            return dma_fault(Some(UrbStatus::DmaFault));
+        }
+        let _ = g.cursor.skip(&g.req.segments, (p - room) as u64);
+        h.moved += room;
+        let finished = g.cursor.offset as usize == glen;
+        return Step {
+            bytes: room,
+            urb_done: Some(UrbStatus::Overflow),
+            guest_done: finished.then_some(Status::Ok),
+        };
+    }
+    if h.buf.len() < h.moved + n {
+        h.buf.resize(h.moved + n, 0);
+    }
+    let at = h.moved;
+    if dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + n]).is_err() {
+        return dma_fault(None);
+    }
+    h.moved += n;
+    let g_finished = g.cursor.offset as usize == glen;
+    let short_end = g_finished && glen % mps != 0;
+    let needs_zlp = g_finished && glen % mps == 0 && g.req.zero();
+    let urb_full = h.moved == cap;
+    if needs_zlp {
+        // Leave the request at the front; the next step sends the ZLP, to
+        // this transfer or, if it is full, to the next one.
+        return Step {
+            bytes: n,
+            urb_done: urb_full.then_some(UrbStatus::Ok),
+            guest_done: None,
+        };
+    }
+    Step {
+        bytes: n,
+        urb_done: (short_end || urb_full).then_some(UrbStatus::Ok),
+        guest_done: g_finished.then_some(Status::Ok),
+    }
+}
+
+/// OUT: the host's data goes into the guest's buffer, packet by packet.
+fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(mem: &M, g: &mut GuestReq<T>, h: &mut Urb, mps: usize) -> Step {
+    let UrbKind::Out { ref data, zlp } = h.kind else {
+        unreachable!("OUT endpoints only queue OUT transfers")
+    };
+    let total = data.len();
+    let h_left = total - h.moved;
+    let glen = g.req.length as usize;
+    let room = glen - g.cursor.offset as usize;
+    if h_left == 0 {
+        // All data is out; what remains is a zero-length packet, which ends
+        // the guest's request short.
+        return Step {
+            bytes: 0,
+            urb_done: Some(UrbStatus::Ok),
+            guest_done: Some(Status::Ok),
+        };
+    }
+    if room == 0 {
+        return Step {
+            bytes: 0,
+            urb_done: None,
+            guest_done: Some(Status::Ok),
+        };
+    }
+    let n = if h_left <= room { h_left } else { room / mps * mps };
+    if n == 0 {
+        // Babble: a packet larger than the room left in the buffer.
+        let p = mps.min(h_left);
+        let at = h.moved;
+        if dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + room]).is_err() {
+            return dma_fault(None);
+        }
+        h.moved += p;
+        let urb_finished = h.moved == total && !(total % mps == 0 && zlp);
+        return Step {
+            bytes: room,
+            urb_done: urb_finished.then_some(UrbStatus::Ok),
+            guest_done: Some(Status::Overflow),
+        };
+    }
+    let at = h.moved;
+    if dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + n]).is_err() {
+        return dma_fault(None);
+    }
+    h.moved += n;
+    let h_finished = h.moved == total;
+    let short_end = h_finished && total % mps != 0;
+    let needs_zlp = h_finished && total % mps == 0 && zlp;
+    let g_full = g.cursor.offset as usize == glen;
+    Step {
+        bytes: n,
+        // With a ZLP still to send, the transfer stays at the front and the
+        // next step delivers it (to this request or, if full, the next).
+        urb_done: (h_finished && !needs_zlp).then_some(UrbStatus::Ok),
+        guest_done: (short_end || g_full).then_some(Status::Ok),
+    }
+}
+
+fn dma_fault(urb: Option<UrbStatus>) -> Step {
+    Step {
+        bytes: 0,
+        urb_done: Some(urb.unwrap_or(UrbStatus::DmaFault)),
+        guest_done: Some(Status::DmaFault),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,313 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Unit tests of the device model: packetisation, FIFO order, ep0, the bus.
+
+use std::sync::mpsc::{channel, Receiver};
+
+use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+
+use super::*;
+use crate::request::Segment;
+use crate::usb::{SetupPacket, Speed};
+
+const MEM: u64 = 0x40_0000;
+
+fn dev() -> Device<u32> {
+    let mut d = Device::new(ControllerConfig::default());
+    let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
+    d.set_memory(GuestMemoryAtomic::new(m));
+    d
+}
+
+fn write(d: &Device<u32>, addr: u64, data: &[u8]) {
+    d.memory().unwrap().memory().write_slice(data, GuestAddress(addr)).unwrap();
+}
+
+fn read(d: &Device<u32>, addr: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    d.memory().unwrap().memory().read_slice(&mut v, GuestAddress(addr)).unwrap();
+    v
+}
+
+fn xfer(ep: u8, flags: u8, length: u32, tag: u64, segs: &[(u64, u32)]) -> XferRequest {
+    XferRequest {
+        ep,
+        flags,
+        length,
+        tag,
+        segments: segs.iter().map(|&(addr, len)| Segment { addr, len }).collect(),
+    }
+}
+
+fn done(d: &mut Device<u32>) -> Vec<(u32, Status, u32)> {
+    d.take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::XferDone { token, status, actual } => Some((token, status, actual)),
+            Output::Event(_) => None,
+        })
+        .collect()
+}
+
+fn events(d: &mut Device<u32>) -> Vec<u16> {
+    d.take_outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(u16::from(e.type_)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pull-up, reset at `speed`, address, and SET_CONFIGURATION answered by a
+/// zero-length status request, with bulk ep1in/ep2out enabled.
+fn configured(speed: Speed, mps: u16) -> Device<u32> {
+    let mut d = dev();
+    d.command(Command::Pullup(true));
+    assert_eq!(d.bus_reset(speed), Some(speed));
+    let (tx, rx) = channel();
+    d.start_control(SetupPacket { request_type: 0, request: usb::REQ_SET_ADDRESS, value: 5, index: 0, length: 0 }, vec![], tx);
+    assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
+    for ep in [0x81, 0x02] {
+        let e = EpEnable { ep, ep_type: USB_XFER_BULK, max_packet: mps, interval: 0, max_burst: 0, mult: 0 };
+        assert_eq!(d.command(Command::EpEnable(e)), (Status::Ok, 0));
+    }
+    let (tx, rx) = channel();
+    d.start_control(SetupPacket { request_type: 0, request: usb::REQ_SET_CONFIGURATION, value: 1, index: 0, length: 0 }, vec![], tx);
+    d.queue_xfer(999, xfer(0, 0, 0, 1, &[]));
+    assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
+    assert_eq!(d.state(), BusState::Configured);
+    d.take_outputs();
+    d
+}
+
+fn host_in(d: &mut Device<u32>, ep: u8, len: usize) -> Receiver<UrbResult> {
+    let (tx, rx) = channel();
+    d.submit_urb(ep, Urb::new(0, UrbKind::In { len }, tx));
+    rx
+}
+
+fn host_out(d: &mut Device<u32>, ep: u8, data: Vec<u8>, zlp: bool) -> Receiver<UrbResult> {
+    let (tx, rx) = channel();
+    d.submit_urb(ep, Urb::new(0, UrbKind::Out { data, zlp }, tx));
+    rx
+}
+
+#[test]
+fn in_short_packet_ends_host_transfer() {
+    let mut d = configured(Speed::High, 512);
+    let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    write(&d, 0x1000, &data);
+    d.queue_xfer(1, xfer(0x81, 0, 1000, 1, &[(0x1000, 600), (0x3000, 400)]));
+    write(&d, 0x3000, &data[600..]);
+    let rx = host_in(&mut d, 0x81, 4096);
+    let r = rx.try_recv().unwrap();
+    assert_eq!(r.status, UrbStatus::Ok);
+    assert_eq!(r.data, data);
+    assert_eq!(done(&mut d), vec![(1, Status::Ok, 1000)]);
+}
+
+#[test]
+fn in_multiple_of_packet_continues_into_next_request_unless_zero_flag() {
+    let mut d = configured(Speed::High, 512);
+    write(&d, 0x1000, &[1u8; 512]);
+    write(&d, 0x2000, &[2u8; 10]);
+    let rx = host_in(&mut d, 0x81, 4096);
+    d.queue_xfer(1, xfer(0x81, 0, 512, 1, &[(0x1000, 512)]));
+    assert!(rx.try_recv().is_err(), "no short packet yet: the host transfer stays open");
+    d.queue_xfer(2, xfer(0x81, 0, 10, 2, &[(0x2000, 10)]));
+    let r = rx.try_recv().unwrap();
+    assert_eq!(r.actual, 522);
+    assert_eq!(done(&mut d), vec![(1, Status::Ok, 512), (2, Status::Ok, 10)]);
+
+    // With the ZERO flag, a ZLP ends the host transfer after 512 bytes.
+    let rx = host_in(&mut d, 0x81, 4096);
+    d.queue_xfer(3, xfer(0x81, VIRTIO_UDC_XFER_F_ZERO, 512, 3, &[(0x1000, 512)]));
+    let r = rx.try_recv().unwrap();
+    assert_eq!((r.status, r.actual), (UrbStatus::Ok, 512));
+    assert_eq!(done(&mut d), vec![(3, Status::Ok, 512)]);
+}
+
+#[test]
+fn in_zlp_after_full_host_transfer_goes_to_the_next() {
+    let mut d = configured(Speed::High, 512);
+    let rx1 = host_in(&mut d, 0x81, 512);
+    let rx2 = host_in(&mut d, 0x81, 512);
+    d.queue_xfer(1, xfer(0x81, VIRTIO_UDC_XFER_F_ZERO, 512, 1, &[(0x1000, 512)]));
+    assert_eq!(rx1.try_recv().unwrap().actual, 512);
+    let r2 = rx2.try_recv().unwrap();
+    assert_eq!((r2.status, r2.actual), (UrbStatus::Ok, 0));
+    assert_eq!(done(&mut d), vec![(1, Status::Ok, 512)]);
+}
+
+#[test]
+fn in_zero_length_request_sends_a_zlp() {
+    let mut d = configured(Speed::Super, 1024);
+    let rx = host_in(&mut d, 0x81, 1024);
+    d.queue_xfer(7, xfer(0x81, 0, 0, 7, &[]));
+    let r = rx.try_recv().unwrap();
+    assert_eq!((r.status, r.actual), (UrbStatus::Ok, 0));
+    assert_eq!(done(&mut d), vec![(7, Status::Ok, 0)]);
+}
+
+#[test]
+fn in_babble_when_host_buffer_is_not_a_packet_multiple() {
+    let mut d = configured(Speed::High, 512);
+    let rx = host_in(&mut d, 0x81, 100);
+    d.queue_xfer(1, xfer(0x81, 0, 512, 1, &[(0x1000, 512)]));
+    let r = rx.try_recv().unwrap();
+    assert_eq!((r.status, r.actual), (UrbStatus::Overflow, 100));
+    assert_eq!(done(&mut d), vec![(1, Status::Ok, 512)]);
+}
+
+#[test]
+fn out_fills_requests_in_fifo_order_and_short_packet_completes() {
+    let mut d = configured(Speed::High, 512);
+    d.queue_xfer(1, xfer(0x02, 0, 1024, 1, &[(0x1000, 1024)]));
+    d.queue_xfer(2, xfer(0x02, 0, 1024, 2, &[(0x2000, 1024)]));
+    let data: Vec<u8> = (0..1500u32).map(|i| (i * 3) as u8).collect();
+    let rx = host_out(&mut d, 0x02, data.clone(), false);
+    let r = rx.try_recv().unwrap();
+    assert_eq!((r.status, r.actual), (UrbStatus::Ok, 1500));
+    assert_eq!(done(&mut d), vec![(1, Status::Ok, 1024), (2, Status::Ok, 476)]);
+    assert_eq!(read(&d, 0x1000, 1024), data[..1024]);
+    assert_eq!(read(&d, 0x2000, 476), data[1024..]);
+}
+
+#[test]
+fn out_zlp_ends_a_request_short() {
+    let mut d = configured(Speed::High, 512);
+    d.queue_xfer(1, xfer(0x02, 0, 4096, 1, &[(0x1000, 4096)]));
+    let rx = host_out(&mut d, 0x02, vec![5u8; 1024], true);
+    assert_eq!(rx.try_recv().unwrap().actual, 1024);
+    assert_eq!(done(&mut d), vec![(1, Status::Ok, 1024)]);
+    // Without the ZLP the request would stay open.
+    d.queue_xfer(2, xfer(0x02, 0, 4096, 2, &[(0x1000, 4096)]));
+    let rx = host_out(&mut d, 0x02, vec![5u8; 1024], false);
+    assert_eq!(rx.try_recv().unwrap().actual, 1024);
+    assert!(done(&mut d).is_empty());
+}
+
+#[test]
+fn out_babble_overflows_the_guest_request() {
+    let mut d = configured(Speed::High, 512);
+    d.queue_xfer(1, xfer(0x02, 0, 100, 1, &[(0x1000, 100)]));
+    let rx = host_out(&mut d, 0x02, vec![9u8; 512], false);
+    assert_eq!(rx.try_recv().unwrap().status, UrbStatus::Ok);
+    assert_eq!(done(&mut d), vec![(1, Status::Overflow, 100)]);
+}
+
+#[test]
+fn cancel_and_disable_complete_with_their_statuses() {
+    let mut d = configured(Speed::High, 512);
+    d.queue_xfer(1, xfer(0x81, 0, 10, 11, &[(0x1000, 10)]));
+    d.queue_xfer(2, xfer(0x81, 0, 10, 12, &[(0x1000, 10)]));
+    assert_eq!(d.command(Command::XferCancel { ep: 0x81, tag: 12 }), (Status::Ok, 0));
+    assert_eq!(d.command(Command::XferCancel { ep: 0x81, tag: 12 }), (Status::NotFound, 0));
+    assert_eq!(done(&mut d), vec![(2, Status::Cancelled, 0)]);
+    assert_eq!(d.command(Command::EpDisable { ep: 0x81 }), (Status::Ok, 0));
+    assert_eq!(done(&mut d), vec![(1, Status::Shutdown, 0)]);
+    d.queue_xfer(3, xfer(0x81, 0, 10, 13, &[(0x1000, 10)]));
+    assert_eq!(done(&mut d), vec![(3, Status::Shutdown, 0)]);
+}
+
+#[test]
+fn halt_stalls_the_host_and_busy_in_endpoint_refuses() {
+    let mut d = configured(Speed::High, 512);
+    assert_eq!(d.command(Command::EpSetHalt { ep: 0x02, halt: HaltRequest::Halt }), (Status::Ok, 0));
+    let rx = host_out(&mut d, 0x02, vec![1], false);
+    assert_eq!(rx.try_recv().unwrap().status, UrbStatus::Stall);
+    d.queue_xfer(1, xfer(0x81, 0, 10, 1, &[(0x1000, 10)]));
+    assert_eq!(d.command(Command::EpSetHalt { ep: 0x81, halt: HaltRequest::Halt }), (Status::Busy, 0));
+    // The host's CLEAR_FEATURE does not clear a wedge.
+    assert_eq!(d.command(Command::EpSetHalt { ep: 0x02, halt: HaltRequest::Wedge }), (Status::Ok, 0));
+    let (tx, rx) = channel();
+    d.start_control(SetupPacket { request_type: 2, request: usb::REQ_CLEAR_FEATURE, value: 0, index: 0x02, length: 0 }, vec![], tx);
+    assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
+    let (tx, rx) = channel();
+    d.start_control(SetupPacket { request_type: 0x82, request: usb::REQ_GET_STATUS, value: 0, index: 0x02, length: 2 }, vec![], tx);
+    assert_eq!(rx.try_recv().unwrap(), Ok(vec![1, 0]));
+}
+
+#[test]
+fn ep0_in_out_and_stall() {
+    let mut d = configured(Speed::High, 512);
+    // IN data stage, longer than wLength: the host gets wLength bytes.
+    let (tx, rx) = channel();
+    d.start_control(SetupPacket { request_type: 0x80, request: 6, value: 0x100, index: 0, length: 18 }, vec![], tx);
+    assert_eq!(events(&mut d), vec![VIRTIO_UDC_EVT_SETUP]);
+    write(&d, 0x1000, &[0xab; 20]);
+    d.queue_xfer(1, xfer(0x80, 0, 20, 1, &[(0x1000, 20)]));
+    assert_eq!(rx.try_recv().unwrap(), Ok(vec![0xab; 18]));
+    // OUT data stage.
+    let (tx, rx) = channel();
+    d.start_control(SetupPacket { request_type: 0x40, request: 1, value: 0, index: 0, length: 4 }, vec![1, 2, 3, 4], tx);
+    d.queue_xfer(2, xfer(0x00, 0, 4, 2, &[(0x2000, 4)]));
+    assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
+    assert_eq!(read(&d, 0x2000, 4), vec![1, 2, 3, 4]);
+    // Wrong direction is refused, the transfer stays pending; then a stall.
+    let (tx, rx) = channel();
+    d.start_control(SetupPacket { request_type: 0xc0, request: 2, value: 0, index: 0, length: 4 }, vec![], tx);
+    d.queue_xfer(3, xfer(0x00, 0, 4, 3, &[(0x2000, 4)]));
+    assert_eq!(d.command(Command::EpSetHalt { ep: 0, halt: HaltRequest::Halt }), (Status::Ok, 0));
+    assert_eq!(rx.try_recv().unwrap(), Err(UrbStatus::Stall));
+    let outs = done(&mut d);
+    assert_eq!(outs, vec![(1, Status::Ok, 18), (2, Status::Ok, 4), (3, Status::Invalid, 0)]);
+    // No control transfer pending.
+    d.queue_xfer(4, xfer(0x80, 0, 0, 4, &[]));
+    assert_eq!(done(&mut d), vec![(4, Status::Invalid, 0)]);
+}
+
+#[test]
+fn bus_reset_and_disconnect_end_the_session() {
+    let mut d = configured(Speed::Super, 1024);
+    d.queue_xfer(1, xfer(0x81, 0, 10, 1, &[(0x1000, 10)]));
+    assert_eq!(d.bus_reset(Speed::High), Some(Speed::High));
+    let outs = d.take_outputs();
+    assert!(matches!(outs[0], Output::XferDone { token: 1, status: Status::Shutdown, .. }));
+    assert!(matches!(&outs[1], Output::Event(e) if u16::from(e.type_) == VIRTIO_UDC_EVT_BUS_RESET && u32::from(e.value) == 3));
+    assert_eq!(d.max_packet(0x81), None, "endpoints are disabled by the reset");
+    d.set_host_attached(false);
+    assert_eq!(events(&mut d), vec![VIRTIO_UDC_EVT_DISCONNECT]);
+    assert_eq!(d.state(), BusState::Detached);
+}
+
+#[test]
+fn reset_speed_is_capped_by_the_controller() {
+    let mut d = Device::<u32>::new(ControllerConfig { max_speed: Speed::High, ..Default::default() });
+    d.command(Command::Pullup(true));
+    assert_eq!(d.bus_reset(Speed::Super), Some(Speed::High));
+}
+
+#[test]
+fn many_requests_complete_in_fifo_order_per_endpoint() {
+    let mut d = configured(Speed::High, 512);
+    for t in 0..50u32 {
+        d.queue_xfer(t, xfer(0x81, 0, 100 + t, u64::from(t), &[(0x1000, 200)]));
+        d.queue_xfer(1000 + t, xfer(0x02, 0, 512, u64::from(t), &[(0x8000 + u64::from(t) * 512, 512)]));
+    }
+    let mut rxs = Vec::new();
+    for t in 0..50u32 {
+        rxs.push(host_in(&mut d, 0x81, 4096));
+        rxs.push(host_out(&mut d, 0x02, vec![t as u8; 100], false));
+    }
+    let outs = done(&mut d);
+    let ins: Vec<u32> = outs.iter().filter(|o| o.0 < 1000).map(|o| o.0).collect();
+    let outs_: Vec<u32> = outs.iter().filter(|o| o.0 >= 1000).map(|o| o.0 - 1000).collect();
+    assert_eq!(ins, (0..50).collect::<Vec<_>>());
+    assert_eq!(outs_, (0..50).collect::<Vec<_>>());
+    for rx in rxs {
+        assert_eq!(rx.try_recv().unwrap().status, UrbStatus::Ok);
+    }
+}
+
+#[test]
+fn config_space_describes_the_controller() {
+    let c = ControllerConfig::default().to_wire();
+    assert_eq!(c.num_eps, 31);
+    assert_eq!(u32::from(c.max_segments), MIN_SG_SEGMENTS);
+    assert_eq!(u32::from(c.flags) & VIRTIO_UDC_CONFIG_F_SG, VIRTIO_UDC_CONFIG_F_SG);
+    assert_eq!(c.eps[0].caps, VIRTIO_UDC_EP_CAP_CONTROL);
+    let nosg = ControllerConfig { sg: false, ..Default::default() }.to_wire();
+    assert_eq!(u32::from(nosg.max_segments), 1);
+    assert_eq!(u32::from(nosg.flags) & VIRTIO_UDC_CONFIG_F_SG, 0);
+}

@@ -1,0 +1,247 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The USB host: resets the bus when the gadget pulls up, enumerates it, and
+//! gives the control socket and the traffic engine blocking host-side calls
+//! (control transfers, IN and OUT transfers) over the device model.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use log::{error, info, warn};
+use serde::Serialize;
+
+use crate::device::{BusState, UrbKind, UrbResult, UrbStatus, Urb};
+use crate::enumerate::{self, ControlError, ControlPipe, Enumerated};
+use crate::usb::{SetupPacket, Speed};
+use crate::vhu_udc::Udc;
+
+/// How the host behaves; changeable at run time through the control socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HostConfig {
+    /// The host port's speed; the bus runs at the lower of this and the
+    /// controller's maximum.
+    pub speed: Speed,
+    /// Reset and enumerate as soon as the gadget pulls up, as a real host
+    /// does. Off: the bus stays in reset until asked over the control socket.
+    pub auto_enumerate: bool,
+    /// How long the host waits for each control transfer (USB 2.0 9.2.6.4
+    /// allows 5 s).
+    pub control_timeout: Duration,
+    /// The address the host assigns.
+    pub address: u8,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            speed: Speed::High,
+            auto_enumerate: true,
+            control_timeout: Duration::from_secs(5),
+            address: 1,
+        }
+    }
+}
+
+/// What the host knows of the bus, for the control socket.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HostView {
+    pub enumerated: Option<Enumerated>,
+    pub last_error: Option<String>,
+    pub enumerations: u64,
+}
+
+pub struct Host {
+    udc: Arc<Udc>,
+    cfg: Mutex<HostConfig>,
+    view: Mutex<HostView>,
+    next_id: AtomicU64,
+    stop: AtomicBool,
+}
+
+impl Host {
+    pub fn new(udc: Arc<Udc>, cfg: HostConfig) -> Arc<Self> {
+        Arc::new(Host {
+            udc,
+            cfg: Mutex::new(cfg),
+            view: Mutex::new(HostView::default()),
+            next_id: AtomicU64::new(1),
+            stop: AtomicBool::new(false),
+        })
+    }
+
+    pub fn udc(&self) -> &Arc<Udc> {
+        &self.udc
+    }
+
+    pub fn config(&self) -> HostConfig {
+        self.cfg.lock().unwrap().clone()
+    }
+
+    pub fn set_config(&self, cfg: HostConfig) {
+        *self.cfg.lock().unwrap() = cfg;
+        self.udc.poke();
+    }
+
+    pub fn view(&self) -> HostView {
+        self.view.lock().unwrap().clone()
+    }
+
+    /// Starts the host thread: it waits for the gadget's pull-up, then
+    /// resets the bus and enumerates.
+    pub fn spawn(self: &Arc<Self>) -> thread::JoinHandle<()> {
+        let host = self.clone();
+        thread::Builder::new()
+            .name("usb-host".into())
+            .spawn(move || host.run())
+            .expect("spawning the host thread")
+    }
+
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.udc.poke();
+    }
+
+    fn run(&self) {
+        while !self.stop.load(Ordering::SeqCst) {
+            let auto = self.config().auto_enumerate;
+            let (g, want) = self.udc.wait_until(Duration::from_millis(200), |d| {
+                auto && d.wants_enumeration()
+            });
+            drop(g);
+            if want && !self.stop.load(Ordering::SeqCst) {
+                if let Err(e) = self.reset_and_enumerate() {
+                    error!("host: enumeration failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Resets the bus and enumerates the gadget, like plugging it in.
+    pub fn reset_and_enumerate(&self) -> Result<Enumerated, String> {
+        let cfg = self.config();
+        let Some(speed) = self.udc.lock().bus_reset(cfg.speed) else {
+            return Err("the gadget has not pulled up (no UDC bound), or no host is attached".into());
+        };
+        // A host waits after reset before it talks to the device (USB 2.0
+        // 7.1.7.3: at least 10 ms of reset recovery).
+        thread::sleep(Duration::from_millis(10));
+        let mut pipe = HostPipe { host: self };
+        let mut set_address = |a: u8| pipe_set_address(self, a);
+        let result = enumerate::enumerate(&mut pipe, speed, cfg.address, &mut set_address);
+        let mut view = self.view.lock().unwrap();
+        view.enumerations += 1;
+        match result {
+            Ok(e) => {
+                info!(
+                    "host: enumerated {:04x}:{:04x} at {speed}, configuration {}",
+                    e.device.id_vendor, e.device.id_product, e.active_configuration
+                );
+                view.enumerated = Some(e.clone());
+                view.last_error = None;
+                Ok(e)
+            }
+            Err(err) => {
+                let msg = err.to_string();
+                view.enumerated = None;
+                view.last_error = Some(msg.clone());
+                Err(msg)
+            }
+        }
+    }
+
+    /// Sends a control transfer and waits for its end.
+    pub fn control(&self, setup: SetupPacket, data_out: Vec<u8>) -> Result<Vec<u8>, UrbStatus> {
+        let timeout = self.config().control_timeout;
+        let (tx, rx) = channel();
+        self.udc.lock().start_control(setup, data_out, tx);
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) => {
+                self.udc.lock().abort_control();
+                // abort_control answers on the channel; the answer may also
+                // have raced in just now.
+                rx.recv_timeout(Duration::from_millis(100)).unwrap_or(Err(UrbStatus::Timeout))
+            }
+            Err(RecvTimeoutError::Disconnected) => Err(UrbStatus::Shutdown),
+        }
+    }
+
+    /// Queues a transfer on a non-control endpoint; the result arrives on the
+    /// receiver.
+    pub fn submit(&self, ep: u8, kind: UrbKind) -> (u64, Receiver<UrbResult>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = channel();
+        self.udc.lock().submit_urb(ep, Urb::new(id, kind, tx));
+        (id, rx)
+    }
+
+    /// A transfer that the host cancels if it has not completed in `timeout`.
+    pub fn transfer(&self, ep: u8, kind: UrbKind, timeout: Duration) -> UrbResult {
+        let start = Instant::now();
+        let (id, rx) = self.submit(ep, kind);
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r,
+            Err(_) => {
+                self.udc.lock().cancel_urb(ep, id);
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(mut r) if r.status == UrbStatus::Cancelled => {
+                        r.status = UrbStatus::Timeout;
+                        r
+                    }
+                    Ok(r) => r,
+                    Err(_) => UrbResult {
+                        status: UrbStatus::Timeout,
+                        data: Vec::new(),
+                        actual: 0,
+                        submitted: start,
+                        completed: Instant::now(),
+                    },
+                }
+            }
+        }
+    }
+
+    /// Waits until the bus is configured (the gadget accepted
+    /// SET_CONFIGURATION) or `timeout` passes.
+    pub fn wait_configured(&self, timeout: Duration) -> bool {
+        let (_g, ok) = self.udc.wait_until(timeout, |d| d.state() == BusState::Configured);
+        ok
+    }
+}
+
+struct HostPipe<'a> {
+    host: &'a Host,
+}
+
+fn control_error(s: UrbStatus) -> ControlError {
+    match s {
+        UrbStatus::Stall => ControlError::Stall,
+        UrbStatus::Timeout => ControlError::Timeout,
+        UrbStatus::Shutdown => ControlError::Shutdown,
+        other => ControlError::Other(format!("{other:?}")),
+    }
+}
+
+fn pipe_set_address(host: &Host, a: u8) -> Result<(), ControlError> {
+    host.control(SetupPacket::set_address(a), Vec::new())
+        .map(|_| ())
+        .map_err(control_error)
+}
+
+impl ControlPipe for HostPipe<'_> {
+    fn control_in(&mut self, setup: SetupPacket) -> Result<Vec<u8>, ControlError> {
+        self.host.control(setup, Vec::new()).map_err(control_error)
+    }
+
+    fn control_out(&mut self, setup: SetupPacket, data: &[u8]) -> Result<(), ControlError> {
+        if let Err(s) = self.host.control(setup, data.to_vec()) {
+            if s == UrbStatus::Timeout {
+                warn!("host: {setup} timed out");
+            }
+            return Err(control_error(s));
+        }
+        Ok(())
+    }
+}

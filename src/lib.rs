@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! vhost-device-udc: the vhost-user backend of virtio-udc, a virtual USB
+//! device controller. The guest runs a gadget; this side is the USB host,
+//! the cable and the controller's DMA engine.
+//!
+//! Module edges:
+//! - [`wire`]: the wire format of docs/virtio-udc.md, nothing else;
+//! - [`request`]: untrusted guest bytes to checked requests (pure);
+//! - [`dma`]: copies between segment lists in guest memory and host buffers;
+//! - [`device`]: the device model (endpoints, bus, ep0), transport-free;
+//! - [`vhu_udc`]: the vhost-user transport around the device model;
+//! - [`usb`], [`enumerate`], [`host`]: the USB host (chapter 9 types and
+//!   descriptor validation, the enumeration procedure, the host thread);
+//! - [`traffic`]: host-side traffic streams; [`control`]: the control socket;
+//! - [`zerocopy`]: host DMABUFs over guest pages; [`config`]: the TOML file.
+
+pub mod config;
+pub mod control;
+pub mod device;
+pub mod dma;
+pub mod enumerate;
+pub mod host;
+pub mod request;
+pub mod traffic;
+pub mod usb;
+pub mod vhu_udc;
+pub mod wire;
+pub mod zerocopy;

@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The host's traffic engine: per endpoint, a stream of host transfers kept
+//! in flight. OUT streams are sources (a pattern from udc-patterns); IN
+//! streams are sinks that check every byte against the same pattern, or
+//! discard. The guest tool uses the same patterns, so both ends agree on
+//! every byte without exchanging anything but a pattern name.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use log::{info, warn};
+use serde::Serialize;
+use udc_patterns::{Pattern, Stats, StatsSnapshot};
+
+use crate::config::parse_ep_address;
+use crate::device::{UrbKind, UrbResult, UrbStatus};
+use crate::host::Host;
+use crate::wire::{ep_is_in, ep_name};
+
+/// One stream's parameters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct StreamSpec {
+    pub ep: u8,
+    #[serde(serialize_with = "ser_display")]
+    pub pattern: Pattern,
+    pub verify: bool,
+    pub transfer_size: usize,
+    pub depth: usize,
+    /// 0: until stopped.
+    pub count: u64,
+    pub zlp: bool,
+}
+
+fn ser_display<S: serde::Serializer>(p: &Pattern, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(p)
+}
+
+/// Largest transfer a stream may use; one buffer per transfer in flight.
+pub const MAX_TRANSFER: usize = 64 << 20;
+
+impl StreamSpec {
+    /// Builds a spec from the optional fields of the config file or the
+    /// control socket, with defaults, checking each.
+    pub fn from_parts(
+        endpoint: &str,
+        pattern: Option<&str>,
+        verify: Option<bool>,
+        transfer_size: Option<usize>,
+        depth: Option<usize>,
+        count: Option<u64>,
+        zlp: Option<bool>,
+    ) -> Result<StreamSpec, String> {
+        let ep = parse_ep_address(endpoint)?;
+        let pattern = match pattern {
+            Some(p) => p.parse::<Pattern>().map_err(|e| format!("pattern {p:?}: {e}"))?,
+            None => Pattern::Counter,
+        };
+        let transfer_size = transfer_size.unwrap_or(64 * 1024);
+        if transfer_size == 0 || transfer_size > MAX_TRANSFER {
+            return Err(format!("transfer_size {transfer_size} is outside 1..={MAX_TRANSFER}"));
+        }
+        let depth = depth.unwrap_or(4);
+        if !(1..=64).contains(&depth) {
+            return Err(format!("depth {depth} is outside 1..=64"));
+        }
+        Ok(StreamSpec {
+            ep,
+            pattern,
+            verify: verify.unwrap_or(true),
+            transfer_size,
+            depth,
+            count: count.unwrap_or(0),
+            zlp: zlp.unwrap_or(false),
+        })
+    }
+}
+
+/// A stream's state, for the control socket.
+#[derive(Clone, Debug, Serialize)]
+pub struct StreamStatus {
+    pub endpoint: String,
+    pub spec: StreamSpec,
+    pub running: bool,
+    /// Stream offset of the next byte.
+    pub offset: u64,
+    pub stats: StatsSnapshot,
+    pub last_error: Option<String>,
+}
+
+struct Stream {
+    spec: StreamSpec,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Mutex<StreamShared>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+struct StreamShared {
+    running: bool,
+    offset: u64,
+    stats: Stats,
+    last_error: Option<String>,
+}
+
+/// All streams of the daemon, one per endpoint at most.
+pub struct Traffic {
+    host: Arc<Host>,
+    streams: Mutex<BTreeMap<u8, Stream>>,
+}
+
+impl Traffic {
+    pub fn new(host: Arc<Host>) -> Arc<Self> {
+        Arc::new(Traffic {
+            host,
+            streams: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Starts a stream, replacing a finished one on the same endpoint.
+    pub fn start(&self, spec: StreamSpec) -> Result<(), String> {
+        let mut streams = self.streams.lock().unwrap();
+        if let Some(s) = streams.get(&spec.ep) {
+            if s.shared.lock().unwrap().running {
+                return Err(format!("{} already has a running stream; stop it first", ep_name(spec.ep)));
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Mutex::new(StreamShared {
+            running: true,
+            offset: 0,
+            stats: Stats::new(),
+            last_error: None,
+        }));
+        let host = self.host.clone();
+        let (st, sh, sp) = (stop.clone(), shared.clone(), spec.clone());
+        let thread = thread::Builder::new()
+            .name(format!("stream-{}", ep_name(spec.ep)))
+            .spawn(move || run_stream(&host, &sp, &st, &sh))
+            .map_err(|e| format!("cannot start the stream thread: {e}"))?;
+        info!(
+            "traffic: {} stream started: {}, {} bytes x {} in flight",
+            ep_name(spec.ep),
+            spec.pattern,
+            spec.transfer_size,
+            spec.depth
+        );
+        streams.insert(
+            spec.ep,
+            Stream {
+                spec,
+                stop,
+                shared,
+                thread: Some(thread),
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops a stream and waits for its transfers to end.
+    pub fn stop(&self, ep: u8) -> Result<StreamStatus, String> {
+        let mut streams = self.streams.lock().unwrap();
+        let s = streams
+            .get_mut(&ep)
+            .ok_or_else(|| format!("{} has no stream", ep_name(ep)))?;
+        s.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = s.thread.take() {
+            let _ = t.join();
+        }
+        Ok(status_of(s))
+    }
+
+    pub fn stop_all(&self) {
+        let eps: Vec<u8> = self.streams.lock().unwrap().keys().copied().collect();
+        for ep in eps {
+            let _ = self.stop(ep);
+        }
+    }
+
+    pub fn status(&self) -> Vec<StreamStatus> {
+        self.streams.lock().unwrap().values().map(status_of).collect()
+    }
+}
+
+fn status_of(s: &Stream) -> StreamStatus {
+    let sh = s.shared.lock().unwrap();
+    StreamStatus {
+        endpoint: ep_name(s.spec.ep),
+        spec: s.spec.clone(),
+        running: sh.running,
+        offset: sh.offset,
+        stats: sh.stats.snapshot(),
+        last_error: sh.last_error.clone(),
+    }
+}
+
+/// Keeps `depth` transfers in flight until stopped, the count is reached,
+/// or a transfer fails.
+fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<StreamShared>) {
+    let is_in = ep_is_in(spec.ep);
+    let mut submit_offset = 0u64;
+    let mut check_offset = 0u64;
+    let mut submitted = 0u64;
+    let mut inflight: VecDeque<(u64, std::sync::mpsc::Receiver<UrbResult>)> = VecDeque::new();
+    let fail = |msg: String| {
+        warn!("traffic: {}: {msg}", ep_name(spec.ep));
+        let mut sh = shared.lock().unwrap();
+        sh.stats.record_error();
+        sh.last_error = Some(msg);
+    };
+    'run: loop {
+        while inflight.len() < spec.depth && (spec.count == 0 || submitted < spec.count) && !stop.load(Ordering::SeqCst) {
+            let kind = if is_in {
+                UrbKind::In { len: spec.transfer_size }
+            } else {
+                let mut data = vec![0u8; spec.transfer_size];
+                spec.pattern.fill(submit_offset, &mut data);
+                UrbKind::Out { data, zlp: spec.zlp }
+            };
+            submit_offset += spec.transfer_size as u64;
+            submitted += 1;
+            inflight.push_back(host.submit(spec.ep, kind));
+        }
+        let Some((id, rx)) = inflight.pop_front() else { break };
+        let r = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(r) => break r,
+                Err(_) if stop.load(Ordering::SeqCst) => {
+                    host.udc().lock().cancel_urb(spec.ep, id);
+                    if let Ok(r) = rx.recv_timeout(Duration::from_millis(500)) {
+                        break r;
+                    }
+                    break 'run;
+                }
+                Err(_) => {}
+            }
+        };
+        match r.status {
+            UrbStatus::Ok => {}
+            UrbStatus::Cancelled if stop.load(Ordering::SeqCst) => break,
+            other => {
+                fail(format!("transfer at stream offset {check_offset} failed: {other:?}"));
+                break;
+            }
+        }
+        if is_in && spec.verify {
+            if let Err(m) = spec.pattern.verify(check_offset, &r.data) {
+                fail(m.to_string());
+                break;
+            }
+        }
+        check_offset += r.actual as u64;
+        let mut sh = shared.lock().unwrap();
+        sh.stats.record(r.actual as u64, r.completed.duration_since(r.submitted));
+        sh.offset = check_offset;
+    }
+    // Cancel what is still in flight so the endpoint is left clean.
+    for (id, rx) in inflight {
+        host.udc().lock().cancel_urb(spec.ep, id);
+        let _ = rx.recv_timeout(Duration::from_millis(500));
+    }
+    shared.lock().unwrap().running = false;
+    info!("traffic: {} stream ended at offset {check_offset}", ep_name(spec.ep));
+}

@@ -1,0 +1,545 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The vhost-user transport: virtqueues in, [`Device`] calls, completions and
+//! events out.
+//!
+//! Everything that touches a virtqueue lives here; the device model never
+//! sees a descriptor. [`Udc`] is the handle the rest of the daemon (host
+//! model, control socket, traffic engine) shares: every call locks the
+//! device, runs, and then delivers the device's outputs to the rings in the
+//! order they happened, so a completion an event implies is always on the
+//! xferq used ring before the event is on the eventq.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use log::{debug, error, warn};
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
+use virtio_bindings::bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
+use virtio_bindings::bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use virtio_queue::{DescriptorChain, QueueT};
+use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryLoadGuard};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
+
+use crate::device::{ControllerConfig, Device, GuestMem, Output};
+use crate::request::{self, Rejected};
+use crate::wire::*;
+
+type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
+type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
+
+/// Events the device keeps while the driver has no eventq buffer posted
+/// (the spec promises at least 64).
+const EVENT_BACKLOG: usize = 256;
+/// Largest queue the device accepts.
+pub const QUEUE_SIZE: usize = 1024;
+
+/// Where a transfer's status goes: its chain's head and writable regions.
+#[derive(Debug)]
+pub struct ChainToken {
+    head: u16,
+    status_at: Vec<(GuestAddress, usize)>,
+}
+
+/// A descriptor chain split into its two parts.
+struct ChainParts {
+    readable: Vec<u8>,
+    writable: Vec<(GuestAddress, usize)>,
+    /// Why the readable part could not be read, if it could not. The
+    /// writable part is still there to report it in.
+    error: Option<Rejected>,
+}
+
+impl ChainParts {
+    fn writable_len(&self) -> usize {
+        self.writable.iter().map(|&(_, l)| l).sum()
+    }
+}
+
+/// Reads a chain's driver-readable bytes (at most `max_readable`; the rest
+/// is ignored, so a driver cannot make the device allocate more) and notes
+/// its device-writable regions.
+fn split_chain(mem: &GuestMemoryMmap, chain: Chain, max_readable: usize) -> ChainParts {
+    let mut parts = ChainParts {
+        readable: Vec::new(),
+        writable: Vec::new(),
+        error: None,
+    };
+    for desc in chain {
+        let len = desc.len() as usize;
+        if desc.is_write_only() {
+            parts.writable.push((desc.addr(), len));
+            continue;
+        }
+        if !parts.writable.is_empty() {
+            parts.error.get_or_insert(Rejected::new(
+                Status::Invalid,
+                "readable descriptor after a writable one",
+            ));
+            continue;
+        }
+        let take = len.min(max_readable - parts.readable.len());
+        if take == 0 || parts.error.is_some() {
+            continue;
+        }
+        let at = parts.readable.len();
+        parts.readable.resize(at + take, 0);
+        if mem.read_slice(&mut parts.readable[at..], desc.addr()).is_err() {
+            parts.error = Some(Rejected::new(
+                Status::DmaFault,
+                format!("descriptor {:#x}+{len:#x} is not inside guest memory", desc.addr().0),
+            ));
+        }
+    }
+    parts
+}
+
+/// Writes `bytes` across writable regions; returns how many fit.
+fn write_regions(mem: &GuestMemoryMmap, regions: &[(GuestAddress, usize)], bytes: &[u8]) -> usize {
+    let mut done = 0;
+    for &(addr, len) in regions {
+        if done == bytes.len() {
+            break;
+        }
+        let n = len.min(bytes.len() - done);
+        if mem.write_slice(&bytes[done..done + n], addr).is_err() {
+            warn!("status buffer {:#x}+{n:#x} is outside guest memory", addr.0);
+            break;
+        }
+        done += n;
+    }
+    done
+}
+
+struct Inner {
+    dev: Device<ChainToken>,
+    vrings: Vec<VringRwLock>,
+    events: VecDeque<VirtioUdcEvent>,
+    event_idx: bool,
+}
+
+/// The shared device: what every thread of the daemon talks to.
+pub struct Udc {
+    inner: Mutex<Inner>,
+    /// Signalled after every change, for threads waiting on device state
+    /// (the host model waits for the pull-up).
+    changed: Condvar,
+}
+
+/// A locked device. Dropping it delivers the outputs the calls produced.
+pub struct UdcGuard<'a> {
+    g: MutexGuard<'a, Inner>,
+    udc: &'a Udc,
+}
+
+impl std::ops::Deref for UdcGuard<'_> {
+    type Target = Device<ChainToken>;
+    fn deref(&self) -> &Self::Target {
+        &self.g.dev
+    }
+}
+
+impl std::ops::DerefMut for UdcGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.g.dev
+    }
+}
+
+impl Drop for UdcGuard<'_> {
+    fn drop(&mut self) {
+        self.g.deliver();
+        self.udc.changed.notify_all();
+    }
+}
+
+impl Udc {
+    pub fn new(cfg: ControllerConfig) -> Arc<Self> {
+        Arc::new(Udc {
+            inner: Mutex::new(Inner {
+                dev: Device::new(cfg),
+                vrings: Vec::new(),
+                events: VecDeque::new(),
+                event_idx: false,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Locks the device. Outputs are delivered when the guard drops.
+    pub fn lock(&self) -> UdcGuard<'_> {
+        UdcGuard {
+            g: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
+            udc: self,
+        }
+    }
+
+    /// Waits until `cond` holds or `timeout` passes; returns the guard and
+    /// whether the condition held.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&Device<ChainToken>) -> bool,
+    ) -> (UdcGuard<'_>, bool) {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, res) = self
+            .changed
+            .wait_timeout_while(g, timeout, |i| !cond(&i.dev))
+            .unwrap_or_else(|p| p.into_inner());
+        (UdcGuard { g, udc: self }, !res.timed_out())
+    }
+
+    /// The frontend went away: forget its rings and whatever the driver had
+    /// queued (a new connection starts from a device reset).
+    pub fn end_connection(&self) {
+        let mut g = self.lock();
+        g.reset();
+        g.g.vrings.clear();
+        g.g.events.clear();
+    }
+
+    /// Wakes waiters without a change (shutdown).
+    pub fn poke(&self) {
+        self.changed.notify_all();
+    }
+}
+
+impl Inner {
+    fn mem(&self) -> Option<GuestMemoryLoadGuard<GuestMemoryMmap>> {
+        self.dev.memory().map(|m| m.memory())
+    }
+
+    /// Applies the device's outputs: statuses on the xferq, events on the
+    /// eventq, in order, then one notification per queue.
+    fn deliver(&mut self) {
+        let outputs = self.dev.take_outputs();
+        if outputs.is_empty() && self.events.is_empty() {
+            return;
+        }
+        let Some(mem) = self.mem() else { return };
+        if self.vrings.len() < NUM_QUEUES {
+            // No rings yet (the driver has not started): nothing can be
+            // delivered; statuses of requests never seen cannot exist.
+            for o in outputs {
+                if let Output::Event(e) = o {
+                    self.push_event(e);
+                }
+            }
+            return;
+        }
+        let mut xfer_used = false;
+        for o in outputs {
+            match o {
+                Output::XferDone { token, status, actual } => {
+                    let st = VirtioUdcXferStatus {
+                        status: (status as u32).into(),
+                        actual: actual.into(),
+                    };
+                    let n = write_regions(&mem, &token.status_at, st.as_slice());
+                    let used = if n == XFER_STATUS_SIZE { n as u32 } else { 0 };
+                    if let Err(e) = self.vrings[XFERQ as usize].add_used(token.head, used) {
+                        error!("xferq: add_used failed: {e}");
+                    }
+                    xfer_used = true;
+                }
+                Output::Event(e) => self.push_event(e),
+            }
+        }
+        if xfer_used {
+            signal(&self.vrings[XFERQ as usize], self.event_idx);
+        }
+        self.flush_events(&mem);
+    }
+
+    fn push_event(&mut self, e: VirtioUdcEvent) {
+        if self.events.len() == EVENT_BACKLOG {
+            let lost = self.events.pop_front();
+            error!("eventq: the driver posts no buffers; dropped {lost:?}");
+        }
+        self.events.push_back(e);
+    }
+
+    /// Moves backlogged events into eventq buffers the driver posted.
+    fn flush_events(&mut self, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>) {
+        if self.events.is_empty() || self.vrings.len() < NUM_QUEUES {
+            return;
+        }
+        let vring = self.vrings[EVENTQ as usize].clone();
+        let mut used_any = false;
+        while let Some(&ev) = self.events.front() {
+            let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            let parts = split_chain(mem, chain, 0);
+            let used = match parts.error {
+                None if parts.writable_len() >= EVENT_SIZE => {
+                    write_regions(mem, &parts.writable, ev.as_slice()) as u32
+                }
+                None => {
+                    warn!("eventq: buffer shorter than {EVENT_SIZE} bytes; returned unused");
+                    0
+                }
+                Some(r) => {
+                    warn!("eventq: {r}");
+                    0
+                }
+            };
+            if used as usize == EVENT_SIZE {
+                self.events.pop_front();
+            }
+            if let Err(e) = vring.add_used(head, used) {
+                error!("eventq: add_used failed: {e}");
+            }
+            used_any = true;
+        }
+        if used_any {
+            signal(&vring, self.event_idx);
+        }
+    }
+}
+
+fn signal(vring: &VringRwLock, event_idx: bool) {
+    let needed = !event_idx || vring.needs_notification().unwrap_or(true);
+    if needed {
+        if let Err(e) = vring.signal_used_queue() {
+            warn!("failed to signal the used queue: {e}");
+        }
+    }
+}
+
+/// The VhostUserBackend of one connection.
+#[derive(Clone)]
+pub struct VhostUserUdcBackend {
+    udc: Arc<Udc>,
+    cfg_space: VirtioUdcConfig,
+    max_readable: usize,
+    exit: Arc<(EventConsumer, EventNotifier)>,
+}
+
+impl VhostUserUdcBackend {
+    pub fn new(udc: Arc<Udc>) -> io::Result<Self> {
+        let cfg = udc.lock().config().clone();
+        let (consumer, notifier) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
+        Ok(VhostUserUdcBackend {
+            cfg_space: cfg.to_wire(),
+            max_readable: request::max_xfer_readable(cfg.segment_limit()),
+            udc,
+            exit: Arc::new((consumer, notifier)),
+        })
+    }
+
+    pub fn udc(&self) -> &Arc<Udc> {
+        &self.udc
+    }
+
+    /// Wakes the worker thread so it exits.
+    pub fn notify_exit(&self) {
+        let _ = self.exit.1.notify();
+    }
+
+    fn process_xferq(&self, vring: &VringRwLock) -> io::Result<()> {
+        loop {
+            vring.disable_notification().map_err(io::Error::other)?;
+            self.drain_xferq(vring);
+            if !vring.enable_notification().map_err(io::Error::other)? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn drain_xferq(&self, vring: &VringRwLock) {
+        let mut udc = self.udc.lock();
+        let Some(mem) = udc.g.mem() else { return };
+        let cfg = udc.config().clone();
+        let limit = cfg.segment_limit();
+        loop {
+            let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
+            let Some(chain) = chain else { break };
+            let head = chain.head_index();
+            let parts = split_chain(&mem, chain, self.max_readable);
+            let token = ChainToken {
+                head,
+                status_at: parts.writable.clone(),
+            };
+            if parts.writable_len() < XFER_STATUS_SIZE {
+                warn!("xferq: request without room for its status: returned with used length 0");
+                udc.reject(token, Status::Invalid);
+                continue;
+            }
+            if let Some(r) = parts.error {
+                warn!("xferq: request refused: {r}");
+                udc.reject(token, r.status);
+                continue;
+            }
+            match request::parse_xfer(&parts.readable, limit, |ep| cfg.has_endpoint(ep), &*mem) {
+                Ok(req) => {
+                    debug!(
+                        "xferq: {} tag {:#x} length {} in {} segments",
+                        ep_name(req.ep),
+                        req.tag,
+                        req.length,
+                        req.segments.len()
+                    );
+                    udc.queue_xfer(token, req)
+                }
+                Err(r) => {
+                    warn!("xferq: request refused: {r}");
+                    udc.reject(token, r.status);
+                }
+            }
+        }
+    }
+
+    fn process_controlq(&self, vring: &VringRwLock) -> io::Result<()> {
+        loop {
+            vring.disable_notification().map_err(io::Error::other)?;
+            loop {
+                let mut udc = self.udc.lock();
+                let Some(mem) = udc.g.mem() else { return Ok(()) };
+                let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
+                let Some(chain) = chain else { break };
+                let head = chain.head_index();
+                let parts = split_chain(&mem, chain, CTRL_REQ_SIZE);
+                let (status, value, writable) = match parts.error {
+                    Some(r) => {
+                        warn!("controlq: {r}");
+                        (r.status, 0, parts.writable)
+                    }
+                    None => {
+                        let (s, v) = match request::parse_command(&parts.readable) {
+                            Ok(cmd) => {
+                                debug!("controlq: {cmd:?}");
+                                udc.command(cmd)
+                            }
+                            Err(r) => {
+                                warn!("controlq: command refused: {r}");
+                                (r.status, 0)
+                            }
+                        };
+                        (s, v, parts.writable)
+                    }
+                };
+                if status != Status::Ok {
+                    debug!("controlq: response {status}");
+                }
+                // Completions the command caused go to the xferq first.
+                udc.g.deliver();
+                let resp = VirtioUdcCtrlResp {
+                    status: (status as u32).into(),
+                    value: value.into(),
+                };
+                let n = write_regions(&mem, &writable, resp.as_slice());
+                let used = if n == CTRL_RESP_SIZE { n as u32 } else { 0 };
+                if let Err(e) = vring.add_used(head, used) {
+                    error!("controlq: add_used failed: {e}");
+                }
+                signal(vring, udc.g.event_idx);
+            }
+            if !vring.enable_notification().map_err(io::Error::other)? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl VhostUserBackend for VhostUserUdcBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        (1 << VIRTIO_F_VERSION_1)
+            | (1 << VIRTIO_RING_F_EVENT_IDX)
+            | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+    }
+
+    fn acked_features(&self, features: u64) {
+        if features & (1 << VIRTIO_F_ACCESS_PLATFORM) != 0 {
+            warn!("the driver acked ACCESS_PLATFORM, which this device did not offer");
+        }
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    fn reset_device(&self) {
+        let mut udc = self.udc.lock();
+        udc.reset();
+        udc.g.events.clear();
+        udc.g.vrings.clear();
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        self.udc.lock().g.event_idx = enabled;
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        let bytes = self.cfg_space.as_slice();
+        let start = (offset as usize).min(bytes.len());
+        let end = start.saturating_add(size as usize).min(bytes.len());
+        let mut v = bytes[start..end].to_vec();
+        // A frontend reading past the end gets zeros, like reserved space.
+        v.resize(size as usize, 0);
+        v
+    }
+
+    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+        self.udc.lock().set_memory(mem);
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        Some((
+            self.exit.0.try_clone().ok()?,
+            self.exit.1.try_clone().ok()?,
+        ))
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        if evset != EventSet::IN {
+            return Err(io::Error::other(format!("unexpected event set {evset:?}")));
+        }
+        {
+            let mut udc = self.udc.lock();
+            if udc.g.vrings.is_empty() {
+                udc.g.vrings = vrings.to_vec();
+            }
+        }
+        match device_event {
+            CONTROLQ => self.process_controlq(&vrings[CONTROLQ as usize]),
+            EVENTQ => {
+                // New buffers: deliver backlogged events.
+                let mut udc = self.udc.lock();
+                if let Some(mem) = udc.g.mem() {
+                    udc.g.flush_events(&mem);
+                }
+                Ok(())
+            }
+            XFERQ => self.process_xferq(&vrings[XFERQ as usize]),
+            other => {
+                warn!("event for unknown queue {other}");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Protocol tier: data transfers through the real daemon, checked byte for
+//! byte on both sides.
+
+mod common;
+
+use std::thread;
+
+use common::*;
+use serde_json::json;
+use udc_harness::wire::*;
+use udc_harness::{BufferSpec, EndpointSpec, FakeGadget};
+
+/// (bytes, segments): 1 byte to 16 MiB, 1 segment to the 16384 minimum.
+const CASES: &[(usize, usize)] = &[
+    (1, 1),
+    (511, 1),
+    (512, 1),
+    (513, 2),
+    (4096, 3),
+    (65536 + 7, 7),
+    (1 << 20, 256),
+    (16 << 20, 4096),
+    (16 << 20, 16384),
+];
+
+#[test]
+fn in_transfers_reach_the_host_intact() {
+    let d = Daemon::start(&["--speed", "high"]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    for (i, &(len, segs)) in CASES.iter().enumerate() {
+        let buf = h.alloc_buffer(&BufferSpec::scattered(len as u64, segs)).unwrap();
+        let payload = data(len, i as u64);
+        h.write_buffer(&buf, &payload).unwrap();
+        let x = h.submit_buffer(0x81, 0, &buf, 100 + i as u64).unwrap();
+        // The host asks for exactly `len`: a transfer that is a multiple of
+        // the packet size ends when the host's buffer is full.
+        let (r, got) = ctl.read_in("ep1in", len);
+        assert_eq!(r["status"], "ok", "{len} bytes in {segs} segments: {r}");
+        assert_eq!(got.len(), len);
+        assert!(got == payload, "{len} bytes in {segs} segments: data differs");
+        let c = h.wait_completion(x, T).unwrap();
+        assert_eq!(c.result(), Ok(len as u32), "{len} bytes in {segs} segments");
+        h.free_buffer(buf).unwrap();
+    }
+}
+
+#[test]
+fn out_transfers_reach_the_guest_intact_and_nothing_else() {
+    let d = Daemon::start(&["--speed", "super"]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    for (i, &(len, segs)) in CASES.iter().enumerate() {
+        // Scattered segments with guard bytes between them: the device must
+        // write the segments and not one byte beside them.
+        let buf = h.alloc_buffer(&BufferSpec::scattered(len as u64, segs)).unwrap();
+        let x = h.submit_buffer(0x02, 0, &buf, 200 + i as u64).unwrap();
+        let payload = data(len, 1000 + i as u64);
+        let r = ctl.write_out("ep2out", &payload, false);
+        assert_eq!(r["status"], "ok", "{len} bytes in {segs} segments: {r}");
+        assert_eq!(r["actual"], len);
+        let c = h.wait_completion(x, T).unwrap();
+        assert_eq!(c.result(), Ok(len as u32), "{len} bytes in {segs} segments");
+        assert!(h.read_buffer(&buf).unwrap() == payload, "{len} bytes in {segs} segments: data differs");
+        assert!(h.guards_intact(&buf).unwrap(), "{len} bytes: the device wrote outside the segments");
+        h.free_buffer(buf).unwrap();
+    }
+}
+
+#[test]
+fn short_transfers_and_zero_length_packets() {
+    let d = Daemon::start(&["--speed", "high"]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+
+    // OUT: a short host transfer ends a long guest request early.
+    let buf = h.buffer(8192).unwrap();
+    let x = h.submit_buffer(0x02, 0, &buf, 1).unwrap();
+    assert_eq!(ctl.write_out("ep2out", &data(700, 1), false)["status"], "ok");
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(700));
+
+    // OUT: a multiple of the packet size followed by a ZLP ends it too.
+    let x = h.submit_buffer(0x02, 0, &buf, 2).unwrap();
+    assert_eq!(ctl.write_out("ep2out", &data(1024, 2), true)["status"], "ok");
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(1024));
+
+    // OUT: a zero-length host transfer completes a request with 0 bytes.
+    let x = h.submit_buffer(0x02, 0, &buf, 3).unwrap();
+    assert_eq!(ctl.write_out("ep2out", &[], false)["status"], "ok");
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(0));
+
+    // IN: a zero-length request is a ZLP: the host's transfer ends empty.
+    let x = h.submit(0x81, 0, 0, &[], 4).unwrap();
+    let (r, got) = ctl.read_in("ep1in", 4096);
+    assert_eq!((r["status"].as_str(), got.len()), (Some("ok"), 0));
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(0));
+
+    // IN: 1024 bytes with ZERO: the host reading 4096 gets 1024, ended by the ZLP.
+    let b = h.buffer(1024).unwrap();
+    h.write_buffer(&b, &data(1024, 5)).unwrap();
+    let x = h.submit_buffer(0x81, VIRTIO_UDC_XFER_F_ZERO, &b, 5).unwrap();
+    let (r, got) = ctl.read_in("ep1in", 4096);
+    assert_eq!(r["status"], "ok");
+    assert_eq!(got, data(1024, 5));
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(1024));
+
+    // IN: without ZERO, the host's transfer goes on into the next request.
+    let x1 = h.submit_buffer(0x81, 0, &b, 6).unwrap();
+    let small = h.buffer(10).unwrap();
+    h.write_buffer(&small, &[7u8; 10]).unwrap();
+    let x2 = h.submit_buffer(0x81, 0, &small, 7).unwrap();
+    let (_, got) = ctl.read_in("ep1in", 4096);
+    assert_eq!(got.len(), 1034);
+    assert_eq!(&got[1024..], &[7u8; 10]);
+    assert_eq!(h.wait_completion(x1, T).unwrap().result(), Ok(1024));
+    assert_eq!(h.wait_completion(x2, T).unwrap().result(), Ok(10));
+
+    // OUT babble: a full packet into a 100-byte request overflows it.
+    let x = h.submit(0x02, 0, 100, &[(buf.segments[0].0, 100)], 8).unwrap();
+    ctl.write_out("ep2out", &data(512, 8), false);
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Err(-libc::EOVERFLOW));
+}
+
+#[test]
+fn many_requests_on_several_endpoints_complete_in_fifo_order() {
+    const N: u64 = 48;
+    let d = Daemon::start(&["--speed", "high"]);
+    let mut h = d.harness();
+    let mut g = FakeGadget::new().with_endpoints(vec![
+        EndpointSpec::bulk(0x81),
+        EndpointSpec::bulk(0x02),
+        EndpointSpec::bulk(0x83),
+        EndpointSpec::bulk(0x04),
+    ]);
+    g.connect_and_configure(&mut h, T).unwrap();
+
+    // Every request queued before the host moves anything.
+    let mut handles = Vec::new();
+    let mut out_bufs = Vec::new();
+    for t in 0..N {
+        for ep in [0x81u8, 0x83] {
+            let len = 100 + (t as usize * 37) % 3000;
+            let b = h.alloc_buffer(&BufferSpec::scattered(len as u64, 1 + t as usize % 5)).unwrap();
+            h.write_buffer(&b, &data(len, u64::from(ep) << 32 | t)).unwrap();
+            handles.push((ep, t, h.submit_buffer(ep, 0, &b, t).unwrap()));
+        }
+        for ep in [0x02u8, 0x04] {
+            let b = h.buffer(4096).unwrap();
+            handles.push((ep, t, h.submit_buffer(ep, 0, &b, t).unwrap()));
+            out_bufs.push((ep, t, b));
+        }
+    }
+    // The host works all four endpoints at once, one thread each.
+    let mut threads = Vec::new();
+    for ep in ["ep1in", "ep3in", "ep2out", "ep4out"] {
+        let mut ctl = d.ctl();
+        threads.push(thread::spawn(move || {
+            let num: u64 = if ep.starts_with("ep1") { 0x81 } else if ep.starts_with("ep3") { 0x83 } else if ep.starts_with("ep2") { 2 } else { 4 };
+            for t in 0..N {
+                if ep.ends_with("in") {
+                    let len = 100 + (t as usize * 37) % 3000;
+                    let (r, got) = ctl.read_in(ep, 8192);
+                    assert_eq!(r["status"], "ok", "{ep} #{t}: {r}");
+                    assert!(got == data(len, num << 32 | t), "{ep}: transfer {t} out of order or corrupt");
+                } else {
+                    let r = ctl.write_out(ep, &data(600 + t as usize, num << 32 | t), false);
+                    assert_eq!(r["status"], "ok", "{ep} #{t}: {r}");
+                }
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut last_seq = std::collections::HashMap::new();
+    for (ep, t, x) in &handles {
+        let c = h.wait_completion(*x, T).unwrap_or_else(|e| panic!("{ep:#x} tag {t}: {e}"));
+        assert!(c.is_ok(), "{ep:#x} tag {t}: {c:?}");
+        let prev = last_seq.insert(*ep, c.seq);
+        assert!(prev.is_none_or(|p| p < c.seq), "{ep:#x}: tag {t} completed before an earlier request");
+    }
+    for (ep, t, b) in &out_bufs {
+        let got = h.read_buffer_prefix(b, 600 + *t).unwrap();
+        assert!(got == data(600 + *t as usize, u64::from(*ep) << 32 | *t), "{ep:#x} #{t}: data differs");
+    }
+}
+
+#[test]
+fn cancelled_requests_complete_with_cancelled_and_the_rest_go_on() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    let mut xs = Vec::new();
+    for t in 1..=3u64 {
+        let b = h.buffer(100).unwrap();
+        h.write_buffer(&b, &[t as u8; 100]).unwrap();
+        xs.push(h.submit_buffer(0x81, 0, &b, t).unwrap());
+    }
+    assert_eq!(u32::from(h.cancel(0x81, 2).unwrap().status), VIRTIO_UDC_S_OK);
+    // The spec: the cancelled request's completion is on the used ring
+    // before the command's response.
+    let c = h.try_completion(xs[1]).unwrap().expect("completion before the CANCEL response");
+    assert_eq!(c.result(), Err(-libc::ECONNRESET));
+    assert_eq!(u32::from(h.cancel(0x81, 2).unwrap().status), VIRTIO_UDC_S_NOT_FOUND);
+    assert_eq!(ctl.read_in("ep1in", 4096).1, vec![1u8; 100]);
+    assert_eq!(ctl.read_in("ep1in", 4096).1, vec![3u8; 100]);
+    assert!(h.wait_completion(xs[0], T).unwrap().is_ok());
+    assert!(h.wait_completion(xs[2], T).unwrap().is_ok());
+
+    // A request cancelled half-way reports the bytes already moved.
+    let b = h.buffer(65536).unwrap();
+    let x = h.submit_buffer(0x81, 0, &b, 9).unwrap();
+    assert_eq!(ctl.read_in("ep1in", 1024).1.len(), 1024);
+    h.cancel(0x81, 9).unwrap();
+    let c = h.wait_completion(x, T).unwrap();
+    assert_eq!((c.status, c.actual), (VIRTIO_UDC_S_CANCELLED, 1024));
+
+    // Disabling an endpoint ends its queue with SHUTDOWN.
+    let x = h.submit_buffer(0x02, 0, &b, 10).unwrap();
+    assert_eq!(u32::from(h.ep_disable(0x02).unwrap().status), VIRTIO_UDC_S_OK);
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Err(-libc::ESHUTDOWN));
+    let r = ctl.write_out("ep2out", b"x", false);
+    assert_eq!(r["status"], "shutdown", "{r}");
+}
+
+#[test]
+fn streams_verify_every_byte_and_report_statistics() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    // The guest sends the prbs:9 pattern in 64 KiB requests; the host's IN
+    // stream checks it.
+    ctl.ok(json!({"op": "stream_start", "ep": "ep1in", "pattern": "prbs:9", "transfer_size": 65536, "depth": 4, "count": 32}));
+    let b = h.buffer(65536).unwrap();
+    for i in 0..32u64 {
+        let mut chunk = vec![0u8; 65536];
+        udc_patterns::Pattern::Prbs { seed: 9 }.fill(i * 65536, &mut chunk);
+        h.write_buffer(&b, &chunk).unwrap();
+        let x = h.submit_buffer(0x81, 0, &b, i).unwrap();
+        assert!(h.wait_completion(x, T).unwrap().is_ok());
+    }
+    let s = wait_stream_done(&mut ctl, "ep1in");
+    assert_eq!(s["stats"]["bytes"], 32 * 65536, "{s}");
+    assert_eq!(s["last_error"], serde_json::Value::Null, "{s}");
+
+    // A corrupted byte is caught and located.
+    ctl.ok(json!({"op": "stream_start", "ep": "ep1in", "pattern": "counter", "transfer_size": 4096, "count": 2}));
+    let mut chunk = vec![0u8; 4096];
+    udc_patterns::Pattern::Counter.fill(0, &mut chunk);
+    chunk[1234] ^= 0xff;
+    h.write_buffer(&b, &chunk).unwrap();
+    let x = h.submit(0x81, 0, 4096, &b.segments, 99).unwrap();
+    assert!(h.wait_completion(x, T).unwrap().is_ok());
+    let s = wait_stream_done(&mut ctl, "ep1in");
+    let err = s["last_error"].as_str().unwrap_or_default().to_string();
+    assert!(err.contains("offset 1234"), "{s}");
+
+    // An OUT stream delivers the pattern into the guest's buffers.
+    ctl.ok(json!({"op": "stream_start", "ep": "ep2out", "pattern": "prbs:3", "transfer_size": 3000, "count": 4}));
+    for i in 0..4u64 {
+        let x = h.submit_buffer(0x02, 0, &b, i).unwrap();
+        assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(3000));
+        let mut want = vec![0u8; 3000];
+        udc_patterns::Pattern::Prbs { seed: 3 }.fill(i * 3000, &mut want);
+        assert!(h.read_buffer_prefix(&b, 3000).unwrap() == want, "OUT stream chunk {i}");
+    }
+    wait_stream_done(&mut ctl, "ep2out");
+}
+
+fn wait_stream_done(ctl: &mut Ctl, ep: &str) -> serde_json::Value {
+    let start = std::time::Instant::now();
+    loop {
+        let r = ctl.ok(json!({"op": "streams"}));
+        let s = r["streams"].as_array().unwrap().iter().find(|s| s["endpoint"] == ep).cloned().unwrap();
+        if s["running"] == false {
+            return s;
+        }
+        assert!(start.elapsed() < T, "stream on {ep} did not end: {s}");
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
