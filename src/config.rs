@@ -18,10 +18,7 @@ use crate::wire::*;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("config file {path}: {message}")]
     Parse { path: String, message: String },
     #[error("config file {path}: {message}")]
@@ -170,13 +167,19 @@ impl FileConfig {
                 let what = format!("[controller] endpoints[{i}]");
                 let addr = parse_ep_address(&e.address).map_err(|m| invalid(format!("{what}: {m}")))?;
                 if ep_num(addr) == 0 {
-                    return Err(invalid(format!("{what}: ep0 is always present; list only ep1-ep15")));
+                    return Err(invalid(format!(
+                        "{what}: ep0 is always present; list only ep1-ep15"
+                    )));
                 }
                 if list.iter().any(|x| x.addr == addr) {
                     return Err(invalid(format!("{what}: {} is listed twice", ep_name(addr))));
                 }
                 let mut caps = 0;
-                for t in e.types.clone().unwrap_or_else(|| vec!["bulk".into(), "interrupt".into(), "isochronous".into()]) {
+                for t in e
+                    .types
+                    .clone()
+                    .unwrap_or_else(|| vec!["bulk".into(), "interrupt".into(), "isochronous".into()])
+                {
                     caps |= match t.as_str() {
                         "bulk" => VIRTIO_UDC_EP_CAP_BULK,
                         "interrupt" => VIRTIO_UDC_EP_CAP_INT,
@@ -199,7 +202,10 @@ impl FileConfig {
                 });
             }
             if list.len() > MAX_VALID_EPS - 1 {
-                return Err(invalid(format!("[controller] endpoints: {} listed, at most 30", list.len())));
+                return Err(invalid(format!(
+                    "[controller] endpoints: {} listed, at most 30",
+                    list.len()
+                )));
             }
             ctrl.endpoints = list;
         }
@@ -236,7 +242,10 @@ impl FileConfig {
             )
             .map_err(|m| invalid(format!("{what}: {m}")))?;
             if !ctrl.has_endpoint(spec.ep) || ep_num(spec.ep) == 0 {
-                return Err(invalid(format!("{what}: the controller has no {}", ep_name(spec.ep))));
+                return Err(invalid(format!(
+                    "{what}: the controller has no {}",
+                    ep_name(spec.ep)
+                )));
             }
             streams.push(spec);
         }

@@ -7,12 +7,12 @@
 //! another.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use vm_memory::GuestAddressSpace;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+use vm_memory::GuestAddressSpace;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -136,7 +136,9 @@ impl ControlServer {
                 }
             }
         })?;
-        Ok(ControlServer { path: path.to_path_buf() })
+        Ok(ControlServer {
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -173,7 +175,9 @@ fn serve_client(stream: UnixStream, host: &Host, traffic: &Traffic) {
         }
         let mut fd = None;
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle(req, host, traffic, &mut fd).unwrap_or_else(|e| json!({"ok": false, "error": e})),
+            Ok(req) => {
+                handle(req, host, traffic, &mut fd).unwrap_or_else(|e| json!({"ok": false, "error": e}))
+            }
             Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
         };
         let text = format!("{reply}\n");
@@ -192,7 +196,8 @@ fn status_name(s: UrbStatus) -> Value {
 }
 
 fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
-    B64.decode(s.trim()).map_err(|e| format!("data is not base64: {e}"))
+    B64.decode(s.trim())
+        .map_err(|e| format!("data is not base64: {e}"))
 }
 
 /// Writes a reply line with a file descriptor attached (SCM_RIGHTS) to its
@@ -202,7 +207,8 @@ fn send_with_fd(out: &UnixStream, bytes: &[u8], fd: RawFd) -> std::io::Result<()
     let fds = [fd];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [std::io::IoSlice::new(bytes)];
-    let n = sendmsg::<()>(out.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(std::io::Error::from)?;
+    let n =
+        sendmsg::<()>(out.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).map_err(std::io::Error::from)?;
     let mut w = out;
     w.write_all(&bytes[n..])
 }
@@ -211,13 +217,23 @@ fn parse_status(s: &str) -> Result<Status, String> {
     Status::ALL
         .iter()
         .copied()
-        .find(|st| st.spec_name().trim_start_matches("VIRTIO_UDC_S_").eq_ignore_ascii_case(s))
-        .ok_or_else(|| format!("status {s:?} is not one of docs/virtio-udc.md section 8 (ok, stall, proto, ...)"))
+        .find(|st| {
+            st.spec_name()
+                .trim_start_matches("VIRTIO_UDC_S_")
+                .eq_ignore_ascii_case(s)
+        })
+        .ok_or_else(|| {
+            format!("status {s:?} is not one of docs/virtio-udc.md section 8 (ok, stall, proto, ...)")
+        })
 }
 
 fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>) -> Result<Value, String> {
     match req {
-        Request::Hold { ep, timeout_ms, dmabuf } => {
+        Request::Hold {
+            ep,
+            timeout_ms,
+            dmabuf,
+        } => {
             let ep = parse_ep_address(&ep)?;
             let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
             let udc = host.udc();
@@ -230,7 +246,11 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 }
                 drop(g);
                 if left.is_zero() {
-                    return Err(format!("no request was queued on {} within {} ms", ep_name(ep), timeout.as_millis()));
+                    return Err(format!(
+                        "no request was queued on {} within {} ms",
+                        ep_name(ep),
+                        timeout.as_millis()
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             };
@@ -239,7 +259,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 let export = {
                     let g = udc.lock();
                     let mem = g.memory().ok_or("no guest memory")?.memory();
-                    zerocopy::export_segments(&*mem, &held.segments)
+                    zerocopy::export_segments(&mem, &held.segments)
                 };
                 match export {
                     Ok(x) => {
@@ -255,7 +275,12 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             }
             Ok(v)
         }
-        Request::Release { ep, handle, actual, status } => {
+        Request::Release {
+            ep,
+            handle,
+            actual,
+            status,
+        } => {
             let ep = parse_ep_address(&ep)?;
             let status = parse_status(status.as_deref().unwrap_or("ok"))?;
             let udc = host.udc();
@@ -323,11 +348,16 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 return Err("an IN control request takes no data".into());
             }
             if !setup.is_in() && out.len() != usize::from(length) {
-                return Err(format!("OUT data is {} bytes but length says {length}", out.len()));
+                return Err(format!(
+                    "OUT data is {} bytes but length says {length}",
+                    out.len()
+                ));
             }
             match host.control(setup, out) {
                 Ok(d) => Ok(json!({"ok": true, "status": "ok", "data": B64.encode(&d), "actual": d.len()})),
-                Err(s) => Ok(json!({"ok": false, "status": status_name(s), "error": format!("{setup}: {s:?}")})),
+                Err(s) => {
+                    Ok(json!({"ok": false, "status": status_name(s), "error": format!("{setup}: {s:?}")}))
+                }
             }
         }
         Request::Transfer {
@@ -348,7 +378,9 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                     return Err("an IN transfer takes no \"data\"".into());
                 }
                 if len > MAX_SOCKET_TRANSFER {
-                    return Err(format!("length {len} is over {MAX_SOCKET_TRANSFER}; use a stream"));
+                    return Err(format!(
+                        "length {len} is over {MAX_SOCKET_TRANSFER}; use a stream"
+                    ));
                 }
                 UrbKind::In { len }
             } else {
@@ -379,7 +411,8 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             count,
             zlp,
         } => {
-            let spec = StreamSpec::from_parts(&ep, pattern.as_deref(), verify, transfer_size, depth, count, zlp)?;
+            let spec =
+                StreamSpec::from_parts(&ep, pattern.as_deref(), verify, transfer_size, depth, count, zlp)?;
             traffic.start(spec)?;
             Ok(json!({"ok": true}))
         }

@@ -150,7 +150,8 @@ pub enum UrbStatus {
 #[derive(Debug)]
 pub struct UrbResult {
     pub status: UrbStatus,
-    /// IN: the bytes received. OUT: empty.
+    /// IN: the bytes received. OUT: the data sent, handed back so the
+    /// caller can reuse the allocation.
     pub data: Vec<u8>,
     /// Bytes transferred (IN: `data.len()`; OUT: bytes the device accepted).
     pub actual: usize,
@@ -192,10 +193,24 @@ impl Urb {
         }
     }
 
+    /// Gives an IN transfer a buffer to fill (its allocation is reused; its
+    /// contents are overwritten), so a stream does not allocate and fault in
+    /// fresh pages for every transfer.
+    pub fn with_buffer(mut self, buf: Vec<u8>) -> Self {
+        self.buf = buf;
+        self
+    }
+
     fn finish(self, status: UrbStatus) {
         let actual = self.moved;
-        let mut data = self.buf;
-        data.truncate(actual);
+        let data = match self.kind {
+            UrbKind::In { .. } => {
+                let mut d = self.buf;
+                d.truncate(actual);
+                d
+            }
+            UrbKind::Out { data, .. } => data,
+        };
         // The receiver may have given up; that is its business.
         let _ = self.done.send(UrbResult {
             status,
@@ -535,8 +550,16 @@ impl<T: Debug> Device<T> {
                 return self.complete_guest(None, g, Status::DmaFault);
             }
             self.ep0_stats.bytes += n as u64;
-            let status = if n < ctl.data_out.len() { Status::Overflow } else { Status::Ok };
-            let host = if status == Status::Ok { Ok(Vec::new()) } else { Err(UrbStatus::Overflow) };
+            let status = if n < ctl.data_out.len() {
+                Status::Overflow
+            } else {
+                Status::Ok
+            };
+            let host = if status == Status::Ok {
+                Ok(Vec::new())
+            } else {
+                Err(UrbStatus::Overflow)
+            };
             self.finish_control(setup, ctl.done, host);
             self.complete_guest(None, g, status);
         }
@@ -626,7 +649,10 @@ impl<T: Debug> Device<T> {
     fn ep_enable(&mut self, e: EpEnable) -> (Status, u32) {
         let name = ep_name(e.ep);
         let Some(i) = self.ep_index(e.ep).filter(|_| ep_num(e.ep) != 0) else {
-            warn!("EP_ENABLE: {name} ({:#04x}) is not an endpoint of this controller", e.ep);
+            warn!(
+                "EP_ENABLE: {name} ({:#04x}) is not an endpoint of this controller",
+                e.ep
+            );
             return (Status::Invalid, 0);
         };
         let cap = self.eps[i].cap;
@@ -652,7 +678,11 @@ impl<T: Debug> Device<T> {
             return (Status::Invalid, 0);
         }
         self.eps[i].enabled = Some(e);
-        info!("{name}: enabled, {} max packet {}", type_name(e.ep_type), e.max_packet);
+        info!(
+            "{name}: enabled, {} max packet {}",
+            type_name(e.ep_type),
+            e.max_packet
+        );
         (Status::Ok, 0)
     }
 
@@ -712,7 +742,11 @@ impl<T: Debug> Device<T> {
             return (Status::NotFound, 0);
         };
         let g = self.eps[i].guest.remove(pos).expect("position is valid");
-        info!("{}: request tag {tag:#x} cancelled after {} bytes", ep_name(ep), g.cursor.offset);
+        info!(
+            "{}: request tag {tag:#x} cancelled after {} bytes",
+            ep_name(ep),
+            g.cursor.offset
+        );
         self.complete_guest(Some(i), g, Status::Cancelled);
         self.pump(i);
         (Status::Ok, 0)
@@ -836,7 +870,11 @@ impl<T: Debug> Device<T> {
             return;
         }
         debug!("ep0: {setup} to the gadget");
-        self.control = Some(ControlXfer { setup, data_out, done });
+        self.control = Some(ControlXfer {
+            setup,
+            data_out,
+            done,
+        });
         self.event(VIRTIO_UDC_EVT_SETUP, 0, 0, setup.to_bytes());
     }
 
@@ -861,7 +899,11 @@ impl<T: Debug> Device<T> {
                     return Some(Err(UrbStatus::Stall));
                 }
                 self.address = s.value as u8;
-                self.state = if self.address == 0 { BusState::Default } else { BusState::Address };
+                self.state = if self.address == 0 {
+                    BusState::Default
+                } else {
+                    BusState::Address
+                };
                 info!("bus: address {}", self.address);
                 self.event(VIRTIO_UDC_EVT_ADDRESS, 0, u32::from(self.address), [0; 8]);
                 Some(Ok(Vec::new()))
@@ -973,12 +1015,17 @@ impl<T: Debug> Device<T> {
         }
         self.next_hold += 1;
         let handle = self.next_hold;
-        let Some(g) = self.eps[i].guest.front_mut() else { return Ok(None) };
+        let Some(g) = self.eps[i].guest.front_mut() else {
+            return Ok(None);
+        };
         if g.held.is_some() {
             return Err(format!("the front request of {} is already held", ep_name(ep)));
         }
         if g.cursor.offset != 0 {
-            return Err(format!("the front request of {} is partly transferred", ep_name(ep)));
+            return Err(format!(
+                "the front request of {} is partly transferred",
+                ep_name(ep)
+            ));
         }
         g.held = Some(handle);
         Ok(Some(HeldRequest {
@@ -1011,7 +1058,9 @@ impl<T: Debug> Device<T> {
 
     /// Completes a held request with `status`, `actual` bytes transferred.
     pub fn release_held(&mut self, ep: u8, handle: u64, status: Status, actual: u32) -> Result<(), String> {
-        let i = self.ep_index(ep).ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
+        let i = self
+            .ep_index(ep)
+            .ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
         let front_held = self.eps[i].guest.front().and_then(|g| g.held);
         if front_held != Some(handle) {
             return Err(format!(
@@ -1148,7 +1197,12 @@ struct Step {
 }
 
 /// IN: the guest's buffer goes to the host, packet by packet.
-fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(mem: &M, g: &mut GuestReq<T>, h: &mut Urb, mps: usize) -> Step {
+fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
+    mem: &M,
+    g: &mut GuestReq<T>,
+    h: &mut Urb,
+    mps: usize,
+) -> Step {
     let UrbKind::In { len: cap } = h.kind else {
         unreachable!("IN endpoints only queue IN transfers")
     };
@@ -1181,7 +1235,8 @@ fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(mem: &M, g: &mut GuestReq<T>, 
             h.buf.resize(cap, 0);
         }
         let at = h.moved;
-        if let Err(_e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + room]) {
+        if let Err(_e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + room])
+        {
             return dma_fault(Some(UrbStatus::DmaFault));
         }
         let _ = g.cursor.skip(&g.req.segments, (p - room) as u64);
@@ -1193,8 +1248,9 @@ fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(mem: &M, g: &mut GuestReq<T>, 
             guest_done: finished.then_some(Status::Ok),
         };
     }
-    if h.buf.len() < h.moved + n {
-        h.buf.resize(h.moved + n, 0);
+    if h.buf.len() < cap {
+        // Once per transfer (a recycled buffer is already this long).
+        h.buf.resize(cap, 0);
     }
     let at = h.moved;
     if dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + n]).is_err() {
@@ -1222,7 +1278,12 @@ fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(mem: &M, g: &mut GuestReq<T>, 
 }
 
 /// OUT: the host's data goes into the guest's buffer, packet by packet.
-fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(mem: &M, g: &mut GuestReq<T>, h: &mut Urb, mps: usize) -> Step {
+fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
+    mem: &M,
+    g: &mut GuestReq<T>,
+    h: &mut Urb,
+    mps: usize,
+) -> Step {
     let UrbKind::Out { ref data, zlp } = h.kind else {
         unreachable!("OUT endpoints only queue OUT transfers")
     };

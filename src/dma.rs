@@ -167,8 +167,14 @@ mod tests {
         // The second segment spans the boundary between the two regions.
         let segs = [
             Segment { addr: 0x100, len: 3 },
-            Segment { addr: 0xfff0, len: 0x20 },
-            Segment { addr: 0x5000, len: 0x1000 },
+            Segment {
+                addr: 0xfff0,
+                len: 0x20,
+            },
+            Segment {
+                addr: 0x5000,
+                len: 0x1000,
+            },
         ];
         let data: Vec<u8> = (0..(3 + 0x20 + 0x1000)).map(|i| (i * 7) as u8).collect();
         let mut w = Cursor::default();
@@ -184,13 +190,19 @@ mod tests {
         read_from_guest(&m, &segs, &mut r, &mut back[..1]).unwrap();
         read_from_guest(&m, &segs, &mut r, &mut back[1..]).unwrap();
         assert_eq!(back, data);
-        assert_eq!(read_from_guest(&m, &segs, &mut r, &mut [0u8; 1]), Err(DmaError::PastEnd(data.len() as u64)));
+        assert_eq!(
+            read_from_guest(&m, &segs, &mut r, &mut [0u8; 1]),
+            Err(DmaError::PastEnd(data.len() as u64))
+        );
     }
 
     #[test]
     fn outside_memory_is_a_fault() {
         let m = mem();
-        let segs = [Segment { addr: 0x1fff0, len: 0x20 }];
+        let segs = [Segment {
+            addr: 0x1fff0,
+            len: 0x20,
+        }];
         let mut c = Cursor::default();
         assert!(matches!(
             write_to_guest(&m, &segs, &mut c, &[0u8; 0x20]),

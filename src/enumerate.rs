@@ -17,9 +17,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::usb::{
-    self, check_max_packet_size0, parse_bos, parse_configuration, parse_device_descriptor,
-    parse_langids, parse_string_descriptor, Bos, Configuration, DescriptorError, DeviceDescriptor,
-    SetupPacket, Speed,
+    self, check_max_packet_size0, parse_bos, parse_configuration, parse_device_descriptor, parse_langids,
+    parse_string_descriptor, Bos, Configuration, DescriptorError, DeviceDescriptor, SetupPacket, Speed,
 };
 
 /// How a control transfer failed, as the host controller reports it.
@@ -85,10 +84,7 @@ pub enum EnumError {
     },
     /// The device answered, but with a malformed descriptor.
     #[error("{step}: {source}")]
-    Descriptor {
-        step: String,
-        source: DescriptorError,
-    },
+    Descriptor { step: String, source: DescriptorError },
     /// The device sent more data than wLength allows.
     #[error("{step}: {request}: the device sent {got} bytes, more than the {} asked for", .request.length)]
     Overrun {
@@ -316,8 +312,7 @@ pub fn enumerate(
     let mut configurations: Vec<Configuration> = Vec::new();
     for index in 0..device.num_configurations {
         let step = format!("reading configuration index {index}");
-        let setup =
-            SetupPacket::get_descriptor(usb::DT_CONFIG, index, 0, usb::CONFIG_DESC_SIZE as u16);
+        let setup = SetupPacket::get_descriptor(usb::DT_CONFIG, index, 0, usb::CONFIG_DESC_SIZE as u16);
         let head = run.control_in(&step, setup)?;
         let full = if head.len() >= usb::CONFIG_DESC_SIZE && head[1] == usb::DT_CONFIG {
             let total = u16::from_le_bytes([head[2], head[3]]);
@@ -390,16 +385,10 @@ pub fn enumerate(
             Some(lang) => {
                 for &index in &wanted {
                     let step = format!("reading string {index}");
-                    let setup = SetupPacket::get_descriptor(
-                        usb::DT_STRING,
-                        index,
-                        lang,
-                        STRING_READ_LENGTH,
-                    );
+                    let setup = SetupPacket::get_descriptor(usb::DT_STRING, index, lang, STRING_READ_LENGTH);
                     match run.control_in(&step, setup) {
                         Ok(bytes) => {
-                            let s =
-                                parse_string_descriptor(&bytes).map_err(descriptor_error(&step))?;
+                            let s = parse_string_descriptor(&bytes).map_err(descriptor_error(&step))?;
                             run.note(format!("{setup}: {s:?}"));
                             strings.insert(index, s);
                         }
@@ -451,9 +440,7 @@ pub fn enumerate(
 mod tests {
     use super::*;
     use crate::usb::fixtures::*;
-    use crate::usb::{
-        DT_BOS, DT_CONFIG, DT_DEVICE, DT_STRING, REQ_GET_DESCRIPTOR, REQ_SET_CONFIGURATION,
-    };
+    use crate::usb::{DT_BOS, DT_CONFIG, DT_DEVICE, DT_STRING, REQ_GET_DESCRIPTOR, REQ_SET_CONFIGURATION};
 
     /// A gadget answering GET_DESCRIPTOR from byte arrays, as a Linux
     /// composite gadget does; it records every request.
@@ -592,10 +579,7 @@ mod tests {
         assert_eq!(e.strings[&2], "FunctionFS gadget");
         assert_eq!(e.strings[&4], "vendor interface");
         assert!(e.missing_strings.is_empty());
-        assert_eq!(
-            e.configurations[0].interfaces[0].endpoints[0].max_packet_size,
-            64
-        );
+        assert_eq!(e.configurations[0].interfaces[0].endpoints[0].max_packet_size, 64);
         assert!(e.log.iter().any(|l| l == "SET_ADDRESS(5): ok"));
         assert!(e.log.last().unwrap().contains("SET_CONFIGURATION(1): ok"));
         let json = serde_json::to_value(&e).unwrap();

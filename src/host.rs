@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use serde::Serialize;
 
-use crate::device::{BusState, UrbKind, UrbResult, UrbStatus, Urb};
+use crate::device::{BusState, Urb, UrbKind, UrbResult, UrbStatus};
 use crate::enumerate::{self, ControlError, ControlPipe, Enumerated};
 use crate::usb::{SetupPacket, Speed};
 use crate::vhu_udc::Udc;
@@ -106,9 +106,9 @@ impl Host {
     fn run(&self) {
         while !self.stop.load(Ordering::SeqCst) {
             let auto = self.config().auto_enumerate;
-            let (g, want) = self.udc.wait_until(Duration::from_millis(200), |d| {
-                auto && d.wants_enumeration()
-            });
+            let (g, want) = self
+                .udc
+                .wait_until(Duration::from_millis(200), |d| auto && d.wants_enumeration());
             drop(g);
             if want && !self.stop.load(Ordering::SeqCst) {
                 if let Err(e) = self.reset_and_enumerate() {
@@ -162,7 +162,8 @@ impl Host {
                 self.udc.lock().abort_control();
                 // abort_control answers on the channel; the answer may also
                 // have raced in just now.
-                rx.recv_timeout(Duration::from_millis(100)).unwrap_or(Err(UrbStatus::Timeout))
+                rx.recv_timeout(Duration::from_millis(100))
+                    .unwrap_or(Err(UrbStatus::Timeout))
             }
             Err(RecvTimeoutError::Disconnected) => Err(UrbStatus::Shutdown),
         }
@@ -171,9 +172,16 @@ impl Host {
     /// Queues a transfer on a non-control endpoint; the result arrives on the
     /// receiver.
     pub fn submit(&self, ep: u8, kind: UrbKind) -> (u64, Receiver<UrbResult>) {
+        self.submit_with_buffer(ep, kind, Vec::new())
+    }
+
+    /// As [`Host::submit`], reusing `buf`'s allocation for IN data.
+    pub fn submit_with_buffer(&self, ep: u8, kind: UrbKind, buf: Vec<u8>) -> (u64, Receiver<UrbResult>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
-        self.udc.lock().submit_urb(ep, Urb::new(id, kind, tx));
+        self.udc
+            .lock()
+            .submit_urb(ep, Urb::new(id, kind, tx).with_buffer(buf));
         (id, rx)
     }
 
@@ -206,7 +214,9 @@ impl Host {
     /// Waits until the bus is configured (the gadget accepted
     /// SET_CONFIGURATION) or `timeout` passes.
     pub fn wait_configured(&self, timeout: Duration) -> bool {
-        let (_g, ok) = self.udc.wait_until(timeout, |d| d.state() == BusState::Configured);
+        let (_g, ok) = self
+            .udc
+            .wait_until(timeout, |d| d.state() == BusState::Configured);
         ok
     }
 }

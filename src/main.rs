@@ -114,10 +114,7 @@ fn run(cli: Cli) -> Result<(), String> {
     }
 
     // First, before any thread exists: the signal mask is inherited.
-    spawn_signal_thread(vec![
-        Some(cli.socket_path.clone()),
-        cli.control_socket.clone(),
-    ]);
+    spawn_signal_thread(vec![Some(cli.socket_path.clone()), cli.control_socket.clone()]);
     zerocopy::report_availability();
 
     let udc = Udc::new(ctrl.clone());
@@ -150,7 +147,8 @@ fn run(cli: Cli) -> Result<(), String> {
     loop {
         // One daemon per connection: a VhostUserDaemon never resets its
         // owner, so serving QEMU again after it reconnects needs a new one.
-        let backend = VhostUserUdcBackend::new(udc.clone()).map_err(|e| format!("cannot create the backend: {e}"))?;
+        let backend =
+            VhostUserUdcBackend::new(udc.clone()).map_err(|e| format!("cannot create the backend: {e}"))?;
         let mut daemon = VhostUserDaemon::new(
             "vhost-device-udc".to_string(),
             backend.clone(),
@@ -179,7 +177,11 @@ fn run(cli: Cli) -> Result<(), String> {
 
 /// Starts the configured streams once the gadget is configured, and again
 /// after every re-enumeration.
-fn start_streams_when_configured(host: Arc<Host>, traffic: Arc<Traffic>, streams: Vec<vhost_device_udc::traffic::StreamSpec>) {
+fn start_streams_when_configured(
+    host: Arc<Host>,
+    traffic: Arc<Traffic>,
+    streams: Vec<vhost_device_udc::traffic::StreamSpec>,
+) {
     std::thread::Builder::new()
         .name("stream-starter".into())
         .spawn(move || {

@@ -344,11 +344,26 @@ mod tests {
     #[test]
     fn good_request_is_trimmed_to_length() {
         let m = mem();
-        let r = parse_xfer(&req(0x81, 100, &[(0x1000, 0), (0x2000, 60), (0x3000, 4096)]), 16, any_ep, &m).unwrap();
+        let r = parse_xfer(
+            &req(0x81, 100, &[(0x1000, 0), (0x2000, 60), (0x3000, 4096)]),
+            16,
+            any_ep,
+            &m,
+        )
+        .unwrap();
         assert_eq!(r.tag, 7);
         assert_eq!(
             r.segments,
-            vec![Segment { addr: 0x2000, len: 60 }, Segment { addr: 0x3000, len: 40 }]
+            vec![
+                Segment {
+                    addr: 0x2000,
+                    len: 60
+                },
+                Segment {
+                    addr: 0x3000,
+                    len: 40
+                }
+            ]
         );
     }
 
@@ -358,7 +373,13 @@ mod tests {
         // part must be inside guest memory.
         let m = mem();
         let r = parse_xfer(&req(0x02, 16, &[(0xf_fff0, 0x100)]), 16, any_ep, &m).unwrap();
-        assert_eq!(r.segments, vec![Segment { addr: 0xf_fff0, len: 16 }]);
+        assert_eq!(
+            r.segments,
+            vec![Segment {
+                addr: 0xf_fff0,
+                len: 16
+            }]
+        );
     }
 
     #[test]
@@ -366,16 +387,22 @@ mod tests {
         let m = mem();
         let cases: Vec<(Vec<u8>, Status)> = vec![
             (vec![0u8; 23], Status::Invalid),
-            ({
-                let mut r = req(0x81, 0, &[]);
-                r[0] = 9;
-                r
-            }, Status::Unsupported),
-            ({
-                let mut r = req(0x81, 0, &[]);
-                r[3] = 0x80;
-                r
-            }, Status::Invalid),
+            (
+                {
+                    let mut r = req(0x81, 0, &[]);
+                    r[0] = 9;
+                    r
+                },
+                Status::Unsupported,
+            ),
+            (
+                {
+                    let mut r = req(0x81, 0, &[]);
+                    r[3] = 0x80;
+                    r
+                },
+                Status::Invalid,
+            ),
             (req(0x81, 4, &[(0, 1); 17]), Status::Invalid),
             (req(0x81, 4, &[]), Status::Invalid),
             (req(0x81, 4, &[(0, 4)])[..30].to_vec(), Status::Invalid),
@@ -410,13 +437,23 @@ mod tests {
         };
         assert_eq!(
             parse_command(c.as_slice()).unwrap(),
-            Command::EpEnable(EpEnable { ep: 0x81, ep_type: 2, max_packet: 512, interval: 0, max_burst: 0, mult: 0 })
+            Command::EpEnable(EpEnable {
+                ep: 0x81,
+                ep_type: 2,
+                max_packet: 512,
+                interval: 0,
+                max_burst: 0,
+                mult: 0
+            })
         );
         c.opcode = Le16::from(VIRTIO_UDC_CMD_EP_SET_HALT);
         c.value = Le32::from(3);
         assert_eq!(parse_command(c.as_slice()).unwrap_err().status, Status::Invalid);
         c.opcode = Le16::from(0x77);
-        assert_eq!(parse_command(c.as_slice()).unwrap_err().status, Status::Unsupported);
+        assert_eq!(
+            parse_command(c.as_slice()).unwrap_err().status,
+            Status::Unsupported
+        );
         assert_eq!(parse_command(&[1, 0, 0]).unwrap_err().status, Status::Invalid);
     }
 

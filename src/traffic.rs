@@ -60,7 +60,9 @@ impl StreamSpec {
         };
         let transfer_size = transfer_size.unwrap_or(64 * 1024);
         if transfer_size == 0 || transfer_size > MAX_TRANSFER {
-            return Err(format!("transfer_size {transfer_size} is outside 1..={MAX_TRANSFER}"));
+            return Err(format!(
+                "transfer_size {transfer_size} is outside 1..={MAX_TRANSFER}"
+            ));
         }
         let depth = depth.unwrap_or(4);
         if !(1..=64).contains(&depth) {
@@ -123,7 +125,10 @@ impl Traffic {
         let mut streams = self.streams.lock().unwrap();
         if let Some(s) = streams.get(&spec.ep) {
             if s.shared.lock().unwrap().running {
-                return Err(format!("{} already has a running stream; stop it first", ep_name(spec.ep)));
+                return Err(format!(
+                    "{} already has a running stream; stop it first",
+                    ep_name(spec.ep)
+                ));
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -203,6 +208,9 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
     let mut check_offset = 0u64;
     let mut submitted = 0u64;
     let mut inflight: VecDeque<(u64, std::sync::mpsc::Receiver<UrbResult>)> = VecDeque::new();
+    // Buffers come back with each result and go out again with the next
+    // transfer: no allocation or page faults per transfer.
+    let mut spare: Vec<Vec<u8>> = Vec::new();
     let fail = |msg: String| {
         warn!("traffic: {}: {msg}", ep_name(spec.ep));
         let mut sh = shared.lock().unwrap();
@@ -210,19 +218,30 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
         sh.last_error = Some(msg);
     };
     'run: loop {
-        while inflight.len() < spec.depth && (spec.count == 0 || submitted < spec.count) && !stop.load(Ordering::SeqCst) {
+        while inflight.len() < spec.depth
+            && (spec.count == 0 || submitted < spec.count)
+            && !stop.load(Ordering::SeqCst)
+        {
+            let mut buf = spare.pop().unwrap_or_default();
             let kind = if is_in {
-                UrbKind::In { len: spec.transfer_size }
+                UrbKind::In {
+                    len: spec.transfer_size,
+                }
             } else {
-                let mut data = vec![0u8; spec.transfer_size];
-                spec.pattern.fill(submit_offset, &mut data);
-                UrbKind::Out { data, zlp: spec.zlp }
+                buf.resize(spec.transfer_size, 0);
+                spec.pattern.fill(submit_offset, &mut buf);
+                UrbKind::Out {
+                    data: std::mem::take(&mut buf),
+                    zlp: spec.zlp,
+                }
             };
             submit_offset += spec.transfer_size as u64;
             submitted += 1;
-            inflight.push_back(host.submit(spec.ep, kind));
+            inflight.push_back(host.submit_with_buffer(spec.ep, kind, buf));
         }
-        let Some((id, rx)) = inflight.pop_front() else { break };
+        let Some((id, rx)) = inflight.pop_front() else {
+            break;
+        };
         let r = loop {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(r) => break r,
@@ -240,7 +259,9 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
             UrbStatus::Ok => {}
             UrbStatus::Cancelled if stop.load(Ordering::SeqCst) => break,
             other => {
-                fail(format!("transfer at stream offset {check_offset} failed: {other:?}"));
+                fail(format!(
+                    "transfer at stream offset {check_offset} failed: {other:?}"
+                ));
                 break;
             }
         }
@@ -251,9 +272,13 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
             }
         }
         check_offset += r.actual as u64;
-        let mut sh = shared.lock().unwrap();
-        sh.stats.record(r.actual as u64, r.completed.duration_since(r.submitted));
-        sh.offset = check_offset;
+        {
+            let mut sh = shared.lock().unwrap();
+            sh.stats
+                .record(r.actual as u64, r.completed.duration_since(r.submitted));
+            sh.offset = check_offset;
+        }
+        spare.push(r.data);
     }
     // Cancel what is still in flight so the endpoint is left clean.
     for (id, rx) in inflight {
@@ -261,5 +286,8 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
         let _ = rx.recv_timeout(Duration::from_millis(500));
     }
     shared.lock().unwrap().running = false;
-    info!("traffic: {} stream ended at offset {check_offset}", ep_name(spec.ep));
+    info!(
+        "traffic: {} stream ended at offset {check_offset}",
+        ep_name(spec.ep)
+    );
 }

@@ -537,9 +537,7 @@ impl fmt::Display for SetupPacket {
             REQ_SET_FEATURE | REQ_CLEAR_FEATURE => {
                 let feature = match (self.recipient(), self.value) {
                     (Recipient::Endpoint, FEATURE_ENDPOINT_HALT) => "ENDPOINT_HALT".to_string(),
-                    (Recipient::Device, FEATURE_DEVICE_REMOTE_WAKEUP) => {
-                        "DEVICE_REMOTE_WAKEUP".to_string()
-                    }
+                    (Recipient::Device, FEATURE_DEVICE_REMOTE_WAKEUP) => "DEVICE_REMOTE_WAKEUP".to_string(),
                     (Recipient::Device, FEATURE_TEST_MODE) => "TEST_MODE".to_string(),
                     (Recipient::Device, FEATURE_U1_ENABLE) => "U1_ENABLE".to_string(),
                     (Recipient::Device, FEATURE_U2_ENABLE) => "U2_ENABLE".to_string(),
@@ -570,7 +568,9 @@ pub enum DescriptorError {
         have: usize,
     },
     /// bLength 0 or 1, which would make a descriptor walk loop or stop.
-    #[error("{context}: descriptor at offset {offset}: bLength {length} (every descriptor is at least 2 bytes)")]
+    #[error(
+        "{context}: descriptor at offset {offset}: bLength {length} (every descriptor is at least 2 bytes)"
+    )]
     BadLength {
         context: String,
         offset: usize,
@@ -681,18 +681,10 @@ pub enum DescriptorError {
     },
     /// ep0's packet size does not match the bus speed.
     #[error("device descriptor: bMaxPacketSize0 {value} is wrong for {speed} (must be {rule})")]
-    MaxPacketSize0 {
-        value: u8,
-        speed: Speed,
-        rule: String,
-    },
+    MaxPacketSize0 { value: u8, speed: Speed, rule: String },
     /// bcdUSB claims an older USB version than the bus speed implies.
     #[error("device descriptor: bcdUSB {bcd_usb:#06x} is too low for {speed} (must be at least {min:#06x})")]
-    BcdUsb {
-        bcd_usb: u16,
-        speed: Speed,
-        min: u16,
-    },
+    BcdUsb { bcd_usb: u16, speed: Speed, min: u16 },
     /// Any other field with a value the specification forbids.
     #[error("{context}: {field} {value}: {problem}")]
     Field {
@@ -706,12 +698,7 @@ pub enum DescriptorError {
     Invalid { context: String, problem: String },
 }
 
-fn field(
-    context: &str,
-    name: &str,
-    value: impl fmt::Display,
-    problem: impl Into<String>,
-) -> DescriptorError {
+fn field(context: &str, name: &str, value: impl fmt::Display, problem: impl Into<String>) -> DescriptorError {
     DescriptorError::Field {
         context: context.to_string(),
         field: name.to_string(),
@@ -764,8 +751,7 @@ impl DeviceDescriptor {
     /// SuperSpeed and a byte count below, even in a USB 3 device.
     pub fn ep0_max_packet(&self, speed: Speed) -> u32 {
         if speed.is_superspeed() {
-            1u32.checked_shl(u32::from(self.max_packet_size0))
-                .unwrap_or(0)
+            1u32.checked_shl(u32::from(self.max_packet_size0)).unwrap_or(0)
         } else {
             u32::from(self.max_packet_size0)
         }
@@ -1194,8 +1180,7 @@ pub fn parse_configuration(bytes: &[u8], speed: Speed) -> Result<Configuration, 
                         context: ctx,
                         offset,
                         descriptor_type: dtype,
-                        why: "a SuperSpeed companion must directly follow its endpoint descriptor"
-                            .into(),
+                        why: "a SuperSpeed companion must directly follow its endpoint descriptor".into(),
                     });
                 };
                 ep.companion = Some(SsCompanion {
@@ -1288,10 +1273,7 @@ pub fn parse_configuration(bytes: &[u8], speed: Speed) -> Result<Configuration, 
         });
     }
     if let Some(&number) = numbers.iter().find(|&&n| !seen.contains(&(n, 0))) {
-        return Err(DescriptorError::NoDefaultAlternate {
-            context: ctx,
-            number,
-        });
+        return Err(DescriptorError::NoDefaultAlternate { context: ctx, number });
     }
     for (iad, offset) in cfg.iads.iter().zip(iad_offsets) {
         let what = format!(
@@ -1359,12 +1341,8 @@ fn interval_rule(tt: u8, interval: u8, speed: Speed) -> Option<String> {
     let kind = transfer_type_name(tt);
     let (max, unit) = match (tt, speed) {
         (TRANSFER_INTERRUPT, Speed::Low | Speed::Full) => (255, "a period of bInterval frames"),
-        (TRANSFER_ISOCHRONOUS, Speed::Low | Speed::Full) => {
-            (16, "a period of 2^(bInterval-1) frames")
-        }
-        (TRANSFER_INTERRUPT | TRANSFER_ISOCHRONOUS, _) => {
-            (16, "a period of 2^(bInterval-1) microframes")
-        }
+        (TRANSFER_ISOCHRONOUS, Speed::Low | Speed::Full) => (16, "a period of 2^(bInterval-1) frames"),
+        (TRANSFER_INTERRUPT | TRANSFER_ISOCHRONOUS, _) => (16, "a period of 2^(bInterval-1) microframes"),
         _ => return None,
     };
     (interval == 0 || interval > max)
@@ -1407,9 +1385,10 @@ fn validate_endpoint(ictx: &str, ep: &Endpoint, speed: Speed) -> Result<(), Desc
     if ep.mult != 0 {
         let periodic = matches!(tt, TRANSFER_INTERRUPT | TRANSFER_ISOCHRONOUS);
         let problem = match speed {
-            Speed::High if periodic && ep.mult == 3 => {
-                Some("bits 12..11 are 3, which is reserved (at most 2 additional transactions per microframe)".to_string())
-            }
+            Speed::High if periodic && ep.mult == 3 => Some(
+                "bits 12..11 are 3, which is reserved (at most 2 additional transactions per microframe)"
+                    .to_string(),
+            ),
             Speed::High if periodic => None,
             Speed::High => Some(format!(
                 "bits 12..11 (additional transactions per microframe) must be zero for {kind}"
@@ -1626,11 +1605,11 @@ impl Bos {
     /// A SuperSpeed device must advertise its SuperSpeed (and SuperSpeedPlus)
     /// capability, or hosts cannot manage its link power states.
     pub fn validate(&self, speed: Speed) -> Result<(), DescriptorError> {
-        let missing = |what: &str, cap: u8| {
-            DescriptorError::Invalid {
+        let missing = |what: &str, cap: u8| DescriptorError::Invalid {
             context: "BOS".into(),
-            problem: format!("no {what} device capability (type {cap:#04x}), which a device at {speed} must have"),
-        }
+            problem: format!(
+                "no {what} device capability (type {cap:#04x}), which a device at {speed} must have"
+            ),
         };
         if speed.is_superspeed() && self.capability(CAP_SUPERSPEED_USB).is_none() {
             return Err(missing("SuperSpeed USB", CAP_SUPERSPEED_USB));
@@ -1934,11 +1913,7 @@ mod tests {
         assert_eq!(Speed::from_wire(0), None);
         assert_eq!(Speed::from_wire(4), None);
         assert_eq!("Super-Plus".parse::<Speed>(), Ok(Speed::SuperPlus));
-        assert!("warp"
-            .parse::<Speed>()
-            .unwrap_err()
-            .to_string()
-            .contains("warp"));
+        assert!("warp".parse::<Speed>().unwrap_err().to_string().contains("warp"));
         assert!(Speed::Full < Speed::High && Speed::High < Speed::Super);
         assert_eq!(Speed::Super.to_string(), "SuperSpeed");
         assert_eq!(
@@ -1963,10 +1938,7 @@ mod tests {
         assert!(!c.is_in());
         assert_eq!(c.recipient(), Recipient::Endpoint);
         assert_eq!(SetupPacket::set_halt(0x81).request, REQ_SET_FEATURE);
-        assert_eq!(
-            SetupPacket::set_address(5).to_bytes(),
-            [0, 5, 5, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(SetupPacket::set_address(5).to_bytes(), [0, 5, 5, 0, 0, 0, 0, 0]);
         assert_eq!(
             SetupPacket::set_configuration(1).to_bytes(),
             [0, 9, 1, 0, 0, 0, 0, 0]
@@ -2015,10 +1987,7 @@ mod tests {
             SetupPacket::set_configuration(1).to_string(),
             "SET_CONFIGURATION(1)"
         );
-        assert_eq!(
-            SetupPacket::get_status_device().to_string(),
-            "GET_STATUS(device)"
-        );
+        assert_eq!(SetupPacket::get_status_device().to_string(), "GET_STATUS(device)");
         assert_eq!(
             SetupPacket::clear_halt(0x81).to_string(),
             "CLEAR_FEATURE(ENDPOINT_HALT, endpoint 0x81)"
@@ -2140,10 +2109,7 @@ mod tests {
         assert_eq!(fs.max_power, 50);
         assert_eq!(fs.interfaces.len(), 1);
         let i = &fs.interfaces[0];
-        assert_eq!(
-            (i.number, i.alternate, i.class, i.string_index),
-            (0, 0, 0xff, 4)
-        );
+        assert_eq!((i.number, i.alternate, i.class, i.string_index), (0, 0, 0xff, 4));
         assert_eq!(i.endpoints.len(), 2);
         assert_eq!(i.endpoints[0].address, 0x81);
         assert_eq!(i.endpoints[0].transfer_type(), TRANSFER_BULK);
@@ -2190,15 +2156,9 @@ mod tests {
         );
         let comm = c.interface(0, 0).unwrap();
         assert_eq!(comm.extra.len(), 4);
-        assert!(comm
-            .extra
-            .iter()
-            .all(|d| d.descriptor_type == DT_CS_INTERFACE));
+        assert!(comm.extra.iter().all(|d| d.descriptor_type == DT_CS_INTERFACE));
         assert_eq!(comm.extra[0].offset, 26);
-        assert_eq!(
-            comm.extra[3].bytes,
-            vec![5, DT_CS_INTERFACE, 0x06, 0x00, 0x01]
-        );
+        assert_eq!(comm.extra[3].bytes, vec![5, DT_CS_INTERFACE, 0x06, 0x00, 0x01]);
         assert_eq!(comm.endpoints[0].transfer_type(), TRANSFER_INTERRUPT);
         assert_eq!(comm.endpoints[0].interval, 32);
         assert_eq!(c.interface(1, 0).unwrap().endpoints.len(), 2);
@@ -2336,9 +2296,8 @@ mod tests {
         );
         // The high-speed descriptors are wrong at full speed.
         assert!(
-            err_text(parse_configuration(&ffs_config(Speed::High), Speed::Full)).contains(
-                "wMaxPacketSize 512 is not 8, 16, 32 or 64, the sizes bulk allows at full speed"
-            )
+            err_text(parse_configuration(&ffs_config(Speed::High), Speed::Full))
+                .contains("wMaxPacketSize 512 is not 8, 16, 32 or 64, the sizes bulk allows at full speed")
         );
         let mut c = ffs_config(Speed::Super);
         patch_ep(&mut c, 0x81, |d| set_mps(d, 512));
@@ -2354,16 +2313,19 @@ mod tests {
             config(1, 1, 0, &body)
         };
         parse_configuration(&periodic(0x81, TRANSFER_INTERRUPT, 64, 10), Speed::Full).unwrap();
-        assert!(err_text(parse_configuration(&periodic(0x81, TRANSFER_INTERRUPT, 65, 10), Speed::Full))
-            .contains("endpoint 0x81 (interrupt): wMaxPacketSize 65 is over 64, the limit for interrupt at full speed"));
+        assert!(err_text(parse_configuration(
+            &periodic(0x81, TRANSFER_INTERRUPT, 65, 10),
+            Speed::Full
+        ))
+        .contains(
+            "endpoint 0x81 (interrupt): wMaxPacketSize 65 is over 64, the limit for interrupt at full speed"
+        ));
         parse_configuration(&periodic(0x81, TRANSFER_INTERRUPT, 1024, 4), Speed::High).unwrap();
         assert!(err_text(parse_configuration(
             &periodic(0x81, TRANSFER_INTERRUPT, 0, 4),
             Speed::High
         ))
-        .contains(
-            "wMaxPacketSize 0 is too small: an interrupt endpoint must carry at least 1 byte"
-        ));
+        .contains("wMaxPacketSize 0 is too small: an interrupt endpoint must carry at least 1 byte"));
         parse_configuration(&periodic(0x81, TRANSFER_ISOCHRONOUS, 1023, 1), Speed::Full).unwrap();
         assert!(err_text(parse_configuration(&periodic(0x81, TRANSFER_ISOCHRONOUS, 1024, 1), Speed::Full))
             .contains("endpoint 0x81 (isochronous): wMaxPacketSize 1024 is over 1023, the limit for isochronous at full speed"));
@@ -2403,11 +2365,10 @@ mod tests {
         assert!(err_text(parse_configuration(&one(TRANSFER_CONTROL, 32, 0), Speed::High))
             .contains("endpoint 0x01 (control): wMaxPacketSize 32 is under 64: control at high speed must be exactly 64"));
         parse_configuration(&one(TRANSFER_INTERRUPT, 8, 10), Speed::Low).unwrap();
-        assert!(err_text(parse_configuration(
-            &one(TRANSFER_INTERRUPT, 16, 10),
-            Speed::Low
-        ))
-        .contains("wMaxPacketSize 16 is over 8, the limit for interrupt at low speed"));
+        assert!(
+            err_text(parse_configuration(&one(TRANSFER_INTERRUPT, 16, 10), Speed::Low))
+                .contains("wMaxPacketSize 16 is over 8, the limit for interrupt at low speed")
+        );
         let mut short = one(TRANSFER_BULK, 512, 0);
         short[18] = 6;
         short.remove(24);
@@ -2534,8 +2495,7 @@ mod tests {
                 .contains("SS_ENDPOINT_COMP descriptor at offset 18 is out of place")
         );
         // Below SuperSpeed a companion is kept raw, not interpreted.
-        let c = parse_configuration(&ss(TRANSFER_BULK, 512, 0, companion(15, 0, 0)), Speed::High)
-            .unwrap();
+        let c = parse_configuration(&ss(TRANSFER_BULK, 512, 0, companion(15, 0, 0)), Speed::High).unwrap();
         assert_eq!(
             c.interfaces[0].endpoints[0].extra[0].descriptor_type,
             DT_SS_ENDPOINT_COMP
@@ -2546,8 +2506,11 @@ mod tests {
     fn config_structure_errors() {
         // An endpoint before any interface.
         let body = endpoint(0x81, TRANSFER_BULK, 512, 0);
-        assert!(err_text(parse_configuration(&config(1, 0, 0, &body), Speed::High))
-            .contains("ENDPOINT descriptor at offset 9 is out of place: it comes before any interface descriptor"));
+        assert!(
+            err_text(parse_configuration(&config(1, 0, 0, &body), Speed::High)).contains(
+                "ENDPOINT descriptor at offset 9 is out of place: it comes before any interface descriptor"
+            )
+        );
         // Interface 1 with only alternate setting 1.
         let mut body = interface(0, 0, 0, [0xff, 0, 0], 0);
         body.extend(interface(1, 1, 0, [0xff, 0, 0], 0));
@@ -2691,7 +2654,11 @@ mod tests {
         lpm_only[2] = 12;
         lpm_only[4] = 1;
         assert_eq!(
-            parse_bos(&lpm_only).unwrap().validate(Speed::Super).unwrap_err().to_string(),
+            parse_bos(&lpm_only)
+                .unwrap()
+                .validate(Speed::Super)
+                .unwrap_err()
+                .to_string(),
             "BOS: no SuperSpeed USB device capability (type 0x03), which a device at SuperSpeed must have"
         );
         let mut wrong_cap = good.clone();

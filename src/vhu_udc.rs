@@ -90,7 +90,10 @@ fn split_chain(mem: &GuestMemoryMmap, chain: Chain, max_readable: usize) -> Chai
         if mem.read_slice(&mut parts.readable[at..], desc.addr()).is_err() {
             parts.error = Some(Rejected::new(
                 Status::DmaFault,
-                format!("descriptor {:#x}+{len:#x} is not inside guest memory", desc.addr().0),
+                format!(
+                    "descriptor {:#x}+{len:#x} is not inside guest memory",
+                    desc.addr().0
+                ),
             ));
         }
     }
@@ -116,6 +119,9 @@ fn write_regions(mem: &GuestMemoryMmap, regions: &[(GuestAddress, usize)], bytes
 
 struct Inner {
     dev: Device<ChainToken>,
+    /// Which vhost-user connection is current; a backend of an earlier one
+    /// (its worker thread may still see a late kick) must not touch state.
+    connection: u64,
     vrings: Vec<VringRwLock>,
     events: VecDeque<VirtioUdcEvent>,
     event_idx: bool,
@@ -160,6 +166,7 @@ impl Udc {
         Arc::new(Udc {
             inner: Mutex::new(Inner {
                 dev: Device::new(cfg),
+                connection: 0,
                 vrings: Vec::new(),
                 events: VecDeque::new(),
                 event_idx: false,
@@ -195,6 +202,7 @@ impl Udc {
     /// queued (a new connection starts from a device reset).
     pub fn end_connection(&self) {
         let mut g = self.lock();
+        g.g.connection += 1;
         g.reset();
         g.g.vrings.clear();
         g.g.events.clear();
@@ -232,7 +240,11 @@ impl Inner {
         let mut xfer_used = false;
         for o in outputs {
             match o {
-                Output::XferDone { token, status, actual } => {
+                Output::XferDone {
+                    token,
+                    status,
+                    actual,
+                } => {
                     let st = VirtioUdcXferStatus {
                         status: (status as u32).into(),
                         actual: actual.into(),
@@ -313,6 +325,7 @@ fn signal(vring: &VringRwLock, event_idx: bool) {
 #[derive(Clone)]
 pub struct VhostUserUdcBackend {
     udc: Arc<Udc>,
+    connection: u64,
     cfg_space: VirtioUdcConfig,
     max_readable: usize,
     exit: Arc<(EventConsumer, EventNotifier)>,
@@ -320,9 +333,13 @@ pub struct VhostUserUdcBackend {
 
 impl VhostUserUdcBackend {
     pub fn new(udc: Arc<Udc>) -> io::Result<Self> {
-        let cfg = udc.lock().config().clone();
+        let (cfg, connection) = {
+            let g = udc.lock();
+            (g.config().clone(), g.g.connection)
+        };
         let (consumer, notifier) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
         Ok(VhostUserUdcBackend {
+            connection,
             cfg_space: cfg.to_wire(),
             max_readable: request::max_xfer_readable(cfg.segment_limit()),
             udc,
@@ -478,6 +495,9 @@ impl VhostUserBackend for VhostUserUdcBackend {
 
     fn reset_device(&self) {
         let mut udc = self.udc.lock();
+        if udc.g.connection != self.connection {
+            return;
+        }
         udc.reset();
         udc.g.events.clear();
         udc.g.vrings.clear();
@@ -498,15 +518,15 @@ impl VhostUserBackend for VhostUserUdcBackend {
     }
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
-        self.udc.lock().set_memory(mem);
+        let mut udc = self.udc.lock();
+        if udc.g.connection == self.connection {
+            udc.set_memory(mem);
+        }
         Ok(())
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        Some((
-            self.exit.0.try_clone().ok()?,
-            self.exit.1.try_clone().ok()?,
-        ))
+        Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
     }
 
     fn handle_event(
@@ -521,6 +541,10 @@ impl VhostUserBackend for VhostUserUdcBackend {
         }
         {
             let mut udc = self.udc.lock();
+            if udc.g.connection != self.connection {
+                debug!("event {device_event} from an ended connection: ignored");
+                return Ok(());
+            }
             if udc.g.vrings.is_empty() {
                 udc.g.vrings = vrings.to_vec();
             }

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use log::{info, warn};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::request::Segment;
 
@@ -64,7 +64,10 @@ pub struct FileRange {
 /// Maps a request's segments to page-aligned memfd ranges, merging
 /// neighbours, and gives the offset of the first byte within the result.
 /// Pure over the memory map, so it is tested without /dev/udmabuf.
-pub fn file_ranges(mem: &GuestMemoryMmap<()>, segs: &[Segment]) -> Result<(Vec<FileRange>, u64), ZeroCopyError> {
+pub fn file_ranges(
+    mem: &GuestMemoryMmap<()>,
+    segs: &[Segment],
+) -> Result<(Vec<FileRange>, u64), ZeroCopyError> {
     let page = page_size();
     if segs.is_empty() {
         return Err(ZeroCopyError::Empty);
@@ -77,10 +80,15 @@ pub fn file_ranges(mem: &GuestMemoryMmap<()>, segs: &[Segment]) -> Result<(Vec<F
             .iter()
             .enumerate()
             .find(|(_, r)| {
-                addr >= r.start_addr().0 && addr.checked_add(u64::from(len)).is_some_and(|end| end <= r.start_addr().0 + r.len())
+                addr >= r.start_addr().0
+                    && addr
+                        .checked_add(u64::from(len))
+                        .is_some_and(|end| end <= r.start_addr().0 + r.len())
             })
             .ok_or(ZeroCopyError::NotMapped { index, addr, len })?;
-        let fo = region.file_offset().ok_or(ZeroCopyError::NoFile { index, addr })?;
+        let fo = region
+            .file_offset()
+            .ok_or(ZeroCopyError::NoFile { index, addr })?;
         let file_off = fo.start() + (addr - region.start_addr().0);
         let mut start = file_off;
         let mut end = file_off + u64::from(len);
@@ -136,23 +144,56 @@ mod tests {
     #[test]
     fn page_aligned_segments_merge() {
         let m = memfd_mem();
-        let segs = [Segment { addr: 0x1000, len: 0x1000 }, Segment { addr: 0x2000, len: 0x800 }];
+        let segs = [
+            Segment {
+                addr: 0x1000,
+                len: 0x1000,
+            },
+            Segment {
+                addr: 0x2000,
+                len: 0x800,
+            },
+        ];
         let (r, off) = file_ranges(&m, &segs).unwrap();
-        assert_eq!(r, vec![FileRange { region: 0, offset: 0x1000, size: 0x2000 }]);
+        assert_eq!(
+            r,
+            vec![FileRange {
+                region: 0,
+                offset: 0x1000,
+                size: 0x2000
+            }]
+        );
         assert_eq!(off, 0);
     }
 
     #[test]
     fn first_segment_may_start_mid_page_and_regions_map_to_file_offsets() {
         let m = memfd_mem();
-        let segs = [Segment { addr: 0x1_0000_0100, len: 0xf00 }, Segment { addr: 0x5000, len: 0x10 }];
+        let segs = [
+            Segment {
+                addr: 0x1_0000_0100,
+                len: 0xf00,
+            },
+            Segment {
+                addr: 0x5000,
+                len: 0x10,
+            },
+        ];
         let (r, off) = file_ranges(&m, &segs).unwrap();
         assert_eq!(off, 0x100);
         assert_eq!(
             r,
             vec![
-                FileRange { region: 1, offset: 0x10_0000, size: 0x1000 },
-                FileRange { region: 0, offset: 0x5000, size: 0x1000 },
+                FileRange {
+                    region: 1,
+                    offset: 0x10_0000,
+                    size: 0x1000
+                },
+                FileRange {
+                    region: 0,
+                    offset: 0x5000,
+                    size: 0x1000
+                },
             ]
         );
     }
@@ -160,9 +201,27 @@ mod tests {
     #[test]
     fn unaligned_middle_and_unmapped_are_refused() {
         let m = memfd_mem();
-        let segs = [Segment { addr: 0x1000, len: 0x10 }, Segment { addr: 0x2000, len: 0x10 }];
-        assert!(matches!(file_ranges(&m, &segs), Err(ZeroCopyError::Unaligned { index: 0, .. })));
-        let segs = [Segment { addr: 0x30_0000, len: 0x10 }];
-        assert!(matches!(file_ranges(&m, &segs), Err(ZeroCopyError::NotMapped { .. })));
+        let segs = [
+            Segment {
+                addr: 0x1000,
+                len: 0x10,
+            },
+            Segment {
+                addr: 0x2000,
+                len: 0x10,
+            },
+        ];
+        assert!(matches!(
+            file_ranges(&m, &segs),
+            Err(ZeroCopyError::Unaligned { index: 0, .. })
+        ));
+        let segs = [Segment {
+            addr: 0x30_0000,
+            len: 0x10,
+        }];
+        assert!(matches!(
+            file_ranges(&m, &segs),
+            Err(ZeroCopyError::NotMapped { .. })
+        ));
     }
 }

@@ -37,20 +37,76 @@ fn malformed_transfers_get_their_status_and_the_daemon_goes_on() {
     let mut reserved = xfer_req(0x81, 0, 16, 1, 1);
     reserved.flags = 0x80;
     let cases: Vec<(&str, Vec<u8>, u32)> = vec![
-        ("a truncated header", vec![1, 0, 0x81, 0, 16, 0, 0, 0, 1, 0], VIRTIO_UDC_S_INVALID),
-        ("an unknown opcode", xfer_bytes(&unknown_op, &[seg(good, 16)]), VIRTIO_UDC_S_UNSUPPORTED),
-        ("reserved flags", xfer_bytes(&reserved, &[seg(good, 16)]), VIRTIO_UDC_S_INVALID),
-        ("too many segments", xfer_bytes(&xfer_req(0x81, 0, 16, max + 1, 1), &[]), VIRTIO_UDC_S_INVALID),
-        ("a truncated segment list", xfer_bytes(&xfer_req(0x81, 0, 32, 4, 1), &[seg(good, 16), seg(good, 16)]), VIRTIO_UDC_S_INVALID),
-        ("segments shorter than the length", xfer_bytes(&xfer_req(0x81, 0, 4096, 1, 1), &[seg(good, 16)]), VIRTIO_UDC_S_INVALID),
-        ("no segments for data", xfer_bytes(&xfer_req(0x81, 0, 16, 0, 1), &[]), VIRTIO_UDC_S_INVALID),
-        ("an address in the memory hole", xfer_bytes(&xfer_req(0x81, 0, 16, 1, 1), &[seg(hole, 16)]), VIRTIO_UDC_S_DMA_FAULT),
-        ("an OUT address in the memory hole", xfer_bytes(&xfer_req(0x02, 0, 16, 1, 1), &[seg(hole, 16)]), VIRTIO_UDC_S_DMA_FAULT),
-        ("a segment running off the end of memory", xfer_bytes(&xfer_req(0x81, 0, 16, 1, 1), &[seg(0x1000_0000 - 8, 16)]), VIRTIO_UDC_S_DMA_FAULT),
-        ("an address that wraps around", xfer_bytes(&xfer_req(0x02, 0, 4096, 1, 1), &[seg(u64::MAX - 100, 4096)]), VIRTIO_UDC_S_DMA_FAULT),
-        ("a far-away address", xfer_bytes(&xfer_req(0x02, 0, 16, 1, 1), &[seg(1 << 60, 16)]), VIRTIO_UDC_S_DMA_FAULT),
-        ("an endpoint the controller lacks", xfer_bytes(&xfer_req(0x70, 0, 16, 1, 1), &[seg(good, 16)]), VIRTIO_UDC_S_INVALID),
-        ("a disabled endpoint", xfer_bytes(&xfer_req(0x83, 0, 16, 1, 1), &[seg(good, 16)]), VIRTIO_UDC_S_SHUTDOWN),
+        (
+            "a truncated header",
+            vec![1, 0, 0x81, 0, 16, 0, 0, 0, 1, 0],
+            VIRTIO_UDC_S_INVALID,
+        ),
+        (
+            "an unknown opcode",
+            xfer_bytes(&unknown_op, &[seg(good, 16)]),
+            VIRTIO_UDC_S_UNSUPPORTED,
+        ),
+        (
+            "reserved flags",
+            xfer_bytes(&reserved, &[seg(good, 16)]),
+            VIRTIO_UDC_S_INVALID,
+        ),
+        (
+            "too many segments",
+            xfer_bytes(&xfer_req(0x81, 0, 16, max + 1, 1), &[]),
+            VIRTIO_UDC_S_INVALID,
+        ),
+        (
+            "a truncated segment list",
+            xfer_bytes(&xfer_req(0x81, 0, 32, 4, 1), &[seg(good, 16), seg(good, 16)]),
+            VIRTIO_UDC_S_INVALID,
+        ),
+        (
+            "segments shorter than the length",
+            xfer_bytes(&xfer_req(0x81, 0, 4096, 1, 1), &[seg(good, 16)]),
+            VIRTIO_UDC_S_INVALID,
+        ),
+        (
+            "no segments for data",
+            xfer_bytes(&xfer_req(0x81, 0, 16, 0, 1), &[]),
+            VIRTIO_UDC_S_INVALID,
+        ),
+        (
+            "an address in the memory hole",
+            xfer_bytes(&xfer_req(0x81, 0, 16, 1, 1), &[seg(hole, 16)]),
+            VIRTIO_UDC_S_DMA_FAULT,
+        ),
+        (
+            "an OUT address in the memory hole",
+            xfer_bytes(&xfer_req(0x02, 0, 16, 1, 1), &[seg(hole, 16)]),
+            VIRTIO_UDC_S_DMA_FAULT,
+        ),
+        (
+            "a segment running off the end of memory",
+            xfer_bytes(&xfer_req(0x81, 0, 16, 1, 1), &[seg(0x1000_0000 - 8, 16)]),
+            VIRTIO_UDC_S_DMA_FAULT,
+        ),
+        (
+            "an address that wraps around",
+            xfer_bytes(&xfer_req(0x02, 0, 4096, 1, 1), &[seg(u64::MAX - 100, 4096)]),
+            VIRTIO_UDC_S_DMA_FAULT,
+        ),
+        (
+            "a far-away address",
+            xfer_bytes(&xfer_req(0x02, 0, 16, 1, 1), &[seg(1 << 60, 16)]),
+            VIRTIO_UDC_S_DMA_FAULT,
+        ),
+        (
+            "an endpoint the controller lacks",
+            xfer_bytes(&xfer_req(0x70, 0, 16, 1, 1), &[seg(good, 16)]),
+            VIRTIO_UDC_S_INVALID,
+        ),
+        (
+            "a disabled endpoint",
+            xfer_bytes(&xfer_req(0x83, 0, 16, 1, 1), &[seg(good, 16)]),
+            VIRTIO_UDC_S_SHUTDOWN,
+        ),
     ];
     for (what, bytes, want) in cases {
         let x = h.submit_bytes(&bytes, 8).unwrap();
@@ -77,7 +133,10 @@ fn malformed_transfers_get_their_status_and_the_daemon_goes_on() {
 
     // No room for the status: returned with used length 0, nothing written.
     for room in [0u32, 4] {
-        let mut parts = vec![RawDesc::Readable(xfer_bytes(&xfer_req(0x81, 0, 16, 1, 6), &[seg(good, 16)]))];
+        let mut parts = vec![RawDesc::Readable(xfer_bytes(
+            &xfer_req(0x81, 0, 16, 1, 6),
+            &[seg(good, 16)],
+        ))];
         if room > 0 {
             parts.push(RawDesc::Writable(room));
         }
@@ -90,11 +149,21 @@ fn malformed_transfers_get_their_status_and_the_daemon_goes_on() {
 
     // A descriptor that points outside guest memory.
     let x = h
-        .submit_raw(&[RawDesc::At { gpa: hole, len: 24, writable: false }, RawDesc::Writable(8)])
+        .submit_raw(&[
+            RawDesc::At {
+                gpa: hole,
+                len: 24,
+                writable: false,
+            },
+            RawDesc::Writable(8),
+        ])
         .unwrap();
     assert_eq!(h.wait_completion(x, T).unwrap().status, VIRTIO_UDC_S_DMA_FAULT);
     still_serving(&mut h, &mut ctl, "a descriptor outside guest memory");
-    assert!(d.log_text().contains("is not inside guest memory"), "the log names DMA faults");
+    assert!(
+        d.log_text().contains("is not inside guest memory"),
+        "the log names DMA faults"
+    );
 }
 
 #[test]
@@ -107,14 +176,40 @@ fn malformed_commands_get_their_status() {
     let mut bad = [0u8; 24];
     bad[0] = 0x99;
     assert_eq!(st(&h.raw_command(&bad).unwrap()), VIRTIO_UDC_S_UNSUPPORTED);
-    assert_eq!(u32::from(h.ep_enable(0x00, USB_XFER_BULK, 512).unwrap().status), VIRTIO_UDC_S_INVALID);
-    assert_eq!(u32::from(h.ep_enable(0x85, USB_XFER_BULK, 0).unwrap().status), VIRTIO_UDC_S_INVALID);
-    assert_eq!(u32::from(h.ep_enable(0x85, USB_XFER_BULK, 2048).unwrap().status), VIRTIO_UDC_S_INVALID);
-    assert_eq!(u32::from(h.ep_enable(0x81, USB_XFER_BULK, 512).unwrap().status), VIRTIO_UDC_S_INVALID, "already enabled");
-    assert_eq!(u32::from(h.ep_disable(0x85).unwrap().status), VIRTIO_UDC_S_INVALID);
-    assert_eq!(u32::from(h.set_halt(0x81, 7).unwrap().status), VIRTIO_UDC_S_INVALID);
-    assert_eq!(u32::from(h.cancel(0x81, 12345).unwrap().status), VIRTIO_UDC_S_NOT_FOUND);
-    assert_eq!(u32::from(h.wakeup().unwrap().status), VIRTIO_UDC_S_INVALID, "not suspended");
+    assert_eq!(
+        u32::from(h.ep_enable(0x00, USB_XFER_BULK, 512).unwrap().status),
+        VIRTIO_UDC_S_INVALID
+    );
+    assert_eq!(
+        u32::from(h.ep_enable(0x85, USB_XFER_BULK, 0).unwrap().status),
+        VIRTIO_UDC_S_INVALID
+    );
+    assert_eq!(
+        u32::from(h.ep_enable(0x85, USB_XFER_BULK, 2048).unwrap().status),
+        VIRTIO_UDC_S_INVALID
+    );
+    assert_eq!(
+        u32::from(h.ep_enable(0x81, USB_XFER_BULK, 512).unwrap().status),
+        VIRTIO_UDC_S_INVALID,
+        "already enabled"
+    );
+    assert_eq!(
+        u32::from(h.ep_disable(0x85).unwrap().status),
+        VIRTIO_UDC_S_INVALID
+    );
+    assert_eq!(
+        u32::from(h.set_halt(0x81, 7).unwrap().status),
+        VIRTIO_UDC_S_INVALID
+    );
+    assert_eq!(
+        u32::from(h.cancel(0x81, 12345).unwrap().status),
+        VIRTIO_UDC_S_NOT_FOUND
+    );
+    assert_eq!(
+        u32::from(h.wakeup().unwrap().status),
+        VIRTIO_UDC_S_INVALID,
+        "not suspended"
+    );
     still_serving(&mut h, &mut ctl, "malformed commands");
 }
 
@@ -126,7 +221,9 @@ fn halt_and_wedge_as_the_host_sees_them() {
     assert_eq!(u32::from(h.set_halt(0x02, 1).unwrap().status), VIRTIO_UDC_S_OK);
     assert_eq!(ctl.write_out("ep2out", b"abc", false)["status"], "stall");
     // GET_STATUS(endpoint) shows the halt; the host's CLEAR_FEATURE clears it.
-    let r = ctl.ok(serde_json::json!({"op": "control", "request_type": 0x82, "request": 0, "index": 2, "length": 2}));
+    let r = ctl.ok(
+        serde_json::json!({"op": "control", "request_type": 0x82, "request": 0, "index": 2, "length": 2}),
+    );
     assert_eq!(r["data"], "AQA=");
     ctl.ok(serde_json::json!({"op": "control", "request_type": 2, "request": 1, "value": 0, "index": 2}));
     let b = h.buffer(64).unwrap();

@@ -36,14 +36,25 @@ fn enumerate_at(host_speed: &str, max_speed: Option<&str>, want: &str, want_wire
         .as_array()
         .unwrap()
         .iter()
-        .map(|ep| (ep["address"].as_u64().unwrap(), ep["max_packet_size"].as_u64().unwrap()))
+        .map(|ep| {
+            (
+                ep["address"].as_u64().unwrap(),
+                ep["max_packet_size"].as_u64().unwrap(),
+            )
+        })
         .collect();
     let want_mps = u64::from(udc_harness::EndpointSpec::bulk(0x81).max_packet_for(want_wire));
     assert_eq!(mps, vec![(0x81, want_mps), (0x02, want_mps)], "{e}");
     if want_wire >= VIRTIO_UDC_SPEED_SUPER {
-        assert!(e["bos"].is_object(), "a SuperSpeed device's BOS was not read: {e}");
+        assert!(
+            e["bos"].is_object(),
+            "a SuperSpeed device's BOS was not read: {e}"
+        );
         for ep in eps.as_array().unwrap() {
-            assert!(ep["companion"].is_object(), "no SuperSpeed companion parsed: {ep}");
+            assert!(
+                ep["companion"].is_object(),
+                "no SuperSpeed companion parsed: {ep}"
+            );
         }
     }
     let st = ctl.ok(json!({"op": "status"}));
@@ -77,7 +88,10 @@ fn config_space_describes_the_controller() {
     let d = Daemon::start(&[]);
     let h = d.harness();
     let c = h.config();
-    assert_eq!(u32::from(c.flags) & VIRTIO_UDC_CONFIG_F_SG, VIRTIO_UDC_CONFIG_F_SG);
+    assert_eq!(
+        u32::from(c.flags) & VIRTIO_UDC_CONFIG_F_SG,
+        VIRTIO_UDC_CONFIG_F_SG
+    );
     assert!(u32::from(c.max_segments) >= MIN_SG_SEGMENTS);
     assert_eq!(c.max_speed, VIRTIO_UDC_SPEED_SUPER);
     assert_eq!(c.num_eps, 31);
@@ -111,10 +125,16 @@ fn malformed_descriptors_are_named_in_the_log_and_status() {
             if let Some(e) = st["host"]["last_error"].as_str() {
                 break e.to_string();
             }
-            assert!(start.elapsed() < T, "{m:?}: enumeration neither failed nor finished");
+            assert!(
+                start.elapsed() < T,
+                "{m:?}: enumeration neither failed nor finished"
+            );
         };
         assert!(err.contains(word), "{m:?}: error does not name {word}: {err}");
-        assert!(d.log_text().contains(word), "{m:?}: the daemon log does not name {word}");
+        assert!(
+            d.log_text().contains(word),
+            "{m:?}: the daemon log does not name {word}"
+        );
     }
 }
 
@@ -132,7 +152,8 @@ fn vendor_control_requests_both_ways_and_stall() {
     let host = std::thread::spawn(move || {
         let mut ctl = Ctl::connect(&path);
         let a = ctl.req(json!({"op": "control", "request_type": 0xc0, "request": 1, "length": 64}));
-        let b = ctl.req(json!({"op": "control", "request_type": 0x40, "request": 2, "length": 3, "data": "AQID"}));
+        let b = ctl
+            .req(json!({"op": "control", "request_type": 0x40, "request": 2, "length": 3, "data": "AQID"}));
         let c = ctl.req(json!({"op": "control", "request_type": 0x40, "request": 3}));
         let s = ctl.req(json!({"op": "control", "request_type": 0xc0, "request": 0x55, "length": 8}));
         (a, b, c, s)
@@ -287,7 +308,11 @@ fn sigterm_and_sigint_end_the_daemon_cleanly() {
             assert!(start.elapsed() < T, "the daemon ignored signal {sig}");
             std::thread::sleep(Duration::from_millis(10));
         };
-        assert!(status.success(), "signal {sig}: exit {status:?}\n{}", d.log_text());
+        assert!(
+            status.success(),
+            "signal {sig}: exit {status:?}\n{}",
+            d.log_text()
+        );
         assert!(!d.socket.exists(), "the vhost-user socket was left behind");
         assert!(!d.control.exists(), "the control socket was left behind");
     }
@@ -296,7 +321,10 @@ fn sigterm_and_sigint_end_the_daemon_cleanly() {
 #[test]
 fn bad_command_line_and_config_say_what_is_wrong() {
     let bin = env!("CARGO_BIN_EXE_vhost-device-udc");
-    let out = std::process::Command::new(bin).args(["--socket-path", "/tmp/x", "--speed", "warp"]).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--socket-path", "/tmp/x", "--speed", "warp"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("warp") && err.contains("full, high, super"), "{err}");
@@ -304,10 +332,18 @@ fn bad_command_line_and_config_say_what_is_wrong() {
     let cfg = dir.path().join("bad.toml");
     std::fs::write(&cfg, "[controller]\nmax_segments = 8\n").unwrap();
     let out = std::process::Command::new(bin)
-        .args(["--socket-path", dir.path().join("s").to_str().unwrap(), "--config", cfg.to_str().unwrap()])
+        .args([
+            "--socket-path",
+            dir.path().join("s").to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("max_segments 8") && err.contains("bad.toml"), "{err}");
+    assert!(
+        err.contains("max_segments 8") && err.contains("bad.toml"),
+        "{err}"
+    );
 }

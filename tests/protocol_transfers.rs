@@ -62,8 +62,14 @@ fn out_transfers_reach_the_guest_intact_and_nothing_else() {
         assert_eq!(r["actual"], len);
         let c = h.wait_completion(x, T).unwrap();
         assert_eq!(c.result(), Ok(len as u32), "{len} bytes in {segs} segments");
-        assert!(h.read_buffer(&buf).unwrap() == payload, "{len} bytes in {segs} segments: data differs");
-        assert!(h.guards_intact(&buf).unwrap(), "{len} bytes: the device wrote outside the segments");
+        assert!(
+            h.read_buffer(&buf).unwrap() == payload,
+            "{len} bytes in {segs} segments: data differs"
+        );
+        assert!(
+            h.guards_intact(&buf).unwrap(),
+            "{len} bytes: the device wrote outside the segments"
+        );
         h.free_buffer(buf).unwrap();
     }
 }
@@ -141,7 +147,9 @@ fn many_requests_on_several_endpoints_complete_in_fifo_order() {
     for t in 0..N {
         for ep in [0x81u8, 0x83] {
             let len = 100 + (t as usize * 37) % 3000;
-            let b = h.alloc_buffer(&BufferSpec::scattered(len as u64, 1 + t as usize % 5)).unwrap();
+            let b = h
+                .alloc_buffer(&BufferSpec::scattered(len as u64, 1 + t as usize % 5))
+                .unwrap();
             h.write_buffer(&b, &data(len, u64::from(ep) << 32 | t)).unwrap();
             handles.push((ep, t, h.submit_buffer(ep, 0, &b, t).unwrap()));
         }
@@ -156,13 +164,24 @@ fn many_requests_on_several_endpoints_complete_in_fifo_order() {
     for ep in ["ep1in", "ep3in", "ep2out", "ep4out"] {
         let mut ctl = d.ctl();
         threads.push(thread::spawn(move || {
-            let num: u64 = if ep.starts_with("ep1") { 0x81 } else if ep.starts_with("ep3") { 0x83 } else if ep.starts_with("ep2") { 2 } else { 4 };
+            let num: u64 = if ep.starts_with("ep1") {
+                0x81
+            } else if ep.starts_with("ep3") {
+                0x83
+            } else if ep.starts_with("ep2") {
+                2
+            } else {
+                4
+            };
             for t in 0..N {
                 if ep.ends_with("in") {
                     let len = 100 + (t as usize * 37) % 3000;
                     let (r, got) = ctl.read_in(ep, 8192);
                     assert_eq!(r["status"], "ok", "{ep} #{t}: {r}");
-                    assert!(got == data(len, num << 32 | t), "{ep}: transfer {t} out of order or corrupt");
+                    assert!(
+                        got == data(len, num << 32 | t),
+                        "{ep}: transfer {t} out of order or corrupt"
+                    );
                 } else {
                     let r = ctl.write_out(ep, &data(600 + t as usize, num << 32 | t), false);
                     assert_eq!(r["status"], "ok", "{ep} #{t}: {r}");
@@ -175,14 +194,22 @@ fn many_requests_on_several_endpoints_complete_in_fifo_order() {
     }
     let mut last_seq = std::collections::HashMap::new();
     for (ep, t, x) in &handles {
-        let c = h.wait_completion(*x, T).unwrap_or_else(|e| panic!("{ep:#x} tag {t}: {e}"));
+        let c = h
+            .wait_completion(*x, T)
+            .unwrap_or_else(|e| panic!("{ep:#x} tag {t}: {e}"));
         assert!(c.is_ok(), "{ep:#x} tag {t}: {c:?}");
         let prev = last_seq.insert(*ep, c.seq);
-        assert!(prev.is_none_or(|p| p < c.seq), "{ep:#x}: tag {t} completed before an earlier request");
+        assert!(
+            prev.is_none_or(|p| p < c.seq),
+            "{ep:#x}: tag {t} completed before an earlier request"
+        );
     }
     for (ep, t, b) in &out_bufs {
         let got = h.read_buffer_prefix(b, 600 + *t).unwrap();
-        assert!(got == data(600 + *t as usize, u64::from(*ep) << 32 | *t), "{ep:#x} #{t}: data differs");
+        assert!(
+            got == data(600 + *t as usize, u64::from(*ep) << 32 | *t),
+            "{ep:#x} #{t}: data differs"
+        );
     }
 }
 
@@ -200,9 +227,15 @@ fn cancelled_requests_complete_with_cancelled_and_the_rest_go_on() {
     assert_eq!(u32::from(h.cancel(0x81, 2).unwrap().status), VIRTIO_UDC_S_OK);
     // The spec: the cancelled request's completion is on the used ring
     // before the command's response.
-    let c = h.try_completion(xs[1]).unwrap().expect("completion before the CANCEL response");
+    let c = h
+        .try_completion(xs[1])
+        .unwrap()
+        .expect("completion before the CANCEL response");
     assert_eq!(c.result(), Err(-libc::ECONNRESET));
-    assert_eq!(u32::from(h.cancel(0x81, 2).unwrap().status), VIRTIO_UDC_S_NOT_FOUND);
+    assert_eq!(
+        u32::from(h.cancel(0x81, 2).unwrap().status),
+        VIRTIO_UDC_S_NOT_FOUND
+    );
     assert_eq!(ctl.read_in("ep1in", 4096).1, vec![1u8; 100]);
     assert_eq!(ctl.read_in("ep1in", 4096).1, vec![3u8; 100]);
     assert!(h.wait_completion(xs[0], T).unwrap().is_ok());
@@ -245,7 +278,9 @@ fn streams_verify_every_byte_and_report_statistics() {
     assert_eq!(s["last_error"], serde_json::Value::Null, "{s}");
 
     // A corrupted byte is caught and located.
-    ctl.ok(json!({"op": "stream_start", "ep": "ep1in", "pattern": "counter", "transfer_size": 4096, "count": 2}));
+    ctl.ok(
+        json!({"op": "stream_start", "ep": "ep1in", "pattern": "counter", "transfer_size": 4096, "count": 2}),
+    );
     let mut chunk = vec![0u8; 4096];
     udc_patterns::Pattern::Counter.fill(0, &mut chunk);
     chunk[1234] ^= 0xff;
@@ -257,13 +292,18 @@ fn streams_verify_every_byte_and_report_statistics() {
     assert!(err.contains("offset 1234"), "{s}");
 
     // An OUT stream delivers the pattern into the guest's buffers.
-    ctl.ok(json!({"op": "stream_start", "ep": "ep2out", "pattern": "prbs:3", "transfer_size": 3000, "count": 4}));
+    ctl.ok(
+        json!({"op": "stream_start", "ep": "ep2out", "pattern": "prbs:3", "transfer_size": 3000, "count": 4}),
+    );
     for i in 0..4u64 {
         let x = h.submit_buffer(0x02, 0, &b, i).unwrap();
         assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(3000));
         let mut want = vec![0u8; 3000];
         udc_patterns::Pattern::Prbs { seed: 3 }.fill(i * 3000, &mut want);
-        assert!(h.read_buffer_prefix(&b, 3000).unwrap() == want, "OUT stream chunk {i}");
+        assert!(
+            h.read_buffer_prefix(&b, 3000).unwrap() == want,
+            "OUT stream chunk {i}"
+        );
     }
     wait_stream_done(&mut ctl, "ep2out");
 }
@@ -272,7 +312,13 @@ fn wait_stream_done(ctl: &mut Ctl, ep: &str) -> serde_json::Value {
     let start = std::time::Instant::now();
     loop {
         let r = ctl.ok(json!({"op": "streams"}));
-        let s = r["streams"].as_array().unwrap().iter().find(|s| s["endpoint"] == ep).cloned().unwrap();
+        let s = r["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["endpoint"] == ep)
+            .cloned()
+            .unwrap();
         if s["running"] == false {
             return s;
         }

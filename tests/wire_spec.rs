@@ -11,9 +11,12 @@ use vhost_device_udc::wire::*;
 
 const SPEC: &str = include_str!("../docs/virtio-udc.md");
 
+/// Per structure: its fields (name, offset, size) and its total size.
+type Layouts = BTreeMap<String, (Vec<(String, usize, usize)>, usize)>;
+
 /// Field (name, offset, size) lists of every `### struct NAME` table, and
 /// the size the spec states under it.
-fn spec_structs() -> BTreeMap<String, (Vec<(String, usize, usize)>, usize)> {
+fn spec_structs() -> Layouts {
     let mut out = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in SPEC.lines() {
@@ -27,7 +30,10 @@ fn spec_structs() -> BTreeMap<String, (Vec<(String, usize, usize)>, usize)> {
             current = None;
             continue;
         }
-        if let Some(rest) = line.strip_prefix("Size: ").or_else(|| line.strip_prefix("Total size: ")) {
+        if let Some(rest) = line
+            .strip_prefix("Size: ")
+            .or_else(|| line.strip_prefix("Total size: "))
+        {
             let n: usize = rest.split_whitespace().next().unwrap().parse().unwrap();
             out.get_mut(&name).unwrap().1 = n;
             continue;
@@ -39,7 +45,10 @@ fn spec_structs() -> BTreeMap<String, (Vec<(String, usize, usize)>, usize)> {
         let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) else {
             continue;
         };
-        out.get_mut(&name).unwrap().0.push((cells[4].to_string(), off, size));
+        out.get_mut(&name)
+            .unwrap()
+            .0
+            .push((cells[4].to_string(), off, size));
     }
     out
 }
@@ -66,7 +75,8 @@ fn spec_constants() -> BTreeMap<String, u64> {
         let v = if let Some(h) = raw.strip_prefix("0x") {
             u64::from_str_radix(h, 16).unwrap()
         } else {
-            raw.parse::<u64>().unwrap_or_else(|_| panic!("bad value {raw:?} for {name}"))
+            raw.parse::<u64>()
+                .unwrap_or_else(|_| panic!("bad value {raw:?} for {name}"))
         };
         out.insert(name.to_string(), if bits { 1 << v } else { v });
     }
@@ -82,52 +92,110 @@ macro_rules! fields {
     };
 }
 
-fn rust_structs() -> BTreeMap<String, (Vec<(String, usize, usize)>, usize)> {
+fn rust_structs() -> Layouts {
     let mut m = BTreeMap::new();
     m.insert(
         "virtio_udc_config".into(),
         (
-            fields!(VirtioUdcConfig { flags: "flags", max_segments: "max_segments", max_speed: "max_speed", num_eps: "num_eps", reserved: "reserved", reserved2: "reserved2", eps: "eps" }),
+            fields!(VirtioUdcConfig {
+                flags: "flags",
+                max_segments: "max_segments",
+                max_speed: "max_speed",
+                num_eps: "num_eps",
+                reserved: "reserved",
+                reserved2: "reserved2",
+                eps: "eps"
+            }),
             size_of::<VirtioUdcConfig>(),
         ),
     );
     m.insert(
         "virtio_udc_ep_cap".into(),
         (
-            fields!(VirtioUdcEpCap { addr: "addr", caps: "caps", max_packet_limit: "max_packet_limit", max_streams: "max_streams", reserved: "reserved" }),
+            fields!(VirtioUdcEpCap {
+                addr: "addr",
+                caps: "caps",
+                max_packet_limit: "max_packet_limit",
+                max_streams: "max_streams",
+                reserved: "reserved"
+            }),
             size_of::<VirtioUdcEpCap>(),
         ),
     );
     m.insert(
         "virtio_udc_xfer_req".into(),
         (
-            fields!(VirtioUdcXferReq { opcode: "opcode", ep: "ep", flags: "flags", length: "length", num_segs: "num_segs", reserved: "reserved", tag: "tag" }),
+            fields!(VirtioUdcXferReq {
+                opcode: "opcode",
+                ep: "ep",
+                flags: "flags",
+                length: "length",
+                num_segs: "num_segs",
+                reserved: "reserved",
+                tag: "tag"
+            }),
             size_of::<VirtioUdcXferReq>(),
         ),
     );
     m.insert(
         "virtio_udc_seg".into(),
-        (fields!(VirtioUdcSeg { addr: "addr", len: "len", reserved: "reserved" }), size_of::<VirtioUdcSeg>()),
+        (
+            fields!(VirtioUdcSeg {
+                addr: "addr",
+                len: "len",
+                reserved: "reserved"
+            }),
+            size_of::<VirtioUdcSeg>(),
+        ),
     );
     m.insert(
         "virtio_udc_xfer_status".into(),
-        (fields!(VirtioUdcXferStatus { status: "status", actual: "actual" }), size_of::<VirtioUdcXferStatus>()),
+        (
+            fields!(VirtioUdcXferStatus {
+                status: "status",
+                actual: "actual"
+            }),
+            size_of::<VirtioUdcXferStatus>(),
+        ),
     );
     m.insert(
         "virtio_udc_ctrl_req".into(),
         (
-            fields!(VirtioUdcCtrlReq { opcode: "opcode", ep: "ep", ep_type: "ep_type", value: "value", max_packet: "max_packet", interval: "interval", max_burst: "max_burst", mult: "mult", reserved: "reserved", tag: "tag" }),
+            fields!(VirtioUdcCtrlReq {
+                opcode: "opcode",
+                ep: "ep",
+                ep_type: "ep_type",
+                value: "value",
+                max_packet: "max_packet",
+                interval: "interval",
+                max_burst: "max_burst",
+                mult: "mult",
+                reserved: "reserved",
+                tag: "tag"
+            }),
             size_of::<VirtioUdcCtrlReq>(),
         ),
     );
     m.insert(
         "virtio_udc_ctrl_resp".into(),
-        (fields!(VirtioUdcCtrlResp { status: "status", value: "value" }), size_of::<VirtioUdcCtrlResp>()),
+        (
+            fields!(VirtioUdcCtrlResp {
+                status: "status",
+                value: "value"
+            }),
+            size_of::<VirtioUdcCtrlResp>(),
+        ),
     );
     m.insert(
         "virtio_udc_event".into(),
         (
-            fields!(VirtioUdcEvent { type_: "type", ep: "ep", reserved: "reserved", value: "value", setup: "setup" }),
+            fields!(VirtioUdcEvent {
+                type_: "type",
+                ep: "ep",
+                reserved: "reserved",
+                value: "value",
+                setup: "setup"
+            }),
             size_of::<VirtioUdcEvent>(),
         ),
     );
@@ -140,19 +208,48 @@ fn rust_constants() -> BTreeMap<String, u64> {
         ($($n:ident),* $(,)?) => { $( m.insert(stringify!($n).to_string(), $n as u64); )* };
     }
     c!(
-        VIRTIO_UDC_CONFIG_F_SG, VIRTIO_UDC_CONFIG_F_REMOTE_WAKEUP,
-        VIRTIO_UDC_EP_CAP_CONTROL, VIRTIO_UDC_EP_CAP_ISO, VIRTIO_UDC_EP_CAP_BULK, VIRTIO_UDC_EP_CAP_INT,
-        VIRTIO_UDC_SPEED_UNKNOWN, VIRTIO_UDC_SPEED_LOW, VIRTIO_UDC_SPEED_FULL, VIRTIO_UDC_SPEED_HIGH,
-        VIRTIO_UDC_SPEED_SUPER, VIRTIO_UDC_SPEED_SUPER_PLUS,
-        VIRTIO_UDC_XFER_F_ZERO, VIRTIO_UDC_XFER_OP_TRANSFER,
-        VIRTIO_UDC_CMD_PULLUP, VIRTIO_UDC_CMD_EP_ENABLE, VIRTIO_UDC_CMD_EP_DISABLE, VIRTIO_UDC_CMD_EP_SET_HALT,
-        VIRTIO_UDC_CMD_EP_FIFO_STATUS, VIRTIO_UDC_CMD_EP_FIFO_FLUSH, VIRTIO_UDC_CMD_XFER_CANCEL,
-        VIRTIO_UDC_CMD_GET_FRAME, VIRTIO_UDC_CMD_WAKEUP, VIRTIO_UDC_CMD_SET_SELFPOWERED,
-        VIRTIO_UDC_EVT_BUS_RESET, VIRTIO_UDC_EVT_SETUP, VIRTIO_UDC_EVT_SUSPEND, VIRTIO_UDC_EVT_RESUME,
-        VIRTIO_UDC_EVT_DISCONNECT, VIRTIO_UDC_EVT_ADDRESS, VIRTIO_UDC_EVT_EP_HALT,
-        VIRTIO_UDC_S_OK, VIRTIO_UDC_S_SHUTDOWN, VIRTIO_UDC_S_CANCELLED, VIRTIO_UDC_S_STALL, VIRTIO_UDC_S_OVERFLOW,
-        VIRTIO_UDC_S_PROTO, VIRTIO_UDC_S_DMA_FAULT, VIRTIO_UDC_S_INVALID, VIRTIO_UDC_S_UNSUPPORTED,
-        VIRTIO_UDC_S_BUSY, VIRTIO_UDC_S_NOT_FOUND,
+        VIRTIO_UDC_CONFIG_F_SG,
+        VIRTIO_UDC_CONFIG_F_REMOTE_WAKEUP,
+        VIRTIO_UDC_EP_CAP_CONTROL,
+        VIRTIO_UDC_EP_CAP_ISO,
+        VIRTIO_UDC_EP_CAP_BULK,
+        VIRTIO_UDC_EP_CAP_INT,
+        VIRTIO_UDC_SPEED_UNKNOWN,
+        VIRTIO_UDC_SPEED_LOW,
+        VIRTIO_UDC_SPEED_FULL,
+        VIRTIO_UDC_SPEED_HIGH,
+        VIRTIO_UDC_SPEED_SUPER,
+        VIRTIO_UDC_SPEED_SUPER_PLUS,
+        VIRTIO_UDC_XFER_F_ZERO,
+        VIRTIO_UDC_XFER_OP_TRANSFER,
+        VIRTIO_UDC_CMD_PULLUP,
+        VIRTIO_UDC_CMD_EP_ENABLE,
+        VIRTIO_UDC_CMD_EP_DISABLE,
+        VIRTIO_UDC_CMD_EP_SET_HALT,
+        VIRTIO_UDC_CMD_EP_FIFO_STATUS,
+        VIRTIO_UDC_CMD_EP_FIFO_FLUSH,
+        VIRTIO_UDC_CMD_XFER_CANCEL,
+        VIRTIO_UDC_CMD_GET_FRAME,
+        VIRTIO_UDC_CMD_WAKEUP,
+        VIRTIO_UDC_CMD_SET_SELFPOWERED,
+        VIRTIO_UDC_EVT_BUS_RESET,
+        VIRTIO_UDC_EVT_SETUP,
+        VIRTIO_UDC_EVT_SUSPEND,
+        VIRTIO_UDC_EVT_RESUME,
+        VIRTIO_UDC_EVT_DISCONNECT,
+        VIRTIO_UDC_EVT_ADDRESS,
+        VIRTIO_UDC_EVT_EP_HALT,
+        VIRTIO_UDC_S_OK,
+        VIRTIO_UDC_S_SHUTDOWN,
+        VIRTIO_UDC_S_CANCELLED,
+        VIRTIO_UDC_S_STALL,
+        VIRTIO_UDC_S_OVERFLOW,
+        VIRTIO_UDC_S_PROTO,
+        VIRTIO_UDC_S_DMA_FAULT,
+        VIRTIO_UDC_S_INVALID,
+        VIRTIO_UDC_S_UNSUPPORTED,
+        VIRTIO_UDC_S_BUSY,
+        VIRTIO_UDC_S_NOT_FOUND,
     );
     m
 }
@@ -168,8 +265,14 @@ fn structs_match_the_spec_tables() {
     );
     for (name, (fields, size)) in &spec {
         let (rfields, rsize) = &rust[name];
-        assert_eq!(size, rsize, "{name}: the spec says {size} bytes, Rust has {rsize}");
-        assert_eq!(fields, rfields, "{name}: fields (name, offset, size) differ from the spec's table");
+        assert_eq!(
+            size, rsize,
+            "{name}: the spec says {size} bytes, Rust has {rsize}"
+        );
+        assert_eq!(
+            fields, rfields,
+            "{name}: fields (name, offset, size) differ from the spec's table"
+        );
         // The table covers the structure with no gap or overlap.
         let mut at = 0;
         for (f, off, sz) in fields {
@@ -188,7 +291,10 @@ fn constants_match_the_spec_tables() {
         assert_eq!(rust.get(name), Some(v), "{name}: the spec says {v:#x}");
     }
     for name in rust.keys() {
-        assert!(spec.contains_key(name), "{name} is defined in Rust but not in the spec");
+        assert!(
+            spec.contains_key(name),
+            "{name} is defined in Rust but not in the spec"
+        );
     }
 }
 
@@ -221,7 +327,9 @@ fn status_errno_column_matches_rust() {
 
 #[test]
 fn device_id_matches_the_spec() {
-    assert!(SPEC.contains(&format!("| virtio device ID | **{VIRTIO_ID_UDC}** (provisional) |")));
+    assert!(SPEC.contains(&format!(
+        "| virtio device ID | **{VIRTIO_ID_UDC}** (provisional) |"
+    )));
     assert!(SPEC.contains(&format!("**{:#06x}**", VIRTIO_PCI_DEVICE_ID_UDC)));
     assert!(SPEC.contains(&format!("| {} | controlq |", CONTROLQ)));
     assert!(SPEC.contains(&format!("| {} | eventq |", EVENTQ)));

@@ -19,12 +19,20 @@ fn dev() -> Device<u32> {
 }
 
 fn write(d: &Device<u32>, addr: u64, data: &[u8]) {
-    d.memory().unwrap().memory().write_slice(data, GuestAddress(addr)).unwrap();
+    d.memory()
+        .unwrap()
+        .memory()
+        .write_slice(data, GuestAddress(addr))
+        .unwrap();
 }
 
 fn read(d: &Device<u32>, addr: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
-    d.memory().unwrap().memory().read_slice(&mut v, GuestAddress(addr)).unwrap();
+    d.memory()
+        .unwrap()
+        .memory()
+        .read_slice(&mut v, GuestAddress(addr))
+        .unwrap();
     v
 }
 
@@ -42,7 +50,11 @@ fn done(d: &mut Device<u32>) -> Vec<(u32, Status, u32)> {
     d.take_outputs()
         .into_iter()
         .filter_map(|o| match o {
-            Output::XferDone { token, status, actual } => Some((token, status, actual)),
+            Output::XferDone {
+                token,
+                status,
+                actual,
+            } => Some((token, status, actual)),
             Output::Event(_) => None,
         })
         .collect()
@@ -65,14 +77,41 @@ fn configured(speed: Speed, mps: u16) -> Device<u32> {
     d.command(Command::Pullup(true));
     assert_eq!(d.bus_reset(speed), Some(speed));
     let (tx, rx) = channel();
-    d.start_control(SetupPacket { request_type: 0, request: usb::REQ_SET_ADDRESS, value: 5, index: 0, length: 0 }, vec![], tx);
+    d.start_control(
+        SetupPacket {
+            request_type: 0,
+            request: usb::REQ_SET_ADDRESS,
+            value: 5,
+            index: 0,
+            length: 0,
+        },
+        vec![],
+        tx,
+    );
     assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
     for ep in [0x81, 0x02] {
-        let e = EpEnable { ep, ep_type: USB_XFER_BULK, max_packet: mps, interval: 0, max_burst: 0, mult: 0 };
+        let e = EpEnable {
+            ep,
+            ep_type: USB_XFER_BULK,
+            max_packet: mps,
+            interval: 0,
+            max_burst: 0,
+            mult: 0,
+        };
         assert_eq!(d.command(Command::EpEnable(e)), (Status::Ok, 0));
     }
     let (tx, rx) = channel();
-    d.start_control(SetupPacket { request_type: 0, request: usb::REQ_SET_CONFIGURATION, value: 1, index: 0, length: 0 }, vec![], tx);
+    d.start_control(
+        SetupPacket {
+            request_type: 0,
+            request: usb::REQ_SET_CONFIGURATION,
+            value: 1,
+            index: 0,
+            length: 0,
+        },
+        vec![],
+        tx,
+    );
     d.queue_xfer(999, xfer(0, 0, 0, 1, &[]));
     assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
     assert_eq!(d.state(), BusState::Configured);
@@ -113,7 +152,10 @@ fn in_multiple_of_packet_continues_into_next_request_unless_zero_flag() {
     write(&d, 0x2000, &[2u8; 10]);
     let rx = host_in(&mut d, 0x81, 4096);
     d.queue_xfer(1, xfer(0x81, 0, 512, 1, &[(0x1000, 512)]));
-    assert!(rx.try_recv().is_err(), "no short packet yet: the host transfer stays open");
+    assert!(
+        rx.try_recv().is_err(),
+        "no short packet yet: the host transfer stays open"
+    );
     d.queue_xfer(2, xfer(0x81, 0, 10, 2, &[(0x2000, 10)]));
     let r = rx.try_recv().unwrap();
     assert_eq!(r.actual, 522);
@@ -201,8 +243,14 @@ fn cancel_and_disable_complete_with_their_statuses() {
     let mut d = configured(Speed::High, 512);
     d.queue_xfer(1, xfer(0x81, 0, 10, 11, &[(0x1000, 10)]));
     d.queue_xfer(2, xfer(0x81, 0, 10, 12, &[(0x1000, 10)]));
-    assert_eq!(d.command(Command::XferCancel { ep: 0x81, tag: 12 }), (Status::Ok, 0));
-    assert_eq!(d.command(Command::XferCancel { ep: 0x81, tag: 12 }), (Status::NotFound, 0));
+    assert_eq!(
+        d.command(Command::XferCancel { ep: 0x81, tag: 12 }),
+        (Status::Ok, 0)
+    );
+    assert_eq!(
+        d.command(Command::XferCancel { ep: 0x81, tag: 12 }),
+        (Status::NotFound, 0)
+    );
     assert_eq!(done(&mut d), vec![(2, Status::Cancelled, 0)]);
     assert_eq!(d.command(Command::EpDisable { ep: 0x81 }), (Status::Ok, 0));
     assert_eq!(done(&mut d), vec![(1, Status::Shutdown, 0)]);
@@ -213,18 +261,56 @@ fn cancel_and_disable_complete_with_their_statuses() {
 #[test]
 fn halt_stalls_the_host_and_busy_in_endpoint_refuses() {
     let mut d = configured(Speed::High, 512);
-    assert_eq!(d.command(Command::EpSetHalt { ep: 0x02, halt: HaltRequest::Halt }), (Status::Ok, 0));
+    assert_eq!(
+        d.command(Command::EpSetHalt {
+            ep: 0x02,
+            halt: HaltRequest::Halt
+        }),
+        (Status::Ok, 0)
+    );
     let rx = host_out(&mut d, 0x02, vec![1], false);
     assert_eq!(rx.try_recv().unwrap().status, UrbStatus::Stall);
     d.queue_xfer(1, xfer(0x81, 0, 10, 1, &[(0x1000, 10)]));
-    assert_eq!(d.command(Command::EpSetHalt { ep: 0x81, halt: HaltRequest::Halt }), (Status::Busy, 0));
+    assert_eq!(
+        d.command(Command::EpSetHalt {
+            ep: 0x81,
+            halt: HaltRequest::Halt
+        }),
+        (Status::Busy, 0)
+    );
     // The host's CLEAR_FEATURE does not clear a wedge.
-    assert_eq!(d.command(Command::EpSetHalt { ep: 0x02, halt: HaltRequest::Wedge }), (Status::Ok, 0));
+    assert_eq!(
+        d.command(Command::EpSetHalt {
+            ep: 0x02,
+            halt: HaltRequest::Wedge
+        }),
+        (Status::Ok, 0)
+    );
     let (tx, rx) = channel();
-    d.start_control(SetupPacket { request_type: 2, request: usb::REQ_CLEAR_FEATURE, value: 0, index: 0x02, length: 0 }, vec![], tx);
+    d.start_control(
+        SetupPacket {
+            request_type: 2,
+            request: usb::REQ_CLEAR_FEATURE,
+            value: 0,
+            index: 0x02,
+            length: 0,
+        },
+        vec![],
+        tx,
+    );
     assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
     let (tx, rx) = channel();
-    d.start_control(SetupPacket { request_type: 0x82, request: usb::REQ_GET_STATUS, value: 0, index: 0x02, length: 2 }, vec![], tx);
+    d.start_control(
+        SetupPacket {
+            request_type: 0x82,
+            request: usb::REQ_GET_STATUS,
+            value: 0,
+            index: 0x02,
+            length: 2,
+        },
+        vec![],
+        tx,
+    );
     assert_eq!(rx.try_recv().unwrap(), Ok(vec![1, 0]));
 }
 
@@ -233,25 +319,64 @@ fn ep0_in_out_and_stall() {
     let mut d = configured(Speed::High, 512);
     // IN data stage, longer than wLength: the host gets wLength bytes.
     let (tx, rx) = channel();
-    d.start_control(SetupPacket { request_type: 0x80, request: 6, value: 0x100, index: 0, length: 18 }, vec![], tx);
+    d.start_control(
+        SetupPacket {
+            request_type: 0x80,
+            request: 6,
+            value: 0x100,
+            index: 0,
+            length: 18,
+        },
+        vec![],
+        tx,
+    );
     assert_eq!(events(&mut d), vec![VIRTIO_UDC_EVT_SETUP]);
     write(&d, 0x1000, &[0xab; 20]);
     d.queue_xfer(1, xfer(0x80, 0, 20, 1, &[(0x1000, 20)]));
     assert_eq!(rx.try_recv().unwrap(), Ok(vec![0xab; 18]));
     // OUT data stage.
     let (tx, rx) = channel();
-    d.start_control(SetupPacket { request_type: 0x40, request: 1, value: 0, index: 0, length: 4 }, vec![1, 2, 3, 4], tx);
+    d.start_control(
+        SetupPacket {
+            request_type: 0x40,
+            request: 1,
+            value: 0,
+            index: 0,
+            length: 4,
+        },
+        vec![1, 2, 3, 4],
+        tx,
+    );
     d.queue_xfer(2, xfer(0x00, 0, 4, 2, &[(0x2000, 4)]));
     assert_eq!(rx.try_recv().unwrap(), Ok(vec![]));
     assert_eq!(read(&d, 0x2000, 4), vec![1, 2, 3, 4]);
     // Wrong direction is refused, the transfer stays pending; then a stall.
     let (tx, rx) = channel();
-    d.start_control(SetupPacket { request_type: 0xc0, request: 2, value: 0, index: 0, length: 4 }, vec![], tx);
+    d.start_control(
+        SetupPacket {
+            request_type: 0xc0,
+            request: 2,
+            value: 0,
+            index: 0,
+            length: 4,
+        },
+        vec![],
+        tx,
+    );
     d.queue_xfer(3, xfer(0x00, 0, 4, 3, &[(0x2000, 4)]));
-    assert_eq!(d.command(Command::EpSetHalt { ep: 0, halt: HaltRequest::Halt }), (Status::Ok, 0));
+    assert_eq!(
+        d.command(Command::EpSetHalt {
+            ep: 0,
+            halt: HaltRequest::Halt
+        }),
+        (Status::Ok, 0)
+    );
     assert_eq!(rx.try_recv().unwrap(), Err(UrbStatus::Stall));
     let outs = done(&mut d);
-    assert_eq!(outs, vec![(1, Status::Ok, 18), (2, Status::Ok, 4), (3, Status::Invalid, 0)]);
+    assert_eq!(
+        outs,
+        vec![(1, Status::Ok, 18), (2, Status::Ok, 4), (3, Status::Invalid, 0)]
+    );
     // No control transfer pending.
     d.queue_xfer(4, xfer(0x80, 0, 0, 4, &[]));
     assert_eq!(done(&mut d), vec![(4, Status::Invalid, 0)]);
@@ -263,8 +388,17 @@ fn bus_reset_and_disconnect_end_the_session() {
     d.queue_xfer(1, xfer(0x81, 0, 10, 1, &[(0x1000, 10)]));
     assert_eq!(d.bus_reset(Speed::High), Some(Speed::High));
     let outs = d.take_outputs();
-    assert!(matches!(outs[0], Output::XferDone { token: 1, status: Status::Shutdown, .. }));
-    assert!(matches!(&outs[1], Output::Event(e) if u16::from(e.type_) == VIRTIO_UDC_EVT_BUS_RESET && u32::from(e.value) == 3));
+    assert!(matches!(
+        outs[0],
+        Output::XferDone {
+            token: 1,
+            status: Status::Shutdown,
+            ..
+        }
+    ));
+    assert!(
+        matches!(&outs[1], Output::Event(e) if u16::from(e.type_) == VIRTIO_UDC_EVT_BUS_RESET && u32::from(e.value) == 3)
+    );
     assert_eq!(d.max_packet(0x81), None, "endpoints are disabled by the reset");
     d.set_host_attached(false);
     assert_eq!(events(&mut d), vec![VIRTIO_UDC_EVT_DISCONNECT]);
@@ -273,7 +407,10 @@ fn bus_reset_and_disconnect_end_the_session() {
 
 #[test]
 fn reset_speed_is_capped_by_the_controller() {
-    let mut d = Device::<u32>::new(ControllerConfig { max_speed: Speed::High, ..Default::default() });
+    let mut d = Device::<u32>::new(ControllerConfig {
+        max_speed: Speed::High,
+        ..Default::default()
+    });
     d.command(Command::Pullup(true));
     assert_eq!(d.bus_reset(Speed::Super), Some(Speed::High));
 }
@@ -283,7 +420,10 @@ fn many_requests_complete_in_fifo_order_per_endpoint() {
     let mut d = configured(Speed::High, 512);
     for t in 0..50u32 {
         d.queue_xfer(t, xfer(0x81, 0, 100 + t, u64::from(t), &[(0x1000, 200)]));
-        d.queue_xfer(1000 + t, xfer(0x02, 0, 512, u64::from(t), &[(0x8000 + u64::from(t) * 512, 512)]));
+        d.queue_xfer(
+            1000 + t,
+            xfer(0x02, 0, 512, u64::from(t), &[(0x8000 + u64::from(t) * 512, 512)]),
+        );
     }
     let mut rxs = Vec::new();
     for t in 0..50u32 {
@@ -305,9 +445,16 @@ fn config_space_describes_the_controller() {
     let c = ControllerConfig::default().to_wire();
     assert_eq!(c.num_eps, 31);
     assert_eq!(u32::from(c.max_segments), MIN_SG_SEGMENTS);
-    assert_eq!(u32::from(c.flags) & VIRTIO_UDC_CONFIG_F_SG, VIRTIO_UDC_CONFIG_F_SG);
+    assert_eq!(
+        u32::from(c.flags) & VIRTIO_UDC_CONFIG_F_SG,
+        VIRTIO_UDC_CONFIG_F_SG
+    );
     assert_eq!(c.eps[0].caps, VIRTIO_UDC_EP_CAP_CONTROL);
-    let nosg = ControllerConfig { sg: false, ..Default::default() }.to_wire();
+    let nosg = ControllerConfig {
+        sg: false,
+        ..Default::default()
+    }
+    .to_wire();
     assert_eq!(u32::from(nosg.max_segments), 1);
     assert_eq!(u32::from(nosg.flags) & VIRTIO_UDC_CONFIG_F_SG, 0);
 }

@@ -60,7 +60,12 @@ impl Daemon {
     fn wait_for_path(&self, p: &Path) {
         let start = Instant::now();
         while !p.exists() {
-            assert!(start.elapsed() < T, "daemon did not create {}:\n{}", p.display(), self.log_text());
+            assert!(
+                start.elapsed() < T,
+                "daemon did not create {}:\n{}",
+                p.display(),
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -139,12 +144,17 @@ impl Ctl {
 
     pub fn read_in(&mut self, ep: &str, len: usize) -> (Value, Vec<u8>) {
         let r = self.req(json!({"op": "transfer", "ep": ep, "length": len, "timeout_ms": 20000}));
-        let data = r["data"].as_str().map(|d| B64.decode(d).unwrap()).unwrap_or_default();
+        let data = r["data"]
+            .as_str()
+            .map(|d| B64.decode(d).unwrap())
+            .unwrap_or_default();
         (r, data)
     }
 
     pub fn write_out(&mut self, ep: &str, data: &[u8], zlp: bool) -> Value {
-        self.req(json!({"op": "transfer", "ep": ep, "data": B64.encode(data), "zlp": zlp, "timeout_ms": 20000}))
+        self.req(
+            json!({"op": "transfer", "ep": ep, "data": B64.encode(data), "zlp": zlp, "timeout_ms": 20000}),
+        )
     }
 }
 

@@ -58,20 +58,14 @@ pub enum Error {
     Timeout { what: String, after: Duration },
     /// Not enough free descriptors in a queue.
     #[error("queue {queue}: chain needs {needed} descriptors, {free} free")]
-    QueueFull {
-        queue: u16,
-        needed: usize,
-        free: usize,
-    },
+    QueueFull { queue: u16, needed: usize, free: usize },
     /// The device put an id on the used ring that is not the head of a chain
     /// in flight (a device bug).
     #[error("queue {queue}: used ring names id {id}, which is not a chain in flight")]
     UnknownUsedId { queue: u16, id: u32 },
     /// The device reported more bytes written than the chain's writable part
     /// holds (a device bug).
-    #[error(
-        "queue {queue}: head {head} used length {used_len} exceeds writable capacity {capacity}"
-    )]
+    #[error("queue {queue}: head {head} used length {used_len} exceeds writable capacity {capacity}")]
     UsedLenTooLarge {
         queue: u16,
         head: u16,

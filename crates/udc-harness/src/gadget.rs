@@ -329,8 +329,7 @@ impl FakeGadget {
 
     /// bcdUSB at `speed`.
     pub fn bcd_usb_for(&self, speed: u8) -> u16 {
-        self.bcd_usb
-            .unwrap_or(if is_ss(speed) { 0x0320 } else { 0x0210 })
+        self.bcd_usb.unwrap_or(if is_ss(speed) { 0x0320 } else { 0x0210 })
     }
 
     /// The device descriptor at `speed`.
@@ -385,17 +384,7 @@ impl FakeGadget {
         if self.has(&Malformation::NumEndpointsTooMany) {
             n_eps += 1;
         }
-        d.extend_from_slice(&[
-            9,
-            USB_DT_INTERFACE,
-            0,
-            0,
-            n_eps,
-            self.interface_class,
-            0,
-            0,
-            0,
-        ]);
+        d.extend_from_slice(&[9, USB_DT_INTERFACE, 0, 0, n_eps, self.interface_class, 0, 0, 0]);
         for (i, ep) in self.endpoints.iter().enumerate() {
             let first = i == 0;
             let mut mp = ep.max_packet_for(speed);
@@ -542,9 +531,7 @@ impl FakeGadget {
                     SetupReply::Stall
                 }
             }
-            (USB_REQ_GET_CONFIGURATION, USB_RECIP_DEVICE, true) => {
-                SetupReply::In(vec![self.configuration])
-            }
+            (USB_REQ_GET_CONFIGURATION, USB_RECIP_DEVICE, true) => SetupReply::In(vec![self.configuration]),
             (USB_REQ_SET_INTERFACE, USB_RECIP_INTERFACE, false)
                 if self.configuration != 0 && setup.index == 0 && setup.value == 0 =>
             {
@@ -659,30 +646,25 @@ impl FakeGadget {
     }
 
     /// Carries out `reply` for `setup`.
-    pub fn do_reply(
-        &mut self,
-        h: &mut Harness,
-        setup: SetupPacket,
-        reply: SetupReply,
-    ) -> Result<()> {
+    pub fn do_reply(&mut self, h: &mut Harness, setup: SetupPacket, reply: SetupReply) -> Result<()> {
         let set_config = Self::set_config_of(&setup);
         match reply {
             SetupReply::In(data) if setup.length > 0 => {
                 let len = data.len().min(usize::from(setup.length)) as u32;
                 let zero = len < u32::from(setup.length) && len % self.ep0_mps() == 0;
-                let flags = if zero {
-                    wire::VIRTIO_UDC_XFER_F_ZERO
-                } else {
-                    0
-                };
-                self.queue_ep0(h, setup, 0x80, flags, Some(&data[..len as usize]), len, Ep0Kind::In)
+                let flags = if zero { wire::VIRTIO_UDC_XFER_F_ZERO } else { 0 };
+                self.queue_ep0(
+                    h,
+                    setup,
+                    0x80,
+                    flags,
+                    Some(&data[..len as usize]),
+                    len,
+                    Ep0Kind::In,
+                )
             }
             SetupReply::InRaw { data, zero } => {
-                let flags = if zero {
-                    wire::VIRTIO_UDC_XFER_F_ZERO
-                } else {
-                    0
-                };
+                let flags = if zero { wire::VIRTIO_UDC_XFER_F_ZERO } else { 0 };
                 let len = data.len() as u32;
                 self.queue_ep0(h, setup, 0x80, flags, Some(&data), len, Ep0Kind::In)
             }
@@ -953,10 +935,7 @@ mod tests {
     fn strings_and_bos() {
         let g = FakeGadget::new();
         assert_eq!(g.string_descriptor(0).unwrap(), vec![4, 3, 0x09, 0x04]);
-        assert_eq!(
-            g.string_descriptor(1).unwrap(),
-            string_descriptor("virtio-udc")
-        );
+        assert_eq!(g.string_descriptor(1).unwrap(), string_descriptor("virtio-udc"));
         assert_eq!(
             g.string_descriptor(2).unwrap(),
             string_descriptor("udc-harness gadget")
@@ -983,10 +962,7 @@ mod tests {
             length: len,
         };
         assert!(matches!(g.default_reply(&gd(1, 0, 0, 64)), SetupReply::In(d) if d.len() == 18));
-        assert!(matches!(
-            g.default_reply(&gd(15, 0, 0, 5)),
-            SetupReply::In(_)
-        ));
+        assert!(matches!(g.default_reply(&gd(15, 0, 0, 5)), SetupReply::In(_)));
         assert_eq!(
             g.default_reply(&gd(6, 0, 0, 10)),
             SetupReply::Stall,

@@ -11,8 +11,8 @@ use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag};
 use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
 use vhost::VhostBackend;
 use vhost_device_udc::wire::{
-    self, Status, VirtioUdcConfig, VirtioUdcCtrlReq, VirtioUdcCtrlResp, VirtioUdcEvent,
-    VirtioUdcSeg, VirtioUdcXferReq, CONFIG_SIZE, CTRL_RESP_SIZE, EVENT_SIZE, XFER_STATUS_SIZE,
+    self, Status, VirtioUdcConfig, VirtioUdcCtrlReq, VirtioUdcCtrlResp, VirtioUdcEvent, VirtioUdcSeg,
+    VirtioUdcXferReq, CONFIG_SIZE, CTRL_RESP_SIZE, EVENT_SIZE, XFER_STATUS_SIZE,
 };
 use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, Le16, Le32, Le64};
 
@@ -81,8 +81,7 @@ impl Default for HarnessOptions {
             timeout: Duration::from_secs(5),
             event_idx: false,
             extra_features: 0,
-            protocol_features: VhostUserProtocolFeatures::CONFIG
-                | VhostUserProtocolFeatures::REPLY_ACK,
+            protocol_features: VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::REPLY_ACK,
             always_kick: false,
             strict_interrupts: false,
             enable_queues: true,
@@ -467,14 +466,8 @@ impl std::fmt::Debug for Harness {
             .field("socket_path", &self.socket_path)
             .field("connected", &self.frontend.is_some())
             .field("mem", &self.mem)
-            .field(
-                "device_features",
-                &format_args!("{:#x}", self.device_features),
-            )
-            .field(
-                "acked_features",
-                &format_args!("{:#x}", self.acked_features),
-            )
+            .field("device_features", &format_args!("{:#x}", self.device_features))
+            .field("acked_features", &format_args!("{:#x}", self.acked_features))
             .field("protocol_features", &self.protocol_features)
             .field("config", &self.config)
             .field("controlq", &self.controlq)
@@ -537,23 +530,17 @@ impl Harness {
         alloc.alloc_within(0, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE).ok();
 
         frontend.set_owner().map_err(Error::vhost("SET_OWNER"))?;
-        let device_features = frontend
-            .get_features()
-            .map_err(Error::vhost("GET_FEATURES"))?;
+        let device_features = frontend.get_features().map_err(Error::vhost("GET_FEATURES"))?;
         for (bit, name) in [
             (VIRTIO_F_VERSION_1, "VIRTIO_F_VERSION_1"),
-            (
-                VHOST_USER_F_PROTOCOL_FEATURES,
-                "VHOST_USER_F_PROTOCOL_FEATURES",
-            ),
+            (VHOST_USER_F_PROTOCOL_FEATURES, "VHOST_USER_F_PROTOCOL_FEATURES"),
         ] {
             if device_features & bit == 0 {
                 return Err(Error::NotOffered(name.into()));
             }
         }
-        let mut acked = VIRTIO_F_VERSION_1
-            | VHOST_USER_F_PROTOCOL_FEATURES
-            | (opts.extra_features & device_features);
+        let mut acked =
+            VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | (opts.extra_features & device_features);
         if opts.event_idx {
             if device_features & VIRTIO_RING_F_EVENT_IDX == 0 {
                 return Err(Error::NotOffered("VIRTIO_RING_F_EVENT_IDX".into()));
@@ -580,8 +567,7 @@ impl Harness {
                 "VHOST_USER_PROTOCOL_F_CONFIG (needed for the config space)".into(),
             ));
         }
-        let protocol_features =
-            (opts.protocol_features | VhostUserProtocolFeatures::CONFIG) & offered;
+        let protocol_features = (opts.protocol_features | VhostUserProtocolFeatures::CONFIG) & offered;
         frontend
             .set_protocol_features(protocol_features)
             .map_err(Error::vhost("SET_PROTOCOL_FEATURES"))?;
@@ -600,10 +586,7 @@ impl Harness {
             )
             .map_err(Error::vhost("GET_CONFIG"))?;
         let config = wire::read_struct::<VirtioUdcConfig>(&payload).ok_or_else(|| {
-            Error::NotOffered(format!(
-                "a {CONFIG_SIZE}-byte config (got {})",
-                payload.len()
-            ))
+            Error::NotOffered(format!("a {CONFIG_SIZE}-byte config (got {})", payload.len()))
         })?;
 
         let regions = mem.vhost_regions()?;
@@ -690,12 +673,10 @@ impl Harness {
             q.kick_fd().try_clone().map_err(|e| Error::io("dup", e))?,
         );
         let fe = self.frontend_mut()?;
-        fe.set_vring_num(i, size)
-            .map_err(Error::vhost("SET_VRING_NUM"))?;
+        fe.set_vring_num(i, size).map_err(Error::vhost("SET_VRING_NUM"))?;
         fe.set_vring_addr(i, &cfg)
             .map_err(Error::vhost("SET_VRING_ADDR"))?;
-        fe.set_vring_base(i, 0)
-            .map_err(Error::vhost("SET_VRING_BASE"))?;
+        fe.set_vring_base(i, 0).map_err(Error::vhost("SET_VRING_BASE"))?;
         fe.set_vring_call(i, &call)
             .map_err(Error::vhost("SET_VRING_CALL"))?;
         fe.set_vring_kick(i, &kick)
@@ -878,10 +859,7 @@ impl Harness {
     /// Allocates and fills the harness-owned parts of a raw chain. Returns
     /// the chain, the allocations and the writable buffers it allocated.
     #[allow(clippy::type_complexity)]
-    fn build_chain(
-        &mut self,
-        parts: &[RawDesc],
-    ) -> Result<(Vec<ChainPart>, Vec<u64>, Vec<(u64, u32)>)> {
+    fn build_chain(&mut self, parts: &[RawDesc]) -> Result<(Vec<ChainPart>, Vec<u64>, Vec<(u64, u32)>)> {
         let mut chain = Vec::with_capacity(parts.len());
         let mut allocs = Vec::new();
         let mut writable = Vec::new();
@@ -935,11 +913,7 @@ impl Harness {
     }
 
     /// [`Harness::command`] with an explicit timeout.
-    pub fn command_timeout(
-        &mut self,
-        req: VirtioUdcCtrlReq,
-        timeout: Duration,
-    ) -> Result<VirtioUdcCtrlResp> {
+    pub fn command_timeout(&mut self, req: VirtioUdcCtrlReq, timeout: Duration) -> Result<VirtioUdcCtrlResp> {
         let r = self.raw_command_chain(
             &[
                 RawDesc::Readable(req.as_slice().to_vec()),
@@ -987,11 +961,7 @@ impl Harness {
     }
 
     /// Sends an arbitrary chain on the controlq and waits for it.
-    pub fn raw_command_chain(
-        &mut self,
-        parts: &[RawDesc],
-        timeout: Duration,
-    ) -> Result<RawCompletion> {
+    pub fn raw_command_chain(&mut self, parts: &[RawDesc], timeout: Duration) -> Result<RawCompletion> {
         self.ensure_connected()?;
         let (chain, allocs, writable) = self.build_chain(parts)?;
         let head = match self.controlq.add_chain(&chain) {
@@ -1254,23 +1224,13 @@ impl Harness {
     }
 
     /// Submits a transfer of a whole [`DmaBuffer`] (length = buffer length).
-    pub fn submit_buffer(
-        &mut self,
-        ep: u8,
-        flags: u8,
-        buf: &DmaBuffer,
-        tag: u64,
-    ) -> Result<XferHandle> {
+    pub fn submit_buffer(&mut self, ep: u8, flags: u8, buf: &DmaBuffer, tag: u64) -> Result<XferHandle> {
         self.submit(ep, flags, buf.len_u32(), &buf.segments, tag)
     }
 
     /// Submits exactly this header and these segments (header fields are not
     /// checked: num_segs may disagree with `segs`), with an 8-byte status.
-    pub fn submit_req(
-        &mut self,
-        hdr: &VirtioUdcXferReq,
-        segs: &[VirtioUdcSeg],
-    ) -> Result<XferHandle> {
+    pub fn submit_req(&mut self, hdr: &VirtioUdcXferReq, segs: &[VirtioUdcSeg]) -> Result<XferHandle> {
         self.submit_raw(&[
             RawDesc::Readable(xfer_bytes(hdr, segs)),
             RawDesc::Writable(XFER_STATUS_SIZE as u32),
@@ -1479,11 +1439,7 @@ impl Harness {
 
     /// Waits for all of `handles` (one overall timeout); returned in the
     /// order of `handles`.
-    pub fn wait_completions(
-        &mut self,
-        handles: &[XferHandle],
-        timeout: Duration,
-    ) -> Result<Vec<Completion>> {
+    pub fn wait_completions(&mut self, handles: &[XferHandle], timeout: Duration) -> Result<Vec<Completion>> {
         let deadline = Instant::now() + timeout;
         handles
             .iter()
@@ -1624,12 +1580,7 @@ impl Harness {
     /// [`GUARD_BYTE`] (the device wrote nothing outside the segments).
     pub fn guards_intact(&self, buf: &DmaBuffer) -> Result<bool> {
         for &(gpa, len) in &buf.guards {
-            if self
-                .mem
-                .read(gpa, len as usize)?
-                .iter()
-                .any(|&b| b != GUARD_BYTE)
-            {
+            if self.mem.read(gpa, len as usize)?.iter().any(|&b| b != GUARD_BYTE) {
                 return Ok(false);
             }
         }

@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use vhost::VhostUserMemoryRegionInfo;
 use vm_memory::{
-    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap,
-    GuestRegionMmap,
+    ByteValued, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestRegionMmap,
 };
 
 use crate::error::{Error, Result};
@@ -131,15 +130,13 @@ impl std::fmt::Debug for GuestMemory {
 fn create_memfd(name: &str, size: u64) -> Result<File> {
     let cname = CString::new(name).map_err(|_| Error::InvalidArgument("memfd name".into()))?;
     // SAFETY: cname is a valid NUL-terminated string; the flags are valid.
-    let fd =
-        unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if fd < 0 {
         return Err(Error::last_os("memfd_create"));
     }
     // SAFETY: fd was just created and is owned by nobody else.
     let file = unsafe { File::from_raw_fd(fd) };
-    file.set_len(size)
-        .map_err(|e| Error::io("ftruncate memfd", e))?;
+    file.set_len(size).map_err(|e| Error::io("ftruncate memfd", e))?;
     // SAFETY: F_ADD_SEALS on a valid memfd with valid seal bits.
     let r = unsafe {
         libc::fcntl(
@@ -175,8 +172,7 @@ impl GuestMemory {
             });
             off += size;
         }
-        let mmap =
-            GuestMemoryMmap::from_regions(mapped).map_err(|e| Error::MemorySetup(e.to_string()))?;
+        let mmap = GuestMemoryMmap::from_regions(mapped).map_err(|e| Error::MemorySetup(e.to_string()))?;
         Ok(GuestMemory {
             mmap: Arc::new(mmap),
             memfd,
@@ -233,8 +229,7 @@ impl GuestMemory {
         self.mmap
             .iter()
             .map(|r| {
-                VhostUserMemoryRegionInfo::from_guest_region(r)
-                    .map_err(Error::vhost("memory region info"))
+                VhostUserMemoryRegionInfo::from_guest_region(r).map_err(Error::vhost("memory region info"))
             })
             .collect()
     }
@@ -446,10 +441,7 @@ mod tests {
     #[test]
     fn allocator_reports_exhaustion_and_bad_free() {
         let mut a = Allocator::new(&[(0x1000, 0x2000)]);
-        assert!(matches!(
-            a.alloc(0x3000, 1),
-            Err(Error::OutOfGuestMemory { .. })
-        ));
+        assert!(matches!(a.alloc(0x3000, 1), Err(Error::OutOfGuestMemory { .. })));
         let p = a.alloc(0x2000, 0x1000).unwrap();
         assert_eq!(p, 0x1000);
         assert!(a.alloc(1, 1).is_err());

@@ -96,12 +96,7 @@ impl std::fmt::Debug for DriverQueue {
 impl DriverQueue {
     /// Allocates and zeroes the rings of a queue of `size` entries (a power
     /// of two) and creates its eventfds.
-    pub fn new(
-        index: u16,
-        mem: Arc<GuestMemoryMmap>,
-        alloc: &mut Allocator,
-        size: u16,
-    ) -> Result<Self> {
+    pub fn new(index: u16, mem: Arc<GuestMemoryMmap>, alloc: &mut Allocator, size: u16) -> Result<Self> {
         if size == 0 || !size.is_power_of_two() || size > MAX_QUEUE_SIZE {
             return Err(Error::InvalidArgument(format!(
                 "queue size {size} is not a power of two in 1..=32768"
@@ -222,9 +217,7 @@ impl DriverQueue {
 
     /// True if `head` is a chain in flight.
     pub fn is_in_flight(&self, head: u16) -> bool {
-        self.in_flight
-            .get(head as usize)
-            .is_some_and(|c| c.is_some())
+        self.in_flight.get(head as usize).is_some_and(|c| c.is_some())
     }
 
     /// Kicks written to the kick eventfd.
@@ -255,21 +248,13 @@ impl DriverQueue {
     fn store_u16(&self, gpa: u64, v: u16) -> Result<()> {
         self.mem
             .store(v, GuestAddress(gpa), Ordering::Release)
-            .map_err(|source| Error::Memory {
-                gpa,
-                len: 2,
-                source,
-            })
+            .map_err(|source| Error::Memory { gpa, len: 2, source })
     }
 
     fn load_u16(&self, gpa: u64) -> Result<u16> {
         self.mem
             .load(GuestAddress(gpa), Ordering::Acquire)
-            .map_err(|source| Error::Memory {
-                gpa,
-                len: 2,
-                source,
-            })
+            .map_err(|source| Error::Memory { gpa, len: 2, source })
     }
 
     fn write_bytes(&self, gpa: u64, b: &[u8]) -> Result<()> {
@@ -286,11 +271,7 @@ impl DriverQueue {
         let mut b = [0u8; 4];
         self.mem
             .read_slice(&mut b, GuestAddress(gpa))
-            .map_err(|source| Error::Memory {
-                gpa,
-                len: 4,
-                source,
-            })?;
+            .map_err(|source| Error::Memory { gpa, len: 4, source })?;
         Ok(u32::from_le_bytes(b))
     }
 
@@ -371,9 +352,7 @@ impl DriverQueue {
                 free: self.free.len(),
             });
         }
-        Ok((0..n)
-            .map(|_| self.free.pop().expect("checked above"))
-            .collect())
+        Ok((0..n).map(|_| self.free.pop().expect("checked above")).collect())
     }
 
     fn publish(&mut self, head: u16, chain: InFlight) -> Result<u16> {
@@ -628,9 +607,7 @@ mod tests {
         let buf = alloc.alloc(64, 8).unwrap();
         for i in 0..70_000u32 {
             let n = (i % 3) as usize + 1;
-            let parts: Vec<ChainPart> = (0..n)
-                .map(|k| (buf + 8 * k as u64, 8, k == n - 1))
-                .collect();
+            let parts: Vec<ChainPart> = (0..n).map(|k| (buf + 8 * k as u64, 8, k == n - 1)).collect();
             let h = dq.add_chain(&parts).unwrap();
             let c = q.pop_descriptor_chain(m).unwrap();
             assert_eq!(c.head_index(), h);
@@ -645,8 +622,7 @@ mod tests {
     #[test]
     fn full_queue_is_an_error_not_a_hang() {
         let (_mem, _alloc, mut dq, _q) = setup(4, MemoryLayout::single(1 << 20));
-        dq.add_chain(&[(0x1000, 1, false), (0x2000, 1, true)])
-            .unwrap();
+        dq.add_chain(&[(0x1000, 1, false), (0x2000, 1, true)]).unwrap();
         dq.add_chain(&[(0x1000, 1, false)]).unwrap();
         let e = dq
             .add_chain(&[(0x1000, 1, false), (0x2000, 1, true)])
@@ -666,9 +642,7 @@ mod tests {
     fn device_bugs_on_the_used_ring_are_reported() {
         let (mem, _alloc, mut dq, mut q) = setup(8, MemoryLayout::single(1 << 20));
         let m = mem.mmap().as_ref();
-        let h = dq
-            .add_chain(&[(0x1000, 24, false), (0x2000, 8, true)])
-            .unwrap();
+        let h = dq.add_chain(&[(0x1000, 24, false), (0x2000, 8, true)]).unwrap();
         let _ = q.pop_descriptor_chain(m).unwrap();
         q.add_used(m, h, 9).unwrap();
         assert!(matches!(
@@ -681,18 +655,14 @@ mod tests {
         ));
         // A head that was never made available.
         q.add_used(m, 5, 0).unwrap();
-        assert!(matches!(
-            dq.poll_used(),
-            Err(Error::UnknownUsedId { id: 5, .. })
-        ));
+        assert!(matches!(dq.poll_used(), Err(Error::UnknownUsedId { id: 5, .. })));
     }
 
     #[test]
     fn rings_and_buffers_above_a_hole() {
         // Region 0 is small enough that the rings do not fit... they do fit;
         // put the buffers high and check the device follows them there.
-        let (mem, mut alloc, mut dq, mut q) =
-            setup(8, MemoryLayout::split_at_4g(64 << 10, 64 << 10));
+        let (mem, mut alloc, mut dq, mut q) = setup(8, MemoryLayout::split_at_4g(64 << 10, 64 << 10));
         let m = mem.mmap().as_ref();
         let hi = alloc.alloc_in_range(1, 32, 8).unwrap();
         assert!(hi >= HIGH_REGION_GPA);

@@ -137,6 +137,8 @@ impl MockUdc {
                                 event(VIRTIO_UDC_EVT_BUS_RESET, 3, [0; 8]),
                                 event(VIRTIO_UDC_EVT_SETUP, 0, [0x80, 6, 0, 1, 0, 0, 64, 0]),
                                 event(VIRTIO_UDC_EVT_ADDRESS, 5, [0; 8]),
+                                // Shorter than the descriptor: truncated.
+                                event(VIRTIO_UDC_EVT_SETUP, 0, [0x80, 6, 0, 2, 0, 0, 9, 0]),
                                 event(VIRTIO_UDC_EVT_SETUP, 0, [0, 9, 1, 0, 0, 0, 0, 0]),
                             ]);
                         }
@@ -180,10 +182,7 @@ impl MockUdc {
         if left > 0 {
             return (VIRTIO_UDC_S_INVALID, 0);
         }
-        if used
-            .iter()
-            .any(|&(a, l)| !mem.check_range(GuestAddress(a), l))
-        {
+        if used.iter().any(|&(a, l)| !mem.check_range(GuestAddress(a), l)) {
             return (VIRTIO_UDC_S_DMA_FAULT, 0);
         }
         if h.ep & 0x80 != 0 {
@@ -383,11 +382,13 @@ fn fake_gadget_enumerates() {
     assert_eq!(g.speed, Some(VIRTIO_UDC_SPEED_HIGH));
     assert_eq!(g.address, Some(5));
     assert_eq!(g.enabled_eps, vec![0x81, 0x02]);
-    assert_eq!(g.setups.len(), 2);
+    assert_eq!(g.setups.len(), 3);
     assert_eq!(g.ep0_in_flight(), 0);
     let log = log.lock().unwrap();
     let ep0: Vec<_> = log.in_data.iter().filter(|d| d.0 == 0x80).collect();
     assert_eq!(ep0[0].1, g.device_descriptor(VIRTIO_UDC_SPEED_HIGH));
+    let cfg = g.config_descriptor(VIRTIO_UDC_SPEED_HIGH, 2);
+    assert_eq!(ep0[1].1, cfg[..9]);
     assert!(log
         .commands
         .iter()
@@ -424,6 +425,10 @@ fn events_in_order_and_matching() {
     assert!(matches!(
         h.next_decoded_event(T).unwrap(),
         Some(Event::Setup(p)) if p.request == 6
+    ));
+    assert!(matches!(
+        h.next_decoded_event(T).unwrap(),
+        Some(Event::Setup(p)) if p.request == 6 && p.length == 9
     ));
     assert!(matches!(
         h.next_decoded_event(T).unwrap(),
@@ -493,10 +498,7 @@ fn per_page_buffer_with_a_segment_past_the_transfer() {
     let c = h.wait_completion(x, T).unwrap();
     assert_eq!(c.actual, len);
     let d = h.read_buffer(&b).unwrap();
-    assert!(d[..len as usize]
-        .iter()
-        .enumerate()
-        .all(|(i, &v)| v == i as u8));
+    assert!(d[..len as usize].iter().enumerate().all(|(i, &v)| v == i as u8));
     assert!(d[len as usize..].iter().all(|&v| v == 0));
     h.free_buffer(b).unwrap();
     let _ = std::fs::remove_file(&path);
@@ -515,10 +517,7 @@ fn indirect_raw_chain_with_a_split_header() {
     let mut h = Harness::connect(&path, small()).unwrap();
     let buf = h.buffer(64).unwrap();
     let bytes = xfer_bytes(&xfer_req(0x81, 0, 64, 1, 5), &buf.wire_segs());
-    let mut parts: Vec<RawDesc> = bytes
-        .chunks(4)
-        .map(|c| RawDesc::Readable(c.to_vec()))
-        .collect();
+    let mut parts: Vec<RawDesc> = bytes.chunks(4).map(|c| RawDesc::Readable(c.to_vec())).collect();
     parts.push(RawDesc::Writable(8));
     let x = h.submit_raw_indirect(&parts).unwrap();
     let c = h.wait_completion(x, T).unwrap();
@@ -530,11 +529,7 @@ fn indirect_raw_chain_with_a_split_header() {
 #[test]
 fn buffers_above_the_hole_and_segments_in_it() {
     let (path, _log, _t) = start_mock();
-    let mut h = Harness::connect(
-        &path,
-        HarnessOptions::default().with_hole(16 << 20, 16 << 20),
-    )
-    .unwrap();
+    let mut h = Harness::connect(&path, HarnessOptions::default().with_hole(16 << 20, 16 << 20)).unwrap();
     let holes = h.memory().holes();
     assert_eq!(holes, vec![(16 << 20, HIGH_REGION_GPA)]);
     let b = h
@@ -543,9 +538,7 @@ fn buffers_above_the_hole_and_segments_in_it() {
     assert!(b.segments.iter().all(|s| s.0 >= HIGH_REGION_GPA));
     let x = h.submit_buffer(0x02, 0, &b, 1).unwrap();
     assert!(h.wait_completion(x, T).unwrap().is_ok());
-    let x = h
-        .submit(0x02, 0, 100, &[(holes[0].0 + 4096, 100)], 2)
-        .unwrap();
+    let x = h.submit(0x02, 0, 100, &[(holes[0].0 + 4096, 100)], 2).unwrap();
     let c = h.wait_completion(x, T).unwrap();
     assert_eq!(c.status_code(), Some(Status::DmaFault));
     assert_eq!(c.result(), Err(-libc::EIO));
@@ -578,10 +571,7 @@ fn malformed_transfer_chains() {
     let x = h
         .submit_req(&xfer_req(0x81, 0, 64, 3, 78), &buf.wire_segs())
         .unwrap();
-    assert_eq!(
-        h.wait_completion(x, T).unwrap().status,
-        VIRTIO_UDC_S_INVALID
-    );
+    assert_eq!(h.wait_completion(x, T).unwrap().status, VIRTIO_UDC_S_INVALID);
     // No status buffer: used length 0, status left at the sentinel.
     let x = h.submit_raw(&[RawDesc::Readable(bytes.clone())]).unwrap();
     let c = h.wait_completion(x, T).unwrap();

@@ -32,9 +32,7 @@ fn main() {
             let t = Instant::now();
             let mut n = 0u64;
             while n < total {
-                verifier
-                    .verify(start, black_box(&buf))
-                    .expect("verify failed");
+                verifier.verify(start, black_box(&buf)).expect("verify failed");
                 n += buf_len as u64;
             }
             let verify = gib_s(n, t);

@@ -82,9 +82,7 @@ impl Pattern {
     pub fn byte_at(&self, offset: u64) -> u8 {
         match *self {
             Pattern::Counter => ((offset / 4) as u32).to_le_bytes()[(offset % 4) as usize],
-            Pattern::Prbs { seed } => {
-                prbs_block(seed, offset / 8).to_le_bytes()[(offset % 8) as usize]
-            }
+            Pattern::Prbs { seed } => prbs_block(seed, offset / 8).to_le_bytes()[(offset % 8) as usize],
             Pattern::Zeros => 0,
         }
     }
@@ -160,10 +158,9 @@ impl fmt::Display for ParsePatternError {
                 f,
                 "invalid prbs seed {seed:?}: expected an unsigned 64-bit integer (decimal or 0x hex)"
             ),
-            ParsePatternError::UnexpectedParameter { pattern, parameter } => write!(
-                f,
-                "pattern {pattern} takes no parameter, but got {parameter:?}"
-            ),
+            ParsePatternError::UnexpectedParameter { pattern, parameter } => {
+                write!(f, "pattern {pattern} takes no parameter, but got {parameter:?}")
+            }
         }
     }
 }
@@ -278,8 +275,8 @@ mod tests {
         assert_eq!(
             buf,
             [
-                0x95, 0x6e, 0xeb, 0x2f, 0x26, 0x32, 0xd7, 0xbd, 0x03, 0xf1, 0x66, 0xb2, 0x33, 0xe3,
-                0xef, 0x28
+                0x95, 0x6e, 0xeb, 0x2f, 0x26, 0x32, 0xd7, 0xbd, 0x03, 0xf1, 0x66, 0xb2, 0x33, 0xe3, 0xef,
+                0x28
             ]
         );
     }
@@ -331,10 +328,7 @@ mod tests {
         assert_eq!("counter".parse::<Pattern>(), Ok(Pattern::Counter));
         assert_eq!("zeros".parse::<Pattern>(), Ok(Pattern::Zeros));
         assert_eq!("prbs:42".parse::<Pattern>(), Ok(Pattern::Prbs { seed: 42 }));
-        assert_eq!(
-            " PRBS:0x2a ".parse::<Pattern>(),
-            Ok(Pattern::Prbs { seed: 42 })
-        );
+        assert_eq!(" PRBS:0x2a ".parse::<Pattern>(), Ok(Pattern::Prbs { seed: 42 }));
         assert_eq!(
             format!("{}", Pattern::Prbs { seed: u64::MAX }),
             "prbs:18446744073709551615"
@@ -358,10 +352,7 @@ mod tests {
     #[test]
     fn parse_errors() {
         assert_eq!("".parse::<Pattern>(), Err(ParsePatternError::Empty));
-        assert_eq!(
-            "prbs".parse::<Pattern>(),
-            Err(ParsePatternError::MissingSeed)
-        );
+        assert_eq!("prbs".parse::<Pattern>(), Err(ParsePatternError::MissingSeed));
         assert_eq!(
             "prbs:abc".parse::<Pattern>(),
             Err(ParsePatternError::BadSeed("abc".into()))
