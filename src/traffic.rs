@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The host's traffic engine: per endpoint, a stream of host transfers kept
-//! in flight. OUT streams are sources (a pattern from udc-patterns); IN
-//! streams are sinks that check every byte against the same pattern, or
-//! discard. The guest tool uses the same patterns, so both ends agree on
-//! every byte without exchanging anything but a pattern name.
+//! in flight. OUT streams are sources (a pattern from udc-patterns, or a
+//! file); IN streams are sinks that check every byte against the same
+//! source, or discard. The guest tool uses the same patterns, so both ends
+//! agree on every byte without exchanging anything but a pattern name.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use log::{info, warn};
 use serde::Serialize;
+use std::fmt;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
 use udc_patterns::{Pattern, Stats, StatsSnapshot};
 
 use crate::config::parse_ep_address;
@@ -20,12 +24,111 @@ use crate::device::{UrbKind, UrbResult, UrbStatus};
 use crate::host::Host;
 use crate::wire::{ep_is_in, ep_name};
 
+/// Where a stream's bytes come from, or what they are checked against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataSource {
+    /// A generated stream (counter, prbs:SEED, zeros), endless.
+    Pattern(Pattern),
+    /// A file's bytes from its start; the stream ends at its end.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("file:") {
+            let p = PathBuf::from(path);
+            std::fs::File::open(&p).map_err(|e| format!("cannot open {}: {e}", p.display()))?;
+            return Ok(DataSource::File(p));
+        }
+        s.parse::<Pattern>()
+            .map(DataSource::Pattern)
+            .map_err(|e| format!("{e} (or file:PATH)"))
+    }
+}
+
+impl fmt::Display for DataSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataSource::Pattern(p) => write!(f, "{p}"),
+            DataSource::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// An open source: a pattern, or a file read at offsets.
+enum OpenSource {
+    Pattern(Pattern),
+    File(std::fs::File, PathBuf),
+}
+
+impl OpenSource {
+    fn open(s: &DataSource) -> Result<Self, String> {
+        match s {
+            DataSource::Pattern(p) => Ok(OpenSource::Pattern(*p)),
+            DataSource::File(p) => std::fs::File::open(p)
+                .map(|f| OpenSource::File(f, p.clone()))
+                .map_err(|e| format!("cannot open {}: {e}", p.display())),
+        }
+    }
+
+    /// Fills `buf` from stream offset `at`; returns the bytes filled (less
+    /// than `buf.len()` only at a file's end).
+    fn fill(&self, at: u64, buf: &mut [u8]) -> Result<usize, String> {
+        match self {
+            OpenSource::Pattern(p) => {
+                p.fill(at, buf);
+                Ok(buf.len())
+            }
+            OpenSource::File(f, path) => {
+                let mut n = 0;
+                while n < buf.len() {
+                    match f.read_at(&mut buf[n..], at + n as u64) {
+                        Ok(0) => break,
+                        Ok(k) => n += k,
+                        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+                    }
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    fn verify(&self, at: u64, data: &[u8]) -> Result<(), String> {
+        match self {
+            OpenSource::Pattern(p) => p.verify(at, data).map_err(|m| m.to_string()),
+            OpenSource::File(_, path) => {
+                let mut want = vec![0u8; data.len()];
+                let n = self.fill(at, &mut want)?;
+                if let Some(i) = (0..n).find(|&i| want[i] != data[i]) {
+                    return Err(format!(
+                        "data mismatch at stream offset {}: expected {:#04x} (from {}), got {:#04x}",
+                        at + i as u64,
+                        want[i],
+                        path.display(),
+                        data[i]
+                    ));
+                }
+                if n < data.len() {
+                    return Err(format!(
+                        "received {} bytes past the end of {} (at stream offset {})",
+                        data.len() - n,
+                        path.display(),
+                        at + n as u64
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// One stream's parameters.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StreamSpec {
     pub ep: u8,
     #[serde(serialize_with = "ser_display")]
-    pub pattern: Pattern,
+    pub pattern: DataSource,
     pub verify: bool,
     pub transfer_size: usize,
     pub depth: usize,
@@ -34,7 +137,7 @@ pub struct StreamSpec {
     pub zlp: bool,
 }
 
-fn ser_display<S: serde::Serializer>(p: &Pattern, s: S) -> Result<S::Ok, S::Error> {
+fn ser_display<S: serde::Serializer>(p: &DataSource, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(p)
 }
 
@@ -55,8 +158,10 @@ impl StreamSpec {
     ) -> Result<StreamSpec, String> {
         let ep = parse_ep_address(endpoint)?;
         let pattern = match pattern {
-            Some(p) => p.parse::<Pattern>().map_err(|e| format!("pattern {p:?}: {e}"))?,
-            None => Pattern::Counter,
+            Some(p) => p
+                .parse::<DataSource>()
+                .map_err(|e| format!("pattern {p:?}: {e}"))?,
+            None => DataSource::Pattern(Pattern::Counter),
         };
         let transfer_size = transfer_size.unwrap_or(64 * 1024);
         if transfer_size == 0 || transfer_size > MAX_TRANSFER {
@@ -204,6 +309,17 @@ fn status_of(s: &Stream) -> StreamStatus {
 /// or a transfer fails.
 fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<StreamShared>) {
     let is_in = ep_is_in(spec.ep);
+    let source = match OpenSource::open(&spec.pattern) {
+        Ok(s) => s,
+        Err(e) => {
+            let mut sh = shared.lock().unwrap();
+            sh.last_error = Some(e);
+            sh.running = false;
+            return;
+        }
+    };
+    // A file source ends the stream at the file's end.
+    let mut eof = false;
     let mut submit_offset = 0u64;
     let mut check_offset = 0u64;
     let mut submitted = 0u64;
@@ -220,6 +336,7 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
     'run: loop {
         while inflight.len() < spec.depth
             && (spec.count == 0 || submitted < spec.count)
+            && !eof
             && !stop.load(Ordering::SeqCst)
         {
             let mut buf = spare.pop().unwrap_or_default();
@@ -229,13 +346,29 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
                 }
             } else {
                 buf.resize(spec.transfer_size, 0);
-                spec.pattern.fill(submit_offset, &mut buf);
+                match source.fill(submit_offset, &mut buf) {
+                    Ok(n) if n < buf.len() => {
+                        eof = true;
+                        buf.truncate(n);
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        fail(e);
+                        break 'run;
+                    }
+                }
                 UrbKind::Out {
                     data: std::mem::take(&mut buf),
                     zlp: spec.zlp,
                 }
             };
-            submit_offset += spec.transfer_size as u64;
+            submit_offset += match &kind {
+                UrbKind::Out { data, .. } => data.len() as u64,
+                UrbKind::In { len } => *len as u64,
+            };
             submitted += 1;
             inflight.push_back(host.submit_with_buffer(spec.ep, kind, buf));
         }
@@ -266,8 +399,8 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
             }
         }
         if is_in && spec.verify {
-            if let Err(m) = spec.pattern.verify(check_offset, &r.data) {
-                fail(m.to_string());
+            if let Err(m) = source.verify(check_offset, &r.data) {
+                fail(m);
                 break;
             }
         }

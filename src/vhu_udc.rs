@@ -29,7 +29,6 @@ use crate::request::{self, Rejected};
 use crate::wire::*;
 
 type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
-type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap>>;
 
 /// Events the device keeps while the driver has no eventq buffer posted
 /// (the spec promises at least 64).
@@ -62,7 +61,11 @@ impl ChainParts {
 /// Reads a chain's driver-readable bytes (at most `max_readable`; the rest
 /// is ignored, so a driver cannot make the device allocate more) and notes
 /// its device-writable regions.
-fn split_chain(mem: &GuestMemoryMmap, chain: Chain, max_readable: usize) -> ChainParts {
+fn split_chain<M>(mem: &GuestMemoryMmap, chain: DescriptorChain<M>, max_readable: usize) -> ChainParts
+where
+    M: std::ops::Deref,
+    M::Target: vm_memory::GuestMemoryBackend,
+{
     let mut parts = ChainParts {
         readable: Vec::new(),
         writable: Vec::new(),
@@ -565,5 +568,137 @@ impl VhostUserBackend for VhostUserUdcBackend {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    use vm_memory::GuestMemoryBackend;
+
+    const HOLE: u64 = 0x10_0000;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), HOLE as usize),
+            (GuestAddress(0x20_0000), 0x10_0000),
+        ])
+        .unwrap()
+    }
+
+    /// A transfer request with random fields and segments, some of them in
+    /// the hole or past the end of memory.
+    fn request() -> impl Strategy<Value = Vec<u8>> {
+        (
+            any::<u8>(),
+            0u32..0x4000,
+            proptest::collection::vec(
+                (prop_oneof![0x1000u64..0x30_0000, any::<u64>()], 0u32..0x2000),
+                0..12,
+            ),
+            any::<bool>(),
+        )
+            .prop_map(|(ep, length, segs, lie)| {
+                let n = if lie {
+                    segs.len() as u32 + 3
+                } else {
+                    segs.len() as u32
+                };
+                let mut v = VirtioUdcXferReq {
+                    opcode: VIRTIO_UDC_XFER_OP_TRANSFER.into(),
+                    ep,
+                    flags: 0,
+                    length: length.into(),
+                    num_segs: n.into(),
+                    reserved: 0.into(),
+                    tag: 1.into(),
+                }
+                .as_slice()
+                .to_vec();
+                for (a, l) in segs {
+                    v.extend_from_slice(
+                        VirtioUdcSeg {
+                            addr: a.into(),
+                            len: l.into(),
+                            reserved: 0.into(),
+                        }
+                        .as_slice(),
+                    );
+                }
+                v
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever the chain looks like (the request split anywhere over
+        /// several descriptors, a descriptor outside memory, any room for the
+        /// status), splitting and parsing never panic and never accept a
+        /// segment outside guest memory.
+        #[test]
+        fn random_chains_are_safe(
+            req in request(),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..4),
+            stray in proptest::option::of(prop_oneof![HOLE..0x20_0000u64, 0x30_0000u64..u64::MAX / 2]),
+            status_room in 0u32..16,
+        ) {
+            let m = mem();
+            let q = MockSplitQueue::new(&m, 16);
+            // Place the request bytes after the rings and cut them up.
+            let base = 0x8000u64;
+            m.write_slice(&req, GuestAddress(base)).unwrap();
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(req.len() + 1)).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut descs = Vec::new();
+            let mut prev = 0;
+            for p in points.into_iter().chain(std::iter::once(req.len())) {
+                if p > prev {
+                    descs.push(RawDescriptor::from(SplitDescriptor::new(base + prev as u64, (p - prev) as u32, VRING_DESC_F_NEXT as u16, 0)));
+                }
+                prev = p;
+            }
+            if let Some(a) = stray {
+                descs.insert(descs.len().min(1), RawDescriptor::from(SplitDescriptor::new(a, 24, VRING_DESC_F_NEXT as u16, 0)));
+            }
+            descs.push(RawDescriptor::from(SplitDescriptor::new(0x9_0000, status_room, VRING_DESC_F_WRITE as u16, 0)));
+            let chain = q.build_desc_chain(&descs).unwrap();
+            let parts = split_chain(&m, chain, request::max_xfer_readable(16384));
+            prop_assert_eq!(parts.writable_len(), status_room as usize);
+            if stray.is_some() {
+                prop_assert!(parts.error.is_some(), "a descriptor outside memory must be refused");
+            }
+            if parts.error.is_none() {
+                prop_assert_eq!(&parts.readable, &req);
+                if let Ok(x) = request::parse_xfer(&parts.readable, 16384, |_| true, &m) {
+                    for s in &x.segments {
+                        prop_assert!(m.check_range(GuestAddress(s.addr), s.len as usize));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn readable_part_is_capped() {
+        let m = mem();
+        let q = MockSplitQueue::new(&m, 16);
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(
+                0x8000,
+                0x8_0000,
+                VRING_DESC_F_NEXT as u16,
+                0,
+            )),
+            RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, VRING_DESC_F_WRITE as u16, 0)),
+        ];
+        let parts = split_chain(&m, q.build_desc_chain(&descs).unwrap(), 64);
+        assert_eq!(parts.readable.len(), 64);
+        assert!(parts.error.is_none());
     }
 }

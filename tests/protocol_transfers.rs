@@ -326,3 +326,50 @@ fn wait_stream_done(ctl: &mut Ctl, ep: &str) -> serde_json::Value {
         thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn file_streams_send_a_file_and_check_against_it() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    let file = d.dir.path().join("payload.bin");
+    let content = data(10_000, 42);
+    std::fs::write(&file, &content).unwrap();
+    let src = format!("file:{}", file.display());
+
+    // OUT: the file in 4096-byte transfers; the last one is short and ends
+    // the stream.
+    ctl.ok(json!({"op": "stream_start", "ep": "ep2out", "pattern": src, "transfer_size": 4096}));
+    let b = h.buffer(4096).unwrap();
+    let mut got = Vec::new();
+    for want in [4096u32, 4096, 1808] {
+        let x = h.submit_buffer(0x02, 0, &b, 1).unwrap();
+        assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(want));
+        got.extend(h.read_buffer_prefix(&b, u64::from(want)).unwrap());
+    }
+    assert!(got == content, "the guest did not receive the file");
+    let s = wait_stream_done(&mut ctl, "ep2out");
+    assert_eq!(s["stats"]["bytes"], 10_000, "{s}");
+
+    // IN: the guest sends the file back and the host checks it; one byte
+    // more than the file holds is reported.
+    ctl.ok(json!({"op": "stream_start", "ep": "ep1in", "pattern": src, "transfer_size": 4096}));
+    for chunk in content.chunks(4096) {
+        let b = h.buffer(chunk.len() as u64).unwrap();
+        h.write_buffer(&b, chunk).unwrap();
+        let x = h.submit_buffer(0x81, 0, &b, 2).unwrap();
+        assert!(h.wait_completion(x, T).unwrap().is_ok());
+    }
+    let b = h.buffer(1).unwrap();
+    let x = h.submit_buffer(0x81, 0, &b, 3).unwrap();
+    assert!(h.wait_completion(x, T).unwrap().is_ok());
+    let s = wait_stream_done(&mut ctl, "ep1in");
+    assert!(
+        s["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("past the end"),
+        "{s}"
+    );
+    assert_eq!(s["offset"], 10_000, "{s}");
+}
