@@ -34,7 +34,8 @@ echo "=== summary"
 if [ "${#not_run[@]}" -gt 0 ]; then
     echo "NOT RUN here (/dev/udmabuf is missing: this kernel has no CONFIG_UDMABUF):"
     printf '  udmabuf::device::%s\n' "${not_run[@]}"
-    echo "  These run inside the guest, whose kernel has udmabuf (VM tier)."
+    echo "  They need a kernel with udmabuf: the VM tier (issue \"Guest side and QEMU\", not built yet)"
+    echo "  will run them inside the guest, whose Debian 6.12 kernel has it."
 fi
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAILED: ${failed[*]}"

@@ -5,14 +5,14 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use log::{info, warn};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::request::Segment;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ZeroCopyError {
     #[error("{0}")]
-    Udmabuf(String),
+    Udmabuf(#[from] udmabuf::Error),
     #[error("segment {index} at {addr:#x} is not backed by a guest memory file (guest RAM must be memory-backend-memfd,share=on)")]
     NoFile { index: usize, addr: u64 },
     #[error("segment {index} at {addr:#x}+{len:#x} is not in guest memory")]
@@ -34,7 +34,7 @@ pub struct Exported {
 
 /// Says at start-up, plainly, whether host DMABUFs can be made here.
 pub fn report_availability() {
-    match std::fs::File::open("/dev/udmabuf").map_err(|_| "/dev/udmabuf is missing") {
+    match udmabuf::Udmabuf::open() {
         Ok(_) => info!("/dev/udmabuf present: host DMABUFs over guest pages are available (control socket: hold with dmabuf)"),
         Err(e) => warn!(
             "{e}; host DMABUFs over guest pages are unavailable; the DMA engine uses its direct mapping of guest memory"
@@ -112,22 +112,40 @@ pub fn file_ranges(
             }),
         }
     }
-    let _ = GuestAddress(0);
     Ok((out, first_offset))
 }
 
 /// Makes a host DMABUF over a request's guest pages.
 pub fn export_segments(mem: &GuestMemoryMmap<()>, segs: &[Segment]) -> Result<Exported, ZeroCopyError> {
     let (ranges, offset) = file_ranges(mem, segs)?;
-    let _ = (ranges, offset);
-    Err(ZeroCopyError::Udmabuf("/dev/udmabuf is missing (stub)".into()))
+    let dev = udmabuf::Udmabuf::open()?;
+    let regions: Vec<_> = mem.iter().collect();
+    let items: Vec<udmabuf::Range<'_>> = ranges
+        .iter()
+        .map(|r| udmabuf::Range {
+            memfd: regions[r.region]
+                .file_offset()
+                .expect("checked above")
+                .file()
+                .as_fd(),
+            offset: r.offset,
+            size: r.size,
+        })
+        .collect();
+    let buf = dev.create_list(&items, udmabuf::CreateFlags::default())?;
+    let size = ranges.iter().map(|r| r.size).sum();
+    Ok(Exported {
+        fd: buf.into_fd(),
+        size,
+        offset,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs::File;
-    use vm_memory::{FileOffset, GuestRegionMmap, MmapRegion};
+    use vm_memory::{FileOffset, GuestAddress, GuestRegionMmap, MmapRegion};
 
     fn memfd_mem() -> GuestMemoryMmap<()> {
         let f: File = tempfile::tempfile().unwrap();
