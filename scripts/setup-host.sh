@@ -6,7 +6,7 @@ set -euo pipefail
 say() { printf 'setup: %s\n' "$*"; }
 
 need_apt=()
-for pkg in build-essential pkg-config ca-certificates socat; do
+for pkg in build-essential pkg-config ca-certificates; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
