@@ -9,10 +9,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 failed=()
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
 run() {
     local name=$1; shift
     echo "=== $name: $*"
-    if ! "$@"; then
+    if ! "$@" 2>&1 | tee -a "$log"; then
         failed+=("$name")
     fi
 }
@@ -37,8 +39,11 @@ if [ "${#not_run[@]}" -gt 0 ]; then
     echo "  They need a kernel with udmabuf: the VM tier (issue \"Guest side and QEMU\", not built yet)"
     echo "  will run them inside the guest, whose Debian 6.12 kernel has it."
 fi
+read -r passed nfailed < <(awk '/^test result: / { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$log")
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "FAILED: ${failed[*]}"
+    echo "tests: ${passed} passed, ${nfailed} failed"
     exit 1
 fi
-echo "all tiers passed"
+echo "all tiers passed; ${#not_run[@]} not run here (listed above)"
+echo "tests: ${passed} passed, ${nfailed} failed"

@@ -604,9 +604,13 @@ impl<T: Debug> Device<T> {
             }
             Command::EpEnable(e) => self.ep_enable(e),
             Command::EpDisable { ep } => {
-                let Some(i) = self.ep_index(ep).filter(|&i| self.eps[i].enabled.is_some()) else {
+                let Some(i) = self.ep_index(ep).filter(|_| ep_num(ep) != 0) else {
                     return (Status::Invalid, 0);
                 };
+                if self.eps[i].enabled.is_none() {
+                    // Already disabled (by a bus reset, typically).
+                    return (Status::Ok, 0);
+                }
                 self.flush_ep(i, Status::Shutdown);
                 let e = &mut self.eps[i];
                 e.enabled = None;
