@@ -222,7 +222,7 @@ pub enum Command {
 }
 
 /// EP_ENABLE's arguments: the endpoint descriptor as the gadget chose it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EpEnable {
     pub ep: u8,
     pub ep_type: u8,

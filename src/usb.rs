@@ -331,7 +331,7 @@ pub enum RequestKind {
 }
 
 /// The 8 bytes that start every control transfer, in host byte order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SetupPacket {
     pub request_type: u8,
     pub request: u8,
@@ -363,6 +363,21 @@ impl SetupPacket {
     /// True when the data stage (if any) moves data to the host.
     pub fn is_in(&self) -> bool {
         self.request_type & DIR_IN != 0
+    }
+
+    /// A standard (chapter 9) request, as opposed to class or vendor.
+    pub fn is_standard(&self) -> bool {
+        self.request_type & TYPE_MASK == TYPE_STANDARD
+    }
+
+    /// GET_DESCRIPTOR's descriptor type (wValue's high byte).
+    pub fn descriptor_type(&self) -> u8 {
+        (self.value >> 8) as u8
+    }
+
+    /// GET_DESCRIPTOR's descriptor index (wValue's low byte).
+    pub fn descriptor_index(&self) -> u8 {
+        self.value as u8
     }
 
     /// Who the request addresses, which decides how wIndex is read.

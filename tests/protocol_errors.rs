@@ -198,8 +198,14 @@ fn malformed_commands_get_their_status() {
         VIRTIO_UDC_S_OK,
         "not enabled: a no-op"
     );
-    assert_eq!(u32::from(h.ep_disable(0x70).unwrap().status), VIRTIO_UDC_S_INVALID);
-    assert_eq!(u32::from(h.ep_disable(0x00).unwrap().status), VIRTIO_UDC_S_INVALID);
+    assert_eq!(
+        u32::from(h.ep_disable(0x70).unwrap().status),
+        VIRTIO_UDC_S_INVALID
+    );
+    assert_eq!(
+        u32::from(h.ep_disable(0x00).unwrap().status),
+        VIRTIO_UDC_S_INVALID
+    );
     assert_eq!(
         u32::from(h.set_halt(0x81, 7).unwrap().status),
         VIRTIO_UDC_S_INVALID

@@ -515,7 +515,7 @@ impl FakeGadget {
         if !setup.is_standard() {
             return SetupReply::Stall;
         }
-        let recip = setup.recipient();
+        let recip = setup.request_type & USB_RECIP_MASK;
         match (setup.request, recip, setup.is_in()) {
             (USB_REQ_GET_DESCRIPTOR, USB_RECIP_DEVICE, true) => self
                 .get_descriptor(speed, setup)
@@ -559,7 +559,7 @@ impl FakeGadget {
 
     fn set_config_of(setup: &SetupPacket) -> Option<u8> {
         (setup.is_standard()
-            && setup.recipient() == USB_RECIP_DEVICE
+            && setup.request_type & USB_RECIP_MASK == USB_RECIP_DEVICE
             && setup.request == USB_REQ_SET_CONFIGURATION)
             .then_some(setup.value as u8)
     }

@@ -228,16 +228,8 @@ impl CtrlRespExt for VirtioUdcCtrlResp {
     }
 }
 
-/// Arguments of EP_ENABLE.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EpEnable {
-    pub ep: u8,
-    pub ep_type: u8,
-    pub max_packet: u16,
-    pub interval: u8,
-    pub max_burst: u8,
-    pub mult: u8,
-}
+/// Arguments of EP_ENABLE: the daemon's own type, so both sides agree.
+pub use vhost_device_udc::request::EpEnable;
 
 /// A control request with every field but the opcode zero.
 pub fn ctrl_req(opcode: u16) -> VirtioUdcCtrlReq {

@@ -46,75 +46,8 @@ pub const USB_DT_SS_ENDPOINT_COMP: u8 = 0x30;
 pub const USB_CAP_TYPE_EXT: u8 = 0x02;
 pub const USB_SS_CAP_TYPE: u8 = 0x03;
 
-/// An 8-byte SETUP packet.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct SetupPacket {
-    pub request_type: u8,
-    pub request: u8,
-    pub value: u16,
-    pub index: u16,
-    pub length: u16,
-}
-
-impl SetupPacket {
-    /// Decodes the wire bytes.
-    pub fn from_bytes(b: [u8; 8]) -> Self {
-        SetupPacket {
-            request_type: b[0],
-            request: b[1],
-            value: u16::from_le_bytes([b[2], b[3]]),
-            index: u16::from_le_bytes([b[4], b[5]]),
-            length: u16::from_le_bytes([b[6], b[7]]),
-        }
-    }
-
-    /// Encodes to wire bytes.
-    pub fn to_bytes(&self) -> [u8; 8] {
-        let v = self.value.to_le_bytes();
-        let i = self.index.to_le_bytes();
-        let l = self.length.to_le_bytes();
-        [
-            self.request_type,
-            self.request,
-            v[0],
-            v[1],
-            i[0],
-            i[1],
-            l[0],
-            l[1],
-        ]
-    }
-
-    /// Device-to-host data stage.
-    pub fn is_in(&self) -> bool {
-        self.request_type & USB_DIR_IN != 0
-    }
-
-    /// USB_TYPE_* of bmRequestType.
-    pub fn kind(&self) -> u8 {
-        self.request_type & USB_TYPE_MASK
-    }
-
-    /// USB_RECIP_* of bmRequestType.
-    pub fn recipient(&self) -> u8 {
-        self.request_type & USB_RECIP_MASK
-    }
-
-    /// A standard request.
-    pub fn is_standard(&self) -> bool {
-        self.kind() == USB_TYPE_STANDARD
-    }
-
-    /// GET_DESCRIPTOR's descriptor type (wValue high byte).
-    pub fn descriptor_type(&self) -> u8 {
-        (self.value >> 8) as u8
-    }
-
-    /// GET_DESCRIPTOR's descriptor index (wValue low byte).
-    pub fn descriptor_index(&self) -> u8 {
-        self.value as u8
-    }
-}
+/// The SETUP packet type is the daemon's own (one definition for both sides).
+pub use vhost_device_udc::usb::SetupPacket;
 
 /// A decoded eventq event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,7 +73,7 @@ impl From<&VirtioUdcEvent> for Event {
         let value = u32::from(e.value);
         match u16::from(e.type_) {
             wire::VIRTIO_UDC_EVT_BUS_RESET => Event::BusReset { speed: value as u8 },
-            wire::VIRTIO_UDC_EVT_SETUP => Event::Setup(SetupPacket::from_bytes(e.setup)),
+            wire::VIRTIO_UDC_EVT_SETUP => Event::Setup(SetupPacket::from_bytes(&e.setup)),
             wire::VIRTIO_UDC_EVT_SUSPEND => Event::Suspend,
             wire::VIRTIO_UDC_EVT_RESUME => Event::Resume,
             wire::VIRTIO_UDC_EVT_DISCONNECT => Event::Disconnect,
@@ -190,7 +123,7 @@ mod tests {
     #[test]
     fn setup_packet_round_trip() {
         let b = [0x80, 0x06, 0x00, 0x01, 0x00, 0x00, 0x40, 0x00];
-        let s = SetupPacket::from_bytes(b);
+        let s = SetupPacket::from_bytes(&b);
         assert!(s.is_in() && s.is_standard());
         assert_eq!(s.request, USB_REQ_GET_DESCRIPTOR);
         assert_eq!(s.descriptor_type(), USB_DT_DEVICE);
