@@ -335,3 +335,25 @@ fn device_id_matches_the_spec() {
     assert!(SPEC.contains(&format!("| {} | eventq |", EVENTQ)));
     assert!(SPEC.contains(&format!("| {} | xferq |", XFERQ)));
 }
+
+/// The QEMU patch defines the device ID, queue count and config size once;
+/// they must be the spec's.
+#[test]
+fn qemu_patch_matches_the_spec() {
+    let patch = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/qemu/patches"))
+        .expect("qemu/patches")
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .find(|t| t.contains("+#define VIRTIO_ID_UDC"))
+        .expect("a QEMU patch defines VIRTIO_ID_UDC");
+    let define = |name: &str| -> u64 {
+        let line = patch
+            .lines()
+            .find(|l| l.starts_with(&format!("+#define {name} ")))
+            .unwrap_or_else(|| panic!("the QEMU patch does not define {name}"));
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    assert_eq!(define("VIRTIO_ID_UDC"), u64::from(VIRTIO_ID_UDC));
+    assert_eq!(define("VIRTIO_UDC_NUM_VQS"), NUM_QUEUES as u64);
+    assert_eq!(define("VIRTIO_UDC_CONFIG_SIZE"), CONFIG_SIZE as u64);
+}
