@@ -203,7 +203,7 @@ impl FileConfig {
             }
             if list.len() > MAX_VALID_EPS - 1 {
                 return Err(invalid(format!(
-                    "[controller] endpoints: {} listed, at most 30",
+                    "[controller] endpoints: {} listed, at most 29",
                     list.len()
                 )));
             }

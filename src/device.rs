@@ -49,13 +49,17 @@ pub struct ControllerConfig {
 }
 
 impl Default for ControllerConfig {
-    /// ep1-ep15 in both directions, every type, 1024-byte packets: enough
-    /// for any gadget a user composes, like dummy_hcd's generous layout.
+    /// ep1-ep15 IN and ep1-ep14 OUT, every type, 1024-byte packets: enough
+    /// for any gadget a user composes, like dummy_hcd's generous layout
+    /// (29 is the most the configuration space holds).
     fn default() -> Self {
         let all = VIRTIO_UDC_EP_CAP_BULK | VIRTIO_UDC_EP_CAP_INT | VIRTIO_UDC_EP_CAP_ISO;
         let mut endpoints = Vec::new();
         for n in 1..=15u8 {
             for dir in [USB_DIR_IN, 0] {
+                if n == 15 && dir == 0 {
+                    continue;
+                }
                 endpoints.push(EpCap {
                     addr: n | dir,
                     caps: all,

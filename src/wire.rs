@@ -25,9 +25,10 @@ pub const VIRTIO_UDC_CONFIG_F_REMOTE_WAKEUP: u32 = 1 << 1;
 /// Smallest `max_segments` a device with scatter-gather may advertise.
 pub const MIN_SG_SEGMENTS: u32 = 16384;
 /// Entries in the configuration space's endpoint array.
-pub const MAX_EPS: usize = 32;
-/// Most valid endpoint entries: ep0, ep1-15 IN, ep1-15 OUT.
-pub const MAX_VALID_EPS: usize = 31;
+pub const MAX_EPS: usize = 30;
+/// Most valid endpoint entries: ep0 and 29 others. (vhost-user carries at
+/// most 256 bytes of configuration space, so not all 30 of ep1-15 IN/OUT.)
+pub const MAX_VALID_EPS: usize = 30;
 
 /// Endpoint capability bits (section 4).
 pub const VIRTIO_UDC_EP_CAP_CONTROL: u8 = 1 << 0;
@@ -299,7 +300,7 @@ const _: () = assert!(CTRL_REQ_SIZE == 24);
 const _: () = assert!(CTRL_RESP_SIZE == 8);
 const _: () = assert!(EVENT_SIZE == 16);
 const _: () = assert!(std::mem::size_of::<VirtioUdcEpCap>() == 8);
-const _: () = assert!(CONFIG_SIZE == 272);
+const _: () = assert!(CONFIG_SIZE == 256);
 
 /// Reads a `ByteValued` structure from the start of `bytes`, if long enough.
 pub fn read_struct<T: ByteValued + Default>(bytes: &[u8]) -> Option<T> {

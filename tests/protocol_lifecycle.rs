@@ -94,7 +94,7 @@ fn config_space_describes_the_controller() {
     );
     assert!(u32::from(c.max_segments) >= MIN_SG_SEGMENTS);
     assert_eq!(c.max_speed, VIRTIO_UDC_SPEED_SUPER);
-    assert_eq!(c.num_eps, 31);
+    assert_eq!(c.num_eps, 30);
     assert_eq!(c.eps[0].caps, VIRTIO_UDC_EP_CAP_CONTROL);
     drop(h);
     let d = Daemon::start(&["--no-sg", "--max-speed", "high"]);

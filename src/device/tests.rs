@@ -443,7 +443,7 @@ fn many_requests_complete_in_fifo_order_per_endpoint() {
 #[test]
 fn config_space_describes_the_controller() {
     let c = ControllerConfig::default().to_wire();
-    assert_eq!(c.num_eps, 31);
+    assert_eq!(c.num_eps, 30);
     assert_eq!(u32::from(c.max_segments), MIN_SG_SEGMENTS);
     assert_eq!(
         u32::from(c.flags) & VIRTIO_UDC_CONFIG_F_SG,

@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# Builds the virtio-udc guest image (docs/vm-tier.md, "Image"): a Debian 6.12
+# kernel fetched without installing it, virtio_udc.ko built against its
+# headers, and an initramfs with busybox, the modules, the guest tool and the
+# guest test binaries. Progress goes to stderr; the image directory is the
+# last line on stdout. Everything is cached by content under
+# ${VIRTIO_UDC_CACHE:-/var/cache/virtio-udc}: a second run with nothing
+# changed only hashes.
+#
+#   images/build.sh                          newest linux-image-6.12.*+deb12-amd64
+#   images/build.sh --kernel-version 6.12.48+deb12
+#   images/build.sh --kernel BZIMAGE --modules /lib/modules/REL [--kdir KDIR]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cache=${VIRTIO_UDC_CACHE:-/var/cache/virtio-udc}
+kver=${VIRTIO_UDC_KERNEL_VERSION:-}
+byo_kernel=""
+byo_modules=""
+byo_kdir=""
+
+say() { printf 'image: %s\n' "$*" >&2; }
+die() { printf 'image: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit "${1:-2}"
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --kernel-version) kver=${2:?--kernel-version needs a value}; shift 2 ;;
+        --kernel) byo_kernel=${2:?--kernel needs a bzImage}; shift 2 ;;
+        --modules) byo_modules=${2:?--modules needs a directory}; shift 2 ;;
+        --kdir) byo_kdir=${2:?--kdir needs a kernel build tree}; shift 2 ;;
+        -h|--help) usage 0 ;;
+        *) printf 'image: unknown argument %s\n' "$1" >&2; usage ;;
+    esac
+done
+
+if [ -n "$byo_kernel$byo_modules$byo_kdir" ]; then
+    [ -n "$byo_kernel" ] && [ -n "$byo_modules" ] || die "--kernel and --modules go together (--kdir is optional)"
+    [ -f "$byo_kernel" ] || die "--kernel $byo_kernel: no such file"
+    [ -d "$byo_modules/kernel" ] || die "--modules $byo_modules: not a module tree (no kernel/ inside; give /lib/modules/<release>)"
+    [ -n "$kver" ] && die "--kernel-version does not go with --kernel"
+fi
+
+need_tools() {
+    local missing=()
+    command -v busybox >/dev/null && file -L "$(command -v busybox)" | grep -q 'statically linked' || missing+=(busybox-static)
+    command -v pahole >/dev/null || missing+=(dwarves)
+    command -v modprobe >/dev/null || missing+=(kmod)
+    command -v cpio >/dev/null || missing+=(cpio)
+    command -v xz >/dev/null || missing+=(xz-utils)
+    command -v zstd >/dev/null || missing+=(zstd)
+    command -v file >/dev/null || missing+=(file)
+    command -v gcc-12 >/dev/null || missing+=(gcc-12)
+    command -v bc >/dev/null || missing+=(bc)
+    if [ ${#missing[@]} -gt 0 ]; then
+        [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]}: install them as root"
+        say "installing ${missing[*]}"
+        apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
+    fi
+}
+need_tools
+
+# ---------------------------------------------------------------- kernel --
+
+fetch_debian_kernel() {
+    if [ -z "$kver" ]; then
+        kver=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' |
+            awk '{print $1}' | sed 's/^linux-image-//; s/-amd64-unsigned$//' | sort -V | tail -1)
+        if [ -z "$kver" ]; then
+            say "no linux-image-6.12 in the package lists yet: apt-get update"
+            apt-get update -q >&2
+            kver=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' |
+                awk '{print $1}' | sed 's/^linux-image-//; s/-amd64-unsigned$//' | sort -V | tail -1)
+        fi
+        [ -n "$kver" ] || die "no linux-image-6.12.*+deb12-amd64 in Debian's archive (is bookworm-security in the apt sources?)"
+    fi
+    case "$kver" in
+        6.12.*+deb12) ;;
+        *) die "--kernel-version $kver: expected a Debian 6.12 version such as 6.12.48+deb12" ;;
+    esac
+    release="$kver-amd64"
+    kroot="$cache/kernel/$kver"
+    if [ -f "$kroot/.done" ]; then
+        say "kernel $release: cached"
+    else
+        say "kernel $release: downloading"
+        rm -rf "$kroot"
+        mkdir -p "$kroot/debs"
+        local pkgs=("linux-image-$kver-amd64-unsigned" "linux-headers-$kver-amd64"
+            "linux-headers-$kver-common" "linux-kbuild-$kver")
+        (cd "$kroot/debs" && apt-get download "${pkgs[@]}" >&2) ||
+            die "cannot download ${pkgs[*]}: is $kver still in the archive? (apt-cache policy linux-image-$kver-amd64-unsigned)"
+        say "kernel $release: unpacking"
+        for deb in "$kroot"/debs/*.deb; do dpkg -x "$deb" "$kroot/root"; done
+        rm -rf "$kroot/debs"
+        # The -amd64 headers include their -common half by absolute path.
+        sed -i "s|^include /usr/src/|include ../|" "$kroot/root/usr/src/linux-headers-$release/Makefile"
+        depmod -b "$kroot/root" "$release"
+        touch "$kroot/.done"
+    fi
+    bzimage="$kroot/root/boot/vmlinuz-$release"
+    moddir="$kroot/root/lib/modules/$release"
+    kdir="$kroot/root/usr/src/linux-headers-$release"
+    kernel_id="debian-$kver"
+}
+
+use_own_kernel() {
+    bzimage=$(readlink -f "$byo_kernel")
+    moddir=$(readlink -f "$byo_modules")
+    release=$(basename "$moddir")
+    kdir=${byo_kdir:-$moddir/build}
+    [ -f "$kdir/Makefile" ] || die "no kernel build tree at $kdir: give --kdir (the tree the kernel was built in, or its headers)"
+    local krel
+    krel=$(cat "$kdir/include/config/kernel.release" 2>/dev/null || true)
+    [ -z "$krel" ] || [ "$krel" = "$release" ] ||
+        die "--kdir is for kernel $krel but --modules is for $release: they must match"
+    grep -q '^CONFIG_USB_GADGET=[ym]' "$kdir/.config" 2>/dev/null ||
+        die "$kdir/.config has no CONFIG_USB_GADGET: the kernel needs USB gadget support"
+    kernel_id="own-$(cat "$bzimage" | sha256sum | cut -c1-16)"
+    # The module tree may lack modules.dep: make one in a private copy.
+    local copy="$cache/kernel/$kernel_id/root/lib/modules/$release"
+    if [ ! -f "$copy/.done" ]; then
+        say "kernel $release (own): indexing modules"
+        rm -rf "$copy"
+        mkdir -p "$(dirname "$copy")"
+        cp -a "$moddir" "$copy"
+        rm -f "$copy/build" "$copy/source"
+        depmod -b "$cache/kernel/$kernel_id/root" "$release"
+        touch "$copy/.done"
+    fi
+    moddir=$copy
+}
+
+if [ -n "$byo_kernel" ]; then use_own_kernel; else fetch_debian_kernel; fi
+
+# ---------------------------------------------------------------- module --
+
+modsrc=(virtio_udc.c virtio_udc.h Kbuild Makefile)
+mod_key=$( (echo "$kernel_id"; for f in "${modsrc[@]}"; do sha256sum "$here/virtio-udc/$f"; done) |
+    sha256sum | cut -c1-16)
+modbuild="$cache/module/$mod_key"
+if [ -f "$modbuild/virtio_udc.ko" ]; then
+    say "virtio_udc.ko: cached"
+else
+    say "virtio_udc.ko: building against $release"
+    rm -rf "$modbuild"
+    mkdir -p "$modbuild"
+    for f in "${modsrc[@]}"; do cp "$here/virtio-udc/$f" "$modbuild/"; done
+    make -s -C "$modbuild" KDIR="$kdir" modules >&2 || die "virtio_udc.ko did not build against $kdir"
+fi
+modinfo -F vermagic "$modbuild/virtio_udc.ko" | grep -q "^$release " ||
+    die "virtio_udc.ko was built for $(modinfo -F vermagic "$modbuild/virtio_udc.ko"), not $release"
+
+# ------------------------------------------------------------ guest tools --
+
+say "guest tool and guest tests: cargo build (static)"
+target=x86_64-unknown-linux-gnu
+export RUSTFLAGS="-C target-feature=+crt-static"
+(cd "$root" && cargo build -q --release --target "$target" -p udc-gadget >&2) ||
+    die "the guest tool udc-gadget did not build"
+gadget_bin="$root/target/$target/release/udc-gadget"
+udmabuf_tests=$(cd "$root" && cargo test -q --release --target "$target" -p udmabuf --test device --no-run \
+    --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$udmabuf_tests" ] || die "the udmabuf device tests did not build"
+unset RUSTFLAGS
+
+# ------------------------------------------------------------- initramfs --
+
+# Gadget stack, dummy_hcd (the comparison UDC) and what they depend on.
+wanted=(udc_core libcomposite usb_f_fs dummy_hcd)
+
+image_key=$( (echo "$kernel_id $release"; sha256sum "$modbuild/virtio_udc.ko" "$here/init" "$gadget_bin" \
+    "$udmabuf_tests" "$here/build.sh" "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |
+    sha256sum | cut -c1-16)
+out="$cache/images/$image_key"
+if [ -f "$out/.done" ]; then
+    say "image $image_key: cached"
+    echo "$out"
+    exit 0
+fi
+
+say "initramfs: collecting modules"
+stage=$(mktemp -d "${TMPDIR:-/tmp}/udc-image.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,usr/libexec/udc,etc/udc,proc,sys,dev,tmp,run,lib/modules/"$release"/extra}
+cp "$(command -v busybox)" "$stage/bin/busybox"
+cp "$here/init" "$stage/init"
+chmod 755 "$stage/init"
+
+modroot=$(dirname "$(dirname "$moddir")")
+modroot=$(dirname "$modroot")
+: > "$stage/etc/udc/modules"
+for m in "${wanted[@]}"; do
+    modprobe -d "$modroot" -S "$release" --show-depends "$m" ||
+        die "cannot resolve module $m in $moddir"
+done | awk '$1 == "insmod" {print $2}' | awk '!seen[$0]++' > "$stage/modlist"
+while read -r ko; do
+    rel=${ko#"$moddir"/}
+    dest="$stage/lib/modules/$release/${rel%.xz}"
+    dest=${dest%.zst}
+    dest=${dest%.gz}
+    mkdir -p "$(dirname "$dest")"
+    case "$ko" in
+        *.xz) xz -dc "$ko" > "$dest" ;;
+        *.zst) zstd -qdc "$ko" > "$dest" ;;
+        *.gz) gzip -dc "$ko" > "$dest" ;;
+        *) cp "$ko" "$dest" ;;
+    esac
+    echo "/lib/modules/$release/${dest#"$stage/lib/modules/$release/"}" >> "$stage/etc/udc/modules"
+done < "$stage/modlist"
+rm "$stage/modlist"
+for m in "${wanted[@]}"; do
+    grep -q "/${m//_/[-_]}\.ko$" "$stage/etc/udc/modules" ||
+        grep -q "/${m}\.ko" "$moddir/modules.builtin" 2>/dev/null ||
+        die "module $m is neither in $moddir nor built in: the kernel lacks it"
+done
+cp "$modbuild/virtio_udc.ko" "$stage/lib/modules/$release/extra/virtio_udc.ko"
+echo "/lib/modules/$release/extra/virtio_udc.ko" >> "$stage/etc/udc/modules"
+# dummy_hcd binds a UDC of its own as soon as it loads; the image keeps it
+# loadable but leaves it out of the boot list, so virtio_udc is the only UDC.
+grep -v '/dummy_hcd\.ko$' "$stage/etc/udc/modules" > "$stage/etc/udc/modules.new"
+mv "$stage/etc/udc/modules.new" "$stage/etc/udc/modules"
+echo "$release" > "$stage/etc/udc/kernel.release"
+
+cp "$gadget_bin" "$stage/usr/bin/udc-gadget"
+cp "$udmabuf_tests" "$stage/usr/libexec/udc/udmabuf-device-tests"
+
+say "initramfs: packing"
+rm -rf "$out.tmp"
+mkdir -p "$out.tmp"
+(cd "$stage" && find . -print0 | sort -z | cpio --null -o -H newc --quiet --owner 0:0) |
+    gzip -1 > "$out.tmp/initramfs.cpio.gz"
+cp "$bzimage" "$out.tmp/bzImage"
+cp "$modbuild/virtio_udc.ko" "$out.tmp/virtio_udc.ko"
+echo "$release" > "$out.tmp/kernel.release"
+cp "$stage/etc/udc/modules" "$out.tmp/modules.list"
+touch "$out.tmp/.done"
+rm -rf "$out"
+mv "$out.tmp" "$out"
+say "image $image_key: $(du -sh "$out" | cut -f1) ($release)"
+echo "$out"

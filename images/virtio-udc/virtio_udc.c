@@ -1,0 +1,1379 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * A USB device controller on a virtio device
+ *
+ * The device (for example QEMU's vhost-user-udc-pci with the
+ * vhost-device-udc back end) plays the USB host and the controller's DMA
+ * engine. This driver registers a UDC with the gadget core: gadget drivers
+ * queue usb_requests, the driver passes them to the device as lists of DMA
+ * addresses on the xferq, and the device moves the data between the host
+ * and exactly those addresses. Bus events arrive on the eventq; endpoint
+ * and bus commands go on the controlq.
+ *
+ * The wire format is docs/virtio-udc.md in the virtio-udc project.
+ *
+ * Locking: one spinlock, vudc->lock, covers the driver state and all three
+ * virtqueues. It is dropped around every call into the gadget driver
+ * (completions, setup, reset, disconnect, suspend, resume), as those may
+ * queue or dequeue requests.
+ *
+ * Commands are synchronous: the gadget API calls that need the device
+ * (usb_ep_enable from a set_alt handler, usb_ep_dequeue under f_fs's
+ * spinlock, pullup from usb_gadget_deactivate) run in atomic context, so the
+ * driver busy-waits for the command's response, as virtio-net does for its
+ * control queue. The device answers commands without waiting for the host,
+ * so the wait is short; a device that does not answer within
+ * VUDC_CMD_TIMEOUT_MS is treated as gone.
+ */
+
+#include <linux/delay.h>
+#include <linux/device.h>
+#include <linux/dma-mapping.h>
+#include <linux/kernel.h>
+#include <linux/ktime.h>
+#include <linux/list.h>
+#include <linux/module.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/usb/ch9.h>
+#include <linux/usb/gadget.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include "virtio_udc.h"
+
+#define DRIVER_DESC	"virtio USB device controller"
+
+/* Event buffers kept posted on the eventq. */
+#define VUDC_EVENT_BUFS		16
+
+/* Segments that fit in the request itself, next to its header. */
+#define VUDC_INLINE_SEGS	4
+
+#define VUDC_SEGS_PER_PAGE	(PAGE_SIZE / sizeof(struct virtio_udc_seg))
+
+/* How long a command may take before the device is considered gone. */
+#define VUDC_CMD_TIMEOUT_MS	2000
+
+struct virtio_udc;
+
+/**
+ * struct virtio_udc_ep - one endpoint
+ * @ep: the gadget core's view
+ * @vudc: the controller
+ * @queue: requests queued on this endpoint, oldest first
+ * @addr: bEndpointAddress from the configuration space (0 for ep0)
+ * @type: USB transfer type while enabled
+ * @enabled: EP_ENABLE succeeded and no EP_DISABLE followed
+ * @halted: the endpoint is halted, by the gadget or by the host
+ * @wedged: the gadget wedged the endpoint
+ * @name: "ep0", "ep1in", "ep2out", ...
+ */
+struct virtio_udc_ep {
+	struct usb_ep ep;
+	struct virtio_udc *vudc;
+	struct list_head queue;
+	u8 addr;
+	u8 type;
+	bool enabled;
+	bool halted;
+	bool wedged;
+	char name[12];
+};
+
+/**
+ * struct virtio_udc_req - one request
+ * @req: the gadget core's view
+ * @queue: entry in the endpoint's queue
+ * @backlog: entry in the controller's backlog while the xferq is full
+ * @ep: the endpoint it is queued on
+ * @tag: identifies it to the device (XFER_CANCEL)
+ * @in_flight: the device owns it
+ * @is_in: data moves to the host
+ * @mapped: the driver mapped it and unmaps it on completion
+ * @wire: header and the first segments, read by the device
+ * @wire.hdr: the transfer request header
+ * @wire.segs: segments that fit next to the header
+ * @status: written by the device
+ * @seg_pages: pages holding the segments when they do not fit in @wire
+ * @nr_seg_pages: number of @seg_pages
+ */
+struct virtio_udc_req {
+	struct usb_request req;
+	struct list_head queue;
+	struct list_head backlog;
+	struct virtio_udc_ep *ep;
+	u64 tag;
+	bool in_flight;
+	bool is_in;
+	bool mapped;
+	struct {
+		struct virtio_udc_xfer_req hdr;
+		struct virtio_udc_seg segs[VUDC_INLINE_SEGS];
+	} wire;
+	struct virtio_udc_xfer_status status;
+	void **seg_pages;
+	unsigned int nr_seg_pages;
+};
+
+/**
+ * struct virtio_udc_cmd - the one command buffer (commands are serialised)
+ * @req: read by the device
+ * @resp: written by the device
+ */
+struct virtio_udc_cmd {
+	struct virtio_udc_ctrl_req req;
+	struct virtio_udc_ctrl_resp resp;
+};
+
+/**
+ * struct virtio_udc - the controller
+ * @gadget: the gadget it provides
+ * @driver: the bound gadget driver, NULL when none
+ * @vdev: the virtio device
+ * @dma_dev: the device that DMA-maps request buffers (the transport's)
+ * @lock: protects everything below and the virtqueues
+ * @cvq: controlq
+ * @evq: eventq
+ * @xvq: xferq
+ * @cmd: command buffer
+ * @events: eventq buffers
+ * @eps: ep0 first, then the endpoints in configuration-space order
+ * @num_eps: valid entries in @eps
+ * @backlog: requests waiting for room on the xferq, oldest first
+ * @next_tag: tag of the next request
+ * @max_segments: from the configuration space
+ * @flags: configuration flags
+ * @ep0_in: direction of the pending control transfer's data stage
+ * @pullup: the gadget wants to be connected
+ * @dead: the device stopped answering; nothing more goes to it
+ */
+struct virtio_udc {
+	struct usb_gadget gadget;
+	struct usb_gadget_driver *driver;
+	struct virtio_device *vdev;
+	struct device *dma_dev;
+	spinlock_t lock;	/* see the comment at the top of the file */
+	struct virtqueue *cvq;
+	struct virtqueue *evq;
+	struct virtqueue *xvq;
+	struct virtio_udc_cmd *cmd;
+	struct virtio_udc_event *events;
+	struct virtio_udc_ep eps[VIRTIO_UDC_MAX_EPS];
+	unsigned int num_eps;
+	struct list_head backlog;
+	u64 next_tag;
+	u32 max_segments;
+	u32 flags;
+	bool ep0_in;
+	bool pullup;
+	bool dead;
+};
+
+static inline struct virtio_udc *gadget_to_vudc(struct usb_gadget *g)
+{
+	return container_of(g, struct virtio_udc, gadget);
+}
+
+static inline struct virtio_udc_ep *usb_ep_to_vep(struct usb_ep *ep)
+{
+	return container_of(ep, struct virtio_udc_ep, ep);
+}
+
+static inline struct virtio_udc_req *usb_req_to_vreq(struct usb_request *req)
+{
+	return container_of(req, struct virtio_udc_req, req);
+}
+
+static inline bool vep_is_ep0(struct virtio_udc_ep *vep)
+{
+	return vep == &vep->vudc->eps[0];
+}
+
+/* Section 8 of the specification: device status to errno. */
+static int vudc_status_to_errno(u32 status)
+{
+	switch (status) {
+	case VIRTIO_UDC_S_OK:
+		return 0;
+	case VIRTIO_UDC_S_SHUTDOWN:
+		return -ESHUTDOWN;
+	case VIRTIO_UDC_S_CANCELLED:
+		return -ECONNRESET;
+	case VIRTIO_UDC_S_STALL:
+		return -EPIPE;
+	case VIRTIO_UDC_S_OVERFLOW:
+		return -EOVERFLOW;
+	case VIRTIO_UDC_S_PROTO:
+		return -EPROTO;
+	case VIRTIO_UDC_S_DMA_FAULT:
+		return -EIO;
+	case VIRTIO_UDC_S_INVALID:
+		return -EINVAL;
+	case VIRTIO_UDC_S_UNSUPPORTED:
+		return -EOPNOTSUPP;
+	case VIRTIO_UDC_S_BUSY:
+		return -EAGAIN;
+	case VIRTIO_UDC_S_NOT_FOUND:
+		return -EINVAL;
+	default:
+		return -EIO;
+	}
+}
+
+static void vudc_free_seg_pages(struct virtio_udc_req *vreq)
+{
+	unsigned int i;
+
+	for (i = 0; i < vreq->nr_seg_pages; i++)
+		free_page((unsigned long)vreq->seg_pages[i]);
+	kfree(vreq->seg_pages);
+	vreq->seg_pages = NULL;
+	vreq->nr_seg_pages = 0;
+}
+
+/*
+ * Give a finished request back to its gadget driver. Called with the lock
+ * held; drops it around the completion callback, which may queue again.
+ */
+static void vudc_giveback(struct virtio_udc *vudc, struct virtio_udc_req *vreq, int status)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_ep *vep = vreq->ep;
+
+	list_del_init(&vreq->queue);
+	list_del_init(&vreq->backlog);
+	vreq->in_flight = false;
+	vudc_free_seg_pages(vreq);
+	if (vreq->mapped) {
+		usb_gadget_unmap_request_by_dev(vudc->dma_dev, &vreq->req, vreq->is_in);
+		vreq->mapped = false;
+	}
+	if (vreq->req.status == -EINPROGRESS)
+		vreq->req.status = status;
+
+	spin_unlock(&vudc->lock);
+	usb_gadget_giveback_request(&vep->ep, &vreq->req);
+	spin_lock(&vudc->lock);
+}
+
+/* Complete every request on @vep that the device does not own. */
+static void vudc_nuke_waiting(struct virtio_udc *vudc, struct virtio_udc_ep *vep, int status)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_req *vreq, *tmp;
+
+restart:
+	list_for_each_entry_safe(vreq, tmp, &vep->queue, queue) {
+		if (vreq->in_flight && !vudc->dead)
+			continue;
+		vudc_giveback(vudc, vreq, status);
+		/* The callback may have queued or dequeued: walk again. */
+		goto restart;
+	}
+}
+
+/*
+ * Collect finished transfers from the xferq. Completions the device
+ * promises before a command response or an event (EP_DISABLE, XFER_CANCEL,
+ * BUS_RESET, DISCONNECT) are collected here too, before acting on those.
+ */
+static void vudc_drain_xferq(struct virtio_udc *vudc)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_req *vreq;
+	unsigned int len;
+	int status;
+	u32 actual;
+
+	do {
+		virtqueue_disable_cb(vudc->xvq);
+		while ((vreq = virtqueue_get_buf(vudc->xvq, &len))) {
+			if (len < sizeof(vreq->status)) {
+				dev_warn_ratelimited(&vudc->vdev->dev,
+						     "transfer %llu came back without a status\n",
+						     vreq->tag);
+				status = -EIO;
+				actual = 0;
+			} else {
+				status = vudc_status_to_errno(le32_to_cpu(vreq->status.status));
+				actual = le32_to_cpu(vreq->status.actual);
+			}
+			vreq->req.actual = min(actual, vreq->req.length);
+			vudc_giveback(vudc, vreq, status);
+		}
+	} while (!virtqueue_enable_cb(vudc->xvq));
+}
+
+/* Hand one request to the device. */
+static int vudc_submit(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
+	__must_hold(&vudc->lock)
+{
+	struct scatterlist *sgs[2], status_sg, *out;
+	struct scatterlist out_inline[1];
+	struct scatterlist *out_pages = NULL;
+	unsigned int num_segs = le32_to_cpu(vreq->wire.hdr.num_segs);
+	unsigned int i;
+	int ret;
+
+	if (!vreq->nr_seg_pages) {
+		sg_init_one(out_inline, &vreq->wire,
+			    sizeof(vreq->wire.hdr) + num_segs * sizeof(struct virtio_udc_seg));
+		out = out_inline;
+	} else {
+		out_pages = kmalloc_array(vreq->nr_seg_pages + 1, sizeof(*out_pages), GFP_ATOMIC);
+		if (!out_pages)
+			return -ENOMEM;
+		sg_init_table(out_pages, vreq->nr_seg_pages + 1);
+		sg_set_buf(&out_pages[0], &vreq->wire.hdr, sizeof(vreq->wire.hdr));
+		for (i = 0; i < vreq->nr_seg_pages; i++) {
+			unsigned int n = min_t(unsigned int, num_segs - i * VUDC_SEGS_PER_PAGE,
+					       VUDC_SEGS_PER_PAGE);
+
+			sg_set_buf(&out_pages[i + 1], vreq->seg_pages[i],
+				   n * sizeof(struct virtio_udc_seg));
+		}
+		out = out_pages;
+	}
+	sg_init_one(&status_sg, &vreq->status, sizeof(vreq->status));
+	sgs[0] = out;
+	sgs[1] = &status_sg;
+
+	ret = virtqueue_add_sgs(vudc->xvq, sgs, 1, 1, vreq, GFP_ATOMIC);
+	kfree(out_pages);
+	if (ret)
+		return ret;
+	vreq->in_flight = true;
+	return 0;
+}
+
+/* Move requests from the backlog to the device while there is room. */
+static void vudc_submit_backlog(struct virtio_udc *vudc)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_req *vreq;
+	bool kick = false;
+	int ret;
+
+	while ((vreq = list_first_entry_or_null(&vudc->backlog, struct virtio_udc_req, backlog))) {
+		ret = vudc_submit(vudc, vreq);
+		if (ret == -ENOSPC)
+			break;
+		list_del_init(&vreq->backlog);
+		if (ret) {
+			vudc_giveback(vudc, vreq, ret);
+			continue;
+		}
+		kick = true;
+	}
+	if (kick)
+		virtqueue_kick(vudc->xvq);
+}
+
+static void vudc_xferq_done(struct virtqueue *vq)
+{
+	struct virtio_udc *vudc = vq->vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc_drain_xferq(vudc);
+	vudc_submit_backlog(vudc);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+}
+
+/*
+ * The device stopped answering. Take back every request: the device may
+ * never complete them, and the gadget driver must not wait for it.
+ */
+static void vudc_mark_dead(struct virtio_udc *vudc)
+	__must_hold(&vudc->lock)
+{
+	unsigned int i;
+
+	if (vudc->dead)
+		return;
+	dev_err(&vudc->vdev->dev, "device stopped answering; failing all requests\n");
+	vudc->dead = true;
+	virtio_break_device(vudc->vdev);
+	for (i = 0; i < vudc->num_eps; i++)
+		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
+}
+
+/*
+ * Send one command and wait for its response. Returns the errno for the
+ * device's status; *value receives the response's value when not NULL.
+ */
+static int vudc_cmd(struct virtio_udc *vudc, struct virtio_udc_ctrl_req *req, u32 *value)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_cmd *cmd = vudc->cmd;
+	struct scatterlist out, in, *sgs[2];
+	unsigned int len;
+	ktime_t deadline;
+	int ret;
+
+	if (vudc->dead)
+		return -ESHUTDOWN;
+
+	cmd->req = *req;
+	memset(&cmd->resp, 0, sizeof(cmd->resp));
+	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
+	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
+	sgs[0] = &out;
+	sgs[1] = &in;
+	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
+	if (ret)
+		return ret;
+	if (unlikely(!virtqueue_kick(vudc->cvq)))
+		goto gone;
+
+	deadline = ktime_add_ms(ktime_get(), VUDC_CMD_TIMEOUT_MS);
+	while (!virtqueue_get_buf(vudc->cvq, &len)) {
+		if (virtqueue_is_broken(vudc->cvq) || ktime_after(ktime_get(), deadline))
+			goto gone;
+		cpu_relax();
+	}
+	if (len < sizeof(cmd->resp)) {
+		dev_warn_ratelimited(&vudc->vdev->dev, "command %u: short response\n",
+				     le16_to_cpu(req->opcode));
+		return -EIO;
+	}
+	if (value)
+		*value = le32_to_cpu(cmd->resp.value);
+	return vudc_status_to_errno(le32_to_cpu(cmd->resp.status));
+
+gone:
+	dev_err(&vudc->vdev->dev, "command %u: no response\n", le16_to_cpu(req->opcode));
+	vudc_mark_dead(vudc);
+	return -ESHUTDOWN;
+}
+
+static int vudc_simple_cmd(struct virtio_udc *vudc, u16 opcode, u8 ep, u32 value, u32 *result)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_ctrl_req req = {
+		.opcode = cpu_to_le16(opcode),
+		.ep = ep,
+		.value = cpu_to_le32(value),
+	};
+
+	return vudc_cmd(vudc, &req, result);
+}
+
+/* --------------------------------------------------------------------- */
+/* Endpoint operations                                                   */
+
+static int virtio_udc_ep_enable(struct usb_ep *ep, const struct usb_endpoint_descriptor *desc)
+{
+	struct virtio_udc_ep *vep = usb_ep_to_vep(ep);
+	struct virtio_udc *vudc = vep->vudc;
+	struct virtio_udc_ctrl_req req = {};
+	unsigned long flags;
+	u8 type, mult = 0, burst = 0;
+	u16 maxp;
+	int ret;
+
+	if (!desc || vep_is_ep0(vep) || desc->bDescriptorType != USB_DT_ENDPOINT)
+		return -EINVAL;
+	if (desc->bEndpointAddress != vep->addr)
+		return -EINVAL;
+	maxp = usb_endpoint_maxp(desc);
+	if (!maxp || maxp > ep->maxpacket_limit)
+		return -ERANGE;
+	type = usb_endpoint_type(desc);
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (!vudc->driver || vudc->gadget.speed == USB_SPEED_UNKNOWN) {
+		ret = -ESHUTDOWN;
+		goto out;
+	}
+	if (vep->enabled) {
+		ret = -EBUSY;
+		goto out;
+	}
+
+	if (vudc->gadget.speed >= USB_SPEED_SUPER && ep->comp_desc) {
+		burst = ep->comp_desc->bMaxBurst;
+		if (type == USB_ENDPOINT_XFER_ISOC)
+			mult = USB_SS_MULT(ep->comp_desc->bmAttributes) - 1;
+	} else if (vudc->gadget.speed == USB_SPEED_HIGH &&
+		   (type == USB_ENDPOINT_XFER_ISOC || type == USB_ENDPOINT_XFER_INT)) {
+		mult = usb_endpoint_maxp_mult(desc) - 1;
+	}
+
+	req.opcode = cpu_to_le16(VIRTIO_UDC_CMD_EP_ENABLE);
+	req.ep = vep->addr;
+	req.ep_type = type;
+	req.max_packet = cpu_to_le16(maxp);
+	req.interval = desc->bInterval;
+	req.max_burst = burst;
+	req.mult = mult;
+	ret = vudc_cmd(vudc, &req, NULL);
+	if (ret) {
+		dev_dbg(&vudc->vdev->dev, "%s: enable failed: %d\n", ep->name, ret);
+		goto out;
+	}
+
+	vep->enabled = true;
+	vep->halted = false;
+	vep->wedged = false;
+	vep->type = type;
+	ep->desc = desc;
+	ep->maxpacket = maxp;
+	ep->mult = mult + 1;
+	ep->maxburst = burst + 1;
+out:
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return ret;
+}
+
+/* Called with the lock held: the endpoint is disabled on the device too. */
+static void vudc_ep_disabled(struct virtio_udc *vudc, struct virtio_udc_ep *vep)
+	__must_hold(&vudc->lock)
+{
+	vep->enabled = false;
+	vep->halted = false;
+	vep->wedged = false;
+	vep->ep.desc = NULL;
+}
+
+static int virtio_udc_ep_disable(struct usb_ep *ep)
+{
+	struct virtio_udc_ep *vep = usb_ep_to_vep(ep);
+	struct virtio_udc *vudc = vep->vudc;
+	unsigned long flags;
+	int ret;
+
+	if (vep_is_ep0(vep))
+		return -EINVAL;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	/*
+	 * The device completes the endpoint's requests before it answers,
+	 * so after the drain only requests it never saw are left.
+	 */
+	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_EP_DISABLE, vep->addr, 0, NULL);
+	if (!vudc->dead)
+		vudc_drain_xferq(vudc);
+	vudc_nuke_waiting(vudc, vep, -ESHUTDOWN);
+	vudc_ep_disabled(vudc, vep);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+
+	return ret == -ESHUTDOWN ? 0 : ret;
+}
+
+static struct usb_request *virtio_udc_alloc_request(struct usb_ep *ep, gfp_t gfp)
+{
+	struct virtio_udc_req *vreq;
+
+	vreq = kzalloc(sizeof(*vreq), gfp);
+	if (!vreq)
+		return NULL;
+	INIT_LIST_HEAD(&vreq->queue);
+	INIT_LIST_HEAD(&vreq->backlog);
+	vreq->ep = usb_ep_to_vep(ep);
+	return &vreq->req;
+}
+
+static void virtio_udc_free_request(struct usb_ep *ep, struct usb_request *req)
+{
+	struct virtio_udc_req *vreq = usb_req_to_vreq(req);
+
+	WARN_ON(!list_empty(&vreq->queue));
+	kfree(vreq);
+}
+
+/* Fill in the segment list from the request's DMA mapping. */
+static int vudc_build_segs(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
+{
+	struct usb_request *req = &vreq->req;
+	struct virtio_udc_seg *seg;
+	struct scatterlist *sg;
+	unsigned int num_segs, i;
+
+	if (!req->length)
+		num_segs = 0;
+	else if (req->num_mapped_sgs)
+		num_segs = req->num_mapped_sgs;
+	else
+		num_segs = 1;
+
+	if (num_segs > vudc->max_segments)
+		return -EINVAL;
+
+	if (num_segs > VUDC_INLINE_SEGS) {
+		unsigned int pages = DIV_ROUND_UP(num_segs, VUDC_SEGS_PER_PAGE);
+
+		vreq->seg_pages = kcalloc(pages, sizeof(*vreq->seg_pages), GFP_ATOMIC);
+		if (!vreq->seg_pages)
+			return -ENOMEM;
+		for (i = 0; i < pages; i++) {
+			vreq->seg_pages[i] = (void *)__get_free_page(GFP_ATOMIC);
+			if (!vreq->seg_pages[i]) {
+				vudc_free_seg_pages(vreq);
+				return -ENOMEM;
+			}
+			vreq->nr_seg_pages++;
+		}
+	}
+
+	if (num_segs == 1 && !req->num_mapped_sgs) {
+		vreq->wire.segs[0].addr = cpu_to_le64(req->dma);
+		vreq->wire.segs[0].len = cpu_to_le32(req->length);
+		vreq->wire.segs[0].reserved = 0;
+	} else if (num_segs) {
+		for_each_sg(req->sg, sg, num_segs, i) {
+			if (vreq->nr_seg_pages) {
+				seg = vreq->seg_pages[i / VUDC_SEGS_PER_PAGE];
+				seg += i % VUDC_SEGS_PER_PAGE;
+			} else {
+				seg = &vreq->wire.segs[i];
+			}
+			seg->addr = cpu_to_le64(sg_dma_address(sg));
+			seg->len = cpu_to_le32(sg_dma_len(sg));
+			seg->reserved = 0;
+		}
+	}
+	vreq->wire.hdr.num_segs = cpu_to_le32(num_segs);
+	return 0;
+}
+
+static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t gfp)
+{
+	struct virtio_udc_ep *vep = usb_ep_to_vep(ep);
+	struct virtio_udc_req *vreq = usb_req_to_vreq(req);
+	struct virtio_udc *vudc = vep->vudc;
+	struct virtio_udc_xfer_req *hdr = &vreq->wire.hdr;
+	unsigned long flags;
+	u8 addr;
+	int ret;
+
+	if (!req->complete || !list_empty(&vreq->queue))
+		return -EINVAL;
+	if (req->length && !req->buf && !req->num_sgs)
+		return -EINVAL;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (!vudc->driver || vudc->dead || vudc->gadget.speed == USB_SPEED_UNKNOWN) {
+		ret = -ESHUTDOWN;
+		goto out;
+	}
+	if (vep_is_ep0(vep)) {
+		addr = vudc->ep0_in ? USB_DIR_IN : USB_DIR_OUT;
+	} else {
+		if (!vep->enabled) {
+			ret = -ESHUTDOWN;
+			goto out;
+		}
+		addr = vep->addr;
+	}
+
+	vreq->ep = vep;
+	vreq->is_in = addr & USB_DIR_IN;
+	req->status = -EINPROGRESS;
+	req->actual = 0;
+
+	ret = usb_gadget_map_request_by_dev(vudc->dma_dev, req, vreq->is_in);
+	if (ret)
+		goto out;
+	vreq->mapped = true;
+
+	ret = vudc_build_segs(vudc, vreq);
+	if (ret)
+		goto unmap;
+
+	hdr->opcode = cpu_to_le16(VIRTIO_UDC_XFER_OP_TRANSFER);
+	hdr->ep = addr;
+	hdr->flags = (vreq->is_in && req->zero) ? VIRTIO_UDC_XFER_F_ZERO : 0;
+	hdr->length = cpu_to_le32(req->length);
+	hdr->reserved = 0;
+	vreq->tag = vudc->next_tag++;
+	hdr->tag = cpu_to_le64(vreq->tag);
+
+	list_add_tail(&vreq->queue, &vep->queue);
+	/* Keep submission order: nothing overtakes the backlog. */
+	if (list_empty(&vudc->backlog)) {
+		ret = vudc_submit(vudc, vreq);
+		if (!ret) {
+			virtqueue_kick(vudc->xvq);
+			goto out;
+		}
+		if (ret != -ENOSPC) {
+			list_del_init(&vreq->queue);
+			vudc_free_seg_pages(vreq);
+			goto unmap;
+		}
+	}
+	list_add_tail(&vreq->backlog, &vudc->backlog);
+	ret = 0;
+	goto out;
+
+unmap:
+	usb_gadget_unmap_request_by_dev(vudc->dma_dev, req, vreq->is_in);
+	vreq->mapped = false;
+out:
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return ret;
+}
+
+static int virtio_udc_ep_dequeue(struct usb_ep *ep, struct usb_request *req)
+{
+	struct virtio_udc_ep *vep = usb_ep_to_vep(ep);
+	struct virtio_udc_req *vreq = usb_req_to_vreq(req), *iter;
+	struct virtio_udc *vudc = vep->vudc;
+	struct virtio_udc_ctrl_req cmd = {};
+	unsigned long flags;
+	bool found = false;
+	int ret = 0;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	list_for_each_entry(iter, &vep->queue, queue) {
+		if (iter == vreq) {
+			found = true;
+			break;
+		}
+	}
+	if (!found) {
+		ret = -EINVAL;
+		goto out;
+	}
+
+	if (!vreq->in_flight) {
+		vudc_giveback(vudc, vreq, -ECONNRESET);
+		goto out;
+	}
+
+	cmd.opcode = cpu_to_le16(VIRTIO_UDC_CMD_XFER_CANCEL);
+	cmd.ep = vreq->wire.hdr.ep;
+	cmd.tag = cpu_to_le64(vreq->tag);
+	ret = vudc_cmd(vudc, &cmd, NULL);
+	/*
+	 * CANCELLED, or the completion that beat the cancel (NOT_FOUND), is on
+	 * the used ring now; a dead device had its requests taken back.
+	 */
+	if (!vudc->dead)
+		vudc_drain_xferq(vudc);
+	ret = 0;
+out:
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return ret;
+}
+
+static int vudc_set_halt(struct usb_ep *ep, int value, bool wedge)
+{
+	struct virtio_udc_ep *vep = usb_ep_to_vep(ep);
+	struct virtio_udc *vudc = vep->vudc;
+	unsigned long flags;
+	u32 arg = value ? (wedge ? 2 : 1) : 0;
+	int ret;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (!vudc->driver) {
+		ret = -ESHUTDOWN;
+		goto out;
+	}
+	if (vep_is_ep0(vep)) {
+		/* A protocol stall of the pending control transfer. */
+		ret = value ? vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_EP_SET_HALT, 0, 1, NULL) : 0;
+		goto out;
+	}
+	if (!vep->enabled) {
+		ret = -EINVAL;
+		goto out;
+	}
+	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_EP_SET_HALT, vep->addr, arg, NULL);
+	if (!ret) {
+		vep->halted = !!value;
+		vep->wedged = value && wedge;
+	}
+out:
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return ret;
+}
+
+static int virtio_udc_ep_set_halt(struct usb_ep *ep, int value)
+{
+	return vudc_set_halt(ep, value, false);
+}
+
+static int virtio_udc_ep_set_wedge(struct usb_ep *ep)
+{
+	return vudc_set_halt(ep, 1, true);
+}
+
+static int virtio_udc_ep_fifo_status(struct usb_ep *ep)
+{
+	struct virtio_udc_ep *vep = usb_ep_to_vep(ep);
+	struct virtio_udc *vudc = vep->vudc;
+	unsigned long flags;
+	u32 bytes = 0;
+	int ret;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_EP_FIFO_STATUS, vep->addr, 0, &bytes);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	if (ret)
+		return ret;
+	return min_t(u32, bytes, INT_MAX);
+}
+
+static void virtio_udc_ep_fifo_flush(struct usb_ep *ep)
+{
+	struct virtio_udc_ep *vep = usb_ep_to_vep(ep);
+	struct virtio_udc *vudc = vep->vudc;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_EP_FIFO_FLUSH, vep->addr, 0, NULL);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+}
+
+static const struct usb_ep_ops virtio_udc_ep_ops = {
+	.enable		= virtio_udc_ep_enable,
+	.disable	= virtio_udc_ep_disable,
+	.alloc_request	= virtio_udc_alloc_request,
+	.free_request	= virtio_udc_free_request,
+	.queue		= virtio_udc_ep_queue,
+	.dequeue	= virtio_udc_ep_dequeue,
+	.set_halt	= virtio_udc_ep_set_halt,
+	.set_wedge	= virtio_udc_ep_set_wedge,
+	.fifo_status	= virtio_udc_ep_fifo_status,
+	.fifo_flush	= virtio_udc_ep_fifo_flush,
+};
+
+/* --------------------------------------------------------------------- */
+/* Gadget operations                                                     */
+
+static int virtio_udc_get_frame(struct usb_gadget *gadget)
+{
+	struct virtio_udc *vudc = gadget_to_vudc(gadget);
+	unsigned long flags;
+	u32 frame = 0;
+	int ret;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_GET_FRAME, 0, 0, &frame);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return ret ? ret : (int)(frame & 0x7ff);
+}
+
+static int virtio_udc_wakeup(struct usb_gadget *gadget)
+{
+	struct virtio_udc *vudc = gadget_to_vudc(gadget);
+	unsigned long flags;
+	int ret;
+
+	if (!(vudc->flags & VIRTIO_UDC_CONFIG_F_REMOTE_WAKEUP))
+		return -EOPNOTSUPP;
+	spin_lock_irqsave(&vudc->lock, flags);
+	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_WAKEUP, 0, 0, NULL);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return ret;
+}
+
+static int virtio_udc_set_selfpowered(struct usb_gadget *gadget, int is_selfpowered)
+{
+	struct virtio_udc *vudc = gadget_to_vudc(gadget);
+	unsigned long flags;
+	int ret;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_SET_SELFPOWERED, 0, !!is_selfpowered, NULL);
+	if (!ret)
+		gadget->is_selfpowered = !!is_selfpowered;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return ret;
+}
+
+/* Forget the bus: every endpoint but ep0 is disabled on the device. */
+static void vudc_bus_gone(struct virtio_udc *vudc)
+	__must_hold(&vudc->lock)
+{
+	unsigned int i;
+
+	if (!vudc->dead)
+		vudc_drain_xferq(vudc);
+	for (i = 0; i < vudc->num_eps; i++)
+		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
+	for (i = 1; i < vudc->num_eps; i++)
+		vudc_ep_disabled(vudc, &vudc->eps[i]);
+}
+
+static int virtio_udc_pullup(struct usb_gadget *gadget, int is_on)
+{
+	struct virtio_udc *vudc = gadget_to_vudc(gadget);
+	unsigned long flags;
+	int ret;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_PULLUP, 0, !!is_on, NULL);
+	if (!ret)
+		vudc->pullup = !!is_on;
+	if (!is_on) {
+		/* The device completed the queued requests with SHUTDOWN. */
+		vudc_bus_gone(vudc);
+		vudc->gadget.speed = USB_SPEED_UNKNOWN;
+	}
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return is_on ? ret : 0;
+}
+
+static int virtio_udc_udc_start(struct usb_gadget *gadget, struct usb_gadget_driver *driver)
+{
+	struct virtio_udc *vudc = gadget_to_vudc(gadget);
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->driver = driver;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return 0;
+}
+
+static int virtio_udc_udc_stop(struct usb_gadget *gadget)
+{
+	struct virtio_udc *vudc = gadget_to_vudc(gadget);
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->driver = NULL;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	return 0;
+}
+
+static const struct usb_gadget_ops virtio_udc_gadget_ops = {
+	.get_frame		= virtio_udc_get_frame,
+	.wakeup			= virtio_udc_wakeup,
+	.set_selfpowered	= virtio_udc_set_selfpowered,
+	.pullup			= virtio_udc_pullup,
+	.udc_start		= virtio_udc_udc_start,
+	.udc_stop		= virtio_udc_udc_stop,
+};
+
+/* --------------------------------------------------------------------- */
+/* Events                                                                */
+
+static enum usb_device_speed vudc_speed(u32 value)
+{
+	switch (value) {
+	case VIRTIO_UDC_SPEED_LOW:
+		return USB_SPEED_LOW;
+	case VIRTIO_UDC_SPEED_FULL:
+		return USB_SPEED_FULL;
+	case VIRTIO_UDC_SPEED_HIGH:
+		return USB_SPEED_HIGH;
+	case VIRTIO_UDC_SPEED_SUPER:
+		return USB_SPEED_SUPER;
+	case VIRTIO_UDC_SPEED_SUPER_PLUS:
+		return USB_SPEED_SUPER_PLUS;
+	default:
+		return USB_SPEED_UNKNOWN;
+	}
+}
+
+static void vudc_event_bus_reset(struct virtio_udc *vudc, u32 value)
+	__must_hold(&vudc->lock)
+{
+	struct usb_gadget_driver *driver = vudc->driver;
+	enum usb_device_speed speed = vudc_speed(value);
+
+	vudc_bus_gone(vudc);
+	if (speed == USB_SPEED_UNKNOWN || speed > vudc->gadget.max_speed) {
+		dev_warn(&vudc->vdev->dev, "bus reset at unknown speed %u\n", value);
+		speed = vudc->gadget.max_speed;
+	}
+	/* The gadget driver's reset handler looks at the old speed. */
+	if (driver && vudc->gadget.speed != USB_SPEED_UNKNOWN) {
+		spin_unlock(&vudc->lock);
+		usb_gadget_udc_reset(&vudc->gadget, driver);
+		spin_lock(&vudc->lock);
+	}
+	vudc->gadget.speed = speed;
+	vudc->eps[0].ep.maxpacket = speed >= USB_SPEED_SUPER ? 512 : 64;
+	usb_gadget_set_state(&vudc->gadget, USB_STATE_DEFAULT);
+}
+
+static void vudc_event_setup(struct virtio_udc *vudc, const u8 *raw)
+	__must_hold(&vudc->lock)
+{
+	struct usb_gadget_driver *driver = vudc->driver;
+	struct usb_ctrlrequest ctrl;
+	int ret = -EOPNOTSUPP;
+
+	memcpy(&ctrl, raw, sizeof(ctrl));
+	/* An earlier control transfer's ep0 requests came back CANCELLED. */
+	vudc_drain_xferq(vudc);
+	vudc->ep0_in = (ctrl.bRequestType & USB_DIR_IN) && le16_to_cpu(ctrl.wLength);
+
+	if (driver) {
+		spin_unlock(&vudc->lock);
+		ret = driver->setup(&vudc->gadget, &ctrl);
+		spin_lock(&vudc->lock);
+	}
+	if (ret < 0) {
+		dev_dbg(&vudc->vdev->dev, "setup %02x.%02x: stall (%d)\n",
+			ctrl.bRequestType, ctrl.bRequest, ret);
+		vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_EP_SET_HALT, 0, 1, NULL);
+	}
+}
+
+static void vudc_event_disconnect(struct virtio_udc *vudc)
+	__must_hold(&vudc->lock)
+{
+	struct usb_gadget_driver *driver = vudc->driver;
+	bool was_connected = vudc->gadget.speed != USB_SPEED_UNKNOWN;
+
+	vudc_bus_gone(vudc);
+	vudc->gadget.speed = USB_SPEED_UNKNOWN;
+	if (driver && was_connected && driver->disconnect) {
+		spin_unlock(&vudc->lock);
+		driver->disconnect(&vudc->gadget);
+		spin_lock(&vudc->lock);
+	}
+	usb_gadget_set_state(&vudc->gadget, USB_STATE_NOTATTACHED);
+}
+
+static void vudc_event_suspend(struct virtio_udc *vudc, bool suspend)
+	__must_hold(&vudc->lock)
+{
+	struct usb_gadget_driver *driver = vudc->driver;
+
+	if (!driver)
+		return;
+	spin_unlock(&vudc->lock);
+	if (suspend && driver->suspend)
+		driver->suspend(&vudc->gadget);
+	else if (!suspend && driver->resume)
+		driver->resume(&vudc->gadget);
+	spin_lock(&vudc->lock);
+}
+
+static struct virtio_udc_ep *vudc_find_ep(struct virtio_udc *vudc, u8 addr)
+{
+	unsigned int i;
+
+	for (i = 1; i < vudc->num_eps; i++)
+		if (vudc->eps[i].addr == addr)
+			return &vudc->eps[i];
+	return NULL;
+}
+
+static void vudc_handle_event(struct virtio_udc *vudc, const struct virtio_udc_event *evt)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_ep *vep;
+	u32 value = le32_to_cpu(evt->value);
+
+	switch (le16_to_cpu(evt->type)) {
+	case VIRTIO_UDC_EVT_BUS_RESET:
+		vudc_event_bus_reset(vudc, value);
+		break;
+	case VIRTIO_UDC_EVT_SETUP:
+		vudc_event_setup(vudc, evt->setup);
+		break;
+	case VIRTIO_UDC_EVT_SUSPEND:
+		usb_gadget_set_state(&vudc->gadget, USB_STATE_SUSPENDED);
+		vudc_event_suspend(vudc, true);
+		break;
+	case VIRTIO_UDC_EVT_RESUME:
+		vudc_event_suspend(vudc, false);
+		break;
+	case VIRTIO_UDC_EVT_DISCONNECT:
+		vudc_event_disconnect(vudc);
+		break;
+	case VIRTIO_UDC_EVT_ADDRESS:
+		usb_gadget_set_state(&vudc->gadget, value ? USB_STATE_ADDRESS : USB_STATE_DEFAULT);
+		break;
+	case VIRTIO_UDC_EVT_EP_HALT:
+		vep = vudc_find_ep(vudc, evt->ep);
+		if (vep) {
+			vep->halted = !!value;
+			if (!value)
+				vep->wedged = false;
+		}
+		break;
+	default:
+		dev_warn_ratelimited(&vudc->vdev->dev, "unknown event %u\n",
+				     le16_to_cpu(evt->type));
+		break;
+	}
+}
+
+static int vudc_post_event_buf(struct virtio_udc *vudc, struct virtio_udc_event *buf)
+{
+	struct scatterlist sg;
+
+	sg_init_one(&sg, buf, sizeof(*buf));
+	return virtqueue_add_inbuf(vudc->evq, &sg, 1, buf, GFP_ATOMIC);
+}
+
+static void vudc_eventq_done(struct virtqueue *vq)
+{
+	struct virtio_udc *vudc = vq->vdev->priv;
+	struct virtio_udc_event *buf, evt;
+	unsigned long flags;
+	unsigned int len;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	do {
+		virtqueue_disable_cb(vq);
+		while (!vudc->dead && (buf = virtqueue_get_buf(vq, &len))) {
+			evt = *buf;
+			/* Give the buffer back first: the handler may take long. */
+			if (vudc_post_event_buf(vudc, buf))
+				dev_warn(&vudc->vdev->dev, "cannot repost an event buffer\n");
+			virtqueue_kick(vq);
+			if (len < sizeof(evt)) {
+				dev_warn_ratelimited(&vudc->vdev->dev,
+						     "short event (%u bytes)\n", len);
+				continue;
+			}
+			vudc_handle_event(vudc, &evt);
+		}
+	} while (!vudc->dead && !virtqueue_enable_cb(vq));
+	spin_unlock_irqrestore(&vudc->lock, flags);
+}
+
+/* --------------------------------------------------------------------- */
+/* Probe and remove                                                      */
+
+static int vudc_find_vqs(struct virtio_udc *vudc)
+{
+	struct virtqueue *vqs[VIRTIO_UDC_NUM_VQS];
+	struct virtqueue_info vqs_info[VIRTIO_UDC_NUM_VQS] = {
+		[VIRTIO_UDC_VQ_CONTROL] = { .name = "control" },
+		[VIRTIO_UDC_VQ_EVENT] = { .name = "event", .callback = vudc_eventq_done },
+		[VIRTIO_UDC_VQ_XFER] = { .name = "xfer", .callback = vudc_xferq_done },
+	};
+	int ret;
+
+	ret = virtio_find_vqs(vudc->vdev, VIRTIO_UDC_NUM_VQS, vqs, vqs_info, NULL);
+	if (ret)
+		return ret;
+	vudc->cvq = vqs[VIRTIO_UDC_VQ_CONTROL];
+	vudc->evq = vqs[VIRTIO_UDC_VQ_EVENT];
+	vudc->xvq = vqs[VIRTIO_UDC_VQ_XFER];
+	return 0;
+}
+
+/* Build ep0 and the endpoints from the configuration space. */
+static int vudc_init_eps(struct virtio_udc *vudc)
+{
+	struct virtio_device *vdev = vudc->vdev;
+	struct usb_gadget *gadget = &vudc->gadget;
+	unsigned int i, off;
+	u8 num_eps;
+
+	num_eps = virtio_cread8(vdev, offsetof(struct virtio_udc_config, num_eps));
+	if (num_eps < 1 || num_eps > VIRTIO_UDC_MAX_EPS) {
+		dev_err(&vdev->dev, "bad endpoint count %u\n", num_eps);
+		return -EINVAL;
+	}
+
+	INIT_LIST_HEAD(&gadget->ep_list);
+	for (i = 0; i < num_eps; i++) {
+		struct virtio_udc_ep *vep = &vudc->eps[i];
+		struct usb_ep *ep = &vep->ep;
+		u8 addr, caps;
+		u16 limit;
+
+		off = offsetof(struct virtio_udc_config, eps[i]);
+		addr = virtio_cread8(vdev, off + offsetof(struct virtio_udc_ep_cap, addr));
+		caps = virtio_cread8(vdev, off + offsetof(struct virtio_udc_ep_cap, caps));
+		limit = virtio_cread16(vdev, off +
+				       offsetof(struct virtio_udc_ep_cap, max_packet_limit));
+
+		if (i == 0 && (addr != 0 || caps != VIRTIO_UDC_EP_CAP_CONTROL)) {
+			dev_err(&vdev->dev, "entry 0 is not ep0\n");
+			return -EINVAL;
+		}
+		if (i > 0 && (!(addr & USB_ENDPOINT_NUMBER_MASK) ||
+			      (addr & ~(USB_DIR_IN | USB_ENDPOINT_NUMBER_MASK)) || !caps ||
+			      (caps & VIRTIO_UDC_EP_CAP_CONTROL) || !limit)) {
+			dev_err(&vdev->dev, "bad endpoint entry %u: addr %#x caps %#x limit %u\n",
+				i, addr, caps, limit);
+			return -EINVAL;
+		}
+
+		vep->vudc = vudc;
+		vep->addr = addr;
+		INIT_LIST_HEAD(&vep->queue);
+		ep->ops = &virtio_udc_ep_ops;
+		ep->name = vep->name;
+
+		if (i == 0) {
+			strscpy(vep->name, "ep0", sizeof(vep->name));
+			ep->caps.type_control = true;
+			ep->caps.dir_in = true;
+			ep->caps.dir_out = true;
+			usb_ep_set_maxpacket_limit(ep, 512);
+			ep->maxpacket = 64;
+			gadget->ep0 = ep;
+			continue;
+		}
+
+		snprintf(vep->name, sizeof(vep->name), "ep%u%s", addr & USB_ENDPOINT_NUMBER_MASK,
+			 addr & USB_DIR_IN ? "in" : "out");
+		ep->caps.type_iso = !!(caps & VIRTIO_UDC_EP_CAP_ISO);
+		ep->caps.type_bulk = !!(caps & VIRTIO_UDC_EP_CAP_BULK);
+		ep->caps.type_int = !!(caps & VIRTIO_UDC_EP_CAP_INT);
+		ep->caps.dir_in = !!(addr & USB_DIR_IN);
+		ep->caps.dir_out = !(addr & USB_DIR_IN);
+		usb_ep_set_maxpacket_limit(ep, limit & 0x7ff);
+		list_add_tail(&ep->ep_list, &gadget->ep_list);
+	}
+	vudc->num_eps = num_eps;
+	return 0;
+}
+
+static void virtio_udc_gadget_release(struct device *dev)
+{
+	struct usb_gadget *gadget = container_of(dev, struct usb_gadget, dev);
+	struct virtio_udc *vudc = gadget_to_vudc(gadget);
+
+	kfree(vudc->events);
+	kfree(vudc->cmd);
+	kfree(vudc);
+}
+
+static int virtio_udc_probe(struct virtio_device *vdev)
+{
+	struct virtio_udc *vudc;
+	struct usb_gadget *gadget;
+	unsigned int i;
+	u8 max_speed;
+	int ret;
+
+	if (!virtio_has_feature(vdev, VIRTIO_F_VERSION_1))
+		return -ENODEV;
+	if (!vdev->dev.parent) {
+		dev_err(&vdev->dev, "no transport device to DMA through\n");
+		return -ENODEV;
+	}
+
+	vudc = kzalloc(sizeof(*vudc), GFP_KERNEL);
+	if (!vudc)
+		return -ENOMEM;
+	vudc->cmd = kzalloc(sizeof(*vudc->cmd), GFP_KERNEL);
+	vudc->events = kcalloc(VUDC_EVENT_BUFS, sizeof(*vudc->events), GFP_KERNEL);
+	if (!vudc->cmd || !vudc->events) {
+		ret = -ENOMEM;
+		goto err_free;
+	}
+
+	spin_lock_init(&vudc->lock);
+	INIT_LIST_HEAD(&vudc->backlog);
+	vudc->vdev = vdev;
+	/* f_fs attaches DMABUFs to gadget->dev.parent: the device that DMAs. */
+	vudc->dma_dev = vdev->dev.parent;
+	vdev->priv = vudc;
+
+	vudc->flags = virtio_cread32(vdev, offsetof(struct virtio_udc_config, flags));
+	vudc->max_segments = virtio_cread32(vdev, offsetof(struct virtio_udc_config, max_segments));
+	max_speed = virtio_cread8(vdev, offsetof(struct virtio_udc_config, max_speed));
+	if (!vudc->max_segments) {
+		dev_err(&vdev->dev, "device allows no segments\n");
+		ret = -EINVAL;
+		goto err_free;
+	}
+
+	gadget = &vudc->gadget;
+	gadget->ops = &virtio_udc_gadget_ops;
+	gadget->name = "virtio_udc";
+	gadget->speed = USB_SPEED_UNKNOWN;
+	gadget->max_speed = vudc_speed(max_speed);
+	if (gadget->max_speed == USB_SPEED_UNKNOWN || gadget->max_speed == USB_SPEED_LOW) {
+		dev_err(&vdev->dev, "unsupported maximum speed %u\n", max_speed);
+		ret = -EINVAL;
+		goto err_free;
+	}
+	gadget->sg_supported = !!(vudc->flags & VIRTIO_UDC_CONFIG_F_SG) && vudc->max_segments > 1;
+
+	ret = vudc_init_eps(vudc);
+	if (ret)
+		goto err_free;
+
+	ret = vudc_find_vqs(vudc);
+	if (ret)
+		goto err_free;
+
+	for (i = 0; i < VUDC_EVENT_BUFS; i++) {
+		ret = vudc_post_event_buf(vudc, &vudc->events[i]);
+		if (ret)
+			goto err_vqs;
+	}
+
+	virtio_device_ready(vdev);
+	virtqueue_kick(vudc->evq);
+
+	usb_initialize_gadget(vudc->dma_dev, gadget, virtio_udc_gadget_release);
+	ret = usb_add_gadget(gadget);
+	if (ret) {
+		virtio_reset_device(vdev);
+		vdev->config->del_vqs(vdev);
+		usb_put_gadget(gadget);
+		return ret;
+	}
+
+	dev_info(&vdev->dev, "UDC %s: %u endpoints, %s, %s\n", dev_name(&gadget->dev),
+		 vudc->num_eps, usb_speed_string(gadget->max_speed),
+		 gadget->sg_supported ? "scatter-gather" : "no scatter-gather");
+	return 0;
+
+err_vqs:
+	virtio_reset_device(vdev);
+	vdev->config->del_vqs(vdev);
+err_free:
+	kfree(vudc->events);
+	kfree(vudc->cmd);
+	kfree(vudc);
+	return ret;
+}
+
+static void virtio_udc_remove(struct virtio_device *vdev)
+{
+	struct virtio_udc *vudc = vdev->priv;
+	struct virtio_udc_req *vreq;
+	unsigned long flags;
+	unsigned int i;
+
+	/* Unbinds the gadget driver: it disables its endpoints and stops. */
+	usb_del_gadget(&vudc->gadget);
+
+	virtio_reset_device(vdev);
+
+	/* The device forgot everything; take back what the gadget left. */
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->dead = true;
+	for (i = 0; i < vudc->num_eps; i++)
+		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
+	while ((vreq = virtqueue_detach_unused_buf(vudc->xvq)))
+		;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+
+	vdev->config->del_vqs(vdev);
+	usb_put_gadget(&vudc->gadget);
+}
+
+static const struct virtio_device_id id_table[] = {
+	{ VIRTIO_ID_UDC, VIRTIO_DEV_ANY_ID },
+	{ 0 },
+};
+MODULE_DEVICE_TABLE(virtio, id_table);
+
+static unsigned int features[] = {
+};
+
+static struct virtio_driver virtio_udc_driver = {
+	.feature_table		= features,
+	.feature_table_size	= ARRAY_SIZE(features),
+	.driver.name		= KBUILD_MODNAME,
+	.id_table		= id_table,
+	.probe			= virtio_udc_probe,
+	.remove			= virtio_udc_remove,
+};
+module_virtio_driver(virtio_udc_driver);
+
+MODULE_DESCRIPTION(DRIVER_DESC);
+MODULE_AUTHOR("The virtio-udc developers");
+MODULE_LICENSE("GPL");

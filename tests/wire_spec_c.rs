@@ -1,0 +1,223 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The guest driver's C header (images/virtio-udc/virtio_udc.h) against the
+//! wire format's single source of truth, docs/virtio-udc.md: every
+//! documented structure, field and constant is in the header with the
+//! documented offset, size or value, as the C compiler lays it out, and the
+//! header has nothing the spec does not document.
+//!
+//! The test writes a small C program that includes the header and prints
+//! `offsetof`/`sizeof` of every field the spec's tables name and the value
+//! of every constant, compiles it with the host's C compiler and compares.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+const SPEC: &str = include_str!("../docs/virtio-udc.md");
+const HEADER: &str = include_str!("../images/virtio-udc/virtio_udc.h");
+const HEADER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/images/virtio-udc/virtio_udc.h");
+
+/// (struct, field, offset, size) rows and struct sizes from the spec tables.
+fn spec_structs() -> (Vec<(String, String, usize, usize)>, BTreeMap<String, usize>) {
+    let mut fields = Vec::new();
+    let mut sizes = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in SPEC.lines() {
+        if let Some(name) = line.strip_prefix("### struct ") {
+            current = Some(name.trim().to_string());
+            continue;
+        }
+        let Some(name) = current.clone() else { continue };
+        if line.starts_with("## ") || line.starts_with("### ") {
+            current = None;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("Size: ").or_else(|| line.strip_prefix("Total size: ")) {
+            sizes.insert(name.clone(), rest.split_whitespace().next().unwrap().parse().unwrap());
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 6 {
+            continue;
+        }
+        if let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) {
+            fields.push((name, cells[4].to_string(), off, size));
+        }
+    }
+    (fields, sizes)
+}
+
+/// `| value | NAME |` rows; bit tables give `1 << bit`.
+fn spec_constants() -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut bits = false;
+    for line in SPEC.lines() {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 4 {
+            continue;
+        }
+        if cells[1] == "bit" || cells[1] == "value" {
+            bits = cells[1] == "bit";
+            continue;
+        }
+        let name = cells[2];
+        if !name.starts_with("VIRTIO_UDC_") {
+            continue;
+        }
+        let raw = cells[1];
+        let v = match raw.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).unwrap(),
+            None => raw.parse().unwrap(),
+        };
+        out.insert(name.to_string(), if bits { 1 << v } else { v });
+    }
+    out
+}
+
+/// The header's own definitions that the spec names in prose or tables of
+/// another shape, with the spec's value (checked below too).
+fn header_extras() -> BTreeMap<&'static str, u64> {
+    BTreeMap::from([
+        ("VIRTIO_ID_UDC", 63),
+        ("VIRTIO_UDC_VQ_CONTROL", 0),
+        ("VIRTIO_UDC_VQ_EVENT", 1),
+        ("VIRTIO_UDC_VQ_XFER", 2),
+        ("VIRTIO_UDC_NUM_VQS", 3),
+        ("VIRTIO_UDC_MAX_EPS", 30),
+    ])
+}
+
+/// Field names of every `struct NAME { ... };` in the header, in order.
+fn header_struct_fields() -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<(String, Vec<String>)> = None;
+    for line in HEADER.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("struct ").filter(|r| r.ends_with(" {")) {
+            current = Some((rest.trim_end_matches(" {").to_string(), Vec::new()));
+            continue;
+        }
+        if t == "};" {
+            if let Some((name, f)) = current.take() {
+                out.insert(name, f);
+            }
+            continue;
+        }
+        if let Some((_, f)) = current.as_mut() {
+            let decl = t.trim_end_matches(';');
+            let last = decl.split_whitespace().last().unwrap_or("");
+            f.push(last.split('[').next().unwrap().to_string());
+        }
+    }
+    out
+}
+
+/// Compiles and runs the probe program; returns its output lines.
+fn run_probe(fields: &[(String, String, usize, usize)], consts: &[String]) -> Vec<String> {
+    let mut c = String::from("#include <stddef.h>\n#include <stdio.h>\n");
+    c += &format!("#include \"{HEADER_PATH}\"\n\nint main(void)\n{{\n");
+    for (s, f, _, _) in fields {
+        c += &format!(
+            "\tprintf(\"F {s} {f} %zu %zu\\n\", offsetof(struct {s}, {f}), sizeof(((struct {s} *)0)->{f}));\n"
+        );
+    }
+    let mut structs: Vec<&String> = fields.iter().map(|f| &f.0).collect();
+    structs.dedup();
+    for s in structs {
+        c += &format!("\tprintf(\"S {s} %zu\\n\", sizeof(struct {s}));\n");
+    }
+    for k in consts {
+        c += &format!("\tprintf(\"C {k} %llu\\n\", (unsigned long long)({k}));\n");
+    }
+    c += "\treturn 0;\n}\n";
+
+    let dir = tempfile::tempdir().unwrap();
+    // The header is kernel code and takes BIT() from <linux/bits.h>, which
+    // user space does not have: give the probe the kernel's definition.
+    std::fs::create_dir(dir.path().join("linux")).unwrap();
+    std::fs::write(dir.path().join("linux/bits.h"), "#define BIT(nr) (1UL << (nr))\n").unwrap();
+    let src = dir.path().join("probe.c");
+    let bin = dir.path().join("probe");
+    std::fs::write(&src, c).unwrap();
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .arg("-I")
+        .arg(dir.path())
+        .args(["-std=gnu11", "-Wall", "-Werror", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler {cc}: {e}"));
+    assert!(
+        out.status.success(),
+        "the header does not compile with the spec's names:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(&bin).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+}
+
+#[test]
+fn c_header_matches_the_spec() {
+    let (fields, sizes) = spec_structs();
+    let spec_consts = spec_constants();
+    let mut consts: Vec<String> = spec_consts.keys().cloned().collect();
+    consts.extend(header_extras().keys().map(|k| k.to_string()));
+    let lines = run_probe(&fields, &consts);
+
+    for (s, f, off, size) in &fields {
+        let want = format!("F {s} {f} {off} {size}");
+        assert!(
+            lines.contains(&want),
+            "{s}.{f}: the spec says offset {off}, size {size}; the header gives {:?}",
+            lines.iter().find(|l| l.starts_with(&format!("F {s} {f} ")))
+        );
+    }
+    for (s, size) in &sizes {
+        assert!(lines.contains(&format!("S {s} {size}")), "struct {s}: the spec says {size} bytes");
+    }
+    for (k, v) in spec_consts.iter().map(|(k, v)| (k.as_str(), *v)).chain(header_extras()) {
+        assert!(lines.contains(&format!("C {k} {v}")), "{k}: the spec says {v}");
+    }
+}
+
+#[test]
+fn c_header_has_nothing_the_spec_lacks() {
+    let (fields, _) = spec_structs();
+    let spec_consts = spec_constants();
+    let extras = header_extras();
+    for line in HEADER.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("#define") {
+            continue;
+        }
+        let name = words.next().unwrap();
+        if name == "_VIRTIO_UDC_H" {
+            continue;
+        }
+        assert!(
+            spec_consts.contains_key(name) || extras.contains_key(name),
+            "the header defines {name}, which the spec does not document"
+        );
+    }
+    for (s, hfields) in header_struct_fields() {
+        let sfields: Vec<&String> = fields.iter().filter(|f| f.0 == s).map(|f| &f.1).collect();
+        assert!(!sfields.is_empty(), "the header has struct {s}, which the spec does not document");
+        assert_eq!(
+            hfields.iter().collect::<Vec<_>>(),
+            sfields,
+            "struct {s}: the header's fields differ from the spec's table"
+        );
+    }
+}
+
+#[test]
+fn header_extras_agree_with_the_spec_prose() {
+    assert!(SPEC.contains("| virtio device ID | **63** (provisional) |"));
+    assert!(SPEC.contains("| 0 | controlq |"));
+    assert!(SPEC.contains("| 1 | eventq |"));
+    assert!(SPEC.contains("| 2 | xferq |"));
+    assert!(SPEC.contains("struct virtio_udc_ep_cap[30]"));
+    assert_eq!(vhost_device_udc::wire::MAX_EPS, 30);
+    assert_eq!(vhost_device_udc::wire::NUM_QUEUES, 3);
+}
