@@ -172,8 +172,9 @@ unset RUSTFLAGS
 
 # ------------------------------------------------------------- initramfs --
 
-# Gadget stack, dummy_hcd (the comparison UDC) and what they depend on.
-wanted=(udc_core libcomposite usb_f_fs dummy_hcd)
+# Gadget stack (FunctionFS; sourcesink and loopback for tests without user
+# space), dummy_hcd (the comparison UDC) and what they depend on.
+wanted=(udc_core libcomposite usb_f_fs usb_f_ss_lb dummy_hcd)
 
 image_key=$( (echo "$kernel_id $release"; sha256sum "$modbuild/virtio_udc.ko" "$here/init" "$gadget_bin" \
     "$udmabuf_tests" "$here/build.sh" "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |

@@ -542,6 +542,7 @@ impl VhostUserBackend for VhostUserUdcBackend {
         if evset != EventSet::IN {
             return Err(io::Error::other(format!("unexpected event set {evset:?}")));
         }
+        log::trace!("kick on queue {device_event}");
         {
             let mut udc = self.udc.lock();
             if udc.g.connection != self.connection {

@@ -24,6 +24,11 @@
  * control queue. The device answers commands without waiting for the host,
  * so the wait is short; a device that does not answer within
  * VUDC_CMD_TIMEOUT_MS is treated as gone.
+ *
+ * A device that loses its back end (the vhost-user daemon exits) sets
+ * VIRTIO_CONFIG_S_NEEDS_RESET: the driver fails every request, tells the
+ * gadget driver the bus is gone, resets the device and waits, sleeping,
+ * until a back end answers again; then it reconnects if the gadget wanted.
  */
 
 #include <linux/delay.h>
@@ -40,6 +45,7 @@
 #include <linux/usb/gadget.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/workqueue.h>
 
 #include "virtio_udc.h"
 
@@ -55,6 +61,9 @@
 
 /* How long a command may take before the device is considered gone. */
 #define VUDC_CMD_TIMEOUT_MS	2000
+
+/* How often a reset device is asked whether a back end serves it again. */
+#define VUDC_RECOVERY_POLL_MS	20
 
 struct virtio_udc;
 
@@ -148,6 +157,9 @@ struct virtio_udc_cmd {
  * @ep0_in: direction of the pending control transfer's data stage
  * @pullup: the gadget wants to be connected
  * @dead: the device stopped answering; nothing more goes to it
+ * @recovering: the device is being reset after it needed one
+ * @removing: the driver is unbinding; no recovery is started
+ * @reset_work: resets the device when it needs a reset
  */
 struct virtio_udc {
 	struct usb_gadget gadget;
@@ -169,6 +181,9 @@ struct virtio_udc {
 	bool ep0_in;
 	bool pullup;
 	bool dead;
+	bool recovering;
+	bool removing;
+	struct work_struct reset_work;
 };
 
 static inline struct virtio_udc *gadget_to_vudc(struct usb_gadget *g)
@@ -393,7 +408,6 @@ static void vudc_mark_dead(struct virtio_udc *vudc)
 
 	if (vudc->dead)
 		return;
-	dev_err(&vudc->vdev->dev, "device stopped answering; failing all requests\n");
 	vudc->dead = true;
 	virtio_break_device(vudc->vdev);
 	for (i = 0; i < vudc->num_eps; i++)
@@ -413,7 +427,7 @@ static int vudc_cmd(struct virtio_udc *vudc, struct virtio_udc_ctrl_req *req, u3
 	ktime_t deadline;
 	int ret;
 
-	if (vudc->dead)
+	if (vudc->dead || vudc->recovering)
 		return -ESHUTDOWN;
 
 	cmd->req = *req;
@@ -444,7 +458,8 @@ static int vudc_cmd(struct virtio_udc *vudc, struct virtio_udc_ctrl_req *req, u3
 	return vudc_status_to_errno(le32_to_cpu(cmd->resp.status));
 
 gone:
-	dev_err(&vudc->vdev->dev, "command %u: no response\n", le16_to_cpu(req->opcode));
+	dev_err(&vudc->vdev->dev, "command %u: no response; failing all requests\n",
+		le16_to_cpu(req->opcode));
 	vudc_mark_dead(vudc);
 	return -ESHUTDOWN;
 }
@@ -655,7 +670,8 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 		return -EINVAL;
 
 	spin_lock_irqsave(&vudc->lock, flags);
-	if (!vudc->driver || vudc->dead || vudc->gadget.speed == USB_SPEED_UNKNOWN) {
+	if (!vudc->driver || vudc->dead || vudc->recovering ||
+	    vudc->gadget.speed == USB_SPEED_UNKNOWN) {
 		ret = -ESHUTDOWN;
 		goto out;
 	}
@@ -1137,6 +1153,135 @@ static void vudc_eventq_done(struct virtqueue *vq)
 /* --------------------------------------------------------------------- */
 /* Probe and remove                                                      */
 
+static int vudc_find_vqs(struct virtio_udc *vudc);
+static int vudc_post_event_bufs(struct virtio_udc *vudc);
+
+/*
+ * Wait, sleeping, until the device answers a command: after a reset that
+ * followed the loss of the back end, that is when a new one serves it.
+ */
+static bool vudc_wait_for_backend(struct virtio_udc *vudc)
+{
+	struct virtio_udc_cmd *cmd = vudc->cmd;
+	struct scatterlist out, in, *sgs[2] = { &out, &in };
+	unsigned long flags;
+	unsigned int len;
+	bool answered = false;
+	int ret;
+
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->req.opcode = cpu_to_le16(VIRTIO_UDC_CMD_GET_FRAME);
+	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
+	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
+	if (!ret)
+		virtqueue_kick(vudc->cvq);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	if (ret)
+		return false;
+
+	while (!answered) {
+		spin_lock_irqsave(&vudc->lock, flags);
+		if (vudc->removing || virtqueue_is_broken(vudc->cvq)) {
+			spin_unlock_irqrestore(&vudc->lock, flags);
+			return false;
+		}
+		answered = virtqueue_get_buf(vudc->cvq, &len);
+		spin_unlock_irqrestore(&vudc->lock, flags);
+		if (!answered)
+			msleep(VUDC_RECOVERY_POLL_MS);
+	}
+	return true;
+}
+
+static void vudc_reset_work(struct work_struct *work)
+{
+	struct virtio_udc *vudc = container_of(work, struct virtio_udc, reset_work);
+	struct virtio_device *vdev = vudc->vdev;
+	struct usb_gadget_driver *driver;
+	unsigned long flags;
+	bool was_connected;
+	int ret;
+
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET))
+		return;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (vudc->removing || vudc->recovering) {
+		spin_unlock_irqrestore(&vudc->lock, flags);
+		return;
+	}
+	dev_warn(&vdev->dev, "device needs a reset (its back end went away); failing all requests\n");
+	vudc_mark_dead(vudc);
+	vudc->recovering = true;
+	was_connected = vudc->gadget.speed != USB_SPEED_UNKNOWN;
+	vudc->gadget.speed = USB_SPEED_UNKNOWN;
+	driver = vudc->driver;
+	if (driver && was_connected && driver->disconnect) {
+		spin_unlock(&vudc->lock);
+		driver->disconnect(&vudc->gadget);
+		spin_lock(&vudc->lock);
+	}
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	usb_gadget_set_state(&vudc->gadget, USB_STATE_NOTATTACHED);
+
+	/*
+	 * Start over as probe did: reset, then the status bits and the
+	 * features the core negotiated then, before the queues.
+	 */
+	virtio_reset_device(vdev);
+	vdev->config->del_vqs(vdev);
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
+	ret = vdev->config->finalize_features(vdev);
+	if (!ret) {
+		virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
+		if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_FEATURES_OK))
+			ret = -ENODEV;
+	}
+	if (ret) {
+		dev_err(&vdev->dev, "the device refused its features again: %d\n", ret);
+		return;
+	}
+	ret = vudc_find_vqs(vudc);
+	if (ret) {
+		dev_err(&vdev->dev, "cannot set the queues up again: %d\n", ret);
+		return;
+	}
+	ret = vudc_post_event_bufs(vudc);
+	if (ret) {
+		dev_err(&vdev->dev, "cannot post event buffers: %d\n", ret);
+		return;
+	}
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->dead = false;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	virtio_device_ready(vdev);
+	virtqueue_kick(vudc->evq);
+
+	if (!vudc_wait_for_backend(vudc))
+		return;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->recovering = false;
+	dev_info(&vdev->dev, "device reset; a back end serves it again\n");
+	if (vudc->pullup && vudc->driver) {
+		ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_PULLUP, 0, 1, NULL);
+		if (ret)
+			dev_warn(&vdev->dev, "cannot connect again: %d\n", ret);
+	}
+	spin_unlock_irqrestore(&vudc->lock, flags);
+}
+
+static void virtio_udc_config_changed(struct virtio_device *vdev)
+{
+	struct virtio_udc *vudc = vdev->priv;
+
+	if (vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET)
+		schedule_work(&vudc->reset_work);
+}
+
 static int vudc_find_vqs(struct virtio_udc *vudc)
 {
 	struct virtqueue *vqs[VIRTIO_UDC_NUM_VQS];
@@ -1153,6 +1298,19 @@ static int vudc_find_vqs(struct virtio_udc *vudc)
 	vudc->cvq = vqs[VIRTIO_UDC_VQ_CONTROL];
 	vudc->evq = vqs[VIRTIO_UDC_VQ_EVENT];
 	vudc->xvq = vqs[VIRTIO_UDC_VQ_XFER];
+	return 0;
+}
+
+static int vudc_post_event_bufs(struct virtio_udc *vudc)
+{
+	unsigned int i;
+	int ret;
+
+	for (i = 0; i < VUDC_EVENT_BUFS; i++) {
+		ret = vudc_post_event_buf(vudc, &vudc->events[i]);
+		if (ret)
+			return ret;
+	}
 	return 0;
 }
 
@@ -1240,7 +1398,6 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 {
 	struct virtio_udc *vudc;
 	struct usb_gadget *gadget;
-	unsigned int i;
 	u8 max_speed;
 	int ret;
 
@@ -1263,6 +1420,7 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 
 	spin_lock_init(&vudc->lock);
 	INIT_LIST_HEAD(&vudc->backlog);
+	INIT_WORK(&vudc->reset_work, vudc_reset_work);
 	vudc->vdev = vdev;
 	/* f_fs attaches DMABUFs to gadget->dev.parent: the device that DMAs. */
 	vudc->dma_dev = vdev->dev.parent;
@@ -1297,11 +1455,9 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 	if (ret)
 		goto err_free;
 
-	for (i = 0; i < VUDC_EVENT_BUFS; i++) {
-		ret = vudc_post_event_buf(vudc, &vudc->events[i]);
-		if (ret)
-			goto err_vqs;
-	}
+	ret = vudc_post_event_bufs(vudc);
+	if (ret)
+		goto err_vqs;
 
 	virtio_device_ready(vdev);
 	virtqueue_kick(vudc->evq);
@@ -1337,6 +1493,11 @@ static void virtio_udc_remove(struct virtio_device *vdev)
 	unsigned long flags;
 	unsigned int i;
 
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->removing = true;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	cancel_work_sync(&vudc->reset_work);
+
 	/* Unbinds the gadget driver: it disables its endpoints and stops. */
 	usb_del_gadget(&vudc->gadget);
 
@@ -1371,6 +1532,7 @@ static struct virtio_driver virtio_udc_driver = {
 	.id_table		= id_table,
 	.probe			= virtio_udc_probe,
 	.remove			= virtio_udc_remove,
+	.config_changed		= virtio_udc_config_changed,
 };
 module_virtio_driver(virtio_udc_driver);
 

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the kernel's own style checks on the guest driver, as a maintainer
+# would before taking it as drivers/usb/gadget/udc/virtio_udc.c:
+# scripts/checkpatch.pl --strict (inside a kernel tree, so it knows the
+# kernel's identifiers) and scripts/kernel-doc -Wall. The kernel scripts come
+# from Debian's linux-source-6.12 package, unpacked once into the cache.
+# Exit status 0 only when both report nothing.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+cache=${VIRTIO_UDC_CACHE:-/var/cache/virtio-udc}
+say() { printf 'checkpatch: %s\n' "$*" >&2; }
+die() { printf 'checkpatch: error: %s\n' "$*" >&2; exit 1; }
+
+tree="$cache/checkpatch/linux-6.12"
+if [ ! -f "$tree/.done" ]; then
+    say "fetching linux-source-6.12 for scripts/checkpatch.pl (once)"
+    command -v perl >/dev/null || die "perl is missing"
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/udc-ksrc.XXXXXX")
+    trap 'rm -rf "$tmp"' EXIT
+    (cd "$tmp" && apt-get download linux-source-6.12 >&2) ||
+        die "cannot download linux-source-6.12 (apt-get update first?)"
+    dpkg -x "$tmp"/linux-source-6.12_*.deb "$tmp/x"
+    rm -rf "$tree"
+    mkdir -p "$tree"
+    say "unpacking scripts/ and include/"
+    tar -C "$tree" --strip-components=1 -xaf "$tmp"/x/usr/src/linux-source-6.12.tar.xz \
+        --wildcards 'linux-source-6.12/scripts/*' 'linux-source-6.12/include/*' \
+        'linux-source-6.12/arch/x86/include/*' 'linux-source-6.12/MAINTAINERS' \
+        'linux-source-6.12/COPYING' 'linux-source-6.12/CREDITS' 'linux-source-6.12/Kbuild' \
+        'linux-source-6.12/Makefile' 'linux-source-6.12/README'
+    # checkpatch.pl recognises a kernel tree by these top-level entries.
+    mkdir -p "$tree"/{Documentation,drivers/usb/gadget/udc,fs,init,ipc,kernel,lib}
+    touch "$tree/.done"
+fi
+
+dest="$tree/drivers/usb/gadget/udc"
+cp "$here/virtio-udc/virtio_udc.c" "$here/virtio-udc/virtio_udc.h" "$dest/"
+status=0
+(cd "$tree" && perl scripts/checkpatch.pl --strict --quiet -f \
+    drivers/usb/gadget/udc/virtio_udc.c drivers/usb/gadget/udc/virtio_udc.h) || status=1
+(cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --no-tree -f "$here/virtio-udc/compat/find_vqs.h") || status=1
+doc=$(cd "$tree" && perl scripts/kernel-doc -none -Wall drivers/usb/gadget/udc/virtio_udc.c \
+    drivers/usb/gadget/udc/virtio_udc.h 2>&1) || status=1
+[ -z "$doc" ] || { printf '%s\n' "$doc"; status=1; }
+if [ $status = 0 ]; then
+    say "virtio_udc.c, virtio_udc.h: checkpatch --strict and kernel-doc -Wall clean"
+fi
+exit $status
