@@ -103,6 +103,9 @@ enum Request {
         #[serde(default)]
         status: Option<String>,
     },
+    /// Ends the daemon at once, without cleanup, as a crash would: for
+    /// testing how QEMU and the guest driver recover from a lost back end.
+    Crash {},
     Host {
         #[serde(default)]
         speed: Option<String>,
@@ -445,6 +448,16 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 }
             };
             Ok(json!({"ok": true, "changed": did}))
+        }
+        Request::Crash {} => {
+            log::warn!("control socket asked for a crash: exiting now without cleanup");
+            // Let the reply reach the client first.
+            std::thread::spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                // SAFETY: _exit ends the process; nothing runs after it.
+                unsafe { libc::_exit(70) }
+            });
+            Ok(json!({"ok": true, "exit_status": 70}))
         }
         Request::Host {
             speed,

@@ -319,6 +319,30 @@ fn sigterm_and_sigint_end_the_daemon_cleanly() {
 }
 
 #[test]
+fn crash_ends_the_daemon_abruptly_and_a_new_one_takes_the_sockets() {
+    let mut d = Daemon::start(&[]);
+    let (_h, _g) = d.configured();
+    let r = d.ctl().ok(json!({"op": "crash"}));
+    assert_eq!(r["exit_status"], 70);
+    let mut child = d.child.take().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < T, "the daemon did not end after crash");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(70), "{}", d.log_text());
+    // No cleanup: the socket files stay behind, as after SIGKILL.
+    assert!(d.socket.exists() && d.control.exists());
+    // A new daemon binds over the stale sockets.
+    let d2 = Daemon::start_at(d.dir.path(), &[]);
+    let (_h2, _g2) = d2.configured();
+    d2.ctl().ok(json!({"op": "status"}));
+}
+
+#[test]
 fn bad_command_line_and_config_say_what_is_wrong() {
     let bin = env!("CARGO_BIN_EXE_vhost-device-udc");
     let out = std::process::Command::new(bin)

@@ -20,15 +20,39 @@ pub const T: Duration = Duration::from_secs(20);
 /// A running daemon; killed (and its log printed on failure) when dropped.
 pub struct Daemon {
     pub child: Option<Child>,
-    pub dir: tempfile::TempDir,
+    pub dir: DaemonDir,
     pub socket: PathBuf,
     pub control: PathBuf,
     pub log: PathBuf,
 }
 
+/// Where a daemon's sockets and log live: its own temporary directory, or
+/// one it shares with an earlier daemon (restart after a crash).
+pub enum DaemonDir {
+    Owned(tempfile::TempDir),
+    Borrowed(PathBuf),
+}
+
+impl DaemonDir {
+    pub fn path(&self) -> &Path {
+        match self {
+            DaemonDir::Owned(t) => t.path(),
+            DaemonDir::Borrowed(p) => p,
+        }
+    }
+}
+
 impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
+        let mut d = Daemon::start_at(dir.path(), args);
+        d.dir = DaemonDir::Owned(dir);
+        d
+    }
+
+    /// A daemon on the sockets in `path` (an existing directory).
+    pub fn start_at(path: &Path, args: &[&str]) -> Daemon {
+        let dir = DaemonDir::Borrowed(path.to_path_buf());
         let socket = dir.path().join("udc.sock");
         let control = dir.path().join("udc.ctl");
         let log = dir.path().join("daemon.log");

@@ -1,0 +1,167 @@
+//! The USB host side, reached from inside the guest: the daemon's control
+//! socket (docs/control-socket.md) on the other end of a virtio serial port
+//! that QEMU connects to it. One JSON object per line each way.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{json, Value};
+
+use crate::Error;
+
+/// One connection to the host side.
+pub struct HostLink {
+    writer: File,
+    reader: BufReader<File>,
+}
+
+impl HostLink {
+    pub fn open(path: &Path) -> Result<HostLink, Error> {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::Setup(format!("control channel {}: {e}", path.display())))?;
+        let reader = BufReader::new(file.try_clone().map_err(|e| Error::Setup(e.to_string()))?);
+        Ok(HostLink { writer: file, reader })
+    }
+
+    /// Sends one request and returns the reply, whatever its `ok`.
+    pub fn request(&mut self, req: &Value) -> Result<Value, Error> {
+        let mut line = serde_json::to_string(req).expect("a JSON value serialises");
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::Host(format!("sending {}: {e}", op_name(req))))?;
+        let mut reply = String::new();
+        let n = self
+            .reader
+            .read_line(&mut reply)
+            .map_err(|e| Error::Host(format!("reading the reply to {}: {e}", op_name(req))))?;
+        if n == 0 {
+            return Err(Error::Host(format!(
+                "control channel closed during {}",
+                op_name(req)
+            )));
+        }
+        serde_json::from_str(&reply).map_err(|e| Error::Host(format!("bad reply {reply:?}: {e}")))
+    }
+
+    /// Sends one request that must succeed.
+    pub fn ok(&mut self, req: Value) -> Result<Value, Error> {
+        let r = self.request(&req)?;
+        if r["ok"] != true {
+            return Err(Error::Host(format!("{} failed: {}", op_name(&req), r["error"])));
+        }
+        Ok(r)
+    }
+
+    pub fn status(&mut self) -> Result<Value, Error> {
+        self.ok(json!({"op": "status"}))
+    }
+
+    /// Waits until the host has configured the device.
+    pub fn wait_configured(&mut self, timeout: Duration) -> Result<Value, Error> {
+        let start = Instant::now();
+        loop {
+            let st = self.status()?;
+            if st["device"]["state"] == "configured" {
+                return Ok(st);
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Check(format!(
+                    "the host did not configure the device within {timeout:?}: state {}, last enumeration error {}",
+                    st["device"]["state"], st["host"]["last_error"]
+                )));
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until the host no longer sees the device.
+    pub fn wait_detached(&mut self, timeout: Duration) -> Result<(), Error> {
+        let start = Instant::now();
+        loop {
+            let st = self.status()?;
+            if st["device"]["pullup"] == false || st["device"]["state"] == "detached" {
+                return Ok(());
+            }
+            if start.elapsed() > timeout {
+                return Err(Error::Check(format!(
+                    "the host still sees the device after {timeout:?}: {}",
+                    st["device"]["state"]
+                )));
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One OUT transfer of `data`; returns the reply.
+    pub fn send_out(&mut self, ep: u8, data: &[u8], zlp: bool) -> Result<Value, Error> {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(data);
+        self.request(
+            &json!({"op": "transfer", "ep": ep_str(ep), "data": b64, "zlp": zlp, "timeout_ms": 10000}),
+        )
+    }
+
+    /// One IN transfer of up to `len` bytes; returns the reply and the data.
+    pub fn read_in(&mut self, ep: u8, len: usize) -> Result<(Value, Vec<u8>), Error> {
+        let r =
+            self.request(&json!({"op": "transfer", "ep": ep_str(ep), "length": len, "timeout_ms": 10000}))?;
+        let data = match r["data"].as_str() {
+            Some(s) => base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| Error::Host(format!("bad base64 from the host: {e}")))?,
+            None => Vec::new(),
+        };
+        Ok((r, data))
+    }
+
+    /// Starts a stream of `count` transfers of `size` bytes.
+    pub fn stream_start(&mut self, ep: u8, pattern: &str, size: usize, count: u64) -> Result<(), Error> {
+        self.ok(json!({
+            "op": "stream_start", "ep": ep_str(ep), "pattern": pattern,
+            "transfer_size": size, "count": count, "depth": 2,
+        }))?;
+        Ok(())
+    }
+
+    /// Waits until the stream on `ep` has ended; returns its report.
+    pub fn stream_wait(&mut self, ep: u8, timeout: Duration) -> Result<Value, Error> {
+        let start = Instant::now();
+        loop {
+            let r = self.ok(json!({"op": "streams"}))?;
+            let ours = r["streams"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["spec"]["ep"] == ep))
+                .cloned();
+            let Some(s) = ours else {
+                return Err(Error::Host(format!("no stream on {} in {r}", ep_str(ep))));
+            };
+            if s["running"] == false {
+                return Ok(s);
+            }
+            if start.elapsed() > timeout {
+                let _ = self.request(&json!({"op": "stream_stop", "ep": ep_str(ep)}));
+                return Err(Error::Check(format!(
+                    "the stream on {} did not end within {timeout:?}: {s}",
+                    ep_str(ep)
+                )));
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// `0x81`-style endpoint name the control socket accepts.
+pub fn ep_str(ep: u8) -> String {
+    format!("{ep:#04x}")
+}
+
+fn op_name(req: &Value) -> String {
+    req["op"].as_str().unwrap_or("request").to_string()
+}

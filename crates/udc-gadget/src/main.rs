@@ -1,0 +1,197 @@
+//! udc-gadget: the guest side of virtio-udc's VM tier (docs/vm-tier.md).
+//!
+//! Sets up a FunctionFS gadget through configfs, moves data on its bulk
+//! endpoints with read()/write() and with AIO, and checks every byte with
+//! the patterns the host uses. It reaches the USB host side (the daemon's
+//! control socket) over a virtio serial port, so one program checks both
+//! ends of each transfer.
+
+mod cases;
+mod gadget;
+mod host;
+mod kmsg;
+mod ktap;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::cases::Ctx;
+use crate::host::HostLink;
+use crate::kmsg::KmsgWatch;
+use crate::ktap::{Ktap, Outcome};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Something the case needs is missing or cannot be set up.
+    #[error("setup: {0}")]
+    Setup(String),
+    /// The host side did not answer as the protocol says.
+    #[error("host: {0}")]
+    Host(String),
+    /// A check failed: the outcome differs from the expected one.
+    #[error("{0}")]
+    Check(String),
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Guest tool of virtio-udc: FunctionFS gadget, bulk transfers, the VM scenario suite"
+)]
+struct Cli {
+    /// The control channel to the USB host side (a virtio serial port).
+    #[arg(long, default_value = "/dev/udc-control", global = true)]
+    control: PathBuf,
+    /// UDC to bind (default: the only one in /sys/class/udc).
+    #[arg(long, global = true)]
+    udc: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the scenario suite; KTAP on stdout.
+    Test {
+        /// Run only the cases whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+        /// List the cases and exit.
+        #[arg(long)]
+        list: bool,
+    },
+    /// Set up the gadget and keep it bound until SIGINT or SIGTERM.
+    Serve,
+    /// Move data both ways with read()/write(), verified, and print MiB/s.
+    Demo {
+        /// Bytes each way (rounded down to whole MiB).
+        #[arg(long, default_value_t = 64 << 20)]
+        size: usize,
+    },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Test { ref filter, list } => {
+            let cases: Vec<_> = cases::CASES
+                .iter()
+                .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+                .collect();
+            if list {
+                for (name, _) in &cases {
+                    println!("{name}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            run_suite(&cli, &cases)
+        }
+        Cmd::Serve => serve(&cli),
+        Cmd::Demo { size } => {
+            let mut ctx = match context(&cli) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            match cases::demo(&mut ctx, size) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+fn fail(e: Error) -> ExitCode {
+    eprintln!("udc-gadget: {e}");
+    ExitCode::FAILURE
+}
+
+fn context(cli: &Cli) -> Result<Ctx, Error> {
+    Ok(Ctx {
+        host: HostLink::open(&cli.control)?,
+        udc: cli.udc.clone(),
+        notes: Vec::new(),
+    })
+}
+
+type Case = (&'static str, fn(&mut Ctx) -> Result<(), Error>);
+
+fn run_suite(cli: &Cli, cases: &[&Case]) -> ExitCode {
+    let mut ktap = Ktap::start(cases.len());
+    let mut ctx = match context(cli) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            ktap.diag(&format!("cannot reach the host side: {e}"));
+            None
+        }
+    };
+    for (name, case) in cases {
+        let outcome = match ctx.as_mut() {
+            None => Outcome::Fail("no control channel to the host side".into()),
+            Some(ctx) => run_case(ctx, *case),
+        };
+        if let Some(ctx) = ctx.as_mut() {
+            for n in ctx.notes.drain(..) {
+                ktap.diag(&n);
+            }
+        }
+        ktap.result(name, &outcome);
+    }
+    ktap.finish();
+    if ktap.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One case, with the kernel log it produced checked afterwards.
+fn run_case(ctx: &mut Ctx, case: fn(&mut Ctx) -> Result<(), Error>) -> Outcome {
+    let mut kmsg = KmsgWatch::start();
+    let result = case(ctx);
+    // Give the kernel a moment to log what teardown caused.
+    std::thread::sleep(Duration::from_millis(100));
+    let problems = kmsg.problems();
+    match (result, problems.is_empty()) {
+        (Ok(()), true) => Outcome::Pass,
+        (Ok(()), false) => Outcome::Fail(format!("kernel log:\n{}", problems.join("\n"))),
+        (Err(e), true) => Outcome::Fail(e.to_string()),
+        (Err(e), false) => Outcome::Fail(format!("{e}\nkernel log:\n{}", problems.join("\n"))),
+    }
+}
+
+fn serve(cli: &Cli) -> ExitCode {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let udc = match gadget::find_udc(cli.udc.as_deref()) {
+        Ok(u) => u,
+        Err(e) => return fail(e),
+    };
+    let name = udc.name().to_string_lossy().into_owned();
+    let g = match gadget::TestGadget::bind(udc) {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    println!(
+        "udc-gadget: bound to UDC {name}; FunctionFS at {} (ep1: bulk IN, ep2: bulk OUT)",
+        g.ffs_dir.display()
+    );
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(g);
+    println!("udc-gadget: unbound");
+    ExitCode::SUCCESS
+}
