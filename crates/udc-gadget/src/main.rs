@@ -86,7 +86,11 @@ fn main() -> ExitCode {
         Cmd::Test { ref filter, list } => {
             let cases: Vec<_> = cases::CASES
                 .iter()
-                .filter(|(name, _)| filter.as_deref().is_none_or(|f| name.contains(f)))
+                .filter(|(name, _)| {
+                    filter
+                        .as_deref()
+                        .map_or(true, |f| f.split(',').any(|f| name.contains(f)))
+                })
                 .collect();
             if list {
                 for (name, _) in &cases {

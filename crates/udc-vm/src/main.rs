@@ -1,1 +1,358 @@
-fn main() {}
+//! udc-vm: boots a virtio-udc guest (QEMU with vhost-user-udc-pci and the
+//! vhost-device-udc daemon) and runs a shell, a command or the VM scenario
+//! suite in it. See docs/vm-tier.md.
+
+mod cpio;
+mod junit;
+mod kernel_log;
+mod ktap;
+mod locate;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ktap::{Case, Outcome};
+use crate::vm::{Mode, VmOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Missing(String),
+    #[error("daemon: {0}")]
+    Daemon(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Boot a virtio-udc guest and run a shell, a command or the VM scenario suite"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Boot the guest: an interactive shell (Ctrl-A x quits), or COMMAND.
+    Run {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Command to run in the guest instead of a shell; udc-vm exits
+        /// with its status.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Run the VM scenario suite in the guest; KTAP on stdout.
+    Test {
+        #[command(flatten)]
+        vm: VmArgs,
+        /// Only the guest tool's cases whose names contain one of these
+        /// comma-separated words (the guest test binaries are left out).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Write JUnit XML here.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+    },
+    /// Benchmarks (the DMABUF path issue fills this in).
+    Bench {
+        #[command(flatten)]
+        vm: VmArgs,
+    },
+}
+
+#[derive(Args)]
+struct VmArgs {
+    /// QEMU with vhost-user-udc-pci (default: built by qemu/build.sh).
+    #[arg(long)]
+    qemu: Option<PathBuf>,
+    /// Guest image directory (default: built by images/build.sh).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Your own kernel (bzImage); needs --modules.
+    #[arg(long, requires = "modules", conflicts_with = "image")]
+    kernel: Option<PathBuf>,
+    /// The module tree of --kernel (/lib/modules/RELEASE as installed).
+    #[arg(long, requires = "kernel")]
+    modules: Option<PathBuf>,
+    /// Kernel build tree to build virtio_udc.ko against (default: MODULES/build).
+    #[arg(long, requires = "kernel")]
+    kdir: Option<PathBuf>,
+    /// Debian 6.12 kernel version, e.g. 6.12.48+deb12 (default: the newest).
+    #[arg(long, conflicts_with_all = ["image", "kernel"])]
+    kernel_version: Option<String>,
+    /// vhost-device-udc binary (default: next to udc-vm).
+    #[arg(long)]
+    daemon: Option<PathBuf>,
+    /// Extra argument for the daemon (repeatable), e.g. --daemon-arg=--config=udc.toml.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<String>,
+    /// Guest memory.
+    #[arg(long, default_value = "1G")]
+    memory: String,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// USB bus speed the host connects at.
+    #[arg(long, default_value = "super", value_parser = ["full", "high", "super"])]
+    speed: String,
+    /// Extra kernel command line.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Accelerator: tcg everywhere; kvm where /dev/kvm works (auto: kvm
+    /// when /dev/kvm opens, which some hosts allow without supporting it).
+    #[arg(long, default_value = "tcg", value_parser = ["auto", "kvm", "tcg"])]
+    accel: String,
+    /// Seconds before the guest is stopped (default: 900 for test and
+    /// commands, none for a shell).
+    #[arg(long)]
+    timeout: Option<u64>,
+    /// Directory for the logs and sockets (default: a new one under /tmp).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Run { vm, command } => run(&vm, &command),
+        Cmd::Test { vm, filter, junit } => test(&vm, filter.as_deref(), junit),
+        Cmd::Bench { .. } => {
+            eprintln!("udc-vm: bench is not implemented yet (issue \"DMABUF path\")");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("udc-vm: error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOptions, Error> {
+    let image = locate::image(&locate::ImageSource {
+        image: a.image.as_deref(),
+        kernel: a.kernel.as_deref(),
+        modules: a.modules.as_deref(),
+        kdir: a.kdir.as_deref(),
+        kernel_version: a.kernel_version.as_deref(),
+    })?;
+    let qemu = locate::qemu(a.qemu.as_deref())?;
+    let daemon = locate::daemon(a.daemon.as_deref())?;
+    let out = match &a.out {
+        Some(o) => o.clone(),
+        None => {
+            let base = std::env::temp_dir().join(format!("udc-vm.{}", std::process::id()));
+            std::fs::create_dir_all(&base).map_err(|e| Error::Io(e.to_string()))?;
+            base
+        }
+    };
+    eprintln!("udc-vm: kernel {} from {}", image.release, image.dir.display());
+    Ok(VmOptions {
+        qemu,
+        image,
+        daemon,
+        daemon_args: a.daemon_args.clone(),
+        memory: a.memory.clone(),
+        cpus: a.cpus,
+        speed: a.speed.clone(),
+        append: a.append.clone(),
+        accel: a.accel.clone(),
+        timeout: a.timeout.or(default_timeout).map(Duration::from_secs),
+        out: std::path::absolute(&out).unwrap_or(out),
+        echo_results: echo,
+    })
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Prints the kernel-log problems of a finished boot; true if there were any.
+fn report_kernel_log(console: &std::path::Path) -> Vec<String> {
+    let log = std::fs::read_to_string(console).unwrap_or_default();
+    let problems = kernel_log::problems(&log);
+    if !problems.is_empty() {
+        eprintln!(
+            "udc-vm: the guest kernel log shows problems ({}):",
+            console.display()
+        );
+        for l in &problems {
+            eprintln!("  {l}");
+        }
+    }
+    problems
+}
+
+fn run(a: &VmArgs, command: &[String]) -> Result<ExitCode, Error> {
+    if command.is_empty() {
+        let o = options(a, None, false)?;
+        let f = vm::boot(&o, &Mode::Interactive)?;
+        report_kernel_log(&f.paths.console);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let script = command
+        .iter()
+        .map(|s| shell_quote(s))
+        .collect::<Vec<_>>()
+        .join(" ")
+        + "\n";
+    let o = options(a, Some(900), true)?;
+    let f = vm::boot(&o, &Mode::Script(script))?;
+    let problems = report_kernel_log(&f.paths.console);
+    if f.timed_out {
+        eprintln!(
+            "udc-vm: timeout after {:?}; last console lines:\n{}",
+            o.timeout.unwrap(),
+            vm::tail(&f.paths.console, 20)
+        );
+        return Ok(ExitCode::from(3));
+    }
+    let results = std::fs::read_to_string(&f.paths.results).unwrap_or_default();
+    let status = ktap::parse(&results).run_exit;
+    match status {
+        Some(0) if problems.is_empty() => Ok(ExitCode::SUCCESS),
+        Some(0) => Ok(ExitCode::from(1)),
+        Some(n) => Ok(ExitCode::from(n.clamp(1, 255) as u8)),
+        None => {
+            eprintln!(
+                "udc-vm: the guest did not report the command's end ({}); last console lines:\n{}\nQEMU said:\n{}",
+                f.qemu_status.map(|s| s.to_string()).unwrap_or_default(),
+                vm::tail(&f.paths.console, 20),
+                vm::tail(&f.paths.qemu_log, 5)
+            );
+            Ok(ExitCode::from(3))
+        }
+    }
+}
+
+/// /udc/run.sh for `udc-vm test`: each suite is one top-level KTAP case,
+/// its own output indented as a subtest.
+fn test_script(filter: Option<&str>) -> String {
+    let mut s = String::from(
+        "set -u\n\
+         suites=/usr/bin/udc-gadget\n",
+    );
+    if filter.is_none() {
+        s += "for t in /usr/libexec/udc/*; do [ -x \"$t\" ] && suites=\"$suites $t\"; done\n";
+    }
+    s += "set -- $suites\n\
+          echo 'KTAP version 1'\n\
+          echo \"1..$#\"\n\
+          i=0\n\
+          for t in \"$@\"; do\n\
+          \x20   i=$((i + 1))\n\
+          \x20   name=${t##*/}\n\
+          \x20   case $name in\n";
+    match filter {
+        Some(f) => {
+            s += &format!(
+                "        udc-gadget) set -- \"$t\" test --filter {} ;;\n",
+                shell_quote(f)
+            )
+        }
+        None => s += "        udc-gadget) set -- \"$t\" test ;;\n",
+    }
+    s += "        *) set -- \"$t\" --test-threads=1 ;;\n\
+          \x20   esac\n\
+          \x20   { \"$@\"; echo $? > /tmp/suite.rc; } 2>&1 | sed 's/^/    /'\n\
+          \x20   rc=$(cat /tmp/suite.rc)\n\
+          \x20   if [ \"$rc\" = 0 ]; then echo \"ok $i $name\"; else echo \"not ok $i $name # exit status $rc\"; fi\n\
+          done\n";
+    // The loop rebinds "$@": keep the list in a variable instead.
+    s.replace("for t in \"$@\"; do", "for t in $suites; do")
+}
+
+fn test(a: &VmArgs, filter: Option<&str>, junit_path: Option<PathBuf>) -> Result<ExitCode, Error> {
+    let o = options(a, Some(900), true)?;
+    let f = vm::boot(&o, &Mode::Script(test_script(filter)))?;
+    let results = std::fs::read_to_string(&f.paths.results).unwrap_or_default();
+    let mut report = ktap::parse(&results);
+    if f.timed_out {
+        report.errors.push(format!(
+            "timeout after {:?}; last console lines:\n{}",
+            o.timeout.unwrap(),
+            vm::tail(&f.paths.console, 20)
+        ));
+    } else if f.qemu_status.is_some_and(|s| !s.success()) {
+        report.errors.push(format!(
+            "QEMU failed ({}):\n{}",
+            f.qemu_status.unwrap(),
+            vm::tail(&f.paths.qemu_log, 20)
+        ));
+    } else if report.run_exit.is_none() {
+        report.errors.push(format!(
+            "the guest did not finish the suite; last console lines:\n{}",
+            vm::tail(&f.paths.console, 20)
+        ));
+    }
+    let problems = report_kernel_log(&f.paths.console);
+    report.cases.push(Case {
+        suite: "udc-vm".into(),
+        name: "kernel-log".into(),
+        outcome: if problems.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        diagnostics: problems,
+    });
+    for e in &report.errors {
+        eprintln!("udc-vm: {e}");
+    }
+    if f.daemon_restarts > 0 {
+        eprintln!("udc-vm: the daemon was started again {} times", f.daemon_restarts);
+    }
+    if let Some(path) = junit_path {
+        let mut cases = report.cases.clone();
+        for e in &report.errors {
+            cases.push(Case {
+                suite: "udc-vm".into(),
+                name: "run".into(),
+                outcome: Outcome::Fail,
+                diagnostics: vec![e.clone()],
+            });
+        }
+        let xml = junit::render(
+            "udc-vm",
+            &cases,
+            f.elapsed.as_secs_f64(),
+            &vm::tail(&f.paths.console, 200),
+        );
+        std::fs::write(&path, xml).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        eprintln!("udc-vm: JUnit XML: {}", path.display());
+    }
+    for c in report.cases.iter().filter(|c| c.outcome == Outcome::Fail) {
+        println!("# FAILED: {} / {}", c.suite, c.name);
+    }
+    println!(
+        "udc-vm: {} passed, {} failed, {} skipped",
+        report.passed(),
+        report.failed(),
+        report.skipped()
+    );
+    // A skipped case is not a pass: the suite must run whole.
+    Ok(if report.failed() == 0 && report.skipped() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

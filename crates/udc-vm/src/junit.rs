@@ -1,0 +1,85 @@
+//! JUnit XML for CI systems that show test results.
+
+use crate::ktap::{Case, Outcome};
+
+fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => o.push_str(&format!("&#x{:x};", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// One testsuite of `cases`; `system_out` (the console log's tail) goes
+/// with it.
+pub fn render(suite: &str, cases: &[Case], seconds: f64, system_out: &str) -> String {
+    let failures = cases.iter().filter(|c| c.outcome == Outcome::Fail).count();
+    let skipped = cases
+        .iter()
+        .filter(|c| matches!(c.outcome, Outcome::Skip(_)))
+        .count();
+    let mut x = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    x += &format!(
+        "<testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{seconds:.1}\">\n",
+        esc(suite),
+        cases.len()
+    );
+    for c in cases {
+        x += &format!(
+            "  <testcase classname=\"{}\" name=\"{}\">",
+            esc(&c.suite),
+            esc(&c.name)
+        );
+        match &c.outcome {
+            Outcome::Pass => {}
+            Outcome::Fail => {
+                let msg = c.diagnostics.last().cloned().unwrap_or_else(|| "failed".into());
+                x += &format!(
+                    "\n    <failure message=\"{}\">{}</failure>\n  ",
+                    esc(&msg),
+                    esc(&c.diagnostics.join("\n"))
+                );
+            }
+            Outcome::Skip(why) => x += &format!("<skipped message=\"{}\"/>", esc(why)),
+        }
+        x += "</testcase>\n";
+    }
+    x += &format!("  <system-out>{}</system-out>\n</testsuite>\n", esc(system_out));
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_carry_their_diagnostics_escaped() {
+        let cases = vec![
+            Case {
+                suite: "s".into(),
+                name: "a".into(),
+                outcome: Outcome::Pass,
+                diagnostics: vec![],
+            },
+            Case {
+                suite: "s".into(),
+                name: "b<&>".into(),
+                outcome: Outcome::Fail,
+                diagnostics: vec!["x < y".into()],
+            },
+        ];
+        let x = render("udc-vm", &cases, 1.0, "log \u{1b}[0m");
+        assert!(x.contains("tests=\"2\" failures=\"1\""));
+        assert!(x.contains("name=\"b&lt;&amp;&gt;\""));
+        assert!(x.contains("<failure message=\"x &lt; y\">x &lt; y</failure>"));
+        assert!(x.contains("log &#x1b;[0m"));
+    }
+}

@@ -1,0 +1,216 @@
+//! Reads what the guest reported: a top-level KTAP stream whose cases are
+//! suites (the guest tool's KTAP, or a Rust test binary's output), each
+//! indented four spaces as a KTAP subtest. Leaf cases are what is counted.
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail,
+    Skip(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub suite: String,
+    pub name: String,
+    pub outcome: Outcome,
+    /// `#` lines printed before the result.
+    pub diagnostics: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub cases: Vec<Case>,
+    /// Problems with the report itself (missing plan or results).
+    pub errors: Vec<String>,
+    /// The exit status of /udc/run.sh, when init reported it.
+    pub run_exit: Option<i32>,
+}
+
+impl Report {
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.cases.iter().filter(|c| f(&c.outcome)).count()
+    }
+    pub fn passed(&self) -> usize {
+        self.count(|o| *o == Outcome::Pass)
+    }
+    pub fn failed(&self) -> usize {
+        self.count(|o| *o == Outcome::Fail) + self.errors.len()
+    }
+    pub fn skipped(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Skip(_)))
+    }
+}
+
+/// `ok 3 name # SKIP why` → (pass, 3, name, directive)
+fn result_line(line: &str) -> Option<(bool, usize, String, Option<String>)> {
+    let (ok, rest) = if let Some(r) = line.strip_prefix("not ok ") {
+        (false, r)
+    } else if let Some(r) = line.strip_prefix("ok ") {
+        (true, r)
+    } else {
+        return None;
+    };
+    let (num, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    let num = num.parse().ok()?;
+    let (name, directive) = match rest.split_once(" # ") {
+        Some((n, d)) => (n.trim().to_string(), Some(d.trim().to_string())),
+        None => (rest.trim().to_string(), None),
+    };
+    Some((ok, num, name, directive))
+}
+
+/// `test name ... ok` from a Rust test binary.
+fn cargo_line(line: &str) -> Option<(String, Outcome)> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, res) = rest.rsplit_once(" ... ")?;
+    let outcome = match res.trim() {
+        "ok" => Outcome::Pass,
+        "FAILED" => Outcome::Fail,
+        r if r.starts_with("ignored") => Outcome::Skip("ignored".into()),
+        _ => return None,
+    };
+    Some((name.to_string(), outcome))
+}
+
+pub fn parse(text: &str) -> Report {
+    let mut report = Report::default();
+    let mut plan: Option<usize> = None;
+    let mut top_results = 0;
+    let mut leaves: Vec<Case> = Vec::new();
+    let mut diags: Vec<String> = Vec::new();
+    let mut saw_header = false;
+    for raw in text.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(n) = line.strip_prefix("udc-init: run.sh exit ") {
+            report.run_exit = n.trim().parse().ok();
+            continue;
+        }
+        if let Some(inner) = line.strip_prefix("    ") {
+            let inner = inner.trim_start();
+            if let Some(d) = inner.strip_prefix('#') {
+                diags.push(d.trim().to_string());
+            } else if let Some((ok, _, name, directive)) = result_line(inner) {
+                let outcome = match directive {
+                    Some(d) if d.to_ascii_uppercase().starts_with("SKIP") => Outcome::Skip(d),
+                    _ if ok => Outcome::Pass,
+                    _ => Outcome::Fail,
+                };
+                leaves.push(Case {
+                    suite: String::new(),
+                    name,
+                    outcome,
+                    diagnostics: std::mem::take(&mut diags),
+                });
+            } else if let Some((name, outcome)) = cargo_line(inner) {
+                leaves.push(Case {
+                    suite: String::new(),
+                    name,
+                    outcome,
+                    diagnostics: Vec::new(),
+                });
+            } else if inner.starts_with("---- ") || inner.starts_with("thread ") || inner.contains("panicked")
+            {
+                diags.push(inner.to_string());
+            }
+            continue;
+        }
+        if line == "KTAP version 1" {
+            saw_header = true;
+        } else if let Some(n) = line.strip_prefix("1..") {
+            plan = n.trim().parse().ok();
+        } else if let Some((ok, _, suite, directive)) = result_line(line) {
+            top_results += 1;
+            let failed_leaves = leaves.iter().any(|c| c.outcome == Outcome::Fail);
+            if leaves.is_empty() {
+                let outcome = match directive {
+                    Some(d) if d.to_ascii_uppercase().starts_with("SKIP") => Outcome::Skip(d),
+                    _ if ok => Outcome::Pass,
+                    _ => Outcome::Fail,
+                };
+                leaves.push(Case {
+                    suite: suite.clone(),
+                    name: suite.clone(),
+                    outcome,
+                    diagnostics: std::mem::take(&mut diags),
+                });
+            } else if !ok && !failed_leaves {
+                // The suite failed although each case it reported passed:
+                // it crashed or exited non-zero; that is a failure too.
+                leaves.push(Case {
+                    suite: suite.clone(),
+                    name: format!("{suite} (exit status)"),
+                    outcome: Outcome::Fail,
+                    diagnostics: std::mem::take(&mut diags),
+                });
+            }
+            for mut c in leaves.drain(..) {
+                c.suite = suite.clone();
+                report.cases.push(c);
+            }
+            diags.clear();
+        }
+    }
+    if !saw_header {
+        report
+            .errors
+            .push("the guest printed no KTAP header: the suite did not start".into());
+    }
+    match plan {
+        None if saw_header => report.errors.push("no KTAP plan line".into()),
+        Some(p) if top_results < p => report.errors.push(format!(
+            "the plan announced {p} suites, {top_results} reported: the guest stopped early"
+        )),
+        _ => {}
+    }
+    if !leaves.is_empty() {
+        report.errors.push(format!(
+            "{} cases reported after the last suite ended",
+            leaves.len()
+        ));
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "KTAP version 1\n1..2\n    KTAP version 1\n    1..2\n    # super speed\n    ok 1 enumeration\n\
+        \x20   # OUT 1 byte: data differs\n    not ok 2 bulk-out-read\n    # udc-gadget: 1 passed, 1 failed\nnot ok 1 udc-gadget\n\
+        \x20   running 2 tests\n    test a ... ok\n    test b ... ignored\n    test result: ok.\nok 2 udmabuf\nudc-init: run.sh exit 1\n";
+
+    #[test]
+    fn counts_leaf_cases_of_each_suite() {
+        let r = parse(GOOD);
+        assert!(r.errors.is_empty(), "{:?}", r.errors);
+        assert_eq!((r.passed(), r.failed(), r.skipped()), (2, 1, 1));
+        assert_eq!(r.run_exit, Some(1));
+        let bad = r.cases.iter().find(|c| c.outcome == Outcome::Fail).unwrap();
+        assert_eq!(
+            (bad.suite.as_str(), bad.name.as_str()),
+            ("udc-gadget", "bulk-out-read")
+        );
+        assert_eq!(bad.diagnostics, vec!["OUT 1 byte: data differs".to_string()]);
+    }
+
+    #[test]
+    fn a_truncated_report_is_a_failure() {
+        let r = parse("KTAP version 1\n1..2\n    ok 1 enumeration\nok 1 udc-gadget\n    ok 1 x\n");
+        assert_eq!(r.passed(), 1);
+        assert_eq!(r.failed(), 2, "{:?}", r.errors);
+    }
+
+    #[test]
+    fn nothing_at_all_is_a_failure() {
+        let r = parse("");
+        assert_eq!(r.passed(), 0);
+        assert!(r.failed() >= 1);
+    }
+
+    #[test]
+    fn a_suite_that_crashed_after_passing_cases_fails() {
+        let r = parse("KTAP version 1\n1..1\n    ok 1 a\nnot ok 1 s\n");
+        assert_eq!((r.passed(), r.failed()), (1, 1));
+    }
+}

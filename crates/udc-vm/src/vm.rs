@@ -1,0 +1,376 @@
+//! One boot: the daemon, then QEMU with the virtio-udc device, the control
+//! channel and the results port, until the guest powers off or the time
+//! is up. A daemon that ends while the guest runs (a crash, or the
+//! control socket's `crash`) is started again on the same sockets, as a
+//! service manager would, so the guest can show its recovery.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::cpio;
+use crate::locate::Image;
+use crate::Error;
+
+/// Most daemon restarts in one boot before the runner gives up on it.
+const MAX_DAEMON_RESTARTS: u32 = 5;
+
+pub struct VmOptions {
+    pub qemu: PathBuf,
+    pub image: Image,
+    pub daemon: PathBuf,
+    pub daemon_args: Vec<String>,
+    pub memory: String,
+    pub cpus: u32,
+    pub speed: String,
+    pub append: String,
+    pub accel: String,
+    pub timeout: Option<Duration>,
+    pub out: PathBuf,
+    /// Copy the results port to stdout as it arrives.
+    pub echo_results: bool,
+}
+
+/// What the guest runs.
+pub enum Mode {
+    /// A shell on this terminal.
+    Interactive,
+    /// /udc/run.sh with this content; its output goes to the results port.
+    Script(String),
+}
+
+pub struct Paths {
+    pub console: PathBuf,
+    pub results: PathBuf,
+    pub daemon_log: PathBuf,
+    pub qemu_log: PathBuf,
+    vhost_sock: PathBuf,
+    control_sock: PathBuf,
+}
+
+impl Paths {
+    fn new(out: &Path) -> Paths {
+        Paths {
+            console: out.join("console.log"),
+            results: out.join("results.ktap"),
+            daemon_log: out.join("daemon.log"),
+            qemu_log: out.join("qemu.log"),
+            vhost_sock: out.join("udc.sock"),
+            control_sock: out.join("control.sock"),
+        }
+    }
+}
+
+pub struct Finished {
+    pub paths: Paths,
+    pub qemu_status: Option<ExitStatus>,
+    pub timed_out: bool,
+    pub daemon_restarts: u32,
+    pub elapsed: Duration,
+}
+
+fn kvm_usable() -> bool {
+    OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+/// The QEMU command line (without the binary).
+pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> Vec<String> {
+    let kvm = match o.accel.as_str() {
+        "kvm" => true,
+        "tcg" => false,
+        _ => kvm_usable(),
+    };
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+    push(&["-machine", "q35,memory-backend=mem"]);
+    push(&[
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={},share=on", o.memory),
+    ]);
+    push(&["-m", &o.memory, "-smp", &o.cpus.to_string()]);
+    if kvm {
+        push(&["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        push(&["-accel", "tcg", "-cpu", "max"]);
+    }
+    push(&["-nodefaults", "-no-reboot", "-nic", "none", "-display", "none"]);
+    push(&["-kernel", &o.image.bzimage.display().to_string()]);
+    push(&["-initrd", &initrd.display().to_string()]);
+    let append = format!("console=ttyS0 loglevel=7 panic=-1 {}", o.append)
+        .trim()
+        .to_string();
+    push(&["-append", &append]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=udc,path={},reconnect-ms=200", p.vhost_sock.display()),
+        "-device",
+        "vhost-user-udc-pci,chardev=udc",
+    ]);
+    push(&["-device", "virtio-serial-pci"]);
+    push(&[
+        "-chardev",
+        &format!("socket,id=ctl,path={},reconnect-ms=200", p.control_sock.display()),
+        "-device",
+        "virtserialport,chardev=ctl,name=udc-control",
+    ]);
+    push(&[
+        "-chardev",
+        &format!("file,id=res,path={}", p.results.display()),
+        "-device",
+        "virtserialport,chardev=res,name=udc-results",
+    ]);
+    if interactive {
+        push(&[
+            "-chardev",
+            &format!("stdio,id=con,mux=on,signal=off,logfile={}", p.console.display()),
+            "-serial",
+            "chardev:con",
+            "-mon",
+            "chardev=con,mode=readline",
+        ]);
+    } else {
+        push(&["-serial", &format!("file:{}", p.console.display())]);
+    }
+    a
+}
+
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(o: &VmOptions, p: &Paths) -> Result<Daemon, Error> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p.daemon_log)
+            .map_err(|e| Error::Io(format!("{}: {e}", p.daemon_log.display())))?;
+        let _ = std::fs::remove_file(&p.vhost_sock);
+        let _ = std::fs::remove_file(&p.control_sock);
+        let mut child = Command::new(&o.daemon)
+            .arg("--socket-path")
+            .arg(&p.vhost_sock)
+            .arg("--control-socket")
+            .arg(&p.control_sock)
+            .args(["--speed", &o.speed])
+            .args(&o.daemon_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| Error::Io(e.to_string()))?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| Error::Missing(format!("cannot start {}: {e}", o.daemon.display())))?;
+        let start = Instant::now();
+        while !(p.vhost_sock.exists() && p.control_sock.exists()) {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(Error::Daemon(format!(
+                    "vhost-device-udc exited ({st}) before listening:\n{}",
+                    tail(&p.daemon_log, 10)
+                )));
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                return Err(Error::Daemon(format!(
+                    "vhost-device-udc did not create its sockets within 10 s:\n{}",
+                    tail(&p.daemon_log, 10)
+                )));
+            }
+            sleep(Duration::from_millis(20));
+        }
+        Ok(Daemon { child })
+    }
+
+    fn stop(mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The last `n` lines of a file.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Copies what was appended to a file since `pos` to stdout.
+fn echo_new(path: &Path, pos: &mut u64) {
+    let Ok(mut f) = File::open(path) else { return };
+    if f.seek(SeekFrom::Start(*pos)).is_err() {
+        return;
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).is_ok() && !buf.is_empty() {
+        *pos += buf.len() as u64;
+        let mut out = std::io::stdout();
+        let _ = out.write_all(&buf);
+        let _ = out.flush();
+    }
+}
+
+pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
+    std::fs::create_dir_all(&o.out).map_err(|e| Error::Io(format!("{}: {e}", o.out.display())))?;
+    let p = Paths::new(&o.out);
+    for f in [&p.console, &p.results, &p.daemon_log, &p.qemu_log] {
+        let _ = std::fs::remove_file(f);
+    }
+    let interactive = matches!(mode, Mode::Interactive);
+    let initrd = match mode {
+        Mode::Interactive => o.image.initramfs.clone(),
+        Mode::Script(script) => {
+            let base = std::fs::read(&o.image.initramfs)
+                .map_err(|e| Error::Missing(format!("{}: {e}", o.image.initramfs.display())))?;
+            let extra = cpio::archive(&[
+                cpio::Entry::Dir("udc"),
+                cpio::Entry::File {
+                    path: "udc/run.sh",
+                    mode: 0o755,
+                    data: script.as_bytes(),
+                },
+            ]);
+            let path = o.out.join("initrd.img");
+            std::fs::write(&path, cpio::append(&base, &extra))
+                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            path
+        }
+    };
+    eprintln!("udc-vm: console log: {}", p.console.display());
+    eprintln!("udc-vm: daemon log:  {}", p.daemon_log.display());
+    if !interactive {
+        eprintln!("udc-vm: results:     {}", p.results.display());
+    }
+
+    let mut daemon = Daemon::start(o, &p)?;
+    let args = qemu_args(o, &p, &initrd, interactive);
+    std::fs::write(
+        o.out.join("qemu.cmdline"),
+        format!("{} {}\n", o.qemu.display(), args.join(" ")),
+    )
+    .map_err(|e| Error::Io(e.to_string()))?;
+    let qlog = File::create(&p.qemu_log).map_err(|e| Error::Io(e.to_string()))?;
+    let mut qemu_cmd = Command::new(&o.qemu);
+    qemu_cmd.args(&args);
+    if !interactive {
+        qemu_cmd
+            .stdin(Stdio::null())
+            .stdout(qlog.try_clone().map_err(|e| Error::Io(e.to_string()))?)
+            .stderr(qlog);
+    }
+    let mut qemu = qemu_cmd
+        .spawn()
+        .map_err(|e| Error::Missing(format!("cannot start {}: {e}", o.qemu.display())))?;
+
+    let start = Instant::now();
+    let mut restarts = 0;
+    let mut echoed = 0u64;
+    let mut timed_out = false;
+    let qemu_status = loop {
+        if let Ok(Some(st)) = qemu.try_wait() {
+            break Some(st);
+        }
+        if let Ok(Some(st)) = daemon.child.try_wait() {
+            if restarts >= MAX_DAEMON_RESTARTS {
+                eprintln!("udc-vm: the daemon ended ({st}) {restarts} times; stopping the guest");
+                let _ = qemu.kill();
+                break qemu.wait().ok();
+            }
+            restarts += 1;
+            eprintln!("udc-vm: the daemon ended ({st}); starting it again on the same sockets");
+            daemon = Daemon::start(o, &p)?;
+        }
+        if o.echo_results {
+            echo_new(&p.results, &mut echoed);
+        }
+        if let Some(t) = o.timeout {
+            if start.elapsed() > t {
+                timed_out = true;
+                let _ = qemu.kill();
+                break qemu.wait().ok();
+            }
+        }
+        sleep(Duration::from_millis(100));
+    };
+    if o.echo_results {
+        echo_new(&p.results, &mut echoed);
+    }
+    daemon.stop();
+    Ok(Finished {
+        paths: p,
+        qemu_status,
+        timed_out,
+        daemon_restarts: restarts,
+        elapsed: start.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> VmOptions {
+        VmOptions {
+            qemu: "/q".into(),
+            image: Image {
+                dir: "/img".into(),
+                bzimage: "/img/bzImage".into(),
+                initramfs: "/img/initramfs.cpio.gz".into(),
+                release: "6.12".into(),
+            },
+            daemon: "/d".into(),
+            daemon_args: vec![],
+            memory: "2G".into(),
+            cpus: 2,
+            speed: "super".into(),
+            append: "udmabuf.size_limit_mb=128".into(),
+            accel: "tcg".into(),
+            timeout: None,
+            out: "/out".into(),
+            echo_results: false,
+        }
+    }
+
+    #[test]
+    fn qemu_gets_shared_memfd_ram_and_all_three_channels() {
+        let o = opts();
+        let p = Paths::new(&o.out);
+        let a = qemu_args(&o, &p, Path::new("/out/initrd.img"), false).join(" ");
+        assert!(
+            a.contains("-object memory-backend-memfd,id=mem,size=2G,share=on"),
+            "{a}"
+        );
+        assert!(a.contains("-machine q35,memory-backend=mem"));
+        assert!(a.contains("-accel tcg -cpu max"));
+        assert!(a.contains(
+            "socket,id=udc,path=/out/udc.sock,reconnect-ms=200 -device vhost-user-udc-pci,chardev=udc"
+        ));
+        assert!(a.contains("socket,id=ctl,path=/out/control.sock,reconnect-ms=200 -device virtserialport,chardev=ctl,name=udc-control"));
+        assert!(a.contains(
+            "file,id=res,path=/out/results.ktap -device virtserialport,chardev=res,name=udc-results"
+        ));
+        assert!(a.contains("-serial file:/out/console.log"));
+        assert!(a.contains("-append console=ttyS0 loglevel=7 panic=-1 udmabuf.size_limit_mb=128"));
+        assert!(a.contains("-initrd /out/initrd.img"));
+    }
+
+    #[test]
+    fn interactive_runs_put_console_and_monitor_on_the_terminal() {
+        let o = opts();
+        let p = Paths::new(&o.out);
+        let a = qemu_args(&o, &p, Path::new("/img/initramfs.cpio.gz"), true).join(" ");
+        assert!(a.contains(
+            "-chardev stdio,id=con,mux=on,signal=off,logfile=/out/console.log -serial chardev:con"
+        ));
+        assert!(!a.contains("-serial file:"));
+    }
+}
