@@ -25,6 +25,8 @@ const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Ctx {
     pub host: HostLink,
+    /// Path of the control channel, to reconnect after a daemon restart.
+    pub control: std::path::PathBuf,
     pub udc: Option<String>,
     /// Diagnostics of the running case, printed with its result.
     pub notes: Vec<String>,
@@ -42,6 +44,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("short-and-zero-length", short_and_zero_length),
     ("unbind-rebind", unbind_rebind),
     ("rmmod-insmod-with-transfers-queued", rmmod_insmod),
+    ("daemon-crash-and-restart", daemon_crash),
 ];
 
 /// Sizes for the read/write cases, around the packet size and up to 8 MiB.
@@ -567,6 +570,44 @@ fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
     }
     ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
     round_trip(ctx, &s, 7100)?;
+    Ok(())
+}
+
+/// The daemon dies with requests queued: QEMU tells the driver, which fails
+/// them; `udc-vm` starts a new daemon, the driver resets the device, the
+/// host enumerates again and data moves.
+fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
+    let mut s = setup(ctx)?;
+    for _ in 0..2 {
+        s.g.rx
+            .recv(BytesMut::with_capacity(65536))
+            .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
+    }
+    s.g.tx
+        .send(Bytes::from(pattern(8000, 0, 65536)))
+        .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
+    thread::sleep(Duration::from_millis(200));
+    ctx.host.ok(json!({"op": "crash"}))?;
+    let start = Instant::now();
+    for k in 0..2 {
+        match s.g.rx.fetch_timeout(Duration::from_secs(15)) {
+            Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
+            Ok(Some(b)) => return Err(Error::Check(format!("queued read {k} completed with {} bytes", b.len()))),
+            Ok(None) => return Err(Error::Check(format!("queued read {k} did not complete within 15 s"))),
+        }
+    }
+    match s.g.tx.flush_timeout(Duration::from_secs(15)) {
+        Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
+        Ok(()) => return Err(Error::Check("the queued write completed although the daemon died".into())),
+    }
+    ctx.notes.push(format!("queued requests failed {:?} after the crash", start.elapsed()));
+    let control = ctx.control.clone();
+    ctx.host.reconnect(&control, Duration::from_secs(30))?;
+    ctx.host.wait_configured(Duration::from_secs(30))?;
+    ctx.notes.push(format!("enumerated by the new daemon {:?} after the crash", start.elapsed()));
+    let _ = s.g.rx.cancel();
+    let _ = s.g.tx.cancel();
+    round_trip(ctx, &s, 8100)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -28,6 +29,59 @@ impl HostLink {
             .map_err(|e| Error::Setup(format!("control channel {}: {e}", path.display())))?;
         let reader = BufReader::new(file.try_clone().map_err(|e| Error::Setup(e.to_string()))?);
         Ok(HostLink { writer: file, reader })
+    }
+
+    /// Opens the channel again until the host side answers `status`: after
+    /// the daemon was restarted, QEMU reconnects the port to the new one.
+    /// The port opens once at a time, so the old descriptors go first.
+    pub fn reconnect(&mut self, path: &Path, timeout: Duration) -> Result<(), Error> {
+        let null = || File::open("/dev/null").map_err(|e| Error::Setup(format!("/dev/null: {e}")));
+        self.writer = null()?;
+        self.reader = BufReader::new(null()?);
+        let start = Instant::now();
+        loop {
+            let attempt = HostLink::open(path).and_then(|mut l| {
+                l.send(&json!({"op": "status"}))?;
+                l.reply_within(Duration::from_secs(2))?;
+                Ok(l)
+            });
+            match attempt {
+                Ok(l) => {
+                    *self = l;
+                    return Ok(());
+                }
+                Err(e) if start.elapsed() > timeout => {
+                    return Err(Error::Check(format!("the host side did not come back within {timeout:?}: {e}")))
+                }
+                Err(_) => sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
+    fn send(&mut self, req: &Value) -> Result<(), Error> {
+        let mut line = serde_json::to_string(req).expect("a JSON value serialises");
+        line.push('\n');
+        self.writer
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::Host(format!("sending {}: {e}", op_name(req))))
+    }
+
+    /// The next reply line, if it arrives within `timeout`.
+    fn reply_within(&mut self, timeout: Duration) -> Result<Value, Error> {
+        if self.reader.buffer().is_empty() {
+            let mut pfd = libc::pollfd { fd: self.writer.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one pollfd that lives across the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
+            if n <= 0 {
+                return Err(Error::Host(format!("no reply within {timeout:?}")));
+            }
+        }
+        let mut reply = String::new();
+        let n = self.reader.read_line(&mut reply).map_err(|e| Error::Host(format!("reading a reply: {e}")))?;
+        if n == 0 {
+            return Err(Error::Host("control channel closed".into()));
+        }
+        serde_json::from_str(&reply).map_err(|e| Error::Host(format!("bad reply {reply:?}: {e}")))
     }
 
     /// Sends one request and returns the reply, whatever its `ok`.

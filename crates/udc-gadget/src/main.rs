@@ -87,9 +87,7 @@ fn main() -> ExitCode {
             let cases: Vec<_> = cases::CASES
                 .iter()
                 .filter(|(name, _)| {
-                    filter
-                        .as_deref()
-                        .map_or(true, |f| f.split(',').any(|f| name.contains(f)))
+                    filter.as_deref().is_none_or(|f| f.split(',').any(|f| name.contains(f)))
                 })
                 .collect();
             if list {
@@ -122,6 +120,7 @@ fn fail(e: Error) -> ExitCode {
 fn context(cli: &Cli) -> Result<Ctx, Error> {
     Ok(Ctx {
         host: HostLink::open(&cli.control)?,
+        control: cli.control.clone(),
         udc: cli.udc.clone(),
         notes: Vec::new(),
     })
