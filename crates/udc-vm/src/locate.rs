@@ -55,15 +55,33 @@ fn run_build_script(script: &Path, args: &[String]) -> Result<PathBuf, Error> {
     Ok(PathBuf::from(last))
 }
 
-pub fn qemu(given: Option<&Path>) -> Result<PathBuf, Error> {
+/// The QEMU device that carries virtio-udc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// Ours, from qemu/patches.
+    UdcPci,
+    /// QEMU's generic vhost-user device (after 10.1), configured as ID 63.
+    TestDevicePci,
+}
+
+impl Device {
+    /// The -device argument for the chardev `chardev`.
+    pub fn arg(self, chardev: &str) -> String {
+        match self {
+            Device::UdcPci => format!("vhost-user-udc-pci,chardev={chardev}"),
+            Device::TestDevicePci => format!(
+                "vhost-user-test-device-pci,chardev={chardev},virtio-id=63,num_vqs=3,vq_size=1024,config_size=256"
+            ),
+        }
+    }
+}
+
+pub fn qemu(given: Option<&Path>) -> Result<(PathBuf, Device), Error> {
     let path = match given {
         Some(p) => p.to_path_buf(),
         None => {
             let root = repo_root().ok_or_else(|| {
-                Error::Missing(
-                    "no --qemu given and no virtio-udc checkout found to build one (set VIRTIO_UDC_ROOT)"
-                        .into(),
-                )
+                Error::Missing("no --qemu given and no virtio-udc checkout found to build one (set VIRTIO_UDC_ROOT)".into())
             })?;
             run_build_script(&root.join("qemu/build.sh"), &[])?
         }
@@ -72,13 +90,22 @@ pub fn qemu(given: Option<&Path>) -> Result<PathBuf, Error> {
         .args(["-device", "help"])
         .output()
         .map_err(|e| Error::Missing(format!("QEMU {}: {e}", path.display())))?;
-    if !String::from_utf8_lossy(&out.stdout).contains("\"vhost-user-udc-pci\"") {
-        return Err(Error::Missing(format!(
-            "{} has no vhost-user-udc-pci device: build virtio-udc's QEMU with qemu/build.sh",
+    let devices = String::from_utf8_lossy(&out.stdout);
+    if devices.contains("\"vhost-user-udc-pci\"") {
+        Ok((path, Device::UdcPci))
+    } else if devices.contains("\"vhost-user-test-device-pci\"") {
+        eprintln!(
+            "udc-vm: {} has no vhost-user-udc-pci; using its generic vhost-user-test-device-pci as virtio ID 63 \
+             (see qemu/README.md: it needs ID 63 in QEMU's virtio name table)",
             path.display()
-        )));
+        );
+        Ok((path, Device::TestDevicePci))
+    } else {
+        Err(Error::Missing(format!(
+            "{} has neither vhost-user-udc-pci nor vhost-user-test-device-pci: build virtio-udc's QEMU with qemu/build.sh",
+            path.display()
+        )))
     }
-    Ok(path)
 }
 
 /// The guest image directory (docs/vm-tier.md).

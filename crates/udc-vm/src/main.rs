@@ -148,7 +148,7 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
         kdir: a.kdir.as_deref(),
         kernel_version: a.kernel_version.as_deref(),
     })?;
-    let qemu = locate::qemu(a.qemu.as_deref())?;
+    let (qemu, device) = locate::qemu(a.qemu.as_deref())?;
     let daemon = locate::daemon(a.daemon.as_deref())?;
     let out = match &a.out {
         Some(o) => o.clone(),
@@ -161,6 +161,7 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
     eprintln!("udc-vm: kernel {} from {}", image.release, image.dir.display());
     Ok(VmOptions {
         qemu,
+        device,
         image,
         daemon,
         daemon_args: a.daemon_args.clone(),

@@ -20,6 +20,7 @@ const MAX_DAEMON_RESTARTS: u32 = 5;
 
 pub struct VmOptions {
     pub qemu: PathBuf,
+    pub device: crate::locate::Device,
     pub image: Image,
     pub daemon: PathBuf,
     pub daemon_args: Vec<String>,
@@ -107,7 +108,7 @@ pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> 
         "-chardev",
         &format!("socket,id=udc,path={},reconnect-ms=200", p.vhost_sock.display()),
         "-device",
-        "vhost-user-udc-pci,chardev=udc",
+        &o.device.arg("udc"),
     ]);
     push(&["-device", "virtio-serial-pci"]);
     push(&[
@@ -321,6 +322,7 @@ mod tests {
     fn opts() -> VmOptions {
         VmOptions {
             qemu: "/q".into(),
+            device: crate::locate::Device::UdcPci,
             image: Image {
                 dir: "/img".into(),
                 bzimage: "/img/bzImage".into(),
@@ -361,6 +363,14 @@ mod tests {
         assert!(a.contains("-serial file:/out/console.log"));
         assert!(a.contains("-append console=ttyS0 loglevel=7 panic=-1 udmabuf.size_limit_mb=128"));
         assert!(a.contains("-initrd /out/initrd.img"));
+    }
+
+    #[test]
+    fn the_generic_device_is_configured_as_virtio_udc() {
+        let mut o = opts();
+        o.device = crate::locate::Device::TestDevicePci;
+        let a = qemu_args(&o, &Paths::new(&o.out), Path::new("/i"), false).join(" ");
+        assert!(a.contains("-device vhost-user-test-device-pci,chardev=udc,virtio-id=63,num_vqs=3,vq_size=1024,config_size=256"), "{a}");
     }
 
     #[test]
