@@ -6,7 +6,12 @@ set -euo pipefail
 say() { printf 'setup: %s\n' "$*"; }
 
 need_apt=()
-for pkg in build-essential pkg-config ca-certificates; do
+# The VM tier's tools too: the runner's tests unpack cpio archives, the
+# image build needs busybox-static, kmod, dwarves (pahole, for the module's
+# BTF), xz/zstd for modules, perl for checkpatch; python3 runs QEMU's smoke
+# test. qemu/build.sh installs QEMU's own build dependencies.
+for pkg in build-essential pkg-config ca-certificates cpio busybox-static kmod dwarves \
+    xz-utils zstd file bc perl python3; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

@@ -1471,7 +1471,7 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 		return ret;
 	}
 
-	dev_info(&vdev->dev, "UDC %s: %u endpoints, %s, %s\n", dev_name(&gadget->dev),
+	dev_info(&vdev->dev, "UDC %s: %u endpoints, %s, %s\n", dev_name(vudc->dma_dev),
 		 vudc->num_eps, usb_speed_string(gadget->max_speed),
 		 gadget->sg_supported ? "scatter-gather" : "no scatter-gather");
 	return 0;
