@@ -427,6 +427,12 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
         Request::Bus { action } => {
             let udc = host.udc();
             let did = match action.as_str() {
+                "reset" if host.config().auto_enumerate => {
+                    // A host that resets the bus enumerates again, as the
+                    // control-socket docs promise.
+                    let e = host.reset_and_enumerate()?;
+                    return Ok(json!({"ok": true, "changed": true, "enumerated": e}));
+                }
                 "reset" => {
                     let speed = host.config().speed;
                     udc.lock().bus_reset(speed).is_some()

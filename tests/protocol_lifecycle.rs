@@ -172,6 +172,26 @@ fn vendor_control_requests_both_ways_and_stall() {
 }
 
 #[test]
+fn a_bus_reset_from_the_control_socket_enumerates_again() {
+    let d = Daemon::start(&[]);
+    let (mut h, mut g) = d.configured();
+    let path = d.control.clone();
+    let reset = std::thread::spawn(move || Ctl::connect(&path).req(json!({"op": "bus", "action": "reset"})));
+    let start = Instant::now();
+    while !reset.is_finished() {
+        g.run_for(&mut h, Duration::from_millis(20)).unwrap();
+        assert!(start.elapsed() < T, "the reset did not finish");
+    }
+    let r = reset.join().unwrap();
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["changed"], true);
+    assert!(r["enumerated"]["device"].is_object(), "{r}");
+    let st = d.ctl().ok(json!({"op": "status"}));
+    assert_eq!(st["host"]["enumerations"], 2, "{st}");
+    assert_eq!(st["device"]["state"], "configured", "{st}");
+}
+
+#[test]
 fn bus_reset_disconnect_and_suspend_reach_the_driver() {
     let d = Daemon::start(&[]);
     let (mut h, mut g) = d.configured();

@@ -42,6 +42,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("bulk-out-aio", bulk_out_aio),
     ("bulk-in-aio", bulk_in_aio),
     ("short-and-zero-length", short_and_zero_length),
+    ("bus-suspend-resume-reset-disconnect", bus_events),
     ("unbind-rebind", unbind_rebind),
     ("rmmod-insmod-with-transfers-queued", rmmod_insmod),
     ("daemon-crash-and-restart", daemon_crash),
@@ -461,6 +462,59 @@ fn round_trip(ctx: &mut Ctx, s: &Setup, seed: u64) -> Result<(), Error> {
     transfer_ok(&r, 1000, "IN round trip")?;
     verify(seed + 1, 0, &data, "IN round trip")?;
     join(writer, "IN round trip")?;
+    Ok(())
+}
+
+/// Waits until the ep0 thread has seen FunctionFS event `name`.
+fn wait_ep0_event(s: &Setup, name: &str) -> Result<(), Error> {
+    let start = Instant::now();
+    loop {
+        if s.g.ep0_log.lock().unwrap().events.iter().any(|e| e == name) {
+            return Ok(());
+        }
+        check(start.elapsed() < Duration::from_secs(5), || {
+            format!("no FunctionFS {name} event within 5 s; saw {:?}", s.g.ep0_log.lock().unwrap().events)
+        })?;
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the host and the cable do to the bus reaches the gadget: suspend
+/// and resume as FunctionFS events; a bus reset and a disconnect end the
+/// transfers in flight with an error, and the host enumerates again.
+fn bus_events(ctx: &mut Ctx) -> Result<(), Error> {
+    let s = setup(ctx)?;
+    ctx.host.ok(json!({"op": "bus", "action": "suspend"}))?;
+    wait_ep0_event(&s, "suspend")?;
+    ctx.host.ok(json!({"op": "bus", "action": "resume"}))?;
+    wait_ep0_event(&s, "resume")?;
+    round_trip(ctx, &s, 9000)?;
+
+    // A bus reset under a pending read.
+    let reader = read_thread(s.g.open_ep(2)?, 4096);
+    thread::sleep(Duration::from_millis(200));
+    ctx.host.ok(json!({"op": "bus", "action": "reset"}))?;
+    match reader.join() {
+        Ok(Err(e)) => ctx.notes.push(format!("read pending over a bus reset ended with: {e}")),
+        Ok(Ok(d)) => return Err(Error::Check(format!("a read pending over a bus reset returned {} bytes", d.len()))),
+        Err(_) => return Err(Error::Check("reader thread panicked".into())),
+    }
+    ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+    round_trip(ctx, &s, 9010)?;
+
+    // A disconnect under a pending write, then the cable back in.
+    let writer = write_thread(s.g.open_ep(1)?, pattern(9020, 0, 4096));
+    thread::sleep(Duration::from_millis(200));
+    ctx.host.ok(json!({"op": "bus", "action": "disconnect"}))?;
+    match writer.join() {
+        Ok(Err(e)) => ctx.notes.push(format!("write pending over a disconnect ended with: {e}")),
+        Ok(Ok(n)) => return Err(Error::Check(format!("a write pending over a disconnect returned {n}"))),
+        Err(_) => return Err(Error::Check("writer thread panicked".into())),
+    }
+    ctx.notes.push(format!("UDC state after the disconnect: {:?}", s.g.udc.state()));
+    ctx.host.ok(json!({"op": "bus", "action": "connect"}))?;
+    ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+    round_trip(ctx, &s, 9030)?;
     Ok(())
 }
 
