@@ -306,6 +306,13 @@ fn test(a: &VmArgs, filter: Option<&str>, junit_path: Option<PathBuf>) -> Result
         ));
     }
     let problems = report_kernel_log(&f.paths.console);
+    let console = std::fs::read_to_string(&f.paths.console).unwrap_or_default();
+    for l in console.lines().filter(|l| l.contains("udc-init: FAILED to load")) {
+        report.errors.push(format!(
+            "{} (a module that does not match the kernel? rebuild the image)",
+            l.trim()
+        ));
+    }
     report.cases.push(Case {
         suite: "udc-vm".into(),
         name: "kernel-log".into(),
