@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 use udc_patterns::Pattern;
 
+use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};
 use crate::host::HostLink;
 use crate::Error;
@@ -43,6 +44,7 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("bulk-in-aio", bulk_in_aio),
     ("short-and-zero-length", short_and_zero_length),
     ("bus-suspend-resume-reset-disconnect", bus_events),
+    ("dmabuf-in-out", dmabuf_in_out),
     ("unbind-rebind", unbind_rebind),
     ("rmmod-insmod-with-transfers-queued", rmmod_insmod),
     ("daemon-crash-and-restart", daemon_crash),
@@ -465,6 +467,86 @@ fn round_trip(ctx: &mut Ctx, s: &Setup, seed: u64) -> Result<(), Error> {
     Ok(())
 }
 
+/// Waits on a DMABUF's fences: POLLIN for its writers (the device filling an
+/// OUT buffer), POLLOUT for every user (an IN buffer the device reads).
+fn wait_fence(fd: std::os::fd::BorrowedFd<'_>, events: i16, what: &str) -> Result<(), Error> {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one pollfd that lives across the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, IO_TIMEOUT.as_millis() as i32) };
+    check(n == 1 && pfd.revents & events != 0, || {
+        format!("{what}: the fence did not signal within {IO_TIMEOUT:?}")
+    })
+}
+
+/// FUNCTIONFS_DMABUF_ATTACH / TRANSFER / DETACH on both endpoints with a
+/// udmabuf: the device moves the data into and out of exactly the pages of
+/// the guest's DMABUF (a scatterlist of one entry per page).
+fn dmabuf_in_out(ctx: &mut Ctx) -> Result<(), Error> {
+    use std::os::fd::AsFd;
+    use udmabuf::{memfd_for_udmabuf, CreateFlags, SyncDirection, Udmabuf};
+    let s = setup(ctx)?;
+    let size: usize = 1 << 20;
+    let dev = Udmabuf::open().map_err(|e| Error::Setup(format!("/dev/udmabuf: {e}")))?;
+    let memfd = memfd_for_udmabuf("udc-gadget", size as u64).map_err(|e| Error::Setup(e.to_string()))?;
+    let buf = dev
+        .create(memfd.as_fd(), 0, size as u64, CreateFlags::default())
+        .map_err(|e| Error::Setup(format!("UDMABUF_CREATE: {e}")))?;
+    let mut map = buf
+        .map()
+        .map_err(|e| Error::Setup(format!("mmap of the DMABUF: {e}")))?;
+
+    // IN: the CPU writes the buffer, the device reads it.
+    {
+        let _cpu = buf
+            .cpu_access(SyncDirection::Write)
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        map.as_mut_slice().copy_from_slice(&pattern(10_000, 0, size));
+    }
+    let ep_in = s.g.open_ep(1)?;
+    ffs_dmabuf::attach(ep_in.as_fd(), buf.as_fd())
+        .map_err(|e| Error::Check(format!("DMABUF_ATTACH on IN: {e}")))?;
+    ffs_dmabuf::transfer(ep_in.as_fd(), buf.as_fd(), size as u64, 0)
+        .map_err(|e| Error::Check(format!("DMABUF_TRANSFER on IN: {e}")))?;
+    let (r, data) = ctx.host.read_in(s.ep_in, size)?;
+    transfer_ok(&r, size, "DMABUF IN")?;
+    verify(10_000, 0, &data, "DMABUF IN")?;
+    wait_fence(buf.as_fd(), libc::POLLOUT, "DMABUF IN")?;
+    ffs_dmabuf::detach(ep_in.as_fd(), buf.as_fd())
+        .map_err(|e| Error::Check(format!("DMABUF_DETACH on IN: {e}")))?;
+
+    // OUT: the device writes the buffer, the CPU reads it after the fence.
+    let ep_out = s.g.open_ep(2)?;
+    ffs_dmabuf::attach(ep_out.as_fd(), buf.as_fd())
+        .map_err(|e| Error::Check(format!("DMABUF_ATTACH on OUT: {e}")))?;
+    ffs_dmabuf::transfer(ep_out.as_fd(), buf.as_fd(), size as u64, 0)
+        .map_err(|e| Error::Check(format!("DMABUF_TRANSFER on OUT: {e}")))?;
+    transfer_ok(
+        &ctx.host.send_out(s.ep_out, &pattern(10_001, 0, size), false)?,
+        size,
+        "DMABUF OUT",
+    )?;
+    wait_fence(buf.as_fd(), libc::POLLIN, "DMABUF OUT")?;
+    {
+        let _cpu = buf
+            .cpu_access(SyncDirection::Read)
+            .map_err(|e| Error::Setup(e.to_string()))?;
+        verify(10_001, 0, map.as_slice(), "DMABUF OUT")?;
+    }
+    ffs_dmabuf::detach(ep_out.as_fd(), buf.as_fd())
+        .map_err(|e| Error::Check(format!("DMABUF_DETACH on OUT: {e}")))?;
+    ctx.notes.push(format!(
+        "{} KiB each way through a udmabuf of {} pages",
+        size >> 10,
+        size >> 12
+    ));
+    Ok(())
+}
+
 /// Waits until the ep0 thread has seen FunctionFS event `name`.
 fn wait_ep0_event(s: &Setup, name: &str) -> Result<(), Error> {
     let start = Instant::now();
@@ -473,7 +555,10 @@ fn wait_ep0_event(s: &Setup, name: &str) -> Result<(), Error> {
             return Ok(());
         }
         check(start.elapsed() < Duration::from_secs(5), || {
-            format!("no FunctionFS {name} event within 5 s; saw {:?}", s.g.ep0_log.lock().unwrap().events)
+            format!(
+                "no FunctionFS {name} event within 5 s; saw {:?}",
+                s.g.ep0_log.lock().unwrap().events
+            )
         })?;
         thread::sleep(Duration::from_millis(20));
     }
@@ -495,8 +580,15 @@ fn bus_events(ctx: &mut Ctx) -> Result<(), Error> {
     thread::sleep(Duration::from_millis(200));
     ctx.host.ok(json!({"op": "bus", "action": "reset"}))?;
     match reader.join() {
-        Ok(Err(e)) => ctx.notes.push(format!("read pending over a bus reset ended with: {e}")),
-        Ok(Ok(d)) => return Err(Error::Check(format!("a read pending over a bus reset returned {} bytes", d.len()))),
+        Ok(Err(e)) => ctx
+            .notes
+            .push(format!("read pending over a bus reset ended with: {e}")),
+        Ok(Ok(d)) => {
+            return Err(Error::Check(format!(
+                "a read pending over a bus reset returned {} bytes",
+                d.len()
+            )))
+        }
         Err(_) => return Err(Error::Check("reader thread panicked".into())),
     }
     ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
@@ -507,11 +599,18 @@ fn bus_events(ctx: &mut Ctx) -> Result<(), Error> {
     thread::sleep(Duration::from_millis(200));
     ctx.host.ok(json!({"op": "bus", "action": "disconnect"}))?;
     match writer.join() {
-        Ok(Err(e)) => ctx.notes.push(format!("write pending over a disconnect ended with: {e}")),
-        Ok(Ok(n)) => return Err(Error::Check(format!("a write pending over a disconnect returned {n}"))),
+        Ok(Err(e)) => ctx
+            .notes
+            .push(format!("write pending over a disconnect ended with: {e}")),
+        Ok(Ok(n)) => {
+            return Err(Error::Check(format!(
+                "a write pending over a disconnect returned {n}"
+            )))
+        }
         Err(_) => return Err(Error::Check("writer thread panicked".into())),
     }
-    ctx.notes.push(format!("UDC state after the disconnect: {:?}", s.g.udc.state()));
+    ctx.notes
+        .push(format!("UDC state after the disconnect: {:?}", s.g.udc.state()));
     ctx.host.ok(json!({"op": "bus", "action": "connect"}))?;
     ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
     round_trip(ctx, &s, 9030)?;
@@ -646,19 +745,38 @@ fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
     for k in 0..2 {
         match s.g.rx.fetch_timeout(Duration::from_secs(15)) {
             Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
-            Ok(Some(b)) => return Err(Error::Check(format!("queued read {k} completed with {} bytes", b.len()))),
-            Ok(None) => return Err(Error::Check(format!("queued read {k} did not complete within 15 s"))),
+            Ok(Some(b)) => {
+                return Err(Error::Check(format!(
+                    "queued read {k} completed with {} bytes",
+                    b.len()
+                )))
+            }
+            Ok(None) => {
+                return Err(Error::Check(format!(
+                    "queued read {k} did not complete within 15 s"
+                )))
+            }
         }
     }
     match s.g.tx.flush_timeout(Duration::from_secs(15)) {
         Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
-        Ok(()) => return Err(Error::Check("the queued write completed although the daemon died".into())),
+        Ok(()) => {
+            return Err(Error::Check(
+                "the queued write completed although the daemon died".into(),
+            ))
+        }
     }
-    ctx.notes.push(format!("queued requests failed {:?} after the crash", start.elapsed()));
+    ctx.notes.push(format!(
+        "queued requests failed {:?} after the crash",
+        start.elapsed()
+    ));
     let control = ctx.control.clone();
     ctx.host.reconnect(&control, Duration::from_secs(30))?;
     ctx.host.wait_configured(Duration::from_secs(30))?;
-    ctx.notes.push(format!("enumerated by the new daemon {:?} after the crash", start.elapsed()));
+    ctx.notes.push(format!(
+        "enumerated by the new daemon {:?} after the crash",
+        start.elapsed()
+    ));
     let _ = s.g.rx.cancel();
     let _ = s.g.tx.cancel();
     round_trip(ctx, &s, 8100)?;

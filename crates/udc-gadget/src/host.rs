@@ -51,7 +51,9 @@ impl HostLink {
                     return Ok(());
                 }
                 Err(e) if start.elapsed() > timeout => {
-                    return Err(Error::Check(format!("the host side did not come back within {timeout:?}: {e}")))
+                    return Err(Error::Check(format!(
+                        "the host side did not come back within {timeout:?}: {e}"
+                    )))
                 }
                 Err(_) => sleep(Duration::from_millis(200)),
             }
@@ -69,7 +71,11 @@ impl HostLink {
     /// The next reply line, if it arrives within `timeout`.
     fn reply_within(&mut self, timeout: Duration) -> Result<Value, Error> {
         if self.reader.buffer().is_empty() {
-            let mut pfd = libc::pollfd { fd: self.writer.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.writer.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one pollfd that lives across the call.
             let n = unsafe { libc::poll(&mut pfd, 1, timeout.as_millis() as i32) };
             if n <= 0 {
@@ -77,7 +83,10 @@ impl HostLink {
             }
         }
         let mut reply = String::new();
-        let n = self.reader.read_line(&mut reply).map_err(|e| Error::Host(format!("reading a reply: {e}")))?;
+        let n = self
+            .reader
+            .read_line(&mut reply)
+            .map_err(|e| Error::Host(format!("reading a reply: {e}")))?;
         if n == 0 {
             return Err(Error::Host("control channel closed".into()));
         }

@@ -7,6 +7,7 @@
 //! ends of each transfer.
 
 mod cases;
+mod ffs_dmabuf;
 mod gadget;
 mod host;
 mod kmsg;
@@ -87,7 +88,9 @@ fn main() -> ExitCode {
             let cases: Vec<_> = cases::CASES
                 .iter()
                 .filter(|(name, _)| {
-                    filter.as_deref().is_none_or(|f| f.split(',').any(|f| name.contains(f)))
+                    filter
+                        .as_deref()
+                        .is_none_or(|f| f.split(',').any(|f| name.contains(f)))
                 })
                 .collect();
             if list {

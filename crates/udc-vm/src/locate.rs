@@ -81,7 +81,10 @@ pub fn qemu(given: Option<&Path>) -> Result<(PathBuf, Device), Error> {
         Some(p) => p.to_path_buf(),
         None => {
             let root = repo_root().ok_or_else(|| {
-                Error::Missing("no --qemu given and no virtio-udc checkout found to build one (set VIRTIO_UDC_ROOT)".into())
+                Error::Missing(
+                    "no --qemu given and no virtio-udc checkout found to build one (set VIRTIO_UDC_ROOT)"
+                        .into(),
+                )
             })?;
             run_build_script(&root.join("qemu/build.sh"), &[])?
         }
