@@ -13,6 +13,9 @@ use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 use udc_patterns::Pattern;
 
+use std::os::fd::AsFd;
+
+use crate::dmabuf::{self, GuestBuf, Source};
 use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};
 use crate::host::HostLink;
@@ -44,7 +47,9 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("bulk-in-aio", bulk_in_aio),
     ("short-and-zero-length", short_and_zero_length),
     ("bus-suspend-resume-reset-disconnect", bus_events),
-    ("dmabuf-in-out", dmabuf_in_out),
+    ("dmabuf-sizes-udmabuf-and-heap", dmabuf_sizes),
+    ("dmabuf-fifo-and-fence-order", dmabuf_fifo),
+    ("dmabuf-bad-requests-and-detach-pending", dmabuf_errors),
     ("unbind-rebind", unbind_rebind),
     ("rmmod-insmod-with-transfers-queued", rmmod_insmod),
     ("daemon-crash-and-restart", daemon_crash),
@@ -467,83 +472,229 @@ fn round_trip(ctx: &mut Ctx, s: &Setup, seed: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Waits on a DMABUF's fences: POLLIN for its writers (the device filling an
-/// OUT buffer), POLLOUT for every user (an IN buffer the device reads).
-fn wait_fence(fd: std::os::fd::BorrowedFd<'_>, events: i16, what: &str) -> Result<(), Error> {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    // SAFETY: one pollfd that lives across the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, IO_TIMEOUT.as_millis() as i32) };
-    check(n == 1 && pfd.revents & events != 0, || {
-        format!("{what}: the fence did not signal within {IO_TIMEOUT:?}")
-    })
+fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::Check(format!("{what}: {e}"))
 }
 
-/// FUNCTIONFS_DMABUF_ATTACH / TRANSFER / DETACH on both endpoints with a
-/// udmabuf: the device moves the data into and out of exactly the pages of
-/// the guest's DMABUF (a scatterlist of one entry per page).
-fn dmabuf_in_out(ctx: &mut Ctx) -> Result<(), Error> {
-    use std::os::fd::AsFd;
-    use udmabuf::{memfd_for_udmabuf, CreateFlags, SyncDirection, Udmabuf};
-    let s = setup(ctx)?;
-    let size: usize = 1 << 20;
-    let dev = Udmabuf::open().map_err(|e| Error::Setup(format!("/dev/udmabuf: {e}")))?;
-    let memfd = memfd_for_udmabuf("udc-gadget", size as u64).map_err(|e| Error::Setup(e.to_string()))?;
-    let buf = dev
-        .create(memfd.as_fd(), 0, size as u64, CreateFlags::default())
-        .map_err(|e| Error::Setup(format!("UDMABUF_CREATE: {e}")))?;
-    let mut map = buf
-        .map()
-        .map_err(|e| Error::Setup(format!("mmap of the DMABUF: {e}")))?;
-
-    // IN: the CPU writes the buffer, the device reads it.
-    {
-        let _cpu = buf
-            .cpu_access(SyncDirection::Write)
-            .map_err(|e| Error::Setup(e.to_string()))?;
-        map.as_mut_slice().copy_from_slice(&pattern(10_000, 0, size));
+/// An errno-returning call must fail with exactly `errno`.
+fn expect_errno(r: std::io::Result<()>, errno: i32, what: &str) -> Result<(), Error> {
+    match r {
+        Err(e) if e.raw_os_error() == Some(errno) => Ok(()),
+        Err(e) => Err(Error::Check(format!(
+            "{what}: {e}, expected {}",
+            std::io::Error::from_raw_os_error(errno)
+        ))),
+        Ok(()) => Err(Error::Check(format!(
+            "{what}: succeeded, expected {}",
+            std::io::Error::from_raw_os_error(errno)
+        ))),
     }
+}
+
+/// One DMABUF transfer each way: attach, transfer, wait on the fence,
+/// check the data at the other end, detach.
+fn dmabuf_pair(ctx: &mut Ctx, s: &Setup, buf: &mut GuestBuf, size: usize, seed: u64) -> Result<(), Error> {
+    let what = format!("{} {} KiB", buf.source.name(), size >> 10);
     let ep_in = s.g.open_ep(1)?;
-    ffs_dmabuf::attach(ep_in.as_fd(), buf.as_fd())
-        .map_err(|e| Error::Check(format!("DMABUF_ATTACH on IN: {e}")))?;
-    ffs_dmabuf::transfer(ep_in.as_fd(), buf.as_fd(), size as u64, 0)
-        .map_err(|e| Error::Check(format!("DMABUF_TRANSFER on IN: {e}")))?;
-    let (r, data) = ctx.host.read_in(s.ep_in, size)?;
-    transfer_ok(&r, size, "DMABUF IN")?;
-    verify(10_000, 0, &data, "DMABUF IN")?;
-    wait_fence(buf.as_fd(), libc::POLLOUT, "DMABUF IN")?;
-    ffs_dmabuf::detach(ep_in.as_fd(), buf.as_fd())
-        .map_err(|e| Error::Check(format!("DMABUF_DETACH on IN: {e}")))?;
-
-    // OUT: the device writes the buffer, the CPU reads it after the fence.
     let ep_out = s.g.open_ep(2)?;
-    ffs_dmabuf::attach(ep_out.as_fd(), buf.as_fd())
-        .map_err(|e| Error::Check(format!("DMABUF_ATTACH on OUT: {e}")))?;
-    ffs_dmabuf::transfer(ep_out.as_fd(), buf.as_fd(), size as u64, 0)
-        .map_err(|e| Error::Check(format!("DMABUF_TRANSFER on OUT: {e}")))?;
-    transfer_ok(
-        &ctx.host.send_out(s.ep_out, &pattern(10_001, 0, size), false)?,
-        size,
-        "DMABUF OUT",
-    )?;
-    wait_fence(buf.as_fd(), libc::POLLIN, "DMABUF OUT")?;
-    {
-        let _cpu = buf
-            .cpu_access(SyncDirection::Read)
-            .map_err(|e| Error::Setup(e.to_string()))?;
-        verify(10_001, 0, map.as_slice(), "DMABUF OUT")?;
+    // IN: the CPU fills the buffer, the device reads it.
+    buf.write(&pattern(seed, 0, size)).map_err(io_err(&what))?;
+    ffs_dmabuf::attach(ep_in.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_ATTACH on IN")))?;
+    if size > MAX_SOCKET_TRANSFER {
+        ctx.host.stream_start(s.ep_in, &format!("prbs:{seed}"), size, 1)?;
     }
-    ffs_dmabuf::detach(ep_out.as_fd(), buf.as_fd())
-        .map_err(|e| Error::Check(format!("DMABUF_DETACH on OUT: {e}")))?;
+    ffs_dmabuf::transfer(ep_in.as_fd(), buf.fd(), size as u64, 0)
+        .map_err(io_err(&format!("{what}: DMABUF_TRANSFER on IN")))?;
+    if size > MAX_SOCKET_TRANSFER {
+        stream_clean(&mut ctx.host, s.ep_in, size as u64, &format!("{what} IN"))?;
+    } else {
+        let (r, data) = ctx.host.read_in(s.ep_in, size)?;
+        transfer_ok(&r, size, &format!("{what} IN"))?;
+        verify(seed, 0, &data, &format!("{what} IN"))?;
+    }
+    check(buf.wait(libc::POLLOUT, IO_TIMEOUT), || {
+        format!("{what} IN: the fence did not signal")
+    })?;
+    ffs_dmabuf::detach(ep_in.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_DETACH on IN")))?;
+
+    // OUT: the device writes the buffer; the CPU reads it after the fence.
+    buf.write(&vec![0xa5; size]).map_err(io_err(&what))?;
+    ffs_dmabuf::attach(ep_out.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_ATTACH on OUT")))?;
+    ffs_dmabuf::transfer(ep_out.as_fd(), buf.fd(), size as u64, 0)
+        .map_err(io_err(&format!("{what}: DMABUF_TRANSFER on OUT")))?;
+    if size > MAX_SOCKET_TRANSFER {
+        ctx.host
+            .stream_start(s.ep_out, &format!("prbs:{}", seed + 1), size, 1)?;
+        stream_clean(&mut ctx.host, s.ep_out, size as u64, &format!("{what} OUT"))?;
+    } else {
+        transfer_ok(
+            &ctx.host.send_out(s.ep_out, &pattern(seed + 1, 0, size), false)?,
+            size,
+            &format!("{what} OUT"),
+        )?;
+    }
+    check(buf.wait(libc::POLLIN, IO_TIMEOUT), || {
+        format!("{what} OUT: the fence did not signal")
+    })?;
+    verify(
+        seed + 1,
+        0,
+        &buf.read(size).map_err(io_err(&what))?,
+        &format!("{what} OUT"),
+    )?;
+    ffs_dmabuf::detach(ep_out.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_DETACH on OUT")))?;
+    Ok(())
+}
+
+/// Catalogue 1: attach, transfer, detach both ways, 4 KiB to 64 MiB, with
+/// udmabufs (one segment per page) and dma-heap buffers (few segments).
+fn dmabuf_sizes(ctx: &mut Ctx) -> Result<(), Error> {
+    let s = setup(ctx)?;
+    let mut seed = 11_000;
+    for source in [Source::Udmabuf, Source::Heap] {
+        for size in [4096usize, 65536, 1 << 20, 16 << 20, 64 << 20] {
+            let mut buf = GuestBuf::new(source, size)
+                .map_err(|e| Error::Setup(format!("{} of {size} bytes: {e}", source.name())))?;
+            dmabuf_pair(ctx, &s, &mut buf, size, seed)?;
+            seed += 2;
+        }
+    }
+    ctx.notes
+        .push("udmabuf and dma-heap, 4 KiB to 64 MiB, both ways".into());
+    Ok(())
+}
+
+/// Catalogue 2: DMABUFs queued on one endpoint complete in FIFO order and
+/// their fences signal in seqno order (sync-file timestamps).
+fn dmabuf_fifo(ctx: &mut Ctx) -> Result<(), Error> {
+    const N: usize = 6;
+    const SIZE: usize = 256 << 10;
+    let s = setup(ctx)?;
+    let ep_out = s.g.open_ep(2)?;
+    let mut bufs = Vec::new();
+    let mut syncs = Vec::new();
+    for i in 0..N {
+        let source = if i % 2 == 0 { Source::Udmabuf } else { Source::Heap };
+        let b = GuestBuf::new(source, SIZE).map_err(|e| Error::Setup(e.to_string()))?;
+        ffs_dmabuf::attach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
+        ffs_dmabuf::transfer(ep_out.as_fd(), b.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER"))?;
+        // Readers wait for the device's write fence: this sync file holds it.
+        syncs.push(
+            b.export_sync_file(dmabuf::SYNC_READ)
+                .map_err(io_err("EXPORT_SYNC_FILE"))?,
+        );
+        bufs.push(b);
+    }
+    ctx.host.stream_start(s.ep_out, "prbs:12000", SIZE, N as u64)?;
+    stream_clean(&mut ctx.host, s.ep_out, (N * SIZE) as u64, "DMABUF FIFO")?;
+    let mut last = 0u64;
+    for (i, (b, sync)) in bufs.iter().zip(&syncs).enumerate() {
+        check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
+            format!("buffer {i}: the fence did not signal")
+        })?;
+        verify(
+            12_000,
+            (i * SIZE) as u64,
+            &b.read(SIZE).map_err(io_err("read"))?,
+            &format!("buffer {i} (FIFO)"),
+        )?;
+        let f = dmabuf::sync_file_fences(sync.as_fd()).map_err(io_err("SYNC_IOC_FILE_INFO"))?;
+        check(f.len() == 1 && f[0].status == 1, || {
+            format!(
+                "buffer {i}: fence status {:?}, expected one fence signalled without error",
+                f.iter().map(|x| x.status).collect::<Vec<_>>()
+            )
+        })?;
+        check(f[0].timestamp_ns >= last, || {
+            format!("buffer {i}: its fence signalled before buffer {}'s", i - 1)
+        })?;
+        last = f[0].timestamp_ns;
+        ffs_dmabuf::detach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_DETACH"))?;
+    }
     ctx.notes.push(format!(
-        "{} KiB each way through a udmabuf of {} pages",
-        size >> 10,
-        size >> 12
+        "{N} DMABUFs of {} KiB: data and fences in queue order",
+        SIZE >> 10
     ));
+    Ok(())
+}
+
+/// Catalogue 5, 6, 7 and 3: the documented errors, an O_NONBLOCK transfer
+/// on a busy DMABUF, and a detach with a transfer pending, whose fence then
+/// signals with an error.
+fn dmabuf_errors(ctx: &mut Ctx) -> Result<(), Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let s = setup(ctx)?;
+    let ep_out = s.g.open_ep(2)?;
+    let b = GuestBuf::new(Source::Udmabuf, 65536).map_err(|e| Error::Setup(e.to_string()))?;
+    let never = GuestBuf::new(Source::Heap, 4096).map_err(|e| Error::Setup(e.to_string()))?;
+    let fd = ep_out.as_fd();
+    expect_errno(
+        ffs_dmabuf::transfer(fd, b.fd(), 4096, 0),
+        libc::EPERM,
+        "transfer on an unattached DMABUF",
+    )?;
+    expect_errno(
+        ffs_dmabuf::detach(fd, never.fd()),
+        libc::EPERM,
+        "detach of a DMABUF never attached",
+    )?;
+    ffs_dmabuf::attach(fd, b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
+    expect_errno(
+        ffs_dmabuf::transfer(fd, b.fd(), 0, 0),
+        libc::EINVAL,
+        "transfer of length 0",
+    )?;
+    expect_errno(
+        ffs_dmabuf::transfer(fd, b.fd(), 65537, 0),
+        libc::EINVAL,
+        "transfer longer than the DMABUF",
+    )?;
+    expect_errno(
+        ffs_dmabuf::transfer(fd, b.fd(), 4096, 0x8000_0000),
+        libc::EINVAL,
+        "transfer with unknown flags",
+    )?;
+
+    // A transfer the host never serves keeps the DMABUF busy.
+    ffs_dmabuf::transfer(fd, b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
+    let sync = b
+        .export_sync_file(dmabuf::SYNC_READ)
+        .map_err(io_err("EXPORT_SYNC_FILE"))?;
+    let nb = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(s.g.ep_path(2))
+        .map_err(|e| Error::Setup(e.to_string()))?;
+    let start = Instant::now();
+    expect_errno(
+        ffs_dmabuf::transfer(nb.as_fd(), b.fd(), 65536, 0),
+        libc::EBUSY,
+        "O_NONBLOCK transfer on a busy DMABUF",
+    )?;
+    check(start.elapsed() < Duration::from_secs(1), || {
+        format!("the O_NONBLOCK transfer blocked for {:?}", start.elapsed())
+    })?;
+
+    // Detach with the transfer pending: dequeued, the fence signals with an error.
+    ffs_dmabuf::detach(fd, b.fd()).map_err(io_err("DMABUF_DETACH with a transfer pending"))?;
+    check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
+        "the pending transfer's fence did not signal after detach".into()
+    })?;
+    let f = dmabuf::sync_file_fences(sync.as_fd()).map_err(io_err("SYNC_IOC_FILE_INFO"))?;
+    check(f.len() == 1 && f[0].status < 0, || {
+        format!(
+            "fence status {:?} after detach, expected an error",
+            f.iter().map(|x| x.status).collect::<Vec<_>>()
+        )
+    })?;
+    ctx.notes.push(format!(
+        "pending transfer's fence after detach: {}",
+        std::io::Error::from_raw_os_error(-f[0].status)
+    ));
+    expect_errno(ffs_dmabuf::detach(fd, b.fd()), libc::EPERM, "second detach")?;
+    // The endpoint still works.
+    round_trip(ctx, &s, 12_100)?;
     Ok(())
 }
 

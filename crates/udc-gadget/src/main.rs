@@ -7,6 +7,7 @@
 //! ends of each transfer.
 
 mod cases;
+mod dmabuf;
 mod ffs_dmabuf;
 mod gadget;
 mod host;
