@@ -31,8 +31,14 @@ fn spec_structs() -> (Vec<(String, String, usize, usize)>, BTreeMap<String, usiz
             current = None;
             continue;
         }
-        if let Some(rest) = line.strip_prefix("Size: ").or_else(|| line.strip_prefix("Total size: ")) {
-            sizes.insert(name.clone(), rest.split_whitespace().next().unwrap().parse().unwrap());
+        if let Some(rest) = line
+            .strip_prefix("Size: ")
+            .or_else(|| line.strip_prefix("Total size: "))
+        {
+            sizes.insert(
+                name.clone(),
+                rest.split_whitespace().next().unwrap().parse().unwrap(),
+            );
             continue;
         }
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
@@ -154,7 +160,11 @@ fn run_probe(fields: &[(String, String, usize, usize)], consts: &[String]) -> Ve
     );
     let out = Command::new(&bin).output().unwrap();
     assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -174,9 +184,16 @@ fn c_header_matches_the_spec() {
         );
     }
     for (s, size) in &sizes {
-        assert!(lines.contains(&format!("S {s} {size}")), "struct {s}: the spec says {size} bytes");
+        assert!(
+            lines.contains(&format!("S {s} {size}")),
+            "struct {s}: the spec says {size} bytes"
+        );
     }
-    for (k, v) in spec_consts.iter().map(|(k, v)| (k.as_str(), *v)).chain(header_extras()) {
+    for (k, v) in spec_consts
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .chain(header_extras())
+    {
         assert!(lines.contains(&format!("C {k} {v}")), "{k}: the spec says {v}");
     }
 }
@@ -202,7 +219,10 @@ fn c_header_has_nothing_the_spec_lacks() {
     }
     for (s, hfields) in header_struct_fields() {
         let sfields: Vec<&String> = fields.iter().filter(|f| f.0 == s).map(|f| &f.1).collect();
-        assert!(!sfields.is_empty(), "the header has struct {s}, which the spec does not document");
+        assert!(
+            !sfields.is_empty(),
+            "the header has struct {s}, which the spec does not document"
+        );
         assert_eq!(
             hfields.iter().collect::<Vec<_>>(),
             sfields,

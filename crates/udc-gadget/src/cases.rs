@@ -50,6 +50,9 @@ pub const CASES: &[(&str, CaseFn)] = &[
     ("dmabuf-sizes-udmabuf-and-heap", dmabuf_sizes),
     ("dmabuf-fifo-and-fence-order", dmabuf_fifo),
     ("dmabuf-bad-requests-and-detach-pending", dmabuf_errors),
+    ("dmabuf-close-with-transfers-pending", dmabuf_close_pending),
+    ("dmabuf-endpoint-disabled-mid-transfer", dmabuf_disabled),
+    ("dmabuf-mixed-with-read-write-keeps-order", dmabuf_mixed),
     ("unbind-rebind", unbind_rebind),
     ("rmmod-insmod-with-transfers-queued", rmmod_insmod),
     ("daemon-crash-and-restart", daemon_crash),
@@ -622,7 +625,6 @@ fn dmabuf_fifo(ctx: &mut Ctx) -> Result<(), Error> {
 /// on a busy DMABUF, and a detach with a transfer pending, whose fence then
 /// signals with an error.
 fn dmabuf_errors(ctx: &mut Ctx) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
     let s = setup(ctx)?;
     let ep_out = s.g.open_ep(2)?;
     let b = GuestBuf::new(Source::Udmabuf, 65536).map_err(|e| Error::Setup(e.to_string()))?;
@@ -657,15 +659,7 @@ fn dmabuf_errors(ctx: &mut Ctx) -> Result<(), Error> {
 
     // A transfer the host never serves keeps the DMABUF busy.
     ffs_dmabuf::transfer(fd, b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
-    let sync = b
-        .export_sync_file(dmabuf::SYNC_READ)
-        .map_err(io_err("EXPORT_SYNC_FILE"))?;
-    let nb = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(s.g.ep_path(2))
-        .map_err(|e| Error::Setup(e.to_string()))?;
+    let nb = open_nonblock(&s, 2)?;
     let start = Instant::now();
     expect_errno(
         ffs_dmabuf::transfer(nb.as_fd(), b.fd(), 65536, 0),
@@ -676,26 +670,219 @@ fn dmabuf_errors(ctx: &mut Ctx) -> Result<(), Error> {
         format!("the O_NONBLOCK transfer blocked for {:?}", start.elapsed())
     })?;
 
-    // Detach with the transfer pending: dequeued, the fence signals with an error.
+    // Detach with the transfer pending: the device sees the request
+    // cancelled and the fence signals (poll on the DMABUF). No sync file
+    // here: f_fs (6.9 to at least 6.12) keeps the fence's spinlock in the
+    // attachment it frees on detach, so reading a sync file's status, or
+    // closing one that was polled, after detach touches freed memory and
+    // can spin forever (docs/kernel-bugs.md). Fence error status is
+    // checked while attached, in dmabuf-endpoint-disabled-mid-transfer.
+    let queued = device_queue(ctx, s.ep_out)?;
+    check(queued.0 == 1, || {
+        format!(
+            "the device holds {} requests on {:#04x} before detach, expected 1",
+            queued.0, s.ep_out
+        )
+    })?;
     ffs_dmabuf::detach(fd, b.fd()).map_err(io_err("DMABUF_DETACH with a transfer pending"))?;
     check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
         "the pending transfer's fence did not signal after detach".into()
     })?;
-    let f = dmabuf::sync_file_fences(sync.as_fd()).map_err(io_err("SYNC_IOC_FILE_INFO"))?;
-    check(f.len() == 1 && f[0].status < 0, || {
+    let after = device_queue(ctx, s.ep_out)?;
+    check(after.0 == 0 && after.1 == queued.1 + 1, || {
         format!(
-            "fence status {:?} after detach, expected an error",
-            f.iter().map(|x| x.status).collect::<Vec<_>>()
+            "after detach the device holds {} requests and counts {} errors on {:#04x}, expected 0 and {}",
+            after.0,
+            after.1,
+            s.ep_out,
+            queued.1 + 1
         )
     })?;
-    ctx.notes.push(format!(
-        "pending transfer's fence after detach: {}",
-        std::io::Error::from_raw_os_error(-f[0].status)
-    ));
+    ctx.notes
+        .push("detach with a transfer pending: cancelled at the device, fence signalled".into());
     expect_errno(ffs_dmabuf::detach(fd, b.fd()), libc::EPERM, "second detach")?;
     // The endpoint still works.
     round_trip(ctx, &s, 12_100)?;
     Ok(())
+}
+
+/// Catalogue 4: closing the endpoint file with DMABUF transfers pending
+/// signals every fence.
+fn dmabuf_close_pending(ctx: &mut Ctx) -> Result<(), Error> {
+    let s = setup(ctx)?;
+    let ep_in = s.g.open_ep(1)?;
+    let mut bufs = Vec::new();
+    for _ in 0..3 {
+        let b = GuestBuf::new(Source::Udmabuf, 65536).map_err(|e| Error::Setup(e.to_string()))?;
+        ffs_dmabuf::attach(ep_in.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
+        ffs_dmabuf::transfer(ep_in.as_fd(), b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
+        bufs.push(b);
+    }
+    let queued = device_queue(ctx, s.ep_in)?;
+    check(queued.0 == 3, || {
+        format!(
+            "the device holds {} requests on {:#04x}, expected 3",
+            queued.0, s.ep_in
+        )
+    })?;
+    // Closing detaches every DMABUF; as after a detach, only the DMABUF
+    // itself can be waited on safely (docs/kernel-bugs.md).
+    drop(ep_in);
+    for (i, b) in bufs.iter().enumerate() {
+        check(b.wait(libc::POLLOUT, IO_TIMEOUT), || {
+            format!("buffer {i}: no fence signal after close")
+        })?;
+    }
+    let after = device_queue(ctx, s.ep_in)?;
+    check(after.0 == 0 && after.1 == queued.1 + 3, || {
+        format!(
+            "after close the device holds {} requests and counts {} errors on {:#04x}, expected 0 and {}",
+            after.0,
+            after.1,
+            s.ep_in,
+            queued.1 + 3
+        )
+    })?;
+    ctx.notes
+        .push("3 pending IN transfers: every fence signalled on close".into());
+    round_trip(ctx, &s, 13_000)?;
+    Ok(())
+}
+
+/// Catalogue 9: the endpoint goes away under a pending DMABUF transfer (the
+/// host's SET_CONFIGURATION 0, a bus reset, a disconnect): the fence signals
+/// with an error, and after the host configures the device again DMABUF
+/// transfers work.
+fn dmabuf_disabled(ctx: &mut Ctx) -> Result<(), Error> {
+    let s = setup(ctx)?;
+    let ep_out = s.g.open_ep(2)?;
+    // Open for the whole case: closing any file of an endpoint detaches
+    // every DMABUF attached to it (docs/kernel-bugs.md).
+    let nb = open_nonblock(&s, 2)?;
+    let events: [(&str, Value); 3] = [
+        (
+            "SET_CONFIGURATION 0",
+            json!({"op": "control", "request_type": 0, "request": 9, "value": 0}),
+        ),
+        ("bus reset", json!({"op": "bus", "action": "reset"})),
+        ("disconnect", json!({"op": "bus", "action": "disconnect"})),
+    ];
+    for (k, (what, req)) in events.into_iter().enumerate() {
+        let mut b = GuestBuf::new(Source::Udmabuf, 65536).map_err(|e| Error::Setup(e.to_string()))?;
+        ffs_dmabuf::attach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
+        ffs_dmabuf::transfer(ep_out.as_fd(), b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
+        let sync = b
+            .export_sync_file(dmabuf::SYNC_READ)
+            .map_err(io_err("EXPORT_SYNC_FILE"))?;
+        ctx.host.ok(req)?;
+        check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
+            format!("{what}: the pending fence did not signal")
+        })?;
+        // Still attached: the fence's status can be read (docs/kernel-bugs.md).
+        let f = dmabuf::sync_file_fences(sync.as_fd()).map_err(io_err("SYNC_IOC_FILE_INFO"))?;
+        drop(sync);
+        check(f.len() == 1 && f[0].status == -libc::ESHUTDOWN, || {
+            format!(
+                "{what}: fence status {:?}, expected -ESHUTDOWN (the endpoint was disabled)",
+                f.iter().map(|x| x.status).collect::<Vec<_>>()
+            )
+        })?;
+        ctx.notes
+            .push(format!("{what}: the fence signalled with -ESHUTDOWN"));
+        // Until the host configures the device again the endpoint is gone:
+        // a non-blocking transfer fails at once. (After a bus reset the host
+        // enumerates again by itself, so there is no window to test.)
+        let reconnect = match what {
+            "SET_CONFIGURATION 0" => {
+                Some(json!({"op": "control", "request_type": 0, "request": 9, "value": 1}))
+            }
+            "disconnect" => Some(json!({"op": "bus", "action": "connect"})),
+            _ => None,
+        };
+        if let Some(again) = reconnect {
+            expect_errno(
+                ffs_dmabuf::transfer(nb.as_fd(), b.fd(), 65536, 0),
+                libc::EAGAIN,
+                &format!("O_NONBLOCK transfer after {what}"),
+            )?;
+            ctx.host.ok(again)?;
+        }
+        ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+        // The same DMABUF works again once the host has configured the device.
+        ffs_dmabuf::detach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_DETACH"))?;
+        dmabuf_pair(ctx, &s, &mut b, 65536, 13_100 + 2 * k as u64)?;
+    }
+    Ok(())
+}
+
+/// Catalogue 10: read()s and DMABUF transfers queued on one endpoint
+/// complete in the order they were queued.
+fn dmabuf_mixed(ctx: &mut Ctx) -> Result<(), Error> {
+    const SIZE: usize = 16384;
+    let s = setup(ctx)?;
+    let ep_out = s.g.open_ep(2)?;
+    let a = GuestBuf::new(Source::Udmabuf, SIZE).map_err(|e| Error::Setup(e.to_string()))?;
+    let b = GuestBuf::new(Source::Heap, SIZE).map_err(|e| Error::Setup(e.to_string()))?;
+    ffs_dmabuf::attach(ep_out.as_fd(), a.fd()).map_err(io_err("DMABUF_ATTACH"))?;
+    ffs_dmabuf::attach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
+    // Queue: DMABUF a, then a read(), then DMABUF b.
+    ffs_dmabuf::transfer(ep_out.as_fd(), a.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER a"))?;
+    let reader = read_thread(clone(&ep_out)?, SIZE);
+    thread::sleep(Duration::from_millis(300));
+    ffs_dmabuf::transfer(ep_out.as_fd(), b.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER b"))?;
+    ctx.host.stream_start(s.ep_out, "prbs:14000", SIZE, 3)?;
+    stream_clean(&mut ctx.host, s.ep_out, 3 * SIZE as u64, "mixed OUT")?;
+    let got = join(reader, "read() between the DMABUFs")?;
+    check(
+        a.wait(libc::POLLIN, IO_TIMEOUT) && b.wait(libc::POLLIN, IO_TIMEOUT),
+        || "a fence did not signal".into(),
+    )?;
+    verify(
+        14_000,
+        0,
+        &a.read(SIZE).map_err(io_err("read a"))?,
+        "first (DMABUF a)",
+    )?;
+    verify(14_000, SIZE as u64, &got, "second (read())")?;
+    verify(
+        14_000,
+        2 * SIZE as u64,
+        &b.read(SIZE).map_err(io_err("read b"))?,
+        "third (DMABUF b)",
+    )?;
+    ffs_dmabuf::detach(ep_out.as_fd(), a.fd()).map_err(io_err("DMABUF_DETACH"))?;
+    ffs_dmabuf::detach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_DETACH"))?;
+    Ok(())
+}
+
+/// Endpoint file `n` opened with O_NONBLOCK.
+fn open_nonblock(s: &Setup, n: u32) -> Result<File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(s.g.ep_path(n))
+        .map_err(|e| Error::Setup(format!("{}: {e}", s.g.ep_path(n).display())))
+}
+
+/// The device's count of driver requests queued on endpoint `ep` and of
+/// those it ended with an error, from the control socket's status.
+fn device_queue(ctx: &mut Ctx, ep: u8) -> Result<(u64, u64), Error> {
+    let st = ctx.host.status()?;
+    let e = st["device"]["endpoints"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["address"] == ep).cloned())
+        .ok_or_else(|| {
+            Error::Check(format!(
+                "the device reports no endpoint {ep:#04x}: {}",
+                st["device"]
+            ))
+        })?;
+    Ok((
+        e["guest_queued"].as_u64().unwrap_or(u64::MAX),
+        e["stats"]["guest_errors"].as_u64().unwrap_or(u64::MAX),
+    ))
 }
 
 /// Waits until the ep0 thread has seen FunctionFS event `name`.

@@ -194,7 +194,13 @@ impl GuestBuf {
     }
 }
 
-/// The fences of a sync file (SYNC_IOC_FILE_INFO).
+/// The fences of a sync file (SYNC_IOC_FILE_INFO), with their status.
+///
+/// This takes each fence's lock, as closing a sync file that was polled
+/// does. A FunctionFS fence's lock lives in its DMABUF attachment, which
+/// f_fs frees on detach or close while the fence lives on: use sync files
+/// only while the DMABUF is attached, and wait on the DMABUF itself after
+/// (docs/kernel-bugs.md).
 pub fn sync_file_fences(sync: BorrowedFd<'_>) -> io::Result<Vec<FenceInfo>> {
     let mut info = SyncFileInfo {
         name: [0; 32],

@@ -5,32 +5,6 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
 
-/// Markers of a kernel problem in a log line.
-pub const BAD_MARKERS: &[&str] = &[
-    "WARNING:",
-    "BUG:",
-    "Oops",
-    "general protection fault",
-    "Kernel panic",
-    "lockdep",
-    "possible circular locking",
-    "KASAN",
-    "refcount_t",
-    "list_add corruption",
-    "list_del corruption",
-    "UBSAN",
-    "blocked for more than",
-    "Call Trace",
-];
-
-/// The problem lines in `text`, one per line that carries a marker.
-pub fn bad_lines(text: &str) -> Vec<String> {
-    text.lines()
-        .filter(|l| BAD_MARKERS.iter().any(|m| l.contains(m)))
-        .map(|l| l.trim().to_string())
-        .collect()
-}
-
 /// The kernel log from the moment it was created on.
 pub struct KmsgWatch {
     file: Option<File>,
@@ -82,7 +56,7 @@ impl KmsgWatch {
     /// Problem lines logged since the start.
     pub fn problems(&mut self) -> Vec<String> {
         match self.read_new() {
-            Ok(text) => bad_lines(&text),
+            Ok(text) => udc_patterns::kernel_log::problem_lines(&text),
             Err(e) => vec![e],
         }
     }
@@ -96,28 +70,5 @@ impl NonBlock for std::fs::OpenOptions {
     fn custom_flags_nonblock(&mut self) -> &mut Self {
         use std::os::unix::fs::OpenOptionsExt;
         self.custom_flags(libc::O_NONBLOCK)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_warnings_and_oopses_but_not_ordinary_lines() {
-        let log = "virtio_udc virtio0: UDC 0000:00:01.0: 30 endpoints\n\
-                   WARNING: CPU: 0 PID: 1 at drivers/usb/gadget/udc/core.c:123 usb_ep_queue\n\
-                   usb 1-1: new high-speed USB device\n\
-                   BUG: KASAN: use-after-free in ffs_epfile_io\n\
-                   refcount_t: underflow; use-after-free.\n";
-        let bad = bad_lines(log);
-        assert_eq!(bad.len(), 3, "{bad:?}");
-        assert!(bad[0].starts_with("WARNING:"));
-        assert!(bad[2].starts_with("refcount_t"));
-    }
-
-    #[test]
-    fn a_clean_log_has_no_problems() {
-        assert!(bad_lines("udc-init: loaded virtio_udc\nconfigfs-gadget: bound\n").is_empty());
     }
 }

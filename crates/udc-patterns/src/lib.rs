@@ -153,6 +153,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod kernel_log;
 mod pattern;
 mod stats;
 mod stream;

@@ -219,6 +219,13 @@ fn run(a: &VmArgs, command: &[String]) -> Result<ExitCode, Error> {
     let o = options(a, Some(900), true)?;
     let f = vm::boot(&o, &Mode::Script(script))?;
     let problems = report_kernel_log(&f.paths.console);
+    if let Some(line) = &f.stuck {
+        eprintln!(
+            "udc-vm: the guest's kernel is stuck ({line}); stopped it; last console lines:\n{}",
+            vm::tail(&f.paths.console, 20)
+        );
+        return Ok(ExitCode::from(3));
+    }
     if f.timed_out {
         eprintln!(
             "udc-vm: timeout after {:?}; last console lines:\n{}",
@@ -287,7 +294,12 @@ fn test(a: &VmArgs, filter: Option<&str>, junit_path: Option<PathBuf>) -> Result
     let f = vm::boot(&o, &Mode::Script(test_script(filter)))?;
     let results = std::fs::read_to_string(&f.paths.results).unwrap_or_default();
     let mut report = ktap::parse(&results);
-    if f.timed_out {
+    if let Some(line) = &f.stuck {
+        report.errors.push(format!(
+            "the guest's kernel is stuck ({line}); the runner stopped it; console: {}",
+            f.paths.console.display()
+        ));
+    } else if f.timed_out {
         report.errors.push(format!(
             "timeout after {:?}; last console lines:\n{}",
             o.timeout.unwrap(),

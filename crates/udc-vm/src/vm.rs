@@ -18,6 +18,21 @@ use crate::Error;
 /// Most daemon restarts in one boot before the runner gives up on it.
 const MAX_DAEMON_RESTARTS: u32 = 5;
 
+/// Console lines after which a guest does not recover by itself: a CPU
+/// spinning with interrupts off, a hung task, a panic.
+const STUCK_MARKERS: &[&str] = &[
+    "detected stalls on CPUs",
+    "soft lockup",
+    "hard LOCKUP",
+    "blocked for more than",
+    "Kernel panic",
+];
+
+/// How long a stuck guest keeps running, so the console gets the kernel's
+/// backtraces, before the runner stops it instead of waiting for the
+/// timeout.
+const STUCK_GRACE: Duration = Duration::from_secs(15);
+
 pub struct VmOptions {
     pub qemu: PathBuf,
     pub device: crate::locate::Device,
@@ -71,6 +86,54 @@ pub struct Finished {
     pub timed_out: bool,
     pub daemon_restarts: u32,
     pub elapsed: Duration,
+    /// The console line that showed the guest's kernel stuck, if it was
+    /// stopped for that.
+    pub stuck: Option<String>,
+}
+
+/// Watches the console log as it grows for a kernel that is stuck.
+struct StuckWatch {
+    offset: u64,
+    partial: String,
+    found: Option<(String, Instant)>,
+}
+
+impl StuckWatch {
+    fn new() -> StuckWatch {
+        StuckWatch {
+            offset: 0,
+            partial: String::new(),
+            found: None,
+        }
+    }
+
+    /// Reads what the console gained; true once the grace time after a
+    /// stuck marker has passed.
+    fn poll(&mut self, console: &Path) -> bool {
+        if self.found.is_none() {
+            if let Ok(mut f) = File::open(console) {
+                if f.seek(SeekFrom::Start(self.offset)).is_ok() {
+                    let mut buf = Vec::new();
+                    if let Ok(n) = f.read_to_end(&mut buf) {
+                        self.offset += n as u64;
+                        self.partial.push_str(&String::from_utf8_lossy(&buf));
+                    }
+                }
+            }
+            if let Some(end) = self.partial.rfind('\n') {
+                let complete: String = self.partial.drain(..=end).collect();
+                if let Some(l) = complete
+                    .lines()
+                    .find(|l| STUCK_MARKERS.iter().any(|m| l.contains(m)))
+                {
+                    self.found = Some((l.trim().to_string(), Instant::now()));
+                }
+            }
+        }
+        self.found
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= STUCK_GRACE)
+    }
 }
 
 fn kvm_usable() -> bool {
@@ -276,6 +339,8 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     let mut restarts = 0;
     let mut echoed = 0u64;
     let mut timed_out = false;
+    let mut stuck = StuckWatch::new();
+    let mut last_stuck_check = Instant::now();
     let qemu_status = loop {
         if let Ok(Some(st)) = qemu.try_wait() {
             break Some(st);
@@ -300,6 +365,14 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
                 break qemu.wait().ok();
             }
         }
+        // An interactive user sees the console and decides for themselves.
+        if !interactive && last_stuck_check.elapsed() >= Duration::from_secs(1) {
+            last_stuck_check = Instant::now();
+            if stuck.poll(&p.console) {
+                let _ = qemu.kill();
+                break qemu.wait().ok();
+            }
+        }
         sleep(Duration::from_millis(100));
     };
     if o.echo_results {
@@ -312,6 +385,10 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
         timed_out,
         daemon_restarts: restarts,
         elapsed: start.elapsed(),
+        stuck: stuck
+            .found
+            .filter(|(_, at)| at.elapsed() >= STUCK_GRACE)
+            .map(|(l, _)| l),
     })
 }
 
@@ -371,6 +448,43 @@ mod tests {
         o.device = crate::locate::Device::TestDevicePci;
         let a = qemu_args(&o, &Paths::new(&o.out), Path::new("/i"), false).join(" ");
         assert!(a.contains("-device vhost-user-test-device-pci,chardev=udc,virtio-id=63,num_vqs=3,vq_size=1024,config_size=256"), "{a}");
+    }
+
+    #[test]
+    fn a_stall_on_the_console_stops_the_guest_after_the_grace_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("console.log");
+        std::fs::write(
+            &console,
+            "[    1.0] udc-init: loaded virtio_udc\n[   32.6] rcu: INFO: rcu_pre",
+        )
+        .unwrap();
+        let mut w = StuckWatch::new();
+        assert!(!w.poll(&console));
+        assert!(w.found.is_none(), "half a line is not a match yet");
+        let mut f = OpenOptions::new().append(true).open(&console).unwrap();
+        f.write_all(b"empt detected stalls on CPUs/tasks:\n").unwrap();
+        assert!(!w.poll(&console), "the grace time has not passed");
+        assert_eq!(
+            w.found.as_ref().unwrap().0,
+            "[   32.6] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:"
+        );
+        w.found.as_mut().unwrap().1 -= STUCK_GRACE;
+        assert!(w.poll(&console));
+    }
+
+    #[test]
+    fn an_ordinary_console_is_not_stuck() {
+        let dir = tempfile::tempdir().unwrap();
+        let console = dir.path().join("console.log");
+        std::fs::write(
+            &console,
+            "[    1.0] udc-init: loaded virtio_udc\n[    9.0] udc-init: run.sh exit 0\n",
+        )
+        .unwrap();
+        let mut w = StuckWatch::new();
+        assert!(!w.poll(&console));
+        assert!(w.found.is_none());
     }
 
     #[test]
