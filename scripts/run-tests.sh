@@ -61,7 +61,7 @@ vm() {
 }
 mkdir -p target/vm
 vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml
-vm "VM suite, high speed" --speed high --filter enumeration,bulk,short --out target/vm/high --junit target/vm/high.xml
+vm "VM suite, high speed" --speed high --controller sg --filter enumeration,bulk,short --out target/vm/high --junit target/vm/high.xml
 # Not full speed: the usb-gadget crate writes FunctionFS full-speed bulk
 # descriptors with wMaxPacketSize 0, which f_fs passes on and the host
 # model rightly rejects (see the issue notes).

@@ -293,6 +293,8 @@ pub enum BusState {
 /// A snapshot of the device for the control socket.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceStatus {
+    /// What the config space offers the driver.
+    pub controller: ControllerStatus,
     pub pullup: bool,
     pub host_attached: bool,
     pub state: BusState,
@@ -301,6 +303,17 @@ pub struct DeviceStatus {
     pub address: u8,
     pub configuration: u8,
     pub endpoints: Vec<EndpointStatus>,
+}
+
+/// The controller's configuration as the driver sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ControllerStatus {
+    pub max_speed: Speed,
+    pub scatter_gather: bool,
+    pub max_segments: u32,
+    pub remote_wakeup: bool,
+    /// Endpoints other than ep0.
+    pub endpoints: usize,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -1158,6 +1171,13 @@ impl<T: Debug> Device<T> {
             stats: e.stats,
         }));
         DeviceStatus {
+            controller: ControllerStatus {
+                max_speed: self.cfg.max_speed,
+                scatter_gather: self.cfg.sg,
+                max_segments: self.cfg.segment_limit(),
+                remote_wakeup: self.cfg.remote_wakeup,
+                endpoints: self.cfg.endpoints.len(),
+            },
             pullup: self.pullup,
             host_attached: self.host_attached,
             state: self.state,

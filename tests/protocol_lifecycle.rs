@@ -102,6 +102,13 @@ fn config_space_describes_the_controller() {
     assert_eq!(u32::from(c.flags) & VIRTIO_UDC_CONFIG_F_SG, 0);
     assert_eq!(u32::from(c.max_segments), 1);
     assert_eq!(c.max_speed, VIRTIO_UDC_SPEED_HIGH);
+    // The control socket reports the same, for guest tools that adapt.
+    let st = d.ctl().ok(json!({"op": "status"}));
+    let ctrl = &st["device"]["controller"];
+    assert_eq!(ctrl["scatter_gather"], false, "{ctrl}");
+    assert_eq!(ctrl["max_segments"], 1, "{ctrl}");
+    assert_eq!(ctrl["max_speed"], "high", "{ctrl}");
+    assert_eq!(ctrl["endpoints"], 29, "{ctrl}");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::cases::Ctx;
+use crate::cases::{Case, Ctx};
 use crate::host::HostLink;
 use crate::kmsg::KmsgWatch;
 use crate::ktap::{Ktap, Outcome};
@@ -86,21 +86,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Test { ref filter, list } => {
-            let cases: Vec<_> = cases::CASES
+            let cases: Vec<&Case> = cases::CASES
                 .iter()
-                .filter(|(name, _)| {
+                .filter(|c| {
                     filter
                         .as_deref()
-                        .is_none_or(|f| f.split(',').any(|f| name.contains(f)))
+                        .is_none_or(|f| f.split(',').any(|f| c.name.contains(f)))
                 })
                 .collect();
             if list {
-                for (name, _) in &cases {
-                    println!("{name}");
+                for c in &cases {
+                    println!("{} (needs {})", c.name, c.needs.describe());
                 }
                 return ExitCode::SUCCESS;
             }
-            run_suite(&cli, &cases)
+            run_suite(&cli, cases)
         }
         Cmd::Serve => serve(&cli),
         Cmd::Demo { size } => {
@@ -130,28 +130,49 @@ fn context(cli: &Cli) -> Result<Ctx, Error> {
     })
 }
 
-type Case = (&'static str, fn(&mut Ctx) -> Result<(), Error>);
-
-fn run_suite(cli: &Cli, cases: &[&Case]) -> ExitCode {
+/// Runs `cases`, less those the controller cannot run (a DMABUF case on a
+/// controller without scatter-gather, say), which leave the plan with a
+/// diagnostic saying why: the runner boots a controller of each kind.
+fn run_suite(cli: &Cli, cases: Vec<&Case>) -> ExitCode {
+    let mut ctx = context(cli);
+    let sg = match &mut ctx {
+        Ok(c) => c
+            .host
+            .status()
+            .ok()
+            .and_then(|st| st["device"]["controller"]["scatter_gather"].as_bool()),
+        Err(_) => None,
+    };
+    let (cases, left_out): (Vec<&Case>, Vec<&Case>) = match sg {
+        Some(sg) => cases.into_iter().partition(|c| c.needs.admits(sg)),
+        None => (cases, Vec::new()),
+    };
     let mut ktap = Ktap::start(cases.len());
-    let mut ctx = match context(cli) {
+    for c in &left_out {
+        ktap.diag(&format!(
+            "not in this plan: {} needs {}",
+            c.name,
+            c.needs.describe()
+        ));
+    }
+    let mut ctx = match ctx {
         Ok(c) => Some(c),
         Err(e) => {
             ktap.diag(&format!("cannot reach the host side: {e}"));
             None
         }
     };
-    for (name, case) in cases {
+    for c in &cases {
         let outcome = match ctx.as_mut() {
             None => Outcome::Fail("no control channel to the host side".into()),
-            Some(ctx) => run_case(ctx, *case),
+            Some(ctx) => run_case(ctx, c.run),
         };
         if let Some(ctx) = ctx.as_mut() {
             for n in ctx.notes.drain(..) {
                 ktap.diag(&n);
             }
         }
-        ktap.result(name, &outcome);
+        ktap.result(c.name, &outcome);
     }
     ktap.finish();
     if ktap.failed == 0 {

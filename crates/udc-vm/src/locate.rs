@@ -112,6 +112,7 @@ pub fn qemu(given: Option<&Path>) -> Result<(PathBuf, Device), Error> {
 }
 
 /// The guest image directory (docs/vm-tier.md).
+#[derive(Clone)]
 pub struct Image {
     pub dir: PathBuf,
     pub bzimage: PathBuf,

@@ -62,6 +62,11 @@ enum Cmd {
         /// Write JUnit XML here.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Which controllers to boot: the default one with scatter-gather,
+        /// one without (the daemon's --no-sg, where FunctionFS must refuse
+        /// DMABUFs and read/write take the linear path), or both in turn.
+        #[arg(long, default_value = "both", value_parser = ["both", "sg", "no-sg"])]
+        controller: String,
     },
     /// Benchmarks (the DMABUF path issue fills this in).
     Bench {
@@ -125,7 +130,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Run { vm, command } => run(&vm, &command),
-        Cmd::Test { vm, filter, junit } => test(&vm, filter.as_deref(), junit),
+        Cmd::Test {
+            vm,
+            filter,
+            junit,
+            controller,
+        } => test(&vm, filter.as_deref(), junit, &controller),
         Cmd::Bench { .. } => {
             eprintln!("udc-vm: bench is not implemented yet (issue \"DMABUF path\")");
             return ExitCode::from(2);
@@ -254,12 +264,12 @@ fn run(a: &VmArgs, command: &[String]) -> Result<ExitCode, Error> {
 
 /// /udc/run.sh for `udc-vm test`: each suite is one top-level KTAP case,
 /// its own output indented as a subtest.
-fn test_script(filter: Option<&str>) -> String {
+fn test_script(filter: Option<&str>, guest_binaries: bool) -> String {
     let mut s = String::from(
         "set -u\n\
          suites=/usr/bin/udc-gadget\n",
     );
-    if filter.is_none() {
+    if guest_binaries {
         s += "for t in /usr/libexec/udc/*; do [ -x \"$t\" ] && suites=\"$suites $t\"; done\n";
     }
     s += "set -- $suites\n\
@@ -289,9 +299,64 @@ fn test_script(filter: Option<&str>) -> String {
     s.replace("for t in \"$@\"; do", "for t in $suites; do")
 }
 
-fn test(a: &VmArgs, filter: Option<&str>, junit_path: Option<PathBuf>) -> Result<ExitCode, Error> {
-    let o = options(a, Some(900), true)?;
-    let f = vm::boot(&o, &Mode::Script(test_script(filter)))?;
+/// The guest tool's cases the controller without scatter-gather runs when
+/// no --filter is given: enumeration and the linear read/write path, and
+/// the DMABUF cases, of which the guest tool keeps only the one for this
+/// controller (attach refused).
+const NO_SG_FILTER: &str = "enumeration,bulk-out-read,bulk-in-write,short-and-zero-length,dmabuf";
+
+/// One boot of `udc-vm test`.
+struct TestBoot {
+    /// Said in the output and added to suite names after the first boot.
+    label: &'static str,
+    daemon_args: Vec<String>,
+    filter: Option<String>,
+    guest_binaries: bool,
+    out: PathBuf,
+}
+
+fn test_boots(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<TestBoot> {
+    let mut boots = Vec::new();
+    if controller != "no-sg" {
+        boots.push(TestBoot {
+            label: "",
+            daemon_args: o.daemon_args.clone(),
+            filter: filter.map(str::to_string),
+            guest_binaries: filter.is_none(),
+            out: o.out.clone(),
+        });
+    }
+    if controller != "sg" {
+        let mut daemon_args = o.daemon_args.clone();
+        daemon_args.push("--no-sg".into());
+        boots.push(TestBoot {
+            label: "no sg",
+            daemon_args,
+            filter: Some(filter.unwrap_or(NO_SG_FILTER).to_string()),
+            guest_binaries: false,
+            out: if controller == "no-sg" {
+                o.out.clone()
+            } else {
+                o.out.join("no-sg")
+            },
+        });
+    }
+    boots
+}
+
+/// Boots once and reads what the guest reported; suite names get
+/// `label` appended.
+fn test_boot(o: &VmOptions, b: &TestBoot) -> Result<(ktap::Report, vm::Finished), Error> {
+    std::fs::create_dir_all(&b.out).map_err(|e| Error::Io(format!("{}: {e}", b.out.display())))?;
+    let o = VmOptions {
+        daemon_args: b.daemon_args.clone(),
+        out: b.out.clone(),
+        ..o.clone()
+    };
+    let f = vm::boot(
+        &o,
+        &Mode::Script(test_script(b.filter.as_deref(), b.guest_binaries)),
+    )?;
     let results = std::fs::read_to_string(&f.paths.results).unwrap_or_default();
     let mut report = ktap::parse(&results);
     if let Some(line) = &f.stuck {
@@ -335,15 +400,59 @@ fn test(a: &VmArgs, filter: Option<&str>, junit_path: Option<PathBuf>) -> Result
         },
         diagnostics: problems,
     });
+    if !b.label.is_empty() {
+        for c in &mut report.cases {
+            c.suite = format!("{} ({})", c.suite, b.label);
+        }
+        for e in &mut report.errors {
+            *e = format!("{}: {e}", b.label);
+        }
+    }
     for e in &report.errors {
         eprintln!("udc-vm: {e}");
     }
     if f.daemon_restarts > 0 {
         eprintln!("udc-vm: the daemon was started again {} times", f.daemon_restarts);
     }
+    Ok((report, f))
+}
+
+fn test(
+    a: &VmArgs,
+    filter: Option<&str>,
+    junit_path: Option<PathBuf>,
+    controller: &str,
+) -> Result<ExitCode, Error> {
+    let o = options(a, Some(900), true)?;
+    let boots = test_boots(&o, filter, controller);
+    let mut all = ktap::Report::default();
+    let mut seconds = 0.0;
+    let mut console_tail = String::new();
+    for (n, b) in boots.iter().enumerate() {
+        if boots.len() > 1 {
+            eprintln!(
+                "udc-vm: boot {} of {}: {}",
+                n + 1,
+                boots.len(),
+                if b.label.is_empty() {
+                    "controller with scatter-gather".to_string()
+                } else {
+                    format!(
+                        "controller without scatter-gather (daemon --no-sg), logs in {}",
+                        b.out.display()
+                    )
+                }
+            );
+        }
+        let (report, f) = test_boot(&o, b)?;
+        seconds += f.elapsed.as_secs_f64();
+        console_tail += &vm::tail(&f.paths.console, 200);
+        all.cases.extend(report.cases);
+        all.errors.extend(report.errors);
+    }
     if let Some(path) = junit_path {
-        let mut cases = report.cases.clone();
-        for e in &report.errors {
+        let mut cases = all.cases.clone();
+        for e in &all.errors {
             cases.push(Case {
                 suite: "udc-vm".into(),
                 name: "run".into(),
@@ -351,28 +460,63 @@ fn test(a: &VmArgs, filter: Option<&str>, junit_path: Option<PathBuf>) -> Result
                 diagnostics: vec![e.clone()],
             });
         }
-        let xml = junit::render(
-            "udc-vm",
-            &cases,
-            f.elapsed.as_secs_f64(),
-            &vm::tail(&f.paths.console, 200),
-        );
+        let xml = junit::render("udc-vm", &cases, seconds, &console_tail);
         std::fs::write(&path, xml).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         eprintln!("udc-vm: JUnit XML: {}", path.display());
     }
-    for c in report.cases.iter().filter(|c| c.outcome == Outcome::Fail) {
+    for c in all.cases.iter().filter(|c| c.outcome == Outcome::Fail) {
         println!("# FAILED: {} / {}", c.suite, c.name);
     }
     println!(
         "udc-vm: {} passed, {} failed, {} skipped",
-        report.passed(),
-        report.failed(),
-        report.skipped()
+        all.passed(),
+        all.failed(),
+        all.skipped()
     );
     // A skipped case is not a pass: the suite must run whole.
-    Ok(if report.failed() == 0 && report.skipped() == 0 {
+    Ok(if all.failed() == 0 && all.skipped() == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_boots_both_controllers_by_default() {
+        let mut o = vm::tests::opts();
+        o.daemon_args = vec!["--config=udc.toml".into()];
+        let boots = test_boots(&o, None, "both");
+        assert_eq!(boots.len(), 2);
+        assert_eq!(boots[0].daemon_args, ["--config=udc.toml"]);
+        assert!(boots[0].guest_binaries && boots[0].filter.is_none());
+        assert_eq!(boots[1].daemon_args, ["--config=udc.toml", "--no-sg"]);
+        assert_eq!(boots[1].filter.as_deref(), Some(NO_SG_FILTER));
+        assert!(!boots[1].guest_binaries);
+        assert_eq!(boots[1].out, o.out.join("no-sg"));
+    }
+
+    #[test]
+    fn a_filter_and_one_controller_give_one_boot() {
+        let o = vm::tests::opts();
+        let boots = test_boots(&o, Some("bulk"), "sg");
+        assert_eq!(boots.len(), 1);
+        assert_eq!(boots[0].filter.as_deref(), Some("bulk"));
+        assert!(!boots[0].guest_binaries);
+        let boots = test_boots(&o, Some("bulk"), "no-sg");
+        assert_eq!(boots.len(), 1);
+        assert_eq!(boots[0].filter.as_deref(), Some("bulk"));
+        assert_eq!(boots[0].out, o.out);
+    }
+
+    #[test]
+    fn the_test_script_runs_guest_binaries_only_when_asked() {
+        assert!(test_script(None, true).contains("/usr/libexec/udc/*"));
+        let s = test_script(Some("dmabuf"), false);
+        assert!(!s.contains("/usr/libexec/udc/*"));
+        assert!(s.contains("test --filter dmabuf"));
+    }
 }

@@ -33,6 +33,7 @@ const STUCK_MARKERS: &[&str] = &[
 /// timeout.
 const STUCK_GRACE: Duration = Duration::from_secs(15);
 
+#[derive(Clone)]
 pub struct VmOptions {
     pub qemu: PathBuf,
     pub device: crate::locate::Device,
@@ -393,10 +394,10 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn opts() -> VmOptions {
+    pub(crate) fn opts() -> VmOptions {
         VmOptions {
             qemu: "/q".into(),
             device: crate::locate::Device::UdcPci,
