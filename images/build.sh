@@ -168,6 +168,15 @@ gadget_bin="$root/target/$target/release/udc-gadget"
 udmabuf_tests=$(cd "$root" && cargo test -q --release --target "$target" -p udmabuf --test device --no-run \
     --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$udmabuf_tests" ] || die "the udmabuf device tests did not build"
+# The daemon and its zero-copy tests, which need /dev/udmabuf: the guest's
+# kernel has it, the build machines' does not.
+(cd "$root" && cargo build -q --release --target "$target" -p vhost-device-udc --bin vhost-device-udc >&2) ||
+    die "vhost-device-udc did not build for the guest"
+daemon_bin="$root/target/$target/release/vhost-device-udc"
+zerocopy_tests=$(cd "$root" && cargo test -q --release --target "$target" -p vhost-device-udc --test zerocopy_udmabuf \
+    --no-run --message-format=json 2>/dev/null | grep '"name":"zerocopy_udmabuf"' |
+    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+[ -x "$zerocopy_tests" ] || die "the zero-copy udmabuf tests did not build"
 unset RUSTFLAGS
 
 # ------------------------------------------------------------- initramfs --
@@ -177,7 +186,7 @@ unset RUSTFLAGS
 wanted=(udc_core libcomposite usb_f_fs usb_f_ss_lb dummy_hcd)
 
 image_key=$( (echo "$kernel_id $release"; sha256sum "$modbuild/virtio_udc.ko" "$here/init" "$gadget_bin" \
-    "$udmabuf_tests" "$here/build.sh" "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |
+    "$udmabuf_tests" "$daemon_bin" "$zerocopy_tests" "$here/build.sh" "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |
     sha256sum | cut -c1-16)
 out="$cache/images/$image_key"
 if [ -f "$out/.done" ]; then
@@ -229,8 +238,11 @@ grep -v '/dummy_hcd\.ko$' "$stage/etc/udc/modules" > "$stage/etc/udc/modules.new
 mv "$stage/etc/udc/modules.new" "$stage/etc/udc/modules"
 echo "$release" > "$stage/etc/udc/kernel.release"
 
-cp "$gadget_bin" "$stage/usr/bin/udc-gadget"
-cp "$udmabuf_tests" "$stage/usr/libexec/udc/udmabuf-device-tests"
+# Without debug info: the release profile keeps it, the initramfs need not.
+strip -o "$stage/usr/bin/udc-gadget" "$gadget_bin"
+strip -o "$stage/usr/libexec/udc/udmabuf-device-tests" "$udmabuf_tests"
+strip -o "$stage/usr/bin/vhost-device-udc" "$daemon_bin"
+strip -o "$stage/usr/libexec/udc/zerocopy-udmabuf-tests" "$zerocopy_tests"
 
 say "initramfs: packing"
 rm -rf "$out.tmp"

@@ -17,6 +17,14 @@ use udc_harness::{FakeGadget, Harness, HarnessOptions};
 
 pub const T: Duration = Duration::from_secs(20);
 
+/// The daemon binary: cargo's build of it, or `VHOST_DEVICE_UDC_BIN` where
+/// the test runs away from the build tree (inside the VM guest).
+pub fn daemon_binary() -> PathBuf {
+    std::env::var_os("VHOST_DEVICE_UDC_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vhost-device-udc")))
+}
+
 /// A running daemon; killed (and its log printed on failure) when dropped.
 pub struct Daemon {
     pub child: Option<Child>,
@@ -57,7 +65,7 @@ impl Daemon {
         let control = dir.path().join("udc.ctl");
         let log = dir.path().join("daemon.log");
         let logf = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_vhost-device-udc"))
+        let child = Command::new(daemon_binary())
             .arg("--socket-path")
             .arg(&socket)
             .arg("--control-socket")

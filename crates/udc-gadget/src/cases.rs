@@ -738,18 +738,12 @@ fn dmabuf_errors(ctx: &mut Ctx) -> Result<(), Error> {
     // closing one that was polled, after detach touches freed memory and
     // can spin forever (docs/kernel-bugs.md). Fence error status is
     // checked while attached, in dmabuf-endpoint-disabled-mid-transfer.
-    let queued = device_queue(ctx, s.ep_out)?;
-    check(queued.0 == 1, || {
-        format!(
-            "the device holds {} requests on {:#04x} before detach, expected 1",
-            queued.0, s.ep_out
-        )
-    })?;
+    let queued = wait_device_queue(ctx, s.ep_out, 1, "before detach")?;
     ffs_dmabuf::detach(fd, b.fd()).map_err(io_err("DMABUF_DETACH with a transfer pending"))?;
     check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
         "the pending transfer's fence did not signal after detach".into()
     })?;
-    let after = device_queue(ctx, s.ep_out)?;
+    let after = wait_device_queue(ctx, s.ep_out, 0, "after detach")?;
     check(after.0 == 0 && after.1 == queued.1 + 1, || {
         format!(
             "after detach the device holds {} requests and counts {} errors on {:#04x}, expected 0 and {}",
@@ -804,13 +798,7 @@ fn dmabuf_close_pending(ctx: &mut Ctx) -> Result<(), Error> {
         ffs_dmabuf::transfer(ep_in.as_fd(), b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
         bufs.push(b);
     }
-    let queued = device_queue(ctx, s.ep_in)?;
-    check(queued.0 == 3, || {
-        format!(
-            "the device holds {} requests on {:#04x}, expected 3",
-            queued.0, s.ep_in
-        )
-    })?;
+    let queued = wait_device_queue(ctx, s.ep_in, 3, "before close")?;
     // Closing detaches every DMABUF; as after a detach, only the DMABUF
     // itself can be waited on safely (docs/kernel-bugs.md).
     drop(ep_in);
@@ -819,7 +807,7 @@ fn dmabuf_close_pending(ctx: &mut Ctx) -> Result<(), Error> {
             format!("buffer {i}: no fence signal after close")
         })?;
     }
-    let after = device_queue(ctx, s.ep_in)?;
+    let after = wait_device_queue(ctx, s.ep_in, 0, "after close")?;
     check(after.0 == 0 && after.1 == queued.1 + 3, || {
         format!(
             "after close the device holds {} requests and counts {} errors on {:#04x}, expected 0 and {}",
@@ -969,6 +957,26 @@ fn device_queue(ctx: &mut Ctx, ep: u8) -> Result<(u64, u64), Error> {
         e["guest_queued"].as_u64().unwrap_or(u64::MAX),
         e["stats"]["guest_errors"].as_u64().unwrap_or(u64::MAX),
     ))
+}
+
+/// Waits until the device holds `want` driver requests on `ep` (a queued
+/// or cancelled request reaches it through the virtqueues); returns the
+/// counts.
+fn wait_device_queue(ctx: &mut Ctx, ep: u8, want: u64, when: &str) -> Result<(u64, u64), Error> {
+    let start = Instant::now();
+    loop {
+        let q = device_queue(ctx, ep)?;
+        if q.0 == want {
+            return Ok(q);
+        }
+        check(start.elapsed() < IO_TIMEOUT, || {
+            format!(
+                "{when}: the device holds {} requests on {ep:#04x}, expected {want}",
+                q.0
+            )
+        })?;
+        thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Waits until the ep0 thread has seen FunctionFS event `name`.

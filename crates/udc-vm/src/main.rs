@@ -265,8 +265,10 @@ fn run(a: &VmArgs, command: &[String]) -> Result<ExitCode, Error> {
 /// /udc/run.sh for `udc-vm test`: each suite is one top-level KTAP case,
 /// its own output indented as a subtest.
 fn test_script(filter: Option<&str>, guest_binaries: bool) -> String {
+    // The daemon's own tests find its guest build here (docs/vm-tier.md).
     let mut s = String::from(
         "set -u\n\
+         export VHOST_DEVICE_UDC_BIN=/usr/bin/vhost-device-udc\n\
          suites=/usr/bin/udc-gadget\n",
     );
     if guest_binaries {
