@@ -743,16 +743,7 @@ fn dmabuf_errors(ctx: &mut Ctx) -> Result<(), Error> {
     check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
         "the pending transfer's fence did not signal after detach".into()
     })?;
-    let after = wait_device_queue(ctx, s.ep_out, 0, "after detach")?;
-    check(after.0 == 0 && after.1 == queued.1 + 1, || {
-        format!(
-            "after detach the device holds {} requests and counts {} errors on {:#04x}, expected 0 and {}",
-            after.0,
-            after.1,
-            s.ep_out,
-            queued.1 + 1
-        )
-    })?;
+    wait_cancelled(ctx, s.ep_out, queued, 1, "after detach")?;
     ctx.notes
         .push("detach with a transfer pending: cancelled at the device, fence signalled".into());
     expect_errno(ffs_dmabuf::detach(fd, b.fd()), libc::EPERM, "second detach")?;
@@ -807,16 +798,7 @@ fn dmabuf_close_pending(ctx: &mut Ctx) -> Result<(), Error> {
             format!("buffer {i}: no fence signal after close")
         })?;
     }
-    let after = wait_device_queue(ctx, s.ep_in, 0, "after close")?;
-    check(after.0 == 0 && after.1 == queued.1 + 3, || {
-        format!(
-            "after close the device holds {} requests and counts {} errors on {:#04x}, expected 0 and {}",
-            after.0,
-            after.1,
-            s.ep_in,
-            queued.1 + 3
-        )
-    })?;
+    wait_cancelled(ctx, s.ep_in, queued, 3, "after close")?;
     ctx.notes
         .push("3 pending IN transfers: every fence signalled on close".into());
     round_trip(ctx, &s, 13_000)?;
@@ -957,6 +939,18 @@ fn device_queue(ctx: &mut Ctx, ep: u8) -> Result<(u64, u64), Error> {
         e["guest_queued"].as_u64().unwrap_or(u64::MAX),
         e["stats"]["guest_errors"].as_u64().unwrap_or(u64::MAX),
     ))
+}
+
+/// Waits until the device holds no request on `ep` and has ended `n` more
+/// with an error than it had when it held `before` (queued, errors).
+fn wait_cancelled(ctx: &mut Ctx, ep: u8, before: (u64, u64), n: u64, when: &str) -> Result<(), Error> {
+    let after = wait_device_queue(ctx, ep, 0, when)?;
+    check(after.1 == before.1 + n, || {
+        format!(
+            "{when}: the device ended {} requests on {ep:#04x} with an error, expected {n}",
+            after.1 as i128 - before.1 as i128
+        )
+    })
 }
 
 /// Waits until the device holds `want` driver requests on `ep` (a queued
