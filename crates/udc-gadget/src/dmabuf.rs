@@ -167,6 +167,16 @@ impl GuestBuf {
         Ok(v)
     }
 
+    /// Reads `out.len()` bytes at `offset` from the CPU, bracketed by
+    /// DMA_BUF_IOCTL_SYNC: a spot check that does not copy the whole buffer.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {
+        assert!(offset + out.len() <= self.size, "read_at past the buffer's end");
+        self.sync(SYNC_START | SYNC_READ)?;
+        // SAFETY: the mapping is `size` bytes and the range is inside it.
+        out.copy_from_slice(unsafe { std::slice::from_raw_parts(self.ptr.add(offset), out.len()) });
+        self.sync(SYNC_END | SYNC_READ)
+    }
+
     /// Waits on the fences: POLLIN for writers (an OUT transfer filling
     /// the buffer), POLLOUT for all users (an IN transfer reading it).
     pub fn wait(&self, events: i16, timeout: Duration) -> bool {

@@ -6,6 +6,7 @@
 //! control socket) over a virtio serial port, so one program checks both
 //! ends of each transfer.
 
+mod bench;
 mod cases;
 mod dmabuf;
 mod ffs_dmabuf;
@@ -74,6 +75,9 @@ enum Cmd {
         #[arg(long, default_value_t = 64 << 20)]
         size: usize,
     },
+    /// Throughput and guest CPU time per GiB of each way of moving bulk
+    /// data, on virtio-udc and dummy_hcd; `bench:` lines on stdout.
+    Bench(bench::BenchArgs),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -113,6 +117,10 @@ fn main() -> ExitCode {
                 Err(e) => fail(e),
             }
         }
+        Cmd::Bench(ref args) => match context(&cli).and_then(|mut ctx| bench::run(&mut ctx, args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
     }
 }
 

@@ -2,6 +2,7 @@
 //! vhost-device-udc daemon) and runs a shell, a command or the VM scenario
 //! suite in it. See docs/vm-tier.md.
 
+mod bench;
 mod cpio;
 mod junit;
 mod kernel_log;
@@ -28,6 +29,8 @@ pub enum Error {
     Daemon(String),
     #[error("{0}")]
     Io(String),
+    #[error("bench: {0}")]
+    Bench(#[from] bench::Error),
 }
 
 #[derive(Parser)]
@@ -68,10 +71,14 @@ enum Cmd {
         #[arg(long, default_value = "both", value_parser = ["both", "sg", "no-sg"])]
         controller: String,
     },
-    /// Benchmarks (the DMABUF path issue fills this in).
+    /// Throughput and guest CPU time per GiB of DMABUF, read/write and AIO
+    /// transfers on virtio-udc and read/write on dummy_hcd; a table on
+    /// stdout, a CSV and an SVG plot.
     Bench {
         #[command(flatten)]
         vm: VmArgs,
+        #[command(flatten)]
+        bench: bench::BenchArgs,
     },
 }
 
@@ -136,10 +143,7 @@ fn main() -> ExitCode {
             junit,
             controller,
         } => test(&vm, filter.as_deref(), junit, &controller),
-        Cmd::Bench { .. } => {
-            eprintln!("udc-vm: bench is not implemented yet (issue \"DMABUF path\")");
-            return ExitCode::from(2);
-        }
+        Cmd::Bench { vm, bench } => bench::run(&vm, &bench),
     };
     match result {
         Ok(code) => code,
