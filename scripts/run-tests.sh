@@ -69,6 +69,15 @@ vm() {
 mkdir -p target/vm
 vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml
 vm "VM suite, high speed" --speed high --controller sg --filter enumeration,bulk,short --out target/vm/high --junit target/vm/high.xml
+# The benchmark runs too, short, so it cannot rot: every series must report
+# (it fails when a measurement fails or the guest does not report).
+if [ -n "$qemu" ] && [ -n "$image" ]; then
+    run "VM benchmark (short: 64 KiB and 1 MiB)" target/release/udc-vm bench --qemu "$qemu" --image "$image" \
+        --sizes 64K,1M --seconds 0.2 --out target/vm/bench
+else
+    echo "=== VM benchmark: cannot run: QEMU or the guest image did not build (see above)"
+    failed+=("VM benchmark")
+fi
 # Not full speed: the usb-gadget crate writes FunctionFS full-speed bulk
 # descriptors with wMaxPacketSize 0, which f_fs passes on and the host
 # model rightly rejects (see the issue notes).
