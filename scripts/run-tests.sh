@@ -6,8 +6,9 @@
 #   tier 3: the VM: the guest driver's style check, QEMU's build and smoke
 #           test, then udc-vm boots Debian's 6.12 kernel with virtio_udc.ko
 #           under our QEMU and the daemon and runs the scenario suite at
-#           SuperSpeed and high speed (and the udmabuf device tests,
-#           which need the guest kernel's /dev/udmabuf).
+#           SuperSpeed (controllers with and without scatter-gather) and
+#           high speed, the udmabuf device tests and the zero-copy tests,
+#           which need the guest kernel's /dev/udmabuf, and a short bench.
 # A test that cannot run fails; none is counted as passed without running.
 set -uo pipefail
 cd "$(dirname "$0")/.."
