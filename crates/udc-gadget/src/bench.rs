@@ -413,23 +413,7 @@ impl<'a> Virtio<'a> {
         let g = TestGadget::bind(gadget::find_udc(ctx.udc.as_deref())?)?;
         let host = &mut ctx.host;
         host.wait_configured(IO_TIMEOUT)?;
-        // The addresses the UDC gave our endpoints, as the host read them.
-        let d = host.ok(json!({"op": "descriptors"}))?;
-        let eps = d["enumerated"]["configurations"][0]["interfaces"][0]["endpoints"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let find = |want_in: bool| {
-            eps.iter()
-                .filter_map(|e| e["address"].as_u64())
-                .find(|a| (a & 0x80 != 0) == want_in)
-                .map(|a| a as u8)
-        };
-        let (Some(ep_in), Some(ep_out)) = (find(true), find(false)) else {
-            return Err(Error::Check(format!(
-                "the host found no bulk IN and OUT pair: {eps:?}"
-            )));
-        };
+        let ((ep_in, _), (ep_out, _)) = host.enumerated_endpoint_pair()?;
         Ok(Virtio {
             host,
             g,

@@ -158,28 +158,7 @@ fn setup(ctx: &mut Ctx) -> Result<Setup, Error> {
     let st = ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
     let speed = st["device"]["speed"].as_str().unwrap_or("unknown").to_string();
     let sg = st["device"]["controller"]["scatter_gather"] != false;
-    // The addresses the UDC gave our endpoints, as the host read them.
-    let d = ctx.host.ok(json!({"op": "descriptors"}))?;
-    let eps = d["enumerated"]["configurations"][0]["interfaces"][0]["endpoints"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let find = |want_in: bool| {
-        eps.iter()
-            .find(|e| e["address"].as_u64().is_some_and(|a| (a & 0x80 != 0) == want_in))
-            .map(|e| {
-                (
-                    e["address"].as_u64().unwrap() as u8,
-                    e["max_packet_size"].as_u64().unwrap_or(0) as usize,
-                )
-            })
-    };
-    let (Some((ep_in, mps)), Some((ep_out, _))) = (find(true), find(false)) else {
-        return Err(Error::Check(format!(
-            "the host found no bulk IN and OUT pair: {}",
-            d["enumerated"]["configurations"]
-        )));
-    };
+    let ((ep_in, mps), (ep_out, _)) = ctx.host.enumerated_endpoint_pair()?;
     ctx.notes.push(format!(
         "{speed} speed, bulk IN {ep_in:#04x}, bulk OUT {ep_out:#04x}, {mps}-byte packets"
     ));

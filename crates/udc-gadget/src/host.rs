@@ -127,6 +127,31 @@ impl HostLink {
         self.ok(json!({"op": "status"}))
     }
 
+    /// The IN and OUT endpoints of the first interface as the host
+    /// enumerated them (the addresses the UDC gave them): (address,
+    /// wMaxPacketSize) each.
+    pub fn enumerated_endpoint_pair(&mut self) -> Result<((u8, usize), (u8, usize)), Error> {
+        let d = self.ok(json!({"op": "descriptors"}))?;
+        let eps = d["enumerated"]["configurations"][0]["interfaces"][0]["endpoints"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let find = |want_in: bool| {
+            eps.iter().find_map(|e| {
+                let a = e["address"].as_u64()?;
+                ((a & 0x80 != 0) == want_in)
+                    .then(|| (a as u8, e["max_packet_size"].as_u64().unwrap_or(0) as usize))
+            })
+        };
+        match (find(true), find(false)) {
+            (Some(i), Some(o)) => Ok((i, o)),
+            _ => Err(Error::Check(format!(
+                "the host found no IN and OUT endpoint pair: {}",
+                d["enumerated"]["configurations"]
+            ))),
+        }
+    }
+
     /// Waits until the host has configured the device.
     pub fn wait_configured(&mut self, timeout: Duration) -> Result<Value, Error> {
         let start = Instant::now();
