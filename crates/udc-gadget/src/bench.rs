@@ -38,6 +38,8 @@ use bytes::{Bytes, BytesMut};
 use serde_json::json;
 use udc_patterns::Pattern;
 
+use crate::cases::{check, io_err, pattern};
+
 use crate::cases::Ctx;
 use crate::dmabuf::{GuestBuf, Source};
 use crate::ffs_dmabuf;
@@ -289,24 +291,6 @@ fn report(udc: &str, method: &str, dir: Dir, size: usize, inflight: usize, m: &M
         m.bytes as f64 / (1 << 20) as f64 / m.seconds,
         m.cpu_seconds / gib
     );
-}
-
-fn io_err<'a>(what: &'a str) -> impl Fn(io::Error) -> Error + 'a {
-    move |e| Error::Check(format!("{what}: {e}"))
-}
-
-fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), Error> {
-    if cond {
-        Ok(())
-    } else {
-        Err(Error::Check(what()))
-    }
-}
-
-fn pattern(seed: u64, offset: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    Pattern::Prbs { seed }.fill(offset, &mut v);
-    v
 }
 
 /// The first and last 8 bytes of a `size`-byte transfer at stream offset
@@ -780,7 +764,7 @@ struct Urb {
 }
 
 const fn ioc(dir: u64, nr: u64, size: u64) -> u64 {
-    (dir << 30) | (size << 16) | ((b'U' as u64) << 8) | nr
+    crate::dmabuf::ioc(dir, b'U', nr, size)
 }
 const IOC_WRITE: u64 = 1;
 const IOC_READ: u64 = 2;

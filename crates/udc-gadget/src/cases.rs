@@ -131,7 +131,7 @@ pub fn verify(seed: u64, offset: u64, data: &[u8], what: &str) -> Result<(), Err
         .map_err(|m| Error::Check(format!("{what}: data differs from prbs:{seed}: {m}")))
 }
 
-fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), Error> {
+pub(crate) fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), Error> {
     if cond {
         Ok(())
     } else {
@@ -515,7 +515,7 @@ fn round_trip(ctx: &mut Ctx, s: &Setup, seed: u64) -> Result<(), Error> {
     Ok(())
 }
 
-fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
     move |e| Error::Check(format!("{what}: {e}"))
 }
 

@@ -25,7 +25,8 @@ impl Source {
     }
 }
 
-const fn ioc(dir: u64, ty: u8, nr: u64, size: u64) -> u64 {
+/// The kernel's _IOC(dir, type, nr, size) on x86-64.
+pub(crate) const fn ioc(dir: u64, ty: u8, nr: u64, size: u64) -> u64 {
     (dir << 30) | (size << 16) | ((ty as u64) << 8) | nr
 }
 const W: u64 = 1;
