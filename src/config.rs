@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::device::{ControllerConfig, EpCap};
 use crate::host::HostConfig;
+use crate::inject::InjectConfig;
 use crate::traffic::StreamSpec;
 use crate::usb::Speed;
 use crate::wire::*;
@@ -34,6 +35,10 @@ pub struct FileConfig {
     pub host: HostSection,
     #[serde(default, rename = "stream")]
     pub streams: Vec<StreamSection>,
+    /// Delay and fault injection (docs/injection.md): keys of the global
+    /// scope, and tables named after endpoints for their own scopes.
+    #[serde(default)]
+    pub inject: toml::Table,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,12 +137,14 @@ impl FileConfig {
         })
     }
 
-    /// Applies this file on top of `ctrl` and `host`, checking every value.
+    /// Applies this file on top of `ctrl`, `host` and `inject`, checking
+    /// every value.
     pub fn apply(
         &self,
         path: &str,
         ctrl: &mut ControllerConfig,
         host: &mut HostConfig,
+        inject: &mut InjectConfig,
     ) -> Result<Vec<StreamSpec>, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_string(),
@@ -249,8 +256,48 @@ impl FileConfig {
             }
             streams.push(spec);
         }
+        apply_inject(&self.inject, inject).map_err(invalid)?;
+        for ep in inject.endpoints.keys() {
+            if !ctrl.has_endpoint(*ep) {
+                return Err(invalid(format!(
+                    "[inject.{}]: the controller has no such endpoint",
+                    ep_name(*ep)
+                )));
+            }
+        }
         Ok(streams)
     }
+}
+
+/// The [inject] table: `key = "value"` pairs (numbers allowed where the
+/// value is one), and `[inject.EP]` tables of the same keys.
+fn apply_inject(t: &toml::Table, inject: &mut InjectConfig) -> Result<(), String> {
+    fn text(v: &toml::Value) -> Option<String> {
+        match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            _ => None,
+        }
+    }
+    for (k, v) in t {
+        match v {
+            toml::Value::Table(scope) => {
+                for (sk, sv) in scope {
+                    let value =
+                        text(sv).ok_or_else(|| format!("[inject.{k}] {sk}: give the value as a string"))?;
+                    inject
+                        .set(&format!("{k}.{sk}"), &value)
+                        .map_err(|m| format!("[inject.{k}] {m}"))?;
+                }
+            }
+            other => {
+                let value = text(other).ok_or_else(|| format!("[inject] {k}: give the value as a string"))?;
+                inject.set(k, &value).map_err(|m| format!("[inject] {m}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -261,8 +308,55 @@ mod tests {
         let f = FileConfig::parse(text, "t.toml").map_err(|e| e.to_string())?;
         let mut c = ControllerConfig::default();
         let mut h = HostConfig::default();
-        let s = f.apply("t.toml", &mut c, &mut h).map_err(|e| e.to_string())?;
+        let mut i = InjectConfig::default();
+        let s = f
+            .apply("t.toml", &mut c, &mut h, &mut i)
+            .map_err(|e| e.to_string())?;
         Ok((c, h, s))
+    }
+
+    fn inject(text: &str) -> Result<InjectConfig, String> {
+        let f = FileConfig::parse(text, "t.toml").map_err(|e| e.to_string())?;
+        let mut i = InjectConfig::default();
+        f.apply(
+            "t.toml",
+            &mut ControllerConfig::default(),
+            &mut HostConfig::default(),
+            &mut i,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(i)
+    }
+
+    #[test]
+    fn inject_section_applies_and_names_its_errors() {
+        let i = inject(
+            r#"
+            [inject]
+            seed = 99
+            latency = "1ms..2ms"
+            [inject.ep2out]
+            out_poison = "20ms"
+            stall = "nth:3"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(i.seed, 99);
+        let m = i.to_map();
+        assert_eq!(m["latency"], "1ms..2ms");
+        assert_eq!(m["ep2out.out_poison"], "20ms");
+        assert_eq!(m["ep2out.stall"], "nth:3");
+        let e = inject("[inject]\nlatncy = \"1ms\"\n").unwrap_err();
+        assert!(
+            e.contains("t.toml") && e.contains("[inject]") && e.contains("latncy"),
+            "{e}"
+        );
+        let e = inject("[inject.ep1in]\nstall = \"often\"\n").unwrap_err();
+        assert!(e.contains("[inject.ep1in]") && e.contains("often"), "{e}");
+        let e = inject("[inject.ep15out]\nstall = \"always\"\n").unwrap_err();
+        assert!(e.contains("ep15out") && e.contains("no such endpoint"), "{e}");
+        let e = inject("[inject]\nlatency = true\n").unwrap_err();
+        assert!(e.contains("latency"), "{e}");
     }
 
     #[test]

@@ -103,6 +103,17 @@ enum Request {
         #[serde(default)]
         status: Option<String>,
     },
+    /// Reads or changes delay and fault injection (docs/injection.md).
+    Inject {
+        /// Keys to set, over the current settings; all or none apply.
+        #[serde(default)]
+        set: Option<std::collections::BTreeMap<String, Value>>,
+        /// Turn everything off first (the seed stays).
+        #[serde(default)]
+        clear: bool,
+    },
+    /// The injected-event log and the race detectors' reports.
+    Injections {},
     /// Ends the daemon at once, without cleanup, as a crash would: for
     /// testing how QEMU and the guest driver recover from a lost back end.
     Crash {},
@@ -285,9 +296,15 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             status,
         } => {
             let ep = parse_ep_address(&ep)?;
-            let status = parse_status(status.as_deref().unwrap_or("ok"))?;
             let udc = host.udc();
             let mut g = udc.lock();
+            // A completion held by injection keeps its own status and length
+            // unless told otherwise.
+            let st = status.as_deref().map(parse_status).transpose()?;
+            if g.release_completion(ep, handle, st)? {
+                return Ok(json!({"ok": true, "held": "completion"}));
+            }
+            let status = st.unwrap_or(Status::Ok);
             let length = g.held_length(ep, handle)?;
             g.release_held(ep, handle, status, actual.unwrap_or(length))?;
             Ok(json!({"ok": true}))
@@ -424,6 +441,48 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             Ok(json!({"ok": true, "stream": s}))
         }
         Request::Streams {} => Ok(json!({"ok": true, "streams": traffic.status()})),
+        Request::Inject { set, clear } => {
+            let udc = host.udc();
+            let mut g = udc.lock();
+            let mut cfg = g.injection().clone();
+            let changed = clear || set.is_some();
+            if clear {
+                cfg = crate::inject::InjectConfig {
+                    seed: cfg.seed,
+                    ..Default::default()
+                };
+            }
+            for (k, v) in set.unwrap_or_default() {
+                let text = match &v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    other => return Err(format!("inject: {k}: give the value as a string, not {other}")),
+                };
+                cfg.set(&k, &text).map_err(|e| format!("inject: {e}"))?;
+            }
+            for ep in cfg.endpoints.keys() {
+                if !g.config().has_endpoint(*ep) {
+                    return Err(format!("inject: the controller has no {}", ep_name(*ep)));
+                }
+            }
+            if clear {
+                g.set_injection(cfg);
+            } else if changed {
+                g.update_injection(cfg);
+            }
+            let log = g.inject_log();
+            Ok(json!({
+                "ok": true,
+                "settings": g.injection().to_map(),
+                "events": log.total,
+                "digest": log.digest,
+                "races": log.races_total,
+            }))
+        }
+        Request::Injections {} => {
+            let g = host.udc().lock();
+            Ok(json!({"ok": true, "settings": g.injection().to_map(), "log": g.inject_log()}))
+        }
         Request::Bus { action } => {
             let udc = host.udc();
             let did = match action.as_str() {

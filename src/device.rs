@@ -16,13 +16,15 @@
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::sync::mpsc::Sender;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use serde::Serialize;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::dma::{self, Cursor};
+use crate::inject::{EpInjector, Fault, InjectConfig, InjectLog, Plan, RaceReport};
+use crate::race;
 use crate::request::{Command, EpEnable, HaltRequest, XferRequest};
 use crate::usb::{self, SetupPacket, Speed};
 use crate::wire::*;
@@ -148,6 +150,8 @@ pub enum UrbStatus {
     Timeout,
     /// Guest memory could not be accessed for this transfer.
     DmaFault,
+    /// A transfer error on the bus (injected: CRC, timeout, bit stuffing).
+    Proto,
 }
 
 /// A host-side transfer's result.
@@ -237,7 +241,33 @@ struct GuestReq<T> {
     /// Set while the host holds this request (zero-copy handoff): it stays
     /// at the front of its endpoint and nothing behind it moves.
     held: Option<u64>,
+    /// What injection decided for it; None when its endpoint injects nothing.
+    plan: Option<Plan>,
+    /// Set when its DMA started, so NAKs and detectors act once.
+    started: bool,
+    /// Chunked DMA: bytes left in the current chunk.
+    chunk_left: u64,
+    /// IN race detector: the buffer's block hashes when the DMA started.
+    snapshot: Option<Vec<u64>>,
 }
+
+/// A request whose data is done and whose completion waits: for its
+/// latency, for the next request (reordering), or for a release (hold).
+#[derive(Debug)]
+struct Finished<T> {
+    g: GuestReq<T>,
+    status: Status,
+    /// None while held.
+    due: Option<Instant>,
+    /// The handle the control socket releases a held completion with.
+    handle: Option<u64>,
+    /// Completes after the request behind it: a deliberate FIFO violation.
+    after_next: bool,
+}
+
+/// How long a reordered completion waits for a request behind it before it
+/// completes in order after all.
+const REORDER_WAIT: Duration = Duration::from_millis(100);
 
 /// A guest request the host holds: its buffer, for the host to read (IN) or
 /// fill (OUT) in place, until it releases it.
@@ -259,6 +289,17 @@ struct Endpoint<T> {
     guest: VecDeque<GuestReq<T>>,
     host: VecDeque<Urb>,
     stats: EpStats,
+    inj: Option<EpInjector>,
+    /// This endpoint's own bandwidth cap, bytes per second.
+    rate: Option<u64>,
+    /// The cap's clock: when the bytes moved so far are paid for.
+    paced_until: Instant,
+    /// No data moves before this: a NAK, a chunk pause, the bandwidth cap
+    /// or a race detector's delay.
+    paused_until: Option<Instant>,
+    /// Completions that wait, in the order they will be delivered; they are
+    /// ahead of everything in `guest`.
+    finished: VecDeque<Finished<T>>,
 }
 
 /// Counters per endpoint, for the control socket and logs.
@@ -327,6 +368,10 @@ pub struct EndpointStatus {
     pub wedged: bool,
     pub guest_queued: usize,
     pub host_queued: usize,
+    /// Requests whose data is done and whose completion waits (injection).
+    pub completions_waiting: usize,
+    /// Handles of held completions, for the control socket's `release`.
+    pub held_completions: Vec<u64>,
     pub stats: EpStats,
 }
 
@@ -362,6 +407,16 @@ pub struct Device<T> {
     /// pull-up off), so the host side can tell its view is stale.
     session: u64,
     next_hold: u64,
+    inject: InjectConfig,
+    log: InjectLog,
+    /// The whole bus's bandwidth cap (the global `bandwidth`) and its clock.
+    bus_rate: Option<u64>,
+    bus_paced_until: Instant,
+    /// When the host comes back after an injected disconnect.
+    reconnect_at: Option<Instant>,
+    /// The time [`Device::tick`] runs at, while it runs: what it schedules
+    /// counts from the deadline it serves, not from when it got to run.
+    clock: Option<Instant>,
 }
 
 impl<T: Debug> Device<T> {
@@ -377,6 +432,11 @@ impl<T: Debug> Device<T> {
                 guest: VecDeque::new(),
                 host: VecDeque::new(),
                 stats: EpStats::default(),
+                inj: None,
+                rate: None,
+                paced_until: Instant::now(),
+                paused_until: None,
+                finished: VecDeque::new(),
             })
             .collect();
         Device {
@@ -399,7 +459,62 @@ impl<T: Debug> Device<T> {
             out: Vec::new(),
             session: 0,
             next_hold: 0,
+            inject: InjectConfig::default(),
+            log: InjectLog::default(),
+            bus_rate: None,
+            bus_paced_until: Instant::now(),
+            reconnect_at: None,
+            clock: None,
         }
+    }
+
+    fn now(&self) -> Instant {
+        self.clock.unwrap_or_else(Instant::now)
+    }
+
+    /// Replaces the injection settings. Request numbers (for `nth:` and the
+    /// log) start again from 1, and the log starts empty.
+    pub fn set_injection(&mut self, cfg: InjectConfig) {
+        for e in &mut self.eps {
+            e.inj = EpInjector::new(&cfg, e.cap.addr);
+            e.rate = cfg.endpoints.get(&e.cap.addr).and_then(|s| s.bandwidth);
+        }
+        self.bus_rate = cfg.global.bandwidth;
+        if !cfg.is_empty() {
+            info!("injection: {:?}", cfg.to_map());
+        }
+        self.inject = cfg;
+        self.log = InjectLog::default();
+    }
+
+    /// Changes the injection settings while they run: request numbers, the
+    /// generators, spent `next:N` triggers of unchanged keys and the log go
+    /// on. A new seed starts afresh, as [`Device::set_injection`] does.
+    pub fn update_injection(&mut self, cfg: InjectConfig) {
+        if cfg.seed != self.inject.seed {
+            return self.set_injection(cfg);
+        }
+        for e in &mut self.eps {
+            let set = cfg.effective(e.cap.addr);
+            match (&mut e.inj, set.is_empty()) {
+                (_, true) => e.inj = None,
+                (Some(inj), false) => inj.update(set),
+                (None, false) => e.inj = EpInjector::new(&cfg, e.cap.addr),
+            }
+            e.rate = cfg.endpoints.get(&e.cap.addr).and_then(|s| s.bandwidth);
+        }
+        self.bus_rate = cfg.global.bandwidth;
+        info!("injection: {:?}", cfg.to_map());
+        self.inject = cfg;
+    }
+
+    pub fn injection(&self) -> &InjectConfig {
+        &self.inject
+    }
+
+    /// The injected-event log and the race reports.
+    pub fn inject_log(&self) -> &InjectLog {
+        &self.log
     }
 
     pub fn config(&self) -> &ControllerConfig {
@@ -497,11 +612,15 @@ impl<T: Debug> Device<T> {
 
     /// Queues a parsed transfer request on its endpoint (section 5).
     pub fn queue_xfer(&mut self, token: T, req: XferRequest) {
-        let g = GuestReq {
+        let mut g = GuestReq {
             token,
             req,
             cursor: Cursor::default(),
             held: None,
+            plan: None,
+            started: false,
+            chunk_left: 0,
+            snapshot: None,
         };
         if ep_num(g.req.ep) == 0 {
             return self.queue_ep0(g);
@@ -515,8 +634,53 @@ impl<T: Debug> Device<T> {
             warn!("{}: request on a disabled endpoint: SHUTDOWN", ep_name(g.req.ep));
             return self.complete_guest(Some(i), g, Status::Shutdown);
         }
+        self.plan_injection(i, &mut g);
         self.eps[i].guest.push_back(g);
         self.pump(i);
+    }
+
+    /// Decides what injection does to a request as it is queued, logs the
+    /// decisions, and poisons an OUT buffer at once (before any data can
+    /// arrive, so a reader that does not wait sees the poison).
+    fn plan_injection(&mut self, i: usize, g: &mut GuestReq<T>) {
+        let e = &mut self.eps[i];
+        let (Some(inj), Some(en)) = (e.inj.as_mut(), e.enabled) else {
+            return;
+        };
+        let ep = e.cap.addr;
+        let plan = inj.plan(u64::from(g.req.length), u64::from(en.max_packet), ep_is_in(ep));
+        let (n, tag) = (plan.index, g.req.tag);
+        let mut note = |what: String| {
+            debug!("{}: request #{n} (tag {tag:#x}): inject {what}", ep_name(ep));
+            self.log.push(ep, n, tag, what);
+        };
+        if !plan.latency.is_zero() {
+            note(format!("latency {}", crate::inject::fmt_duration(plan.latency)));
+        }
+        if let Some(d) = plan.nak {
+            note(format!("nak {}", crate::inject::fmt_duration(d)));
+        }
+        if plan.hold {
+            note("hold".into());
+        }
+        if plan.reorder {
+            note("reorder".into());
+        }
+        if let Some(f) = plan.fault {
+            note(format!("{} at {}", f.key(), plan.fault_at));
+        }
+        if let Some(d) = plan.in_checksum {
+            note(format!("in_checksum {}", crate::inject::fmt_duration(d)));
+        }
+        if let Some(d) = plan.out_poison {
+            note(format!("out_poison {}", crate::inject::fmt_duration(d)));
+            if let Some(mem) = self.mem.as_ref().map(|m| m.memory()) {
+                if let Err(err) = race::poison(&*mem, &g.req.segments, g.req.length as usize) {
+                    warn!("{}: cannot poison request tag {tag:#x}: {err}", ep_name(ep));
+                }
+            }
+        }
+        g.plan = Some(plan);
     }
 
     fn queue_ep0(&mut self, g: GuestReq<T>) {
@@ -759,6 +923,18 @@ impl<T: Debug> Device<T> {
         let Some(i) = self.ep_index(ep) else {
             return (Status::NotFound, 0);
         };
+        if let Some(pos) = self.eps[i].finished.iter().position(|f| f.g.req.tag == tag) {
+            // Its data moved; its completion was waiting (latency, hold or
+            // reordering). The driver gets it back cancelled, with what moved.
+            let f = self.eps[i].finished.remove(pos).expect("position is valid");
+            info!(
+                "{}: request tag {tag:#x} cancelled while its completion waited",
+                ep_name(ep)
+            );
+            self.complete_guest(Some(i), f.g, Status::Cancelled);
+            self.deliver_finished(i, self.now());
+            return (Status::Ok, 0);
+        }
         let Some(pos) = self.eps[i].guest.iter().position(|g| g.req.tag == tag) else {
             return (Status::NotFound, 0);
         };
@@ -776,6 +952,10 @@ impl<T: Debug> Device<T> {
     /// Completes every queued request on endpoint `i` with `status` and
     /// fails the host's transfers on it.
     fn flush_ep(&mut self, i: usize, status: Status) {
+        while let Some(f) = self.eps[i].finished.pop_front() {
+            self.complete_guest(Some(i), f.g, status);
+        }
+        self.eps[i].paused_until = None;
         while let Some(g) = self.eps[i].guest.pop_front() {
             self.complete_guest(Some(i), g, status);
         }
@@ -1102,7 +1282,8 @@ impl<T: Debug> Device<T> {
     }
 
     /// Moves data between the front guest request and the front host
-    /// transfer of endpoint `i` for as long as both exist.
+    /// transfer of endpoint `i` for as long as both exist, within what
+    /// injection allows now (pauses, chunks, bandwidth, a fault's offset).
     fn pump(&mut self, i: usize) {
         let Some(en) = self.eps[i].enabled else { return };
         if self.eps[i].halted || self.suspended || self.state != BusState::Configured {
@@ -1111,21 +1292,100 @@ impl<T: Debug> Device<T> {
         if self.eps[i].guest.front().is_some_and(|g| g.held.is_some()) {
             return;
         }
+        let now = self.now();
+        if self.eps[i].paused_until.is_some_and(|t| t > now) {
+            return;
+        }
+        self.eps[i].paused_until = None;
         let Some(mem) = self.mem.clone() else { return };
         let mem = mem.memory();
         let mps = usize::from(en.max_packet);
         let is_in = ep_is_in(self.eps[i].cap.addr);
+        let bus_rate = self.bus_rate;
         loop {
+            let e = &self.eps[i];
+            if e.guest.is_empty() || e.host.is_empty() {
+                return;
+            }
+            // The bandwidth caps: nothing moves until what moved is paid for.
+            let gate = self.eps[i]
+                .rate
+                .map(|_| self.eps[i].paced_until)
+                .into_iter()
+                .chain(bus_rate.map(|_| self.bus_paced_until))
+                .max();
+            if let Some(t) = gate.filter(|t| *t > now) {
+                self.eps[i].paused_until = Some(t);
+                return;
+            }
             let e = &mut self.eps[i];
             let (Some(g), Some(h)) = (e.guest.front_mut(), e.host.front_mut()) else {
                 return;
             };
+            let mut limit = usize::MAX;
+            if let Some(p) = &g.plan {
+                if !g.started {
+                    g.started = true;
+                    let chunk = e.inj.as_ref().and_then(|j| j.set.chunk);
+                    g.chunk_left = chunk.map_or(0, |c| c.bytes.div_ceil(mps as u64) * mps as u64);
+                    let mut wait = p.nak.unwrap_or_default();
+                    if let Some(d) = p.in_checksum {
+                        match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {
+                            Ok(hashes) => g.snapshot = Some(hashes),
+                            Err(err) => warn!("{}: in_checksum: {err}", ep_name(g.req.ep)),
+                        }
+                        wait += d;
+                    }
+                    if let Some(d) = p.out_poison {
+                        wait += d;
+                    }
+                    if !wait.is_zero() {
+                        e.paused_until = Some(now + wait);
+                        return;
+                    }
+                }
+                if let Some(f) = p.fault {
+                    if g.cursor.offset >= p.fault_at {
+                        self.apply_fault(i, f);
+                        continue;
+                    }
+                    limit = (p.fault_at - g.cursor.offset) as usize;
+                }
+                if g.chunk_left > 0 {
+                    limit = limit.min(g.chunk_left as usize);
+                }
+            }
+            // A cap moves a millisecond's worth at a time, so the rate is
+            // smooth at the scale the guest can observe.
+            for rate in e.rate.into_iter().chain(bus_rate) {
+                limit = limit.min((rate as usize / 1000 / mps * mps).max(mps));
+            }
             let step = if is_in {
-                step_in(&*mem, g, h, mps)
+                step_in(&*mem, g, h, mps, limit)
             } else {
-                step_out(&*mem, g, h, mps)
+                step_out(&*mem, g, h, mps, limit)
             };
             e.stats.bytes += step.bytes as u64;
+            let mut pause = None;
+            if step.bytes > 0 {
+                if let Some(rate) = e.rate {
+                    e.paced_until = pay(e.paced_until, now, rate, step.bytes);
+                }
+                if let Some(rate) = bus_rate {
+                    self.bus_paced_until = pay(self.bus_paced_until, now, rate, step.bytes);
+                }
+            }
+            let e = &mut self.eps[i];
+            if step.guest_done.is_none() {
+                if let Some(g) = e.guest.front_mut().filter(|g| g.chunk_left > 0) {
+                    g.chunk_left = g.chunk_left.saturating_sub(step.bytes as u64);
+                    if g.chunk_left == 0 {
+                        let c = e.inj.as_ref().and_then(|j| j.set.chunk).expect("chunking is on");
+                        g.chunk_left = c.bytes.div_ceil(mps as u64) * mps as u64;
+                        pause = Some(now + c.pause);
+                    }
+                }
+            }
             if let Some(st) = step.urb_done {
                 let u = e.host.pop_front().expect("front exists");
                 if st == UrbStatus::Ok {
@@ -1140,9 +1400,251 @@ impl<T: Debug> Device<T> {
                 if st == Status::DmaFault {
                     warn!("{}: DMA fault in request tag {:#x}", ep_name(g.req.ep), g.req.tag);
                 }
-                self.complete_guest(Some(i), g, st);
+                self.finish_guest(i, g, st);
+            }
+            if let Some(t) = pause {
+                self.eps[i].paused_until = Some(t);
+                return;
             }
         }
+    }
+
+    /// Ends the front request of endpoint `i` (and the host's transfer) the
+    /// way the injected fault says.
+    fn apply_fault(&mut self, i: usize, fault: Fault) {
+        let e = &mut self.eps[i];
+        let ep = e.cap.addr;
+        let g = e.guest.front().expect("the fault's request is at the front");
+        info!(
+            "{}: injected {} in request #{} (tag {:#x}) after {} of {} bytes",
+            ep_name(ep),
+            fault_name(fault),
+            g.plan.as_ref().map_or(0, |p| p.index),
+            g.req.tag,
+            g.cursor.offset,
+            g.req.length
+        );
+        let (guest, host) = match fault {
+            Fault::Stall => (Status::Stall, UrbStatus::Stall),
+            Fault::Babble => (Status::Overflow, UrbStatus::Overflow),
+            // The host's short packet ends both its transfer and the request.
+            Fault::Short => (Status::Ok, UrbStatus::Ok),
+            Fault::Proto => (Status::Proto, UrbStatus::Proto),
+            Fault::Io => (Status::DmaFault, UrbStatus::Proto),
+            Fault::Reset => {
+                // The host resets the bus: everything queued ends, and the
+                // host (its thread sees a detached bus) enumerates again.
+                self.end_session(Status::Shutdown);
+                return;
+            }
+            Fault::Disconnect => {
+                let after = e
+                    .inj
+                    .as_ref()
+                    .map_or(Duration::from_millis(100), |j| j.reconnect_after());
+                self.set_host_attached(false);
+                self.reconnect_at = Some(self.now() + after);
+                return;
+            }
+        };
+        let g = e.guest.pop_front().expect("front exists");
+        if let Some(u) = e.host.pop_front() {
+            if host == UrbStatus::Ok {
+                e.stats.host_completed += 1;
+            } else {
+                e.stats.host_errors += 1;
+            }
+            u.finish(host);
+        }
+        self.finish_guest(i, g, guest);
+    }
+
+    /// A request's data is done: runs the IN race detector, then completes
+    /// it now or, if injection says so, later (in FIFO order unless a
+    /// reordering was injected).
+    fn finish_guest(&mut self, i: usize, mut g: GuestReq<T>, status: Status) {
+        if let Some(before) = g.snapshot.take() {
+            self.check_in_race(i, &g, &before);
+        }
+        let now = self.now();
+        let (latency, hold, reorder) = g
+            .plan
+            .as_ref()
+            .map_or((Duration::ZERO, false, false), |p| (p.latency, p.hold, p.reorder));
+        if latency.is_zero() && !hold && !reorder && self.eps[i].finished.is_empty() {
+            return self.complete_guest(Some(i), g, status);
+        }
+        let mut due = now + latency;
+        if let Some(d) = self.eps[i].finished.back().and_then(|f| f.due) {
+            // FIFO: never before the one ahead of it.
+            due = due.max(d);
+        }
+        let handle = hold.then(|| {
+            self.next_hold += 1;
+            self.next_hold
+        });
+        if let Some(h) = handle {
+            info!(
+                "{}: completion of request tag {:#x} held (release handle {h})",
+                ep_name(g.req.ep),
+                g.req.tag
+            );
+        }
+        self.eps[i].finished.push_back(Finished {
+            g,
+            status,
+            due: (!hold).then_some(due),
+            handle,
+            after_next: reorder,
+        });
+        self.deliver_finished(i, now);
+    }
+
+    /// IN race detector: the buffer's blocks now against when the DMA began.
+    fn check_in_race(&mut self, i: usize, g: &GuestReq<T>, before: &[u64]) {
+        let Some(mem) = self.mem.as_ref().map(|m| m.memory()) else {
+            return;
+        };
+        let after = match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {
+            Ok(a) => a,
+            Err(err) => return warn!("{}: in_checksum: {err}", ep_name(g.req.ep)),
+        };
+        let changed = race::changed_blocks(before, &after);
+        if changed.is_empty() {
+            return;
+        }
+        let detail = format!(
+            "the guest CPU changed {} of {} blocks ({} bytes each) of an IN buffer while the device was reading it",
+            changed.len(),
+            before.len(),
+            race::BLOCK
+        );
+        warn!(
+            "RACE {}: request tag {:#x}: {detail}; first at offset {:#x}",
+            ep_name(g.req.ep),
+            g.req.tag,
+            changed[0]
+        );
+        self.log.race(RaceReport {
+            ep: ep_name(self.eps[i].cap.addr),
+            request: g.plan.as_ref().map_or(0, |p| p.index),
+            tag: g.req.tag,
+            kind: "in_changed_during_dma",
+            detail,
+            changed_blocks: changed.into_iter().take(32).collect(),
+        });
+    }
+
+    /// Delivers the waiting completions of endpoint `i` that are due.
+    fn deliver_finished(&mut self, i: usize, now: Instant) {
+        loop {
+            let e = &mut self.eps[i];
+            let Some(front) = e.finished.front() else { return };
+            let Some(due) = front.due.filter(|d| *d <= now) else {
+                return;
+            };
+            let front_tag = front.g.req.tag;
+            if front.after_next {
+                match e.finished.get(1) {
+                    Some(next) if next.handle.is_none() => {
+                        if !matches!(next.due, Some(d) if d <= now) {
+                            return;
+                        }
+                        // The deliberate FIFO violation: the one behind first.
+                        let second = e.finished.remove(1).expect("exists");
+                        warn!(
+                            "{}: injected reordering: tag {:#x} completes before tag {:#x}",
+                            ep_name(e.cap.addr),
+                            second.g.req.tag,
+                            front_tag
+                        );
+                        if let Some(f) = e.finished.front_mut() {
+                            f.after_next = false;
+                        }
+                        self.complete_guest(Some(i), second.g, second.status);
+                        continue;
+                    }
+                    // Nothing behind it yet: wait a while for one.
+                    None if now < due + REORDER_WAIT => return,
+                    _ => {}
+                }
+            }
+            let f = self.eps[i].finished.pop_front().expect("front exists");
+            self.complete_guest(Some(i), f.g, f.status);
+        }
+    }
+
+    /// When endpoint `i` next has something to do on its own.
+    fn ep_deadline(&self, i: usize) -> Option<Instant> {
+        let e = &self.eps[i];
+        let finished = e.finished.front().and_then(|f| {
+            let due = f.due?;
+            if !f.after_next {
+                return Some(due);
+            }
+            match e.finished.get(1) {
+                Some(n) if n.handle.is_none() => n.due.map(|d| d.max(due)),
+                Some(_) => Some(due),
+                None => Some(due + REORDER_WAIT),
+            }
+        });
+        finished.into_iter().chain(e.paused_until).min()
+    }
+
+    /// The next time [`Device::tick`] has something to do, if any.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        (0..self.eps.len())
+            .filter_map(|i| self.ep_deadline(i))
+            .chain(self.reconnect_at)
+            .min()
+    }
+
+    /// Does what injection scheduled for `now` or earlier: due completions,
+    /// the end of pauses, the host's return after a disconnect.
+    pub fn tick(&mut self, now: Instant) {
+        self.clock = Some(now);
+        self.tick_at(now);
+        self.clock = None;
+    }
+
+    fn tick_at(&mut self, now: Instant) {
+        if self.reconnect_at.is_some_and(|t| t <= now) {
+            self.reconnect_at = None;
+            info!("bus: injected disconnect over: the host reconnects");
+            self.set_host_attached(true);
+        }
+        for i in 0..self.eps.len() {
+            self.deliver_finished(i, now);
+            if self.eps[i].paused_until.is_some_and(|t| t <= now) {
+                self.eps[i].paused_until = None;
+                self.pump(i);
+            }
+        }
+    }
+
+    /// Releases a held completion; `status` replaces the request's own.
+    /// Ok(false) when `ep` holds no completion with that handle.
+    pub fn release_completion(
+        &mut self,
+        ep: u8,
+        handle: u64,
+        status: Option<Status>,
+    ) -> Result<bool, String> {
+        let i = self
+            .ep_index(ep)
+            .ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
+        let now = self.now();
+        let Some(f) = self.eps[i].finished.iter_mut().find(|f| f.handle == Some(handle)) else {
+            return Ok(false);
+        };
+        f.handle = None;
+        f.due = Some(now);
+        if let Some(s) = status {
+            f.status = s;
+        }
+        info!("{}: held completion {handle} released", ep_name(ep));
+        self.deliver_finished(i, now);
+        Ok(true)
     }
 
     pub fn status(&self) -> DeviceStatus {
@@ -1156,6 +1658,8 @@ impl<T: Debug> Device<T> {
             wedged: false,
             guest_queued: self.ep0.len(),
             host_queued: usize::from(self.control.is_some()),
+            completions_waiting: 0,
+            held_completions: Vec::new(),
             stats: self.ep0_stats,
         }];
         endpoints.extend(self.eps.iter().map(|e| EndpointStatus {
@@ -1168,6 +1672,8 @@ impl<T: Debug> Device<T> {
             wedged: e.wedged,
             guest_queued: e.guest.len(),
             host_queued: e.host.len(),
+            completions_waiting: e.finished.len(),
+            held_completions: e.finished.iter().filter_map(|f| f.handle).collect(),
             stats: e.stats,
         }));
         DeviceStatus {
@@ -1201,6 +1707,9 @@ impl<T: Debug> Device<T> {
         let cfg = self.cfg.clone();
         let mem = self.mem.take();
         let attached = self.host_attached;
+        let inject = std::mem::take(&mut self.inject);
+        let log = std::mem::take(&mut self.log);
+        let reconnect_at = self.reconnect_at;
         for e in &mut self.eps {
             while let Some(u) = e.host.pop_front() {
                 u.finish(UrbStatus::Shutdown);
@@ -1214,6 +1723,11 @@ impl<T: Debug> Device<T> {
         self.mem = mem;
         self.host_attached = attached;
         self.session = session;
+        // Injection outlives a device reset (a driver reload): same
+        // settings, request numbers from 1 again, the log kept.
+        self.set_injection(inject);
+        self.log = log;
+        self.reconnect_at = reconnect_at;
     }
 }
 
@@ -1230,6 +1744,7 @@ fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
     g: &mut GuestReq<T>,
     h: &mut Urb,
     mps: usize,
+    limit: usize,
 ) -> Step {
     let UrbKind::In { len: cap } = h.kind else {
         unreachable!("IN endpoints only queue IN transfers")
@@ -1276,6 +1791,7 @@ fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             guest_done: finished.then_some(Status::Ok),
         };
     }
+    let n = clamp_to_limit(n, limit, mps);
     if h.buf.len() < cap {
         // Once per transfer (a recycled buffer is already this long).
         h.buf.resize(cap, 0);
@@ -1311,6 +1827,7 @@ fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
     g: &mut GuestReq<T>,
     h: &mut Urb,
     mps: usize,
+    limit: usize,
 ) -> Step {
     let UrbKind::Out { ref data, zlp } = h.kind else {
         unreachable!("OUT endpoints only queue OUT transfers")
@@ -1351,6 +1868,7 @@ fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
             guest_done: Some(Status::Overflow),
         };
     }
+    let n = clamp_to_limit(n, limit, mps);
     let at = h.moved;
     if dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + n]).is_err() {
         return dma_fault(None);
@@ -1366,6 +1884,33 @@ fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
         // next step delivers it (to this request or, if full, the next).
         urb_done: (h_finished && !needs_zlp).then_some(UrbStatus::Ok),
         guest_done: (short_end || g_full).then_some(Status::Ok),
+    }
+}
+
+/// At most `limit` bytes (whole packets, at least one) of the `n` a step
+/// could move.
+fn clamp_to_limit(n: usize, limit: usize, mps: usize) -> usize {
+    if n <= limit {
+        n
+    } else {
+        (limit / mps * mps).max(mps).min(n)
+    }
+}
+
+/// The bandwidth clock after `bytes` more at `rate` bytes per second.
+fn pay(clock: Instant, now: Instant, rate: u64, bytes: usize) -> Instant {
+    clock.max(now) + Duration::from_secs_f64(bytes as f64 / rate as f64)
+}
+
+fn fault_name(f: Fault) -> &'static str {
+    match f {
+        Fault::Stall => "stall",
+        Fault::Babble => "babble",
+        Fault::Short => "short packet",
+        Fault::Proto => "proto_error",
+        Fault::Io => "io_error",
+        Fault::Reset => "bus reset",
+        Fault::Disconnect => "disconnect",
     }
 }
 

@@ -20,6 +20,8 @@ pub mod device;
 pub mod dma;
 pub mod enumerate;
 pub mod host;
+pub mod inject;
+pub mod race;
 pub mod request;
 pub mod traffic;
 pub mod usb;

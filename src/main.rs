@@ -15,6 +15,7 @@ use vhost_device_udc::config::{parse_speed, FileConfig};
 use vhost_device_udc::control::ControlServer;
 use vhost_device_udc::device::ControllerConfig;
 use vhost_device_udc::host::{Host, HostConfig};
+use vhost_device_udc::inject::InjectConfig;
 use vhost_device_udc::traffic::Traffic;
 use vhost_device_udc::usb::Speed;
 use vhost_device_udc::vhu_udc::{Udc, VhostUserUdcBackend};
@@ -68,6 +69,17 @@ struct Cli {
     #[arg(long)]
     once: bool,
 
+    /// Delay or fault injection, KEY=VALUE or EP.KEY=VALUE (repeatable; see
+    /// docs/injection.md), e.g. `latency=100us..2ms`, `ep2out.stall=nth:3`,
+    /// `bandwidth=high-speed`. Applied over the config file's [inject].
+    #[arg(long, value_name = "KEY=VALUE")]
+    inject: Vec<String>,
+
+    /// Seed of the injection's random choices: the same seed, settings and
+    /// guest requests give the same injected events.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     log_level: log::LevelFilter,
@@ -93,12 +105,29 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), String> {
     let mut ctrl = ControllerConfig::default();
     let mut host_cfg = HostConfig::default();
+    let mut inject = InjectConfig::default();
     let mut streams = Vec::new();
     if let Some(path) = &cli.config {
         let f = FileConfig::load(path).map_err(|e| e.to_string())?;
         streams = f
-            .apply(&path.display().to_string(), &mut ctrl, &mut host_cfg)
+            .apply(&path.display().to_string(), &mut ctrl, &mut host_cfg, &mut inject)
             .map_err(|e| e.to_string())?;
+    }
+    for a in &cli.inject {
+        inject
+            .apply_assignment(a)
+            .map_err(|e| format!("--inject {a}: {e}"))?;
+    }
+    if let Some(s) = cli.seed {
+        inject.seed = s;
+    }
+    for ep in inject.endpoints.keys() {
+        if !ctrl.has_endpoint(*ep) {
+            return Err(format!(
+                "--inject: the controller has no {}",
+                vhost_device_udc::wire::ep_name(*ep)
+            ));
+        }
     }
     if let Some(s) = cli.speed {
         host_cfg.speed = s;
@@ -118,6 +147,14 @@ fn run(cli: Cli) -> Result<(), String> {
     zerocopy::report_availability();
 
     let udc = Udc::new(ctrl.clone());
+    udc.lock().set_injection(inject);
+    {
+        let udc = udc.clone();
+        std::thread::Builder::new()
+            .name("timers".into())
+            .spawn(move || udc.run_timers(&std::sync::atomic::AtomicBool::new(false)))
+            .map_err(|e| format!("cannot start the timer thread: {e}"))?;
+    }
     let host = Host::new(udc.clone(), host_cfg.clone());
     let traffic = Traffic::new(host.clone());
     let _control = match &cli.control_socket {

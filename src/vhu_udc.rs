@@ -11,8 +11,9 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use log::{debug, error, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -214,6 +215,32 @@ impl Udc {
     /// Wakes waiters without a change (shutdown).
     pub fn poke(&self) {
         self.changed.notify_all();
+    }
+
+    /// Runs what the device scheduled (delayed completions, pauses, the
+    /// host's return after a disconnect: see [`Device::tick`]) on time,
+    /// until `stop` is set. Every change wakes it, so a new, earlier
+    /// deadline is never missed.
+    pub fn run_timers(&self, stop: &AtomicBool) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            match g.dev.next_deadline() {
+                Some(d) if d <= now => {
+                    g.dev.tick(now);
+                    g.deliver();
+                    self.changed.notify_all();
+                }
+                next => {
+                    let wait = next.map_or(Duration::from_millis(200), |d| d - now);
+                    g = self
+                        .changed
+                        .wait_timeout(g, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
     }
 }
 

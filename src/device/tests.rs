@@ -458,3 +458,303 @@ fn config_space_describes_the_controller() {
     assert_eq!(u32::from(nosg.max_segments), 1);
     assert_eq!(u32::from(nosg.flags) & VIRTIO_UDC_CONFIG_F_SG, 0);
 }
+
+// ---- delay and fault injection -------------------------------------------
+
+fn injecting(assignments: &[&str]) -> Device<u32> {
+    let mut d = configured(Speed::High, 512);
+    let mut cfg = InjectConfig::default();
+    for a in assignments {
+        cfg.apply_assignment(a).unwrap();
+    }
+    d.set_injection(cfg);
+    d
+}
+
+/// Runs the device's timers to the end, as the daemon's timer thread does
+/// but without waiting; returns the last deadline.
+fn run_timers(d: &mut Device<u32>) -> Option<Instant> {
+    let mut last = None;
+    for _ in 0..100_000 {
+        let Some(t) = d.next_deadline() else { return last };
+        d.tick(t);
+        last = Some(t);
+    }
+    panic!("timers never settle");
+}
+
+fn tags_in_completion_order(d: &mut Device<u32>) -> Vec<u32> {
+    done(d).into_iter().map(|(t, _, _)| t).collect()
+}
+
+#[test]
+fn latency_delays_the_completion_not_the_data() {
+    let mut d = injecting(&["latency=5ms"]);
+    let start = Instant::now();
+    d.queue_xfer(1, xfer(0x02, 0, 512, 1, &[(0x1000, 512)]));
+    let urb = host_out(&mut d, 0x02, vec![0xab; 512], false);
+    assert_eq!(urb.try_recv().unwrap().status, UrbStatus::Ok);
+    assert_eq!(read(&d, 0x1000, 512), vec![0xab; 512], "the data is in place");
+    assert!(done(&mut d).is_empty(), "the completion waits");
+    let due = d.next_deadline().expect("a completion is scheduled");
+    assert!(due >= start + Duration::from_millis(5));
+    d.tick(due);
+    assert_eq!(done(&mut d), [(1, Status::Ok, 512)]);
+    assert_eq!(d.next_deadline(), None);
+}
+
+#[test]
+fn random_latency_keeps_fifo_order() {
+    let mut d = injecting(&["seed=3", "latency=0..10ms"]);
+    for t in 1..=20u32 {
+        d.queue_xfer(
+            t,
+            xfer(0x02, 0, 512, u64::from(t), &[(0x1000 * u64::from(t), 512)]),
+        );
+        let _ = host_out(&mut d, 0x02, vec![t as u8; 512], false);
+    }
+    run_timers(&mut d);
+    assert_eq!(tags_in_completion_order(&mut d), (1..=20).collect::<Vec<_>>());
+}
+
+#[test]
+fn reorder_completes_the_next_request_first() {
+    let mut d = injecting(&["reorder=nth:1"]);
+    for t in 1..=3u32 {
+        d.queue_xfer(
+            t,
+            xfer(0x02, 0, 512, u64::from(t), &[(0x1000 * u64::from(t), 512)]),
+        );
+        let _ = host_out(&mut d, 0x02, vec![1; 512], false);
+    }
+    run_timers(&mut d);
+    assert_eq!(tags_in_completion_order(&mut d), [2, 1, 3]);
+    let ev: Vec<String> = d.inject_log().events.iter().map(|e| e.event.clone()).collect();
+    assert_eq!(ev, ["reorder"]);
+}
+
+#[test]
+fn a_lone_reordered_request_completes_after_a_while() {
+    let mut d = injecting(&["reorder=always"]);
+    let start = Instant::now();
+    d.queue_xfer(1, xfer(0x02, 0, 512, 1, &[(0x1000, 512)]));
+    let _ = host_out(&mut d, 0x02, vec![1; 512], false);
+    let last = run_timers(&mut d).unwrap();
+    assert_eq!(done(&mut d), [(1, Status::Ok, 512)]);
+    assert!(last >= start + REORDER_WAIT);
+}
+
+#[test]
+fn held_completion_waits_for_release_or_cancel() {
+    let mut d = injecting(&["hold=nth:1,2"]);
+    for t in 1..=3u32 {
+        d.queue_xfer(
+            t,
+            xfer(0x81, 0, 512, u64::from(t), &[(0x1000 * u64::from(t), 512)]),
+        );
+        let _ = host_in(&mut d, 0x81, 512);
+    }
+    assert_eq!(
+        run_timers(&mut d),
+        None,
+        "nothing to wait for: held until released"
+    );
+    assert!(done(&mut d).is_empty(), "3 waits behind the held 1 and 2 (FIFO)");
+    let st = d.status();
+    let held = &st
+        .endpoints
+        .iter()
+        .find(|e| e.address == 0x81)
+        .unwrap()
+        .held_completions;
+    assert_eq!(held.len(), 2);
+    assert_eq!(
+        d.command(Command::XferCancel { ep: 0x81, tag: 1 }),
+        (Status::Ok, 0)
+    );
+    assert_eq!(done(&mut d), [(1, Status::Cancelled, 512)]);
+    assert_eq!(d.release_completion(0x81, 9999, None), Ok(false));
+    assert_eq!(d.release_completion(0x81, held[1], Some(Status::Proto)), Ok(true));
+    assert_eq!(done(&mut d), [(2, Status::Proto, 512), (3, Status::Ok, 512)]);
+}
+
+#[test]
+fn faults_end_the_request_where_they_were_placed() {
+    for (fault, guest, host) in [
+        ("stall", Status::Stall, UrbStatus::Stall),
+        ("babble", Status::Overflow, UrbStatus::Overflow),
+        ("short", Status::Ok, UrbStatus::Ok),
+        ("proto_error", Status::Proto, UrbStatus::Proto),
+        ("io_error", Status::DmaFault, UrbStatus::Proto),
+    ] {
+        let mut d = injecting(&["seed=11", &format!("ep2out.{fault}=always")]);
+        d.queue_xfer(1, xfer(0x02, 0, 8192, 1, &[(0x1000, 8192)]));
+        let urb = host_out(&mut d, 0x02, vec![0x5a; 8192], false);
+        let at = d.inject_log().events[0].event.clone();
+        let offset: u32 = at.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(offset < 8192 && offset % 512 == 0, "{fault}: {at}");
+        assert_eq!(done(&mut d), [(1, guest, offset)], "{fault}");
+        let r = urb.try_recv().unwrap();
+        assert_eq!((r.status, r.actual), (host, offset as usize), "{fault}");
+        // Only the bytes before the fault reached the buffer.
+        let mem = read(&d, 0x1000, 8192);
+        assert!(mem[..offset as usize].iter().all(|&b| b == 0x5a), "{fault}");
+        assert!(mem[offset as usize..].iter().all(|&b| b == 0), "{fault}");
+        // The endpoint keeps working.
+        d.queue_xfer(2, xfer(0x02, 0, 512, 2, &[(0x9000, 512)]));
+        let _ = host_out(&mut d, 0x02, vec![1; 512], false);
+        assert_eq!(done(&mut d).len(), 1, "{fault}: the next request completes");
+    }
+}
+
+#[test]
+fn injected_reset_and_disconnect_end_the_session() {
+    let mut d = injecting(&["ep1in.reset=nth:1"]);
+    d.queue_xfer(1, xfer(0x81, 0, 4096, 1, &[(0x1000, 4096)]));
+    d.queue_xfer(2, xfer(0x02, 0, 512, 2, &[(0x2000, 512)]));
+    let _ = host_in(&mut d, 0x81, 4096);
+    assert_eq!(d.state(), BusState::Detached);
+    assert!(d.wants_enumeration(), "the host thread enumerates again");
+    let out = done(&mut d);
+    assert!(
+        out.contains(&(1, Status::Shutdown, out[0].2))
+            || out.iter().any(|o| o.0 == 1 && o.1 == Status::Shutdown)
+    );
+    assert!(out.iter().any(|o| *o == (2, Status::Shutdown, 0)));
+
+    let mut d = injecting(&["ep1in.disconnect=nth:1", "reconnect_after=20ms"]);
+    d.queue_xfer(1, xfer(0x81, 0, 4096, 1, &[(0x1000, 4096)]));
+    let _ = host_in(&mut d, 0x81, 4096);
+    assert!(!d.host_attached());
+    assert!(events(&mut d).contains(&VIRTIO_UDC_EVT_DISCONNECT));
+    let t = d.next_deadline().unwrap();
+    d.tick(t);
+    assert!(d.host_attached(), "the host is back after reconnect_after");
+    assert!(d.wants_enumeration());
+}
+
+#[test]
+fn chunked_dma_writes_part_of_the_buffer_before_completion() {
+    let mut d = injecting(&["chunk=1K,2ms"]);
+    d.queue_xfer(1, xfer(0x02, 0, 4096, 1, &[(0x1000, 4096)]));
+    let _ = host_out(&mut d, 0x02, vec![0x77; 4096], false);
+    let mem = read(&d, 0x1000, 4096);
+    assert!(mem[..1024].iter().all(|&b| b == 0x77) && mem[1024..].iter().all(|&b| b == 0));
+    assert!(done(&mut d).is_empty());
+    let t = d.next_deadline().unwrap();
+    d.tick(t);
+    assert!(read(&d, 0x1000, 2048).iter().all(|&b| b == 0x77));
+    run_timers(&mut d);
+    assert_eq!(done(&mut d), [(1, Status::Ok, 4096)]);
+}
+
+#[test]
+fn bandwidth_cap_paces_the_data() {
+    // 1 MB/s: 20000 bytes take 20 ms.
+    let mut d = injecting(&["ep2out.bandwidth=1MB/s"]);
+    let start = Instant::now();
+    d.queue_xfer(1, xfer(0x02, 0, 20480, 1, &[(0x1000, 20480)]));
+    let _ = host_out(&mut d, 0x02, vec![3; 20480], false);
+    assert!(done(&mut d).is_empty());
+    let last = run_timers(&mut d).unwrap();
+    assert_eq!(done(&mut d), [(1, Status::Ok, 20480)]);
+    let took = last - start;
+    assert!(took >= Duration::from_millis(19), "20 KB at 1 MB/s took {took:?}");
+}
+
+#[test]
+fn nak_holds_the_data_back_for_its_time() {
+    let mut d = injecting(&["nak=nth:1", "nak_time=3ms"]);
+    d.queue_xfer(1, xfer(0x02, 0, 512, 1, &[(0x1000, 512)]));
+    let urb = host_out(&mut d, 0x02, vec![9; 512], false);
+    assert!(urb.try_recv().is_err(), "the host's transfer is NAKed");
+    assert_eq!(read(&d, 0x1000, 512), vec![0; 512]);
+    run_timers(&mut d);
+    assert_eq!(urb.try_recv().unwrap().status, UrbStatus::Ok);
+    assert_eq!(done(&mut d), [(1, Status::Ok, 512)]);
+}
+
+#[test]
+fn in_checksum_reports_a_cpu_write_during_dma() {
+    let mut d = injecting(&["ep1in.in_checksum=5ms"]);
+    write(&d, 0x1000, &[1; 16384]);
+    d.queue_xfer(1, xfer(0x81, 0, 16384, 0x77, &[(0x1000, 16384)]));
+    let urb = host_in(&mut d, 0x81, 16384);
+    // The DMA started (checksum taken) and waits: the guest CPU writes now.
+    write(&d, 0x1000 + 8192 + 100, &[2]);
+    run_timers(&mut d);
+    assert_eq!(done(&mut d), [(1, Status::Ok, 16384)]);
+    let r = urb.try_recv().unwrap();
+    assert_eq!(r.data[8192 + 100], 2, "the device read the changed byte");
+    let races = &d.inject_log().races;
+    assert_eq!(races.len(), 1);
+    assert_eq!(races[0].tag, 0x77);
+    assert_eq!(races[0].changed_blocks, [8192]);
+    // A request nobody touches reports nothing.
+    d.queue_xfer(2, xfer(0x81, 0, 4096, 2, &[(0x1000, 4096)]));
+    let _ = host_in(&mut d, 0x81, 4096);
+    run_timers(&mut d);
+    assert_eq!(d.inject_log().races.len(), 1);
+}
+
+#[test]
+fn out_poison_fills_the_buffer_and_writes_the_data_late() {
+    let mut d = injecting(&["ep2out.out_poison=5ms"]);
+    d.queue_xfer(1, xfer(0x02, 0, 4096, 1, &[(0x1000, 4096)]));
+    assert!(read(&d, 0x1000, 4096).chunks(8).all(|c| c == race::POISON));
+    let _ = host_out(&mut d, 0x02, vec![0x42; 4096], false);
+    assert!(read(&d, 0x1000, 8).eq(&race::POISON), "the data comes late");
+    run_timers(&mut d);
+    assert_eq!(read(&d, 0x1000, 4096), vec![0x42; 4096]);
+    assert_eq!(done(&mut d), [(1, Status::Ok, 4096)]);
+}
+
+#[test]
+fn same_seed_same_injected_events() {
+    let settings = [
+        "latency=0..1ms",
+        "stall=10%",
+        "reorder=5%",
+        "ep2out.short=10%",
+        "nak=5%",
+        "nak_time=100us",
+    ];
+    let run = |seed: u64| {
+        let mut d = injecting(&settings);
+        let mut cfg = d.injection().clone();
+        cfg.seed = seed;
+        d.set_injection(cfg);
+        for t in 1..=100u32 {
+            let ep = if t % 2 == 0 { 0x81 } else { 0x02 };
+            d.queue_xfer(
+                t,
+                xfer(ep, 0, 2048, u64::from(t), &[(0x1000 * u64::from(t), 2048)]),
+            );
+            if ep == 0x81 {
+                let _ = host_in(&mut d, ep, 2048);
+            } else {
+                let _ = host_out(&mut d, ep, vec![1; 2048], false);
+            }
+            run_timers(&mut d);
+        }
+        let log = d.inject_log();
+        (
+            log.digest.clone(),
+            log.events
+                .iter()
+                .map(|e| (e.ep.clone(), e.request, e.event.clone()))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let a = run(1234);
+    assert!(a.1.len() > 20, "enough events to compare: {}", a.1.len());
+    assert_eq!(a, run(1234));
+    assert_ne!(a.0, run(4321).0);
+}
+
+#[test]
+fn injection_survives_a_device_reset() {
+    let mut d = injecting(&["stall=always"]);
+    d.reset();
+    assert_eq!(d.injection().to_map()["stall"], "always");
+}

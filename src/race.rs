@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Race detectors over a request's buffer in guest memory.
+//!
+//! IN: [`block_hashes`] at DMA start and again at the end; blocks whose hash
+//! changed were written by the guest CPU while the device owned them.
+//! OUT: [`poison`] fills the buffer before the real data arrives, so a
+//! reader that does not wait for the completion (or the DMABUF fence) reads
+//! [`POISON`] instead of data.
+
+use vm_memory::GuestMemory;
+
+use crate::dma::{self, Cursor, DmaError};
+use crate::inject::{fnv1a, fnv1a_start};
+use crate::request::Segment;
+
+/// Granularity of the IN detector: a page, the unit in which CPU writes and
+/// cache lines meet DMA on every platform the users care about.
+pub const BLOCK: usize = 4096;
+
+/// The OUT detector's fill: eight ASCII bytes, easy to spot in a hexdump and
+/// unlike any of the traffic engine's patterns.
+pub const POISON: [u8; 8] = *b"UDCPOISN";
+
+/// FNV-1a of each [`BLOCK`]-sized block of the first `length` bytes of the
+/// request's buffer.
+pub fn block_hashes<M: GuestMemory + ?Sized>(
+    mem: &M,
+    segs: &[Segment],
+    length: usize,
+) -> Result<Vec<u64>, DmaError> {
+    let mut cur = Cursor::default();
+    let mut buf = vec![0u8; BLOCK];
+    let mut out = Vec::with_capacity(length.div_ceil(BLOCK));
+    let mut left = length;
+    while left > 0 {
+        let n = left.min(BLOCK);
+        dma::read_from_guest(mem, segs, &mut cur, &mut buf[..n])?;
+        out.push(fnv1a(fnv1a_start(), &buf[..n]));
+        left -= n;
+    }
+    Ok(out)
+}
+
+/// Offsets of the blocks whose hashes differ.
+pub fn changed_blocks(before: &[u64], after: &[u64]) -> Vec<u64> {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(i, _)| (i * BLOCK) as u64)
+        .collect()
+}
+
+/// Fills the first `length` bytes of the request's buffer with [`POISON`].
+pub fn poison<M: GuestMemory + ?Sized>(mem: &M, segs: &[Segment], length: usize) -> Result<(), DmaError> {
+    let fill: Vec<u8> = POISON.iter().copied().cycle().take(BLOCK * 16).collect();
+    let mut cur = Cursor::default();
+    let mut left = length;
+    while left > 0 {
+        // The pattern stays aligned to the request's offsets: fill's length
+        // is a multiple of its period.
+        let n = left.min(fill.len());
+        dma::write_to_guest(mem, segs, &mut cur, &fill[..n])?;
+        left -= n;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    fn setup() -> (GuestMemoryMmap<()>, Vec<Segment>) {
+        let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        // Two segments, the second not block-aligned.
+        let segs = vec![
+            Segment {
+                addr: 0x1000,
+                len: 0x1800,
+            },
+            Segment {
+                addr: 0x8100,
+                len: 0x2000,
+            },
+        ];
+        (m, segs)
+    }
+
+    #[test]
+    fn hashes_see_a_change_in_the_block_it_is_in() {
+        let (m, segs) = setup();
+        let before = block_hashes(&m, &segs, 0x3800).unwrap();
+        assert_eq!(before.len(), 4);
+        assert_eq!(before, block_hashes(&m, &segs, 0x3800).unwrap());
+        // Offset 0x1800 of the request is the start of the second segment.
+        m.write_obj(0xffu8, GuestAddress(0x8100 + 0x900)).unwrap();
+        let after = block_hashes(&m, &segs, 0x3800).unwrap();
+        assert_eq!(changed_blocks(&before, &after), [0x2000]);
+    }
+
+    #[test]
+    fn poison_covers_the_request_and_nothing_else() {
+        let (m, segs) = setup();
+        poison(&m, &segs, 0x3000).unwrap();
+        let mut first = vec![0u8; 0x1800];
+        m.read_slice(&mut first, GuestAddress(0x1000)).unwrap();
+        assert!(first.chunks(8).all(|c| c == POISON));
+        // The pattern continues at request offset 0x1800 in the second segment.
+        let mut second = vec![0u8; 0x1800];
+        m.read_slice(&mut second, GuestAddress(0x8100)).unwrap();
+        assert!(second.chunks(8).all(|c| c == POISON));
+        let mut after: u8 = 1;
+        m.read_slice(std::slice::from_mut(&mut after), GuestAddress(0x8100 + 0x1800))
+            .unwrap();
+        assert_eq!(after, 0, "poison stops at the request's length");
+        assert_eq!(m.read_obj::<u8>(GuestAddress(0xfff)).unwrap(), 0);
+    }
+
+    #[test]
+    fn outside_memory_is_an_error_not_a_touch() {
+        let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        let segs = [Segment {
+            addr: 0x1000,
+            len: 0x2000,
+        }];
+        assert!(poison(&m, &segs, 0x2000).is_err());
+        assert!(block_hashes(&m, &segs, 0x2000).is_err());
+    }
+}
