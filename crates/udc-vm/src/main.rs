@@ -108,6 +108,21 @@ struct VmArgs {
     /// Extra argument for the daemon (repeatable), e.g. --daemon-arg=--config=udc.toml.
     #[arg(long = "daemon-arg", allow_hyphen_values = true)]
     daemon_args: Vec<String>,
+    /// Delay or fault injection in the daemon, KEY=VALUE or EP.KEY=VALUE
+    /// (repeatable; docs/injection.md), e.g. --inject latency=100us..2ms
+    /// --inject ep2out.out_poison=50ms.
+    #[arg(long, value_name = "KEY=VALUE")]
+    inject: Vec<String>,
+    /// Seed of the injection's random choices (default with --inject: a new
+    /// one, printed so that a failure can be reproduced).
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// How the guest's DMA reaches the device: direct (dma-direct: the
+    /// device sees the buffers themselves) or swiotlb (swiotlb=force: every
+    /// mapping bounces, so the device sees bounce buffers and data moves
+    /// only at the DMA API's sync and unmap points).
+    #[arg(long, default_value = "direct", value_parser = ["direct", "swiotlb"])]
+    coherency: String,
     /// Guest memory.
     #[arg(long, default_value = "1G")]
     memory: String,
@@ -173,21 +188,57 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
         }
     };
     eprintln!("udc-vm: kernel {} from {}", image.release, image.dir.display());
+    let (daemon_args, append) = injection_and_coherency(a)?;
     Ok(VmOptions {
         qemu,
         device,
         image,
         daemon,
-        daemon_args: a.daemon_args.clone(),
+        daemon_args,
         memory: a.memory.clone(),
         cpus: a.cpus,
         speed: a.speed.clone(),
-        append: a.append.clone(),
+        append,
         accel: a.accel.clone(),
         timeout: a.timeout.or(default_timeout).map(Duration::from_secs),
         out: std::path::absolute(&out).unwrap_or(out),
         echo_results: echo,
     })
+}
+
+/// The daemon's arguments and the kernel command line for --inject, --seed
+/// and --coherency.
+fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String), Error> {
+    let mut args = a.daemon_args.clone();
+    for i in &a.inject {
+        if !i.contains('=') {
+            return Err(Error::Usage(format!(
+                "--inject {i}: say KEY=VALUE or EP.KEY=VALUE (docs/injection.md)"
+            )));
+        }
+        args.push(format!("--inject={i}"));
+    }
+    let seed = match a.seed {
+        Some(s) => Some(s),
+        None if !a.inject.is_empty() => {
+            // A fresh seed each run, so repeated runs explore; printed, so
+            // any one of them can be run again.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Some(u64::from(t.subsec_nanos()) ^ t.as_secs().rotate_left(20) ^ u64::from(std::process::id()))
+        }
+        None => None,
+    };
+    if let Some(s) = seed {
+        args.push(format!("--seed={s}"));
+        eprintln!("udc-vm: injection seed {s} (--seed {s} gives the same injected events again)");
+    }
+    let mut append = a.append.clone();
+    if a.coherency == "swiotlb" {
+        append = format!("{append} swiotlb=force").trim().to_string();
+    }
+    Ok((args, append))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -516,6 +567,43 @@ mod tests {
         assert_eq!(boots.len(), 1);
         assert_eq!(boots[0].filter.as_deref(), Some("bulk"));
         assert_eq!(boots[0].out, o.out);
+    }
+
+    fn vm_args(args: &[&str]) -> VmArgs {
+        let argv = ["udc-vm", "run"].iter().chain(args).copied();
+        match Cli::try_parse_from(argv).unwrap().cmd {
+            Cmd::Run { vm, .. } => vm,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn injection_and_coherency_reach_the_daemon_and_the_kernel() {
+        let a = vm_args(&[
+            "--inject",
+            "latency=1ms",
+            "--inject",
+            "ep2out.stall=nth:2",
+            "--seed",
+            "5",
+            "--coherency",
+            "swiotlb",
+            "--append",
+            "quiet",
+        ]);
+        let (args, append) = injection_and_coherency(&a).unwrap();
+        assert_eq!(
+            args,
+            ["--inject=latency=1ms", "--inject=ep2out.stall=nth:2", "--seed=5"]
+        );
+        assert_eq!(append, "quiet swiotlb=force");
+        // Without --seed, a seed is chosen and passed on.
+        let (args, _) = injection_and_coherency(&vm_args(&["--inject", "latency=1ms"])).unwrap();
+        assert!(args[1].starts_with("--seed="), "{args:?}");
+        let (args, append) = injection_and_coherency(&vm_args(&[])).unwrap();
+        assert!(args.is_empty() && append.is_empty());
+        assert!(injection_and_coherency(&vm_args(&["--inject", "latency"])).is_err());
+        assert!(Cli::try_parse_from(["udc-vm", "run", "--coherency", "iommu"]).is_err());
     }
 
     #[test]
