@@ -85,6 +85,11 @@ pub const CASES: &[Case] = &[
     case("bulk-out-aio", Needs::Any, bulk_out_aio),
     case("bulk-in-aio", Needs::Any, bulk_in_aio),
     case("short-and-zero-length", Needs::Any, short_and_zero_length),
+    case(
+        "ep0-class-and-vendor-requests-stall",
+        Needs::Any,
+        ep0_requests_stall,
+    ),
     case("bus-suspend-resume-reset-disconnect", Needs::Any, bus_events),
     case("dmabuf-sizes-udmabuf-and-heap", Needs::Sg, dmabuf_sizes),
     case("dmabuf-fifo-and-fence-order", Needs::Sg, dmabuf_fifo),
@@ -981,6 +986,34 @@ fn wait_ep0_event(s: &Setup, name: &str) -> Result<(), Error> {
         })?;
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Class and vendor requests to the interface reach the ep0 thread as
+/// FunctionFS SETUP events, in both directions; it stalls them, as the
+/// function has none, and the function keeps moving data afterwards.
+fn ep0_requests_stall(ctx: &mut Ctx) -> Result<(), Error> {
+    let s = setup(ctx)?;
+    let interface = gadget::FUNCTION.interface().number;
+    for (req, event) in [
+        (
+            json!({"op": "control", "request_type": 0xc1, "request": 1, "value": 0,
+                "index": interface, "length": 4}),
+            "setup-in",
+        ),
+        (
+            json!({"op": "control", "request_type": 0x21, "request": 2, "value": 0,
+                "index": interface, "length": 3, "data": "AQID"}),
+            "setup-out",
+        ),
+    ] {
+        let r = ctx.host.request(&req)?;
+        check(r["ok"] == false && r["status"] == "stall", || {
+            format!("control request {req}: the host got {r}, expected a stall")
+        })?;
+        wait_ep0_event(&s, event)?;
+    }
+    round_trip(ctx, &s, 9500)?;
+    Ok(())
 }
 
 /// What the host and the cable do to the bus reaches the gadget: suspend
