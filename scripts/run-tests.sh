@@ -6,9 +6,10 @@
 #   tier 3: the VM: the guest driver's style check, QEMU's build and smoke
 #           test, then udc-vm boots Debian's 6.12 kernel with virtio_udc.ko
 #           under our QEMU and the daemon and runs the scenario suite at
-#           SuperSpeed (controllers with and without scatter-gather) and
-#           high speed, the udmabuf device tests and the zero-copy tests,
-#           which need the guest kernel's /dev/udmabuf, and a short bench.
+#           SuperSpeed (controllers with and without scatter-gather),
+#           high speed and full speed, the udmabuf device tests and the
+#           zero-copy tests, which need the guest kernel's /dev/udmabuf,
+#           and a short bench.
 # A test that cannot run fails; none is counted as passed without running.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -70,6 +71,7 @@ vm() {
 mkdir -p target/vm
 vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml
 vm "VM suite, high speed" --speed high --controller sg --filter enumeration,bulk,short --out target/vm/high --junit target/vm/high.xml
+vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk,short --out target/vm/full --junit target/vm/full.xml
 # The benchmark runs too, short, so it cannot rot: every series must report
 # (it fails when a measurement fails or the guest does not report).
 if [ -n "$qemu" ] && [ -n "$image" ]; then
@@ -79,9 +81,6 @@ else
     echo "=== VM benchmark: cannot run: QEMU or the guest image did not build (see above)"
     failed+=("VM benchmark")
 fi
-# Not full speed: the usb-gadget crate writes FunctionFS full-speed bulk
-# descriptors with wMaxPacketSize 0, which f_fs passes on and the host
-# model rightly rejects (see the issue notes).
 
 echo
 echo "=== summary"

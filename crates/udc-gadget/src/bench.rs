@@ -34,12 +34,13 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::json;
 use udc_patterns::Pattern;
 
 use crate::cases::{check, io_err, pattern};
 
+use crate::aio::Buffer;
 use crate::cases::Ctx;
 use crate::dmabuf::{GuestBuf, Source};
 use crate::ffs_dmabuf;
@@ -51,10 +52,10 @@ use crate::Error;
 const HOST_DEPTH: usize = 4;
 /// Longest wait for one transfer, a stream's end or an enumeration.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// The AIO queue of the test gadget's endpoints (usb-gadget's default,
-/// which TestGadget keeps). EndpointSender can only wait for a free slot
-/// in it, so IN AIO always has this many writes in flight.
-const AIO_QUEUE: usize = 16;
+/// IN AIO keeps the endpoint's whole AIO queue in flight (what
+/// usb-gadget's EndpointSender did before our own AIO layer, kept so that
+/// the numbers stay comparable); OUT AIO keeps `--inflight` reads.
+const AIO_QUEUE: usize = gadget::AIO_DEPTH;
 /// f_fs allocates a read()/write() request's buffer with kmalloc when the
 /// UDC has no scatter-gather (dummy_hcd): larger requests fail, and the
 /// page allocator warns on the way (MAX_PAGE_ORDER, 4 MiB with 4 KiB pages).
@@ -558,12 +559,12 @@ impl<'a> Virtio<'a> {
         let meter = Meter::start()?;
         let rx = &mut self.g.rx;
         for _ in 0..count.min(n as u64) {
-            rx.try_recv(BytesMut::with_capacity(size))
+            rx.submit_read(size)
                 .map_err(io_err(&format!("{what}: io_submit")))?;
         }
         for k in 0..count {
-            let mut buf = rx
-                .fetch_timeout(IO_TIMEOUT)
+            let buf = rx
+                .wait_read(IO_TIMEOUT)
                 .map_err(io_err(&format!("{what}: read {k}")))?
                 .ok_or_else(|| {
                     Error::Check(format!("{what}: read {k} did not complete within {IO_TIMEOUT:?}"))
@@ -573,13 +574,10 @@ impl<'a> Virtio<'a> {
             })?;
             check_ends(seed, k * size as u64, size, &buf[..8], &buf[size - 8..], &what)?;
             if k + (n as u64) < count {
-                // The request's length is the buffer's capacity: it must
-                // be one transfer exactly, or reads would merge transfers.
-                buf.clear();
-                if buf.capacity() != size {
-                    buf = BytesMut::with_capacity(size);
-                }
-                rx.try_recv(buf).map_err(io_err(&format!("{what}: io_submit")))?;
+                // The same buffer again, whole: each request must be one
+                // transfer exactly, or reads would merge transfers.
+                rx.submit(Buffer::Read(buf))
+                    .map_err(io_err(&format!("{what}: io_submit")))?;
             }
         }
         let m = meter.stop(count * size as u64)?;
@@ -593,12 +591,12 @@ impl<'a> Virtio<'a> {
         for k in 0..2u64 {
             self.g
                 .tx
-                .send(Bytes::from(pattern(seed, k * size as u64, size)))
+                .submit_write_waiting(Bytes::from(pattern(seed, k * size as u64, size)), IO_TIMEOUT)
                 .map_err(io_err(&format!("{what}: warm-up io_submit")))?;
         }
         self.g
             .tx
-            .flush_timeout(IO_TIMEOUT)
+            .flush(IO_TIMEOUT)
             .map_err(io_err(&format!("{what}: warm-up completions")))?;
         self.stream_done(Dir::In, 2 * size as u64, &format!("{what} warm-up"))?;
         // One zeroed buffer for every write: Bytes clones share it.
@@ -608,12 +606,12 @@ impl<'a> Virtio<'a> {
         for k in 0..count {
             self.g
                 .tx
-                .send(zeros.clone())
+                .submit_write_waiting(zeros.clone(), IO_TIMEOUT)
                 .map_err(io_err(&format!("{what}: io_submit {k}")))?;
         }
         self.g
             .tx
-            .flush_timeout(IO_TIMEOUT)
+            .flush(IO_TIMEOUT)
             .map_err(io_err(&format!("{what}: completions")))?;
         let m = meter.stop(count * size as u64)?;
         self.stream_done(Dir::In, count * size as u64, &what)?;

@@ -9,13 +9,14 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::{json, Value};
 use udc_patterns::Pattern;
 
 use std::os::fd::AsFd;
 
 use crate::dmabuf::{self, GuestBuf, Source};
+use crate::ffs::{Speed, USB_DIR_IN};
 use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};
 use crate::host::HostLink;
@@ -84,6 +85,11 @@ pub const CASES: &[Case] = &[
     case("bulk-out-aio", Needs::Any, bulk_out_aio),
     case("bulk-in-aio", Needs::Any, bulk_in_aio),
     case("short-and-zero-length", Needs::Any, short_and_zero_length),
+    case(
+        "ep0-class-and-vendor-requests-stall",
+        Needs::Any,
+        ep0_requests_stall,
+    ),
     case("bus-suspend-resume-reset-disconnect", Needs::Any, bus_events),
     case("dmabuf-sizes-udmabuf-and-heap", Needs::Sg, dmabuf_sizes),
     case("dmabuf-fifo-and-fence-order", Needs::Sg, dmabuf_fifo),
@@ -172,15 +178,6 @@ fn setup(ctx: &mut Ctx) -> Result<Setup, Error> {
     })
 }
 
-fn expected_mps(speed: &str) -> Option<u64> {
-    match speed {
-        "full" => Some(64),
-        "high" => Some(512),
-        "super" | "super_plus" | "super-plus" => Some(1024),
-        _ => None,
-    }
-}
-
 /// The host's parsed descriptors are what this tool wrote.
 fn enumeration(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
@@ -226,33 +223,53 @@ fn enumeration(ctx: &mut Ctx) -> Result<(), Error> {
         format!("{} interfaces, expected 1", intfs.len())
     })?;
     let intf = &intfs[0];
+    let want = gadget::FUNCTION.interface();
     check(
-        intf["class"] == 0xff && intf["subclass"] == 0 && intf["protocol"] == 0,
+        intf["class"] == want.class && intf["subclass"] == want.subclass && intf["protocol"] == want.protocol,
         || {
             format!(
-                "interface class {}/{}/{}, expected 255/0/0",
-                intf["class"], intf["subclass"], intf["protocol"]
+                "interface class {}/{}/{}, expected {}/{}/{}",
+                intf["class"], intf["subclass"], intf["protocol"], want.class, want.subclass, want.protocol
             )
         },
     )?;
+    let speed =
+        Speed::from_name(&s.speed).ok_or_else(|| Error::Check(format!("unexpected speed {}", s.speed)))?;
+    let want_eps = gadget::FUNCTION.endpoints(speed);
     let eps = intf["endpoints"].as_array().cloned().unwrap_or_default();
-    check(eps.len() == 2, || format!("{} endpoints, expected 2", eps.len()))?;
-    let mps = expected_mps(&s.speed).ok_or_else(|| Error::Check(format!("unexpected speed {}", s.speed)))?;
-    for (ep, addr) in eps.iter().zip([s.ep_in, s.ep_out]) {
-        check(ep["address"] == addr && ep["attributes"] == 2, || {
-            format!("endpoint {ep}: expected bulk at {addr:#04x}")
-        })?;
-        check(ep["max_packet_size"] == mps, || {
+    check(eps.len() == want_eps.len(), || {
+        format!("{} endpoints, expected {}", eps.len(), want_eps.len())
+    })?;
+    for ((ep, addr), (want, companion)) in eps.iter().zip([s.ep_in, s.ep_out]).zip(&want_eps) {
+        // The UDC numbers the endpoints; direction and the rest are ours.
+        check(
+            ep["address"] == addr
+                && (addr & USB_DIR_IN != 0) == want.is_in()
+                && ep["attributes"] == want.attributes,
+            || format!("endpoint {ep}: expected {want:?} at {addr:#04x}"),
+        )?;
+        check(
+            ep["w_max_packet_size"] == want.max_packet_size && ep["interval"] == want.interval,
+            || {
+                format!(
+                    "endpoint {addr:#04x}: wMaxPacketSize {} and bInterval {} at {} speed, expected {} and {}",
+                    ep["w_max_packet_size"], ep["interval"], s.speed, want.max_packet_size, want.interval
+                )
+            },
+        )?;
+        let c = &ep["companion"];
+        let companion_ok = match companion {
+            None => c.is_null(),
+            Some(w) => {
+                c["max_burst"] == w.max_burst
+                    && c["attributes"] == w.attributes
+                    && c["bytes_per_interval"] == w.bytes_per_interval
+            }
+        };
+        check(companion_ok, || {
             format!(
-                "endpoint {addr:#04x}: wMaxPacketSize {} at {} speed, expected {mps}",
-                ep["max_packet_size"], s.speed
-            )
-        })?;
-        let has_companion = !ep["companion"].is_null();
-        check(has_companion == (s.speed == "super"), || {
-            format!(
-                "endpoint {addr:#04x}: SuperSpeed companion {} at {} speed",
-                ep["companion"], s.speed
+                "endpoint {addr:#04x}: SuperSpeed companion {c} at {} speed, expected {companion:?}",
+                s.speed
             )
         })?;
     }
@@ -354,9 +371,8 @@ fn bulk_in_write(ctx: &mut Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-/// Groups of AIO reads in flight at once (io_submit on the endpoint file,
-/// through the usb-gadget crate), filled by a host stream, completing in
-/// order.
+/// Groups of AIO reads in flight at once (io_submit on the endpoint file),
+/// filled by a host stream, completing in order.
 fn bulk_out_aio(ctx: &mut Ctx) -> Result<(), Error> {
     let mut s = setup(ctx)?;
     for (g, (size, count)) in [(65536usize, 4u64), (1 << 20, 4), (s.mps, 8)]
@@ -366,10 +382,13 @@ fn bulk_out_aio(ctx: &mut Ctx) -> Result<(), Error> {
         let seed = 3000 + g as u64;
         let what = format!("OUT AIO {count} x {size} bytes");
         for _ in 0..count {
+            s.g.rx
+                .submit_read(size)
+                .map_err(|e| Error::Check(format!("{what}: io_submit: {e}")))?;
             let done =
                 s.g.rx
-                    .recv(BytesMut::with_capacity(size))
-                    .map_err(|e| Error::Check(format!("{what}: io_submit: {e}")))?;
+                    .wait(Duration::ZERO)
+                    .map_err(|e| Error::Check(format!("{what}: io_getevents: {e}")))?;
             check(done.is_none(), || {
                 format!("{what}: a read completed before the host sent anything")
             })?;
@@ -379,7 +398,7 @@ fn bulk_out_aio(ctx: &mut Ctx) -> Result<(), Error> {
         for k in 0..count {
             let buf =
                 s.g.rx
-                    .fetch_timeout(IO_TIMEOUT)
+                    .wait_read(IO_TIMEOUT)
                     .map_err(|e| Error::Check(format!("{what}: read {k}: {e}")))?
                     .ok_or_else(|| Error::Check(format!("{what}: read {k} did not complete")))?;
             check(buf.len() == size, || {
@@ -407,11 +426,11 @@ fn bulk_in_aio(ctx: &mut Ctx) -> Result<(), Error> {
             .stream_start(s.ep_in, &format!("prbs:{seed}"), size, count)?;
         for k in 0..count {
             s.g.tx
-                .send(Bytes::from(pattern(seed, k * size as u64, size)))
+                .submit_write(Bytes::from(pattern(seed, k * size as u64, size)))
                 .map_err(|e| Error::Check(format!("{what}: io_submit {k}: {e}")))?;
         }
         s.g.tx
-            .flush_timeout(IO_TIMEOUT)
+            .flush(IO_TIMEOUT)
             .map_err(|e| Error::Check(format!("{what}: completions: {e}")))?;
         stream_clean(&mut ctx.host, s.ep_in, count * size as u64, &what)?;
     }
@@ -969,6 +988,34 @@ fn wait_ep0_event(s: &Setup, name: &str) -> Result<(), Error> {
     }
 }
 
+/// Class and vendor requests to the interface reach the ep0 thread as
+/// FunctionFS SETUP events, in both directions; it stalls them, as the
+/// function has none, and the function keeps moving data afterwards.
+fn ep0_requests_stall(ctx: &mut Ctx) -> Result<(), Error> {
+    let s = setup(ctx)?;
+    let interface = gadget::FUNCTION.interface().number;
+    for (req, event) in [
+        (
+            json!({"op": "control", "request_type": 0xc1, "request": 1, "value": 0,
+                "index": interface, "length": 4}),
+            "setup-in",
+        ),
+        (
+            json!({"op": "control", "request_type": 0x21, "request": 2, "value": 0,
+                "index": interface, "length": 3, "data": "AQID"}),
+            "setup-out",
+        ),
+    ] {
+        let r = ctx.host.request(&req)?;
+        check(r["ok"] == false && r["status"] == "stall", || {
+            format!("control request {req}: the host got {r}, expected a stall")
+        })?;
+        wait_ep0_event(&s, event)?;
+    }
+    round_trip(ctx, &s, 9500)?;
+    Ok(())
+}
+
 /// What the host and the cable do to the bus reaches the gadget: suspend
 /// and resume as FunctionFS events; a bus reset and a disconnect end the
 /// transfers in flight with an error, and the host enumerates again.
@@ -1067,11 +1114,11 @@ fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
     // Requests the host never serves: two reads and a write.
     for _ in 0..2 {
         s.g.rx
-            .recv(BytesMut::with_capacity(65536))
+            .submit_read(65536)
             .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
     }
     s.g.tx
-        .send(Bytes::from(pattern(7000, 0, 65536)))
+        .submit_write(Bytes::from(pattern(7000, 0, 65536)))
         .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
     thread::sleep(Duration::from_millis(200));
     let start = Instant::now();
@@ -1087,7 +1134,7 @@ fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
     )?;
     // Every queued request came back, with an error.
     for k in 0..2 {
-        match s.g.rx.fetch_timeout(Duration::from_secs(10)) {
+        match s.g.rx.wait_read(Duration::from_secs(10)) {
             Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
             Ok(Some(b)) => {
                 return Err(Error::Check(format!(
@@ -1102,7 +1149,7 @@ fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
             }
         }
     }
-    match s.g.tx.flush_timeout(Duration::from_secs(10)) {
+    match s.g.tx.flush(Duration::from_secs(10)) {
         Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
         Ok(()) => {
             return Err(Error::Check(
@@ -1138,17 +1185,17 @@ fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
     let mut s = setup(ctx)?;
     for _ in 0..2 {
         s.g.rx
-            .recv(BytesMut::with_capacity(65536))
+            .submit_read(65536)
             .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
     }
     s.g.tx
-        .send(Bytes::from(pattern(8000, 0, 65536)))
+        .submit_write(Bytes::from(pattern(8000, 0, 65536)))
         .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
     thread::sleep(Duration::from_millis(200));
     ctx.host.ok(json!({"op": "crash"}))?;
     let start = Instant::now();
     for k in 0..2 {
-        match s.g.rx.fetch_timeout(Duration::from_secs(15)) {
+        match s.g.rx.wait_read(Duration::from_secs(15)) {
             Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
             Ok(Some(b)) => {
                 return Err(Error::Check(format!(
@@ -1163,7 +1210,7 @@ fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
             }
         }
     }
-    match s.g.tx.flush_timeout(Duration::from_secs(15)) {
+    match s.g.tx.flush(Duration::from_secs(15)) {
         Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
         Ok(()) => {
             return Err(Error::Check(
@@ -1182,8 +1229,8 @@ fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
         "enumerated by the new daemon {:?} after the crash",
         start.elapsed()
     ));
-    let _ = s.g.rx.cancel();
-    let _ = s.g.tx.cancel();
+    let _ = s.g.rx.cancel_all(IO_TIMEOUT);
+    let _ = s.g.tx.cancel_all(IO_TIMEOUT);
     round_trip(ctx, &s, 8100)?;
     Ok(())
 }

@@ -6,9 +6,11 @@
 //! control socket) over a virtio serial port, so one program checks both
 //! ends of each transfer.
 
+mod aio;
 mod bench;
 mod cases;
 mod dmabuf;
+mod ffs;
 mod ffs_dmabuf;
 mod gadget;
 mod host;
