@@ -20,13 +20,14 @@ use crate::ffs::{Speed, USB_DIR_IN};
 use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};
 use crate::host::HostLink;
+use crate::recipes;
 use crate::Error;
 
 /// Transfers above this size go through a host stream instead of one
 /// base64 control-socket transfer.
 const MAX_SOCKET_TRANSFER: usize = 1 << 20;
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);
-const IO_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Ctx {
     pub host: HostLink,
@@ -110,6 +111,36 @@ pub const CASES: &[Case] = &[
         dmabuf_mixed,
     ),
     case("dmabuf-attach-without-sg", Needs::NoSg, dmabuf_without_sg),
+    case(
+        "injection-faults-and-delays-reach-functionfs",
+        Needs::Any,
+        recipes::faults_reach_functionfs,
+    ),
+    case(
+        "injection-same-seed-same-events",
+        Needs::Any,
+        recipes::seed_reproduces_events,
+    ),
+    case(
+        "recipe-dmabuf-hold-5s-then-detach",
+        Needs::Sg,
+        recipes::hold_then_detach,
+    ),
+    case(
+        "recipe-out-poison-catches-early-reader",
+        Needs::Sg,
+        recipes::poison_catches_early_reader,
+    ),
+    case(
+        "recipe-in-checksum-catches-writer-in-flight",
+        Needs::Sg,
+        recipes::checksum_catches_writer,
+    ),
+    case(
+        "coherency-dmabuf-next-to-read-write",
+        Needs::Sg,
+        recipes::coherency_dmabuf_next_to_read_write,
+    ),
     case("unbind-rebind", Needs::Any, unbind_rebind),
     case("rmmod-insmod-with-transfers-queued", Needs::Any, rmmod_insmod),
     case("daemon-crash-and-restart", Needs::Any, daemon_crash),
@@ -147,18 +178,18 @@ pub(crate) fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), Err
 
 /// A bound gadget the host has configured, with its endpoint addresses and
 /// packet size.
-struct Setup {
-    g: TestGadget,
-    ep_in: u8,
-    ep_out: u8,
-    mps: usize,
-    speed: String,
+pub(crate) struct Setup {
+    pub(crate) g: TestGadget,
+    pub(crate) ep_in: u8,
+    pub(crate) ep_out: u8,
+    pub(crate) mps: usize,
+    pub(crate) speed: String,
     /// The controller offers scatter-gather (FunctionFS then uses sg lists
     /// for read/write above a page, and DMABUFs).
-    sg: bool,
+    pub(crate) sg: bool,
 }
 
-fn setup(ctx: &mut Ctx) -> Result<Setup, Error> {
+pub(crate) fn setup(ctx: &mut Ctx) -> Result<Setup, Error> {
     let udc = gadget::find_udc(ctx.udc.as_deref())?;
     let g = TestGadget::bind(udc)?;
     let st = ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
@@ -280,7 +311,7 @@ fn enumeration(ctx: &mut Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-fn read_thread(mut f: File, len: usize) -> thread::JoinHandle<std::io::Result<Vec<u8>>> {
+pub(crate) fn read_thread(mut f: File, len: usize) -> thread::JoinHandle<std::io::Result<Vec<u8>>> {
     thread::spawn(move || {
         let mut buf = vec![0u8; len];
         let n = f.read(&mut buf)?;
@@ -289,21 +320,21 @@ fn read_thread(mut f: File, len: usize) -> thread::JoinHandle<std::io::Result<Ve
     })
 }
 
-fn write_thread(mut f: File, data: Vec<u8>) -> thread::JoinHandle<std::io::Result<usize>> {
+pub(crate) fn write_thread(mut f: File, data: Vec<u8>) -> thread::JoinHandle<std::io::Result<usize>> {
     thread::spawn(move || f.write(&data))
 }
 
-fn clone(f: &File) -> Result<File, Error> {
+pub(crate) fn clone(f: &File) -> Result<File, Error> {
     f.try_clone().map_err(|e| Error::Setup(format!("dup: {e}")))
 }
 
-fn join<T>(h: thread::JoinHandle<std::io::Result<T>>, what: &str) -> Result<T, Error> {
+pub(crate) fn join<T>(h: thread::JoinHandle<std::io::Result<T>>, what: &str) -> Result<T, Error> {
     h.join()
         .map_err(|_| Error::Check(format!("{what}: the I/O thread panicked")))?
         .map_err(|e| Error::Check(format!("{what}: {e}")))
 }
 
-fn transfer_ok(r: &Value, actual: usize, what: &str) -> Result<(), Error> {
+pub(crate) fn transfer_ok(r: &Value, actual: usize, what: &str) -> Result<(), Error> {
     check(
         r["ok"] == true && r["status"] == "ok" && r["actual"] == actual,
         || format!("{what}: host transfer gave {r}, expected status ok with {actual} bytes"),
@@ -922,7 +953,7 @@ fn open_nonblock(s: &Setup, n: u32) -> Result<File, Error> {
 
 /// The device's count of driver requests queued on endpoint `ep` and of
 /// those it ended with an error, from the control socket's status.
-fn device_queue(ctx: &mut Ctx, ep: u8) -> Result<(u64, u64), Error> {
+pub(crate) fn device_queue(ctx: &mut Ctx, ep: u8) -> Result<(u64, u64), Error> {
     let st = ctx.host.status()?;
     let e = st["device"]["endpoints"]
         .as_array()
@@ -954,7 +985,7 @@ fn wait_cancelled(ctx: &mut Ctx, ep: u8, before: (u64, u64), n: u64, when: &str)
 /// Waits until the device holds `want` driver requests on `ep` (a queued
 /// or cancelled request reaches it through the virtqueues); returns the
 /// counts.
-fn wait_device_queue(ctx: &mut Ctx, ep: u8, want: u64, when: &str) -> Result<(u64, u64), Error> {
+pub(crate) fn wait_device_queue(ctx: &mut Ctx, ep: u8, want: u64, when: &str) -> Result<(u64, u64), Error> {
     let start = Instant::now();
     loop {
         let q = device_queue(ctx, ep)?;

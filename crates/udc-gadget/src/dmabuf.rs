@@ -168,6 +168,22 @@ impl GuestBuf {
         Ok(v)
     }
 
+    /// Reads the first `len` bytes through the mapping without
+    /// DMA_BUF_IOCTL_SYNC, as a buggy reader does: SYNC_START would wait for
+    /// the device's fences, this does not.
+    pub fn read_without_sync(&self, len: usize) -> Vec<u8> {
+        // SAFETY: the mapping is `size` bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.size)[..len].to_vec() }
+    }
+
+    /// Writes `data` through the mapping without DMA_BUF_IOCTL_SYNC, as a
+    /// buggy writer does: SYNC_START would wait for the device to finish
+    /// reading, this does not.
+    pub fn write_without_sync(&mut self, data: &[u8]) {
+        // SAFETY: the mapping is `size` bytes; data is at most that.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.size)[..data.len()].copy_from_slice(data) };
+    }
+
     /// Reads `out.len()` bytes at `offset` from the CPU, bracketed by
     /// DMA_BUF_IOCTL_SYNC: a spot check that does not copy the whole buffer.
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> io::Result<()> {

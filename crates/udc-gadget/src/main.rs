@@ -16,6 +16,7 @@ mod gadget;
 mod host;
 mod kmsg;
 mod ktap;
+mod recipes;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
