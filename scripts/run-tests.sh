@@ -7,7 +7,8 @@
 #           test, then udc-vm boots Debian's 6.12 kernel with virtio_udc.ko
 #           under our QEMU and the daemon and runs the scenario suite at
 #           SuperSpeed (controllers with and without scatter-gather),
-#           high speed and full speed, the udmabuf device tests and the
+#           high speed and full speed, again under seeded random latency
+#           and with swiotlb=force, the udmabuf device tests and the
 #           zero-copy tests, which need the guest kernel's /dev/udmabuf,
 #           and a short bench.
 # A test that cannot run fails; none is counted as passed without running.
@@ -72,6 +73,13 @@ mkdir -p target/vm
 vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml
 vm "VM suite, high speed" --speed high --controller sg --filter enumeration,bulk,short --out target/vm/high --junit target/vm/high.xml
 vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk,short --out target/vm/full --junit target/vm/full.xml
+# Injection and coherency (docs/injection.md, docs/recipes.md): the whole
+# scatter-gather catalogue under seeded random latency and NAKs, and the
+# DMABUF-next-to-read/write case with every mapping bounced.
+vm "VM suite, random latency (seed 1)" --speed super --controller sg --inject latency=0..2ms \
+    --inject nak=5% --inject nak_time=1ms --seed 1 --out target/vm/latency --junit target/vm/latency.xml
+vm "VM suite, swiotlb=force" --speed super --controller sg --coherency swiotlb --filter coherency \
+    --out target/vm/swiotlb --junit target/vm/swiotlb.xml
 # The benchmark runs too, short, so it cannot rot: every series must report
 # (it fails when a measurement fails or the guest does not report).
 if [ -n "$qemu" ] && [ -n "$image" ]; then

@@ -188,7 +188,7 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
         }
     };
     eprintln!("udc-vm: kernel {} from {}", image.release, image.dir.display());
-    let (daemon_args, append) = injection_and_coherency(a)?;
+    let (daemon_args, append, inject_seed) = injection_and_coherency(a)?;
     Ok(VmOptions {
         qemu,
         device,
@@ -203,12 +203,13 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
         timeout: a.timeout.or(default_timeout).map(Duration::from_secs),
         out: std::path::absolute(&out).unwrap_or(out),
         echo_results: echo,
+        inject_seed,
     })
 }
 
 /// The daemon's arguments and the kernel command line for --inject, --seed
 /// and --coherency.
-fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String), Error> {
+fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u64>), Error> {
     let mut args = a.daemon_args.clone();
     for i in &a.inject {
         if !i.contains('=') {
@@ -238,7 +239,7 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String), Error> {
     if a.coherency == "swiotlb" {
         append = format!("{append} swiotlb=force").trim().to_string();
     }
-    Ok((args, append))
+    Ok((args, append, seed))
 }
 
 fn shell_quote(s: &str) -> String {
@@ -530,6 +531,9 @@ fn test(
         all.failed(),
         all.skipped()
     );
+    if let (Some(seed), true) = (o.inject_seed, all.failed() > 0) {
+        println!("udc-vm: injection seed {seed}: run again with --seed {seed} to reproduce");
+    }
     // A skipped case is not a pass: the suite must run whole.
     Ok(if all.failed() == 0 && all.skipped() == 0 {
         ExitCode::SUCCESS
@@ -591,17 +595,18 @@ mod tests {
             "--append",
             "quiet",
         ]);
-        let (args, append) = injection_and_coherency(&a).unwrap();
+        let (args, append, seed) = injection_and_coherency(&a).unwrap();
+        assert_eq!(seed, Some(5));
         assert_eq!(
             args,
             ["--inject=latency=1ms", "--inject=ep2out.stall=nth:2", "--seed=5"]
         );
         assert_eq!(append, "quiet swiotlb=force");
         // Without --seed, a seed is chosen and passed on.
-        let (args, _) = injection_and_coherency(&vm_args(&["--inject", "latency=1ms"])).unwrap();
+        let (args, _, _) = injection_and_coherency(&vm_args(&["--inject", "latency=1ms"])).unwrap();
         assert!(args[1].starts_with("--seed="), "{args:?}");
-        let (args, append) = injection_and_coherency(&vm_args(&[])).unwrap();
-        assert!(args.is_empty() && append.is_empty());
+        let (args, append, seed) = injection_and_coherency(&vm_args(&[])).unwrap();
+        assert!(args.is_empty() && append.is_empty() && seed.is_none());
         assert!(injection_and_coherency(&vm_args(&["--inject", "latency"])).is_err());
         assert!(Cli::try_parse_from(["udc-vm", "run", "--coherency", "iommu"]).is_err());
     }

@@ -49,6 +49,9 @@ pub struct VmOptions {
     pub out: PathBuf,
     /// Copy the results port to stdout as it arrives.
     pub echo_results: bool,
+    /// The daemon's injection seed, when anything is injected: said again
+    /// next to a failure, so that it can be reproduced.
+    pub inject_seed: Option<u64>,
 }
 
 /// What the guest runs.
@@ -417,6 +420,7 @@ pub(crate) mod tests {
             timeout: None,
             out: "/out".into(),
             echo_results: false,
+            inject_seed: None,
         }
     }
 
