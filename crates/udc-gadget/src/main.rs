@@ -81,6 +81,13 @@ enum Cmd {
     /// Throughput and guest CPU time per GiB of each way of moving bulk
     /// data, on virtio-udc and dummy_hcd; `bench:` lines on stdout.
     Bench(bench::BenchArgs),
+    /// Send one request to the host side's control socket and print the
+    /// reply, e.g. '{"op":"inject","set":{"ep1in.hold":"next:1"}}' or
+    /// '{"op":"injections"}' (docs/control-socket.md, docs/injection.md).
+    Host {
+        /// The request, one JSON object.
+        request: String,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -124,6 +131,26 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(e),
         },
+        Cmd::Host { ref request } => host_request(&cli, request),
+    }
+}
+
+/// `udc-gadget host REQUEST`: exit status 0 when the reply says ok.
+fn host_request(cli: &Cli, request: &str) -> ExitCode {
+    let req: serde_json::Value = match serde_json::from_str(request) {
+        Ok(v) => v,
+        Err(e) => return fail(Error::Setup(format!("the request is not JSON: {e}"))),
+    };
+    match HostLink::open(&cli.control).and_then(|mut h| h.request(&req)) {
+        Ok(reply) => {
+            println!("{reply}");
+            if reply["ok"] == true {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => fail(e),
     }
 }
 
