@@ -122,6 +122,11 @@ pub const CASES: &[Case] = &[
         recipes::seed_reproduces_events,
     ),
     case(
+        "injection-reorder-breaks-fence-order",
+        Needs::Sg,
+        recipes::reorder_breaks_fence_order,
+    ),
+    case(
         "recipe-dmabuf-hold-5s-then-detach",
         Needs::Sg,
         recipes::hold_then_detach,
