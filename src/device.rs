@@ -1418,7 +1418,7 @@ impl<T: Debug> Device<T> {
         info!(
             "{}: injected {} in request #{} (tag {:#x}) after {} of {} bytes",
             ep_name(ep),
-            fault_name(fault),
+            fault.key(),
             g.plan.as_ref().map_or(0, |p| p.index),
             g.req.tag,
             g.cursor.offset,
@@ -1900,18 +1900,6 @@ fn clamp_to_limit(n: usize, limit: usize, mps: usize) -> usize {
 /// The bandwidth clock after `bytes` more at `rate` bytes per second.
 fn pay(clock: Instant, now: Instant, rate: u64, bytes: usize) -> Instant {
     clock.max(now) + Duration::from_secs_f64(bytes as f64 / rate as f64)
-}
-
-fn fault_name(f: Fault) -> &'static str {
-    match f {
-        Fault::Stall => "stall",
-        Fault::Babble => "babble",
-        Fault::Short => "short packet",
-        Fault::Proto => "proto_error",
-        Fault::Io => "io_error",
-        Fault::Reset => "bus reset",
-        Fault::Disconnect => "disconnect",
-    }
 }
 
 fn dma_fault(urb: Option<UrbStatus>) -> Step {

@@ -17,9 +17,8 @@ use crate::request::Segment;
 /// cache lines meet DMA on every platform the users care about.
 pub const BLOCK: usize = 4096;
 
-/// The OUT detector's fill: eight ASCII bytes, easy to spot in a hexdump and
-/// unlike any of the traffic engine's patterns.
-pub const POISON: [u8; 8] = *b"UDCPOISN";
+/// The OUT detector's fill.
+pub use udc_patterns::POISON;
 
 /// FNV-1a of each [`BLOCK`]-sized block of the first `length` bytes of the
 /// request's buffer.

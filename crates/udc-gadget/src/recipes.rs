@@ -20,8 +20,6 @@ use crate::ffs_dmabuf;
 use crate::host::ep_str;
 use crate::Error;
 
-/// The daemon's OUT poison (docs/injection.md).
-const POISON: &[u8; 8] = b"UDCPOISN";
 
 /// `key` of endpoint `ep` in the injection grammar (`0x81.stall`).
 fn key(ep: u8, k: &str) -> String {
@@ -353,7 +351,7 @@ pub fn poison_catches_early_reader(ctx: &mut Ctx) -> Result<(), Error> {
         // The careless reader: no wait for the fence, and no
         // DMA_BUF_IOCTL_SYNC either (SYNC_START waits for the fences).
         let early = buf.read_without_sync(SIZE);
-        let poisoned = early.chunks(8).filter(|c| *c == POISON).count() * 8;
+        let poisoned = early.chunks(8).filter(|c| *c == udc_patterns::POISON).count() * 8;
         check(poisoned == SIZE, || {
             format!("a read before the fence saw {poisoned} of {SIZE} poison bytes, expected all")
         })?;

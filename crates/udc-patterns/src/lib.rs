@@ -163,3 +163,9 @@ pub use pattern::{prbs_block, ParsePatternError, Pattern};
 pub use stats::{LatencyHistogram, Stats, StatsSnapshot};
 pub use stream::{Sink, Source};
 pub use verify::{Mismatch, Verifier};
+
+/// The fill of the daemon's OUT race detector (`out_poison`,
+/// docs/injection.md): eight ASCII bytes, easy to spot in a hexdump and
+/// unlike any of the patterns above. The daemon writes it and the guest
+/// tool looks for it, so it lives here.
+pub const POISON: [u8; 8] = *b"UDCPOISN";
