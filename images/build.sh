@@ -5,7 +5,8 @@
 # guest test binaries. Progress goes to stderr; the image directory is the
 # last line on stdout. Everything is cached by content under
 # ${VIRTIO_UDC_CACHE:-/var/cache/virtio-udc}: a second run with nothing
-# changed only hashes.
+# changed only hashes. Of the images, the $VIRTIO_UDC_KEEP_IMAGES (6) most
+# recently used are kept.
 #
 #   images/build.sh                          newest linux-image-6.12.*+deb12-amd64
 #   images/build.sh --kernel-version 6.12.48+deb12
@@ -189,7 +190,20 @@ image_key=$( (echo "$kernel_id $release"; sha256sum "$modbuild/virtio_udc.ko" "$
     "$udmabuf_tests" "$daemon_bin" "$zerocopy_tests" "$here/build.sh" "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |
     sha256sum | cut -c1-16)
 out="$cache/images/$image_key"
+
+# Every change to the guest's sources makes a new image (about 20 MB): keep
+# the most recently used few. An image's directory time is its last use.
+prune_images() {
+    local keep=${VIRTIO_UDC_KEEP_IMAGES:-6}
+    find "$cache/images" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' 2>/dev/null |
+        sort -rn | tail -n +$((keep + 1)) | cut -d' ' -f2- |
+        while read -r old; do
+            [ "$old" != "$out" ] && rm -rf "$old"
+        done
+}
+
 if [ -f "$out/.done" ]; then
+    touch "$out"
     say "image $image_key: cached"
     echo "$out"
     exit 0
@@ -256,5 +270,7 @@ cp "$stage/etc/udc/modules" "$out.tmp/modules.list"
 touch "$out.tmp/.done"
 rm -rf "$out"
 mv "$out.tmp" "$out"
+touch "$out"
+prune_images
 say "image $image_key: $(du -sh "$out" | cut -f1) ($release)"
 echo "$out"
