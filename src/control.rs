@@ -497,11 +497,11 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                     udc.lock().bus_reset(speed).is_some()
                 }
                 "disconnect" => {
-                    udc.lock().set_host_attached(false);
+                    udc.lock().plug(false);
                     true
                 }
                 "connect" => {
-                    udc.lock().set_host_attached(true);
+                    udc.lock().plug(true);
                     true
                 }
                 "suspend" => udc.lock().suspend(),

@@ -245,7 +245,9 @@ struct GuestReq<T> {
     plan: Option<Plan>,
     /// Set when its DMA started, so NAKs and detectors act once.
     started: bool,
-    /// Chunked DMA: bytes left in the current chunk.
+    /// Chunked DMA: the chunking it started with (settings may change while
+    /// it runs), and the bytes left in the current chunk.
+    chunk: Option<crate::inject::Chunk>,
     chunk_left: u64,
     /// IN race detector: the buffer's block hashes when the DMA started.
     snapshot: Option<Vec<u64>>,
@@ -267,7 +269,7 @@ struct Finished<T> {
 
 /// How long a reordered completion waits for a request behind it before it
 /// completes in order after all.
-const REORDER_WAIT: Duration = Duration::from_millis(100);
+const REORDER_WAIT: Duration = Duration::from_secs(1);
 
 /// A guest request the host holds: its buffer, for the host to read (IN) or
 /// fill (OUT) in place, until it releases it.
@@ -477,9 +479,8 @@ impl<T: Debug> Device<T> {
     pub fn set_injection(&mut self, cfg: InjectConfig) {
         for e in &mut self.eps {
             e.inj = EpInjector::new(&cfg, e.cap.addr);
-            e.rate = cfg.endpoints.get(&e.cap.addr).and_then(|s| s.bandwidth);
         }
-        self.bus_rate = cfg.global.bandwidth;
+        self.set_rates(&cfg);
         if !cfg.is_empty() {
             info!("injection: {:?}", cfg.to_map());
         }
@@ -501,11 +502,27 @@ impl<T: Debug> Device<T> {
                 (Some(inj), false) => inj.update(set),
                 (None, false) => e.inj = EpInjector::new(&cfg, e.cap.addr),
             }
-            e.rate = cfg.endpoints.get(&e.cap.addr).and_then(|s| s.bandwidth);
         }
-        self.bus_rate = cfg.global.bandwidth;
+        self.set_rates(&cfg);
         info!("injection: {:?}", cfg.to_map());
         self.inject = cfg;
+    }
+
+    /// The bandwidth caps of `cfg`. Their clocks and the pauses they (or a
+    /// NAK, a chunk, a detector) set start afresh: a cap just lifted must
+    /// not keep an endpoint waiting for what it charged.
+    fn set_rates(&mut self, cfg: &InjectConfig) {
+        let now = self.now();
+        for e in &mut self.eps {
+            e.rate = cfg.endpoints.get(&e.cap.addr).and_then(|s| s.bandwidth);
+            e.paced_until = now;
+            e.paused_until = None;
+        }
+        self.bus_rate = cfg.global.bandwidth;
+        self.bus_paced_until = now;
+        for i in 0..self.eps.len() {
+            self.pump(i);
+        }
     }
 
     pub fn injection(&self) -> &InjectConfig {
@@ -619,6 +636,7 @@ impl<T: Debug> Device<T> {
             held: None,
             plan: None,
             started: false,
+            chunk: None,
             chunk_left: 0,
             snapshot: None,
         };
@@ -648,8 +666,20 @@ impl<T: Debug> Device<T> {
             return;
         };
         let ep = e.cap.addr;
-        let plan = inj.plan(u64::from(g.req.length), u64::from(en.max_packet), ep_is_in(ep));
+        let mut plan = inj.plan(u64::from(g.req.length), u64::from(en.max_packet), ep_is_in(ep));
         let (n, tag) = (plan.index, g.req.tag);
+        if g.req.length as usize > race::MAX_LENGTH
+            && (plan.in_checksum.is_some() || plan.out_poison.is_some())
+        {
+            warn!(
+                "{}: request #{n} (tag {tag:#x}) of {} bytes is over the race detectors' {} MiB: not checked",
+                ep_name(ep),
+                g.req.length,
+                race::MAX_LENGTH >> 20
+            );
+            plan.in_checksum = None;
+            plan.out_poison = None;
+        }
         let mut note = |what: String| {
             debug!("{}: request #{n} (tag {tag:#x}): inject {what}", ep_name(ep));
             self.log.push(ep, n, tag, what);
@@ -939,6 +969,10 @@ impl<T: Debug> Device<T> {
             return (Status::NotFound, 0);
         };
         let g = self.eps[i].guest.remove(pos).expect("position is valid");
+        if pos == 0 {
+            // Its NAK, detector delay or chunk pause goes with it.
+            self.eps[i].paused_until = None;
+        }
         info!(
             "{}: request tag {tag:#x} cancelled after {} bytes",
             ep_name(ep),
@@ -1007,6 +1041,13 @@ impl<T: Debug> Device<T> {
         info!("bus: reset, {speed}");
         self.event(VIRTIO_UDC_EVT_BUS_RESET, 0, u32::from(speed.to_wire()), [0; 8]);
         Some(speed)
+    }
+
+    /// The operator plugs the cable in or pulls it out (the control
+    /// socket): that overrides an injected disconnect's return.
+    pub fn plug(&mut self, attached: bool) {
+        self.reconnect_at = None;
+        self.set_host_attached(attached);
     }
 
     /// The cable is plugged in or pulled out.
@@ -1276,7 +1317,8 @@ impl<T: Debug> Device<T> {
         }
         let _ = g.cursor.skip(&g.req.segments, u64::from(actual));
         self.eps[i].stats.bytes += u64::from(actual);
-        self.complete_guest(Some(i), g, status);
+        // Behind any completion that waits (latency): FIFO.
+        self.finish_guest(i, g, status);
         self.pump(i);
         Ok(())
     }
@@ -1326,8 +1368,8 @@ impl<T: Debug> Device<T> {
             if let Some(p) = &g.plan {
                 if !g.started {
                     g.started = true;
-                    let chunk = e.inj.as_ref().and_then(|j| j.set.chunk);
-                    g.chunk_left = chunk.map_or(0, |c| c.bytes.div_ceil(mps as u64) * mps as u64);
+                    g.chunk = e.inj.as_ref().and_then(|j| j.set.chunk);
+                    g.chunk_left = g.chunk.map_or(0, |c| c.bytes.div_ceil(mps as u64) * mps as u64);
                     let mut wait = p.nak.unwrap_or_default();
                     if let Some(d) = p.in_checksum {
                         match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {
@@ -1379,8 +1421,7 @@ impl<T: Debug> Device<T> {
             if step.guest_done.is_none() {
                 if let Some(g) = e.guest.front_mut().filter(|g| g.chunk_left > 0) {
                     g.chunk_left = g.chunk_left.saturating_sub(step.bytes as u64);
-                    if g.chunk_left == 0 {
-                        let c = e.inj.as_ref().and_then(|j| j.set.chunk).expect("chunking is on");
+                    if let (0, Some(c)) = (g.chunk_left, g.chunk) {
                         g.chunk_left = c.bytes.div_ceil(mps as u64) * mps as u64;
                         pause = Some(now + c.pause);
                     }

@@ -39,7 +39,7 @@ const DEFAULT_NAK: Duration = Duration::from_millis(10);
 #[derive(Clone, Debug, PartialEq)]
 pub enum Trigger {
     Always,
-    /// Each request with this probability.
+    /// Each request with this probability, in percent.
     Probability(f64),
     /// Requests N, 2N, 3N, ...
     Every(u64),
@@ -63,7 +63,7 @@ impl Trigger {
             Ok(Trigger::Always)
         } else if let Some(p) = t.strip_suffix('%') {
             match p.trim().parse::<f64>() {
-                Ok(v) if (0.0..=100.0).contains(&v) => Ok(Trigger::Probability(v / 100.0)),
+                Ok(v) if (0.0..=100.0).contains(&v) => Ok(Trigger::Probability(v)),
                 _ => Err(format!("{t:?}: a percentage is 0% to 100%")),
             }
         } else if let Some(n) = t.strip_prefix("every:") {
@@ -87,7 +87,7 @@ impl Trigger {
     fn fires(&mut self, index: u64, draw: f64) -> bool {
         match self {
             Trigger::Always => true,
-            Trigger::Probability(p) => draw < *p,
+            Trigger::Probability(p) => draw * 100.0 < *p,
             Trigger::Every(n) => index % *n == 0,
             Trigger::Nth(v) => v.binary_search(&index).is_ok(),
             Trigger::Next(n) => {
@@ -105,7 +105,7 @@ impl fmt::Display for Trigger {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Trigger::Always => write!(f, "always"),
-            Trigger::Probability(p) => write!(f, "{}%", p * 100.0),
+            Trigger::Probability(p) => write!(f, "{p}%"),
             Trigger::Every(n) => write!(f, "every:{n}"),
             Trigger::Nth(v) => {
                 let s: Vec<String> = v.iter().map(u64::to_string).collect();
@@ -169,8 +169,8 @@ impl Chunk {
             .split_once(',')
             .ok_or_else(|| format!("chunk {s:?}: say SIZE,PAUSE, e.g. 4K,1ms"))?;
         let bytes = parse_size(b)?;
-        if bytes == 0 {
-            return Err(format!("chunk {s:?}: the chunk size must be above 0"));
+        if bytes == 0 || bytes > u64::from(u32::MAX) {
+            return Err(format!("chunk {s:?}: the chunk size is 1 byte to 4 GiB"));
         }
         Ok(Chunk {
             bytes,
@@ -603,12 +603,14 @@ impl EpInjector {
         plan.reorder = s.reorder.as_mut().is_some_and(|t| t.fires(index, reorder_draw));
         plan.hold = s.hold.as_mut().is_some_and(|t| t.fires(index, hold_draw));
         for (f, draw) in Fault::ALL.iter().zip(fault_draws) {
-            // Short packets come from the host, so only OUT endpoints see them.
-            if *f == Fault::Short && is_in {
+            // Short packets come from the host, so only OUT endpoints see
+            // them. Once one fault is chosen the others are not asked, so a
+            // `next:N` of a losing key is not spent.
+            if (*f == Fault::Short && is_in) || plan.fault.is_some() {
                 continue;
             }
             if let Some(t) = s.faults.get_mut(f.key()) {
-                if t.fires(index, draw) && plan.fault.is_none() {
+                if t.fires(index, draw) {
                     plan.fault = Some(*f);
                 }
             }
@@ -654,9 +656,11 @@ pub struct RaceReport {
     pub changed_blocks: Vec<u64>,
 }
 
-/// The injected-event log: the newest events, a count, and a digest over
-/// every event (endpoint, request number, event) in order, so two runs can
-/// be compared by one number.
+/// The injected-event log: the newest events, a count, and a digest, so
+/// two runs can be compared by one number. The digest chains each
+/// endpoint's events (request number, event) in that endpoint's order and
+/// then combines the chains in endpoint order: how the requests of
+/// different endpoints interleaved does not change it.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct InjectLog {
     pub total: u64,
@@ -665,7 +669,7 @@ pub struct InjectLog {
     pub races_total: u64,
     pub races: std::collections::VecDeque<RaceReport>,
     #[serde(skip)]
-    hash: u64,
+    chains: BTreeMap<u8, u64>,
 }
 
 /// Events and races kept for the control socket; older ones are counted only.
@@ -674,11 +678,14 @@ const LOG_KEEP: usize = 4096;
 impl InjectLog {
     pub fn push(&mut self, ep: u8, request: u64, tag: u64, event: String) {
         self.total += 1;
-        let mut h = if self.total == 1 { FNV_OFFSET } else { self.hash };
-        for b in [&[ep][..], &request.to_le_bytes(), event.as_bytes(), b"\n"] {
-            h = fnv1a(h, b);
+        let chain = self.chains.entry(ep).or_insert(FNV_OFFSET);
+        for b in [&request.to_le_bytes()[..], event.as_bytes(), b"\n"] {
+            *chain = fnv1a(*chain, b);
         }
-        self.hash = h;
+        let mut h = FNV_OFFSET;
+        for (ep, c) in &self.chains {
+            h = fnv1a(fnv1a(h, &[*ep]), &c.to_le_bytes());
+        }
         self.digest = format!("{h:016x}");
         if self.events.len() == LOG_KEEP {
             self.events.pop_front();
@@ -876,6 +883,8 @@ mod tests {
         assert!(e.contains("not a bandwidth"), "{e}");
         let e = c.apply_assignment("stall=150%").unwrap_err();
         assert!(e.contains("0% to 100%"), "{e}");
+        let e = c.apply_assignment("chunk=8G,1ms").unwrap_err();
+        assert!(e.contains("4 GiB"), "{e}");
         let e = c.apply_assignment("stall=nth:0").unwrap_err();
         assert!(e.contains("request count"), "{e}");
         let e = c.apply_assignment("seed=-1").unwrap_err();
@@ -917,6 +926,8 @@ mod tests {
         assert_eq!(fired, [1, 2]);
         let mut p = Trigger::parse("10%").unwrap();
         assert!(p.fires(1, 0.05) && !p.fires(1, 0.2));
+        assert_eq!(Trigger::parse("7%").unwrap().to_string(), "7%");
+        assert_eq!(Trigger::parse("0.1%").unwrap().to_string(), "0.1%");
         assert!(Trigger::parse("always").unwrap().fires(1, 0.99));
     }
 
@@ -947,6 +958,12 @@ mod tests {
 
     #[test]
     fn short_applies_to_out_only_and_first_fault_wins() {
+        // A losing next:1 is not spent.
+        let c = cfg(&["stall=nth:1", "proto_error=next:1"]);
+        let mut inj = EpInjector::new(&c, 0x81).unwrap();
+        assert_eq!(inj.plan(1024, 512, true).fault, Some(Fault::Stall));
+        assert_eq!(inj.plan(1024, 512, true).fault, Some(Fault::Proto));
+        assert_eq!(inj.plan(1024, 512, true).fault, None);
         let c = cfg(&["short=always", "proto_error=always"]);
         let mut inj = EpInjector::new(&c, 0x81).unwrap();
         assert_eq!(inj.plan(1024, 512, true).fault, Some(Fault::Proto));
@@ -966,6 +983,25 @@ mod tests {
         assert_eq!(parse_bandwidth("1MiB/s").unwrap(), 1 << 20);
         assert_eq!(parse_bandwidth("super-speed").unwrap(), SUPER_SPEED_BYTES_PER_SEC);
         assert_eq!(fmt_duration(Duration::from_micros(1500)), "1500us");
+    }
+
+    #[test]
+    fn log_digest_does_not_depend_on_how_endpoints_interleave() {
+        let mut a = InjectLog::default();
+        let mut b = InjectLog::default();
+        a.push(0x81, 1, 1, "stall at 0".into());
+        a.push(0x02, 1, 2, "latency 1ms".into());
+        a.push(0x81, 2, 3, "hold".into());
+        b.push(0x02, 1, 2, "latency 1ms".into());
+        b.push(0x81, 1, 1, "stall at 0".into());
+        b.push(0x81, 2, 3, "hold".into());
+        assert_eq!(a.digest, b.digest);
+        // Order within an endpoint does count.
+        let mut c = InjectLog::default();
+        c.push(0x81, 2, 3, "hold".into());
+        c.push(0x81, 1, 1, "stall at 0".into());
+        c.push(0x02, 1, 2, "latency 1ms".into());
+        assert_ne!(a.digest, c.digest);
     }
 
     #[test]

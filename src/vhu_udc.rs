@@ -227,7 +227,9 @@ impl Udc {
             let now = Instant::now();
             match g.dev.next_deadline() {
                 Some(d) if d <= now => {
-                    g.dev.tick(now);
+                    // As of the deadline, not of when the thread woke: a
+                    // late wake-up must not stretch pauses or lower a cap.
+                    g.dev.tick(d);
                     g.deliver();
                     self.changed.notify_all();
                 }

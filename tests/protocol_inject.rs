@@ -31,7 +31,8 @@ fn host_read(d: &Daemon, ep: &'static str, len: usize) -> thread::JoinHandle<(Va
 
 #[test]
 fn latency_from_the_command_line_delays_completions_in_order() {
-    let d = Daemon::start(&["--inject", "latency=40ms", "--inject", "ep1in.latency=off"]);
+    // Global latency, and ep1in opting out with a latency of its own, 0.
+    let d = Daemon::start(&["--inject", "latency=40ms", "--inject", "ep1in.latency=0"]);
     let (mut h, _g) = d.configured();
     let bufs: Vec<_> = (0..3).map(|_| h.buffer(512).unwrap()).collect();
     let xs: Vec<_> = bufs
@@ -55,9 +56,20 @@ fn latency_from_the_command_line_delays_completions_in_order() {
         assert_eq!(c.result(), Ok(512));
         assert_eq!(h.read_buffer(&bufs[i]).unwrap(), vec![i as u8; 512]);
     }
+    let b = h.buffer(512).unwrap();
+    let x = h.submit_buffer(0x81, 0, &b, 20).unwrap();
+    d.ctl().read_in("ep1in", 512);
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(512));
     let st = d.ctl().ok(json!({"op": "injections"}));
     assert_eq!(st["settings"]["latency"], "40ms", "{st}");
-    assert_eq!(st["log"]["total"], 3, "{st}");
+    assert_eq!(st["settings"]["ep1in.latency"], "0", "{st}");
+    let eps: Vec<&str> = st["log"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ep"].as_str().unwrap())
+        .collect();
+    assert_eq!(eps, ["ep2out"; 3], "ep1in's request had no latency: {st}");
     assert!(d.log_text().contains("inject latency 40ms"));
 }
 

@@ -580,6 +580,7 @@ fn held_completion_waits_for_release_or_cancel() {
 
 #[test]
 fn faults_end_the_request_where_they_were_placed() {
+    let mut offsets = Vec::new();
     for (fault, guest, host) in [
         ("stall", Status::Stall, UrbStatus::Stall),
         ("babble", Status::Overflow, UrbStatus::Overflow),
@@ -587,7 +588,7 @@ fn faults_end_the_request_where_they_were_placed() {
         ("proto_error", Status::Proto, UrbStatus::Proto),
         ("io_error", Status::DmaFault, UrbStatus::Proto),
     ] {
-        let mut d = injecting(&["seed=11", &format!("ep2out.{fault}=always")]);
+        let mut d = injecting(&["seed=11", &format!("ep2out.{fault}=nth:1")]);
         d.queue_xfer(1, xfer(0x02, 0, 8192, 1, &[(0x1000, 8192)]));
         let urb = host_out(&mut d, 0x02, vec![0x5a; 8192], false);
         let at = d.inject_log().events[0].event.clone();
@@ -600,11 +601,76 @@ fn faults_end_the_request_where_they_were_placed() {
         let mem = read(&d, 0x1000, 8192);
         assert!(mem[..offset as usize].iter().all(|&b| b == 0x5a), "{fault}");
         assert!(mem[offset as usize..].iter().all(|&b| b == 0), "{fault}");
+        offsets.push(offset);
         // The endpoint keeps working.
         d.queue_xfer(2, xfer(0x02, 0, 512, 2, &[(0x9000, 512)]));
         let _ = host_out(&mut d, 0x02, vec![1; 512], false);
-        assert_eq!(done(&mut d).len(), 1, "{fault}: the next request completes");
+        assert_eq!(done(&mut d), [(2, Status::Ok, 512)], "{fault}: the next request");
     }
+    assert!(
+        offsets.iter().any(|&o| o > 0),
+        "some fault struck mid-request: {offsets:?}"
+    );
+}
+
+#[test]
+fn released_hold_waits_behind_a_delayed_completion() {
+    // Request 1 gets a latency; then injection goes off and the host holds
+    // request 2 (the control socket's hold) and releases it.
+    let mut d = injecting(&["ep2out.latency=50ms"]);
+    d.queue_xfer(1, xfer(0x02, 0, 512, 1, &[(0x1000, 512)]));
+    let _ = host_out(&mut d, 0x02, vec![1; 512], false);
+    d.set_injection(InjectConfig::default());
+    d.queue_xfer(2, xfer(0x02, 0, 512, 2, &[(0x2000, 512)]));
+    let h = d.hold_front(0x02).unwrap().expect("request 2 is held");
+    d.release_held(0x02, h.handle, Status::Ok, 512).unwrap();
+    assert!(
+        done(&mut d).is_empty(),
+        "request 2 waits behind request 1's latency"
+    );
+    run_timers(&mut d);
+    assert_eq!(tags_in_completion_order(&mut d), [1, 2]);
+}
+
+#[test]
+fn chunking_turned_off_mid_request_finishes_it() {
+    let mut d = injecting(&["chunk=1K,5ms"]);
+    d.queue_xfer(1, xfer(0x02, 0, 4096, 1, &[(0x1000, 4096)]));
+    let _ = host_out(&mut d, 0x02, vec![7; 4096], false);
+    assert!(done(&mut d).is_empty());
+    let mut cfg = d.injection().clone();
+    cfg.set("chunk", "off").unwrap();
+    d.update_injection(cfg);
+    run_timers(&mut d);
+    assert_eq!(done(&mut d), [(1, Status::Ok, 4096)]);
+    assert_eq!(read(&d, 0x1000, 4096), vec![7; 4096]);
+}
+
+#[test]
+fn waiting_and_held_completions_end_once_when_the_endpoint_goes() {
+    let mut d = injecting(&["ep1in.hold=nth:1", "ep1in.latency=1s"]);
+    for t in 1..=3u32 {
+        d.queue_xfer(
+            t,
+            xfer(0x81, 0, 512, u64::from(t), &[(0x1000 * u64::from(t), 512)]),
+        );
+        let _ = host_in(&mut d, 0x81, 512);
+    }
+    d.queue_xfer(4, xfer(0x81, 0, 512, 4, &[(0x5000, 512)]));
+    assert!(done(&mut d).is_empty());
+    assert_eq!(d.command(Command::EpDisable { ep: 0x81 }), (Status::Ok, 0));
+    let out = done(&mut d);
+    assert_eq!(
+        out,
+        [
+            (1, Status::Shutdown, 512),
+            (2, Status::Shutdown, 512),
+            (3, Status::Shutdown, 512),
+            (4, Status::Shutdown, 0)
+        ]
+    );
+    assert_eq!(run_timers(&mut d), None, "nothing left to deliver");
+    assert!(done(&mut d).is_empty());
 }
 
 #[test]
@@ -754,4 +820,8 @@ fn injection_survives_a_device_reset() {
     let mut d = injecting(&["stall=always"]);
     d.reset();
     assert_eq!(d.injection().to_map()["stall"], "always");
+    assert!(
+        d.eps.iter().all(|e| e.inj.is_some()),
+        "every endpoint injects again"
+    );
 }

@@ -20,24 +20,29 @@ use crate::ffs_dmabuf;
 use crate::host::ep_str;
 use crate::Error;
 
-
-/// `key` of endpoint `ep` in the injection grammar (`0x81.stall`).
+/// `key` of endpoint `ep` in the injection grammar (`ep1in.stall`), named
+/// as the daemon's `settings` name it, so a setting can be given back.
 fn key(ep: u8, k: &str) -> String {
-    format!("{}.{k}", ep_str(ep))
+    let dir = if ep & 0x80 != 0 { "in" } else { "out" };
+    format!("ep{}{dir}.{k}", ep & 0x0f)
 }
 
-/// Sets injection keys, runs `f`, and turns the keys off again whatever
-/// `f` returned.
+/// Sets injection keys, runs `f`, and gives the keys back the values they
+/// had (or turns them off) whatever `f` returned.
 fn with_injection<T>(
     ctx: &mut Ctx,
     keys: &[(String, String)],
     f: impl FnOnce(&mut Ctx) -> Result<T, Error>,
 ) -> Result<T, Error> {
+    let before = ctx.host.ok(json!({"op": "inject"}))?["settings"].clone();
     let set: serde_json::Map<String, Value> = keys.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     ctx.host.ok(json!({"op": "inject", "set": set}))?;
     let r = f(ctx);
-    let off: serde_json::Map<String, Value> = keys.iter().map(|(k, _)| (k.clone(), json!("off"))).collect();
-    let cleared = ctx.host.ok(json!({"op": "inject", "set": off}));
+    let restore: serde_json::Map<String, Value> = keys
+        .iter()
+        .map(|(k, _)| (k.clone(), before.get(k).cloned().unwrap_or(json!("off"))))
+        .collect();
+    let cleared = ctx.host.ok(json!({"op": "inject", "set": restore}));
     let v = r?;
     cleared?;
     Ok(v)
