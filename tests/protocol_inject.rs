@@ -257,6 +257,34 @@ fn bandwidth_cap_and_chunked_dma() {
 }
 
 #[test]
+fn a_global_bandwidth_cap_is_shared_by_the_whole_bus() {
+    // 10 MB/s for the bus: 1 MiB on each of two endpoints at once takes
+    // at least 2 MiB / 10 MB/s = 210 ms, not the 105 ms of one.
+    let d = Daemon::start(&["--inject", "bandwidth=10MB/s"]);
+    let (mut h, _g) = d.configured();
+    let bi = h.buffer(1 << 20).unwrap();
+    let bo = h.buffer(1 << 20).unwrap();
+    h.write_buffer(&bi, &data(1 << 20, 20)).unwrap();
+    let xi = h.submit_buffer(0x81, 0, &bi, 1).unwrap();
+    let xo = h.submit_buffer(0x02, 0, &bo, 2).unwrap();
+    let start = Instant::now();
+    let host_in = host_read(&d, "ep1in", 1 << 20);
+    let host_out = host_write(&d, "ep2out", data(1 << 20, 21));
+    let cs = h.wait_completions(&[xi, xo], T).unwrap();
+    let took = start.elapsed();
+    assert!(cs.iter().all(|c| c.result() == Ok(1 << 20)), "{cs:?}");
+    assert!(
+        took >= Duration::from_millis(200),
+        "2 MiB over a 10 MB/s bus took {took:?}"
+    );
+    let (r, got) = host_in.join().unwrap();
+    assert_eq!(r["status"], "ok");
+    assert_eq!(got, data(1 << 20, 20));
+    assert_eq!(host_out.join().unwrap()["status"], "ok");
+    assert_eq!(h.read_buffer(&bo).unwrap(), data(1 << 20, 21));
+}
+
+#[test]
 fn nak_delays_the_host() {
     let d = Daemon::start(&["--inject", "ep1in.nak=always", "--inject", "ep1in.nak_time=150ms"]);
     let (mut h, _g) = d.configured();
