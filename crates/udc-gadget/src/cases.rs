@@ -36,6 +36,9 @@ pub struct Ctx {
     pub udc: Option<String>,
     /// Diagnostics of the running case, printed with its result.
     pub notes: Vec<String>,
+    /// Races the running case provokes on purpose: the daemon's race
+    /// detectors reporting more than these fails it.
+    pub expected_races: u64,
 }
 
 type CaseFn = fn(&mut Ctx) -> Result<(), Error>;

@@ -165,6 +165,7 @@ fn context(cli: &Cli) -> Result<Ctx, Error> {
         control: cli.control.clone(),
         udc: cli.udc.clone(),
         notes: Vec::new(),
+        expected_races: 0,
     })
 }
 
@@ -221,18 +222,73 @@ fn run_suite(cli: &Cli, cases: Vec<&Case>) -> ExitCode {
 }
 
 /// One case, with the kernel log it produced checked afterwards.
+/// One case, with the kernel log it produced checked afterwards, and the
+/// daemon's race detectors (docs/injection.md): their reports during the
+/// case become its diagnostics, and one it did not provoke fails it.
 fn run_case(ctx: &mut Ctx, case: fn(&mut Ctx) -> Result<(), Error>) -> Outcome {
     let mut kmsg = KmsgWatch::start();
+    let races_before = races_total(ctx);
+    ctx.expected_races = 0;
     let result = case(ctx);
     // Give the kernel a moment to log what teardown caused.
     std::thread::sleep(Duration::from_millis(100));
     let problems = kmsg.problems();
-    match (result, problems.is_empty()) {
-        (Ok(()), true) => Outcome::Pass,
-        (Ok(()), false) => Outcome::Fail(format!("kernel log:\n{}", problems.join("\n"))),
-        (Err(e), true) => Outcome::Fail(e.to_string()),
-        (Err(e), false) => Outcome::Fail(format!("{e}\nkernel log:\n{}", problems.join("\n"))),
+    let races = new_races(ctx, races_before);
+    for r in &races {
+        ctx.notes.push(format!("RACE {r}"));
     }
+    let unexpected = races.len() as u64 > ctx.expected_races;
+    let mut why = Vec::new();
+    if let Err(e) = result {
+        why.push(e.to_string());
+    }
+    if unexpected {
+        why.push(format!(
+            "the daemon's race detector reported {} race(s) the case did not provoke",
+            races.len() as u64 - ctx.expected_races
+        ));
+    }
+    if !problems.is_empty() {
+        why.push(format!("kernel log:\n{}", problems.join("\n")));
+    }
+    if why.is_empty() {
+        Outcome::Pass
+    } else {
+        Outcome::Fail(why.join("\n"))
+    }
+}
+
+/// The daemon's count of race reports, if it answers (it may be the one a
+/// case just restarted).
+fn races_total(ctx: &mut Ctx) -> Option<u64> {
+    let r = ctx.host.request(&serde_json::json!({"op": "injections"})).ok()?;
+    r["log"]["races_total"].as_u64()
+}
+
+/// The race reports since the count was `before`, one line each.
+fn new_races(ctx: &mut Ctx, before: Option<u64>) -> Vec<String> {
+    let Some(before) = before else { return Vec::new() };
+    let Ok(r) = ctx.host.request(&serde_json::json!({"op": "injections"})) else {
+        return Vec::new();
+    };
+    let log = &r["log"];
+    let total = log["races_total"].as_u64().unwrap_or(0);
+    // A restarted daemon counts from 0 again: nothing to attribute.
+    let n = total.saturating_sub(before) as usize;
+    let list = log["races"].as_array().cloned().unwrap_or_default();
+    list[list.len().saturating_sub(n)..]
+        .iter()
+        .map(|x| {
+            format!(
+                "{} request #{} tag {:#x}: {} (blocks at {})",
+                x["ep"].as_str().unwrap_or("?"),
+                x["request"],
+                x["tag"].as_u64().unwrap_or(0),
+                x["detail"].as_str().unwrap_or(""),
+                x["changed_blocks"]
+            )
+        })
+        .collect()
 }
 
 fn serve(cli: &Cli) -> ExitCode {

@@ -396,6 +396,7 @@ pub fn checksum_catches_writer(ctx: &mut Ctx) -> Result<(), Error> {
     buf.write(&data).map_err(io_err("fill"))?;
     ffs_dmabuf::attach(ep_in.as_fd(), buf.fd()).map_err(io_err("DMABUF_ATTACH"))?;
     let (before, _) = races(ctx)?;
+    ctx.expected_races += 1;
     let report = with_injection(ctx, &one(key(s.ep_in, "in_checksum"), "500ms"), |ctx| {
         ffs_dmabuf::transfer(ep_in.as_fd(), buf.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER"))?;
         ctx.host.ok(json!({
