@@ -257,14 +257,8 @@ impl FileConfig {
             streams.push(spec);
         }
         apply_inject(&self.inject, inject).map_err(invalid)?;
-        for ep in inject.endpoints.keys() {
-            if !ctrl.has_endpoint(*ep) {
-                return Err(invalid(format!(
-                    "[inject.{}]: the controller has no such endpoint",
-                    ep_name(*ep)
-                )));
-            }
-        }
+        ctrl.check_injection(inject)
+            .map_err(|m| invalid(format!("[inject]: {m}")))?;
         Ok(streams)
     }
 }
@@ -354,7 +348,7 @@ mod tests {
         let e = inject("[inject.ep1in]\nstall = \"often\"\n").unwrap_err();
         assert!(e.contains("[inject.ep1in]") && e.contains("often"), "{e}");
         let e = inject("[inject.ep15out]\nstall = \"always\"\n").unwrap_err();
-        assert!(e.contains("ep15out") && e.contains("no such endpoint"), "{e}");
+        assert!(e.contains("[inject]: the controller has no ep15out"), "{e}");
         let e = inject("[inject]\nlatency = true\n").unwrap_err();
         assert!(e.contains("latency"), "{e}");
     }

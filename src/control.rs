@@ -460,11 +460,9 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 };
                 cfg.set(&k, &text).map_err(|e| format!("inject: {e}"))?;
             }
-            for ep in cfg.endpoints.keys() {
-                if !g.config().has_endpoint(*ep) {
-                    return Err(format!("inject: the controller has no {}", ep_name(*ep)));
-                }
-            }
+            g.config()
+                .check_injection(&cfg)
+                .map_err(|e| format!("inject: {e}"))?;
             if clear {
                 g.set_injection(cfg);
             } else if changed {

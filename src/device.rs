@@ -123,6 +123,14 @@ impl ControllerConfig {
     pub fn has_endpoint(&self, addr: u8) -> bool {
         ep_num(addr) == 0 || self.endpoints.iter().any(|e| e.addr == addr)
     }
+
+    /// Injection settings may only name endpoints this controller has.
+    pub fn check_injection(&self, inject: &InjectConfig) -> Result<(), String> {
+        match inject.endpoints.keys().find(|ep| !self.has_endpoint(**ep)) {
+            Some(ep) => Err(format!("the controller has no {}", ep_name(*ep))),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What the transport must deliver to the driver, in this order.
@@ -1369,7 +1377,7 @@ impl<T: Debug> Device<T> {
                 if !g.started {
                     g.started = true;
                     g.chunk = e.inj.as_ref().and_then(|j| j.set.chunk);
-                    g.chunk_left = g.chunk.map_or(0, |c| c.bytes.div_ceil(mps as u64) * mps as u64);
+                    g.chunk_left = g.chunk.map_or(0, |c| c.bytes_for(mps as u64));
                     let mut wait = p.nak.unwrap_or_default();
                     if let Some(d) = p.in_checksum {
                         match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {
@@ -1422,7 +1430,7 @@ impl<T: Debug> Device<T> {
                 if let Some(g) = e.guest.front_mut().filter(|g| g.chunk_left > 0) {
                     g.chunk_left = g.chunk_left.saturating_sub(step.bytes as u64);
                     if let (0, Some(c)) = (g.chunk_left, g.chunk) {
-                        g.chunk_left = c.bytes.div_ceil(mps as u64) * mps as u64;
+                        g.chunk_left = c.bytes_for(mps as u64);
                         pause = Some(now + c.pause);
                     }
                 }

@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use crate::config::parse_ep_address;
 use crate::wire::ep_name;
+use udc_patterns::parse_size;
 
 /// USB 2.0 high speed's bulk ceiling: 13 packets of 512 bytes per 125 us
 /// microframe (USB 2.0, table 5-10).
@@ -164,12 +165,18 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// The chunk in bytes on an endpoint with `mps`-byte packets: whole
+    /// packets, at least the size asked for.
+    pub fn bytes_for(&self, mps: u64) -> u64 {
+        self.bytes.div_ceil(mps) * mps
+    }
+
     fn parse(s: &str) -> Result<Chunk, String> {
         let (b, p) = s
             .split_once(',')
             .ok_or_else(|| format!("chunk {s:?}: say SIZE,PAUSE, e.g. 4K,1ms"))?;
         let bytes = parse_size(b)?;
-        if bytes == 0 || bytes > u64::from(u32::MAX) {
+        if bytes > u64::from(u32::MAX) {
             return Err(format!("chunk {s:?}: the chunk size is 1 byte to 4 GiB"));
         }
         Ok(Chunk {
@@ -512,19 +519,6 @@ pub struct Plan {
     pub out_poison: Option<Duration>,
 }
 
-impl Plan {
-    /// Whether the plan changes anything but the latency.
-    pub fn delays_or_faults(&self) -> bool {
-        !self.latency.is_zero()
-            || self.nak.is_some()
-            || self.fault.is_some()
-            || self.hold
-            || self.reorder
-            || self.in_checksum.is_some()
-            || self.out_poison.is_some()
-    }
-}
-
 /// One endpoint's injector: its settings, generator and request count.
 #[derive(Clone, Debug)]
 pub struct EpInjector {
@@ -708,7 +702,8 @@ impl InjectLog {
     }
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a's starting state.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// FNV-1a, 64 bit: a stable hash for digests and race-detector checksums.
 pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
@@ -717,11 +712,6 @@ pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
-}
-
-/// A fresh FNV-1a state.
-pub fn fnv1a_start() -> u64 {
-    FNV_OFFSET
 }
 
 /// "1ms", "250us", "2s", "1.5ms", "0".
@@ -767,22 +757,6 @@ pub fn fmt_duration(d: Duration) -> String {
     } else {
         format!("{ns}ns")
     }
-}
-
-/// "4096", "4K", "1M" (binary multiples).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mul) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 1u64 << 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 1 << 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 1 << 30),
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("{t:?} is not a size (4096, 4K, 1M)"))
 }
 
 /// "high-speed", "super-speed", "40MB/s", "40MiB/s", "320Mbit/s", "1000B/s".
@@ -977,7 +951,6 @@ mod tests {
     fn units_parse() {
         assert_eq!(parse_duration("1.5ms").unwrap(), Duration::from_micros(1500));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_size("4K").unwrap(), 4096);
         assert_eq!(parse_bandwidth("40MB/s").unwrap(), 40_000_000);
         assert_eq!(parse_bandwidth("320Mbit/s").unwrap(), 40_000_000);
         assert_eq!(parse_bandwidth("1MiB/s").unwrap(), 1 << 20);

@@ -121,14 +121,8 @@ fn run(cli: Cli) -> Result<(), String> {
     if let Some(s) = cli.seed {
         inject.seed = s;
     }
-    for ep in inject.endpoints.keys() {
-        if !ctrl.has_endpoint(*ep) {
-            return Err(format!(
-                "--inject: the controller has no {}",
-                vhost_device_udc::wire::ep_name(*ep)
-            ));
-        }
-    }
+    ctrl.check_injection(&inject)
+        .map_err(|e| format!("--inject: {e}"))?;
     if let Some(s) = cli.speed {
         host_cfg.speed = s;
     }
@@ -152,7 +146,7 @@ fn run(cli: Cli) -> Result<(), String> {
         let udc = udc.clone();
         std::thread::Builder::new()
             .name("timers".into())
-            .spawn(move || udc.run_timers(&std::sync::atomic::AtomicBool::new(false)))
+            .spawn(move || udc.run_timers())
             .map_err(|e| format!("cannot start the timer thread: {e}"))?;
     }
     let host = Host::new(udc.clone(), host_cfg.clone());

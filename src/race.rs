@@ -10,7 +10,7 @@
 use vm_memory::GuestMemory;
 
 use crate::dma::{self, Cursor, DmaError};
-use crate::inject::{fnv1a, fnv1a_start};
+use crate::inject::{fnv1a, FNV_OFFSET};
 use crate::request::Segment;
 
 /// Granularity of the IN detector: a page, the unit in which CPU writes and
@@ -48,7 +48,7 @@ pub fn block_hashes<M: GuestMemory + ?Sized>(
 /// FNV-1a over 8-byte words (and the tail bytes): a change of any byte
 /// changes it, at several GB/s.
 fn block_hash(b: &[u8]) -> u64 {
-    let mut h = fnv1a_start();
+    let mut h = FNV_OFFSET;
     let mut words = b.chunks_exact(8);
     for w in &mut words {
         h ^= u64::from_le_bytes(w.try_into().expect("8 bytes"));

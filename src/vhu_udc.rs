@@ -11,7 +11,6 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -218,12 +217,12 @@ impl Udc {
     }
 
     /// Runs what the device scheduled (delayed completions, pauses, the
-    /// host's return after a disconnect: see [`Device::tick`]) on time,
-    /// until `stop` is set. Every change wakes it, so a new, earlier
-    /// deadline is never missed.
-    pub fn run_timers(&self, stop: &AtomicBool) {
+    /// host's return after a disconnect: see [`Device::tick`]) on time, for
+    /// the daemon's life. Every change wakes it, so a new, earlier deadline
+    /// is never missed.
+    pub fn run_timers(&self) -> ! {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        while !stop.load(Ordering::SeqCst) {
+        loop {
             let now = Instant::now();
             match g.dev.next_deadline() {
                 Some(d) if d <= now => {

@@ -962,16 +962,7 @@ fn open_nonblock(s: &Setup, n: u32) -> Result<File, Error> {
 /// The device's count of driver requests queued on endpoint `ep` and of
 /// those it ended with an error, from the control socket's status.
 pub(crate) fn device_queue(ctx: &mut Ctx, ep: u8) -> Result<(u64, u64), Error> {
-    let st = ctx.host.status()?;
-    let e = st["device"]["endpoints"]
-        .as_array()
-        .and_then(|a| a.iter().find(|e| e["address"] == ep).cloned())
-        .ok_or_else(|| {
-            Error::Check(format!(
-                "the device reports no endpoint {ep:#04x}: {}",
-                st["device"]
-            ))
-        })?;
+    let e = ctx.host.endpoint_status(ep)?;
     Ok((
         e["guest_queued"].as_u64().unwrap_or(u64::MAX),
         e["stats"]["guest_errors"].as_u64().unwrap_or(u64::MAX),

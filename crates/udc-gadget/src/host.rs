@@ -127,6 +127,32 @@ impl HostLink {
         self.ok(json!({"op": "status"}))
     }
 
+    /// The device's view of endpoint `ep` (`status`'s
+    /// `device.endpoints[]` entry): queues, stats, held completions.
+    pub fn endpoint_status(&mut self, ep: u8) -> Result<Value, Error> {
+        let st = self.status()?;
+        st["device"]["endpoints"]
+            .as_array()
+            .and_then(|a| a.iter().find(|e| e["address"] == ep).cloned())
+            .ok_or_else(|| {
+                Error::Check(format!(
+                    "the device reports no endpoint {ep:#04x}: {}",
+                    st["device"]
+                ))
+            })
+    }
+
+    /// The race detectors' reports (docs/injection.md): the total so far,
+    /// and the newest, oldest first.
+    pub fn races(&mut self) -> Result<(u64, Vec<Value>), Error> {
+        let r = self.ok(json!({"op": "injections"}))?;
+        let log = &r["log"];
+        Ok((
+            log["races_total"].as_u64().unwrap_or(0),
+            log["races"].as_array().cloned().unwrap_or_default(),
+        ))
+    }
+
     /// The IN and OUT endpoints of the first interface as the host
     /// enumerated them (the addresses the UDC gave them): (address,
     /// wMaxPacketSize) each.

@@ -261,21 +261,17 @@ fn run_case(ctx: &mut Ctx, case: fn(&mut Ctx) -> Result<(), Error>) -> Outcome {
 /// The daemon's count of race reports, if it answers (it may be the one a
 /// case just restarted).
 fn races_total(ctx: &mut Ctx) -> Option<u64> {
-    let r = ctx.host.request(&serde_json::json!({"op": "injections"})).ok()?;
-    r["log"]["races_total"].as_u64()
+    ctx.host.races().ok().map(|(total, _)| total)
 }
 
 /// The race reports since the count was `before`, one line each.
 fn new_races(ctx: &mut Ctx, before: Option<u64>) -> Vec<String> {
     let Some(before) = before else { return Vec::new() };
-    let Ok(r) = ctx.host.request(&serde_json::json!({"op": "injections"})) else {
+    let Ok((total, list)) = ctx.host.races() else {
         return Vec::new();
     };
-    let log = &r["log"];
-    let total = log["races_total"].as_u64().unwrap_or(0);
     // A restarted daemon counts from 0 again: nothing to attribute.
     let n = total.saturating_sub(before) as usize;
-    let list = log["races"].as_array().cloned().unwrap_or_default();
     list[list.len().saturating_sub(n)..]
         .iter()
         .map(|x| {

@@ -54,13 +54,8 @@ fn one(k: String, v: &str) -> Vec<(String, String)> {
 
 /// The daemon's race reports so far: (total, newest).
 fn races(ctx: &mut Ctx) -> Result<(u64, Value), Error> {
-    let r = ctx.host.ok(json!({"op": "injections"}))?;
-    let log = &r["log"];
-    let newest = log["races"]
-        .as_array()
-        .and_then(|a| a.last().cloned())
-        .unwrap_or(Value::Null);
-    Ok((log["races_total"].as_u64().unwrap_or(0), newest))
+    let (total, list) = ctx.host.races()?;
+    Ok((total, list.last().cloned().unwrap_or(Value::Null)))
 }
 
 /// The errno of a failed read()/write(), or the byte count.
@@ -274,11 +269,7 @@ pub fn faults_reach_functionfs(ctx: &mut Ctx) -> Result<(), Error> {
 fn held_handle(ctx: &mut Ctx, ep: u8) -> Result<u64, Error> {
     let start = Instant::now();
     loop {
-        let st = ctx.host.status()?;
-        let e = st["device"]["endpoints"]
-            .as_array()
-            .and_then(|a| a.iter().find(|e| e["address"] == ep).cloned())
-            .unwrap_or(Value::Null);
+        let e = ctx.host.endpoint_status(ep)?;
         if let Some(h) = e["held_completions"][0].as_u64() {
             return Ok(h);
         }
@@ -319,12 +310,9 @@ pub fn hold_then_detach(ctx: &mut Ctx) -> Result<(), Error> {
         })?;
         let signalled = start.elapsed();
         let after = device_queue(ctx, s.ep_in)?;
-        let st = ctx.host.status()?;
-        let held_left = st["device"]["endpoints"]
+        let held_left = ctx.host.endpoint_status(s.ep_in)?["held_completions"]
             .as_array()
-            .and_then(|a| a.iter().find(|e| e["address"] == s.ep_in).cloned())
-            .map(|e| e["held_completions"].as_array().map_or(0, |h| h.len()))
-            .unwrap_or(0);
+            .map_or(0, |h| h.len());
         check(after.1 == before.1 + 1 && held_left == 0, || {
             format!(
                 "after DETACH the device ended {} requests with an error and holds {held_left} completions, expected 1 and 0",
