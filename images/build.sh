@@ -10,6 +10,8 @@
 #
 #   images/build.sh                          newest linux-image-6.12.*+deb12-amd64
 #   images/build.sh --kernel-version 6.12.48+deb12
+#   images/build.sh --kdir ~/linux           a built kernel tree: its bzImage
+#                                            and modules, never installed
 #   images/build.sh --kernel BZIMAGE --modules /lib/modules/REL [--kdir KDIR]
 set -euo pipefail
 
@@ -25,7 +27,7 @@ say() { printf 'image: %s\n' "$*" >&2; }
 die() { printf 'image: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 
@@ -40,12 +42,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-if [ -n "$byo_kernel$byo_modules$byo_kdir" ]; then
+if [ -n "$byo_kernel$byo_modules" ]; then
     [ -n "$byo_kernel" ] && [ -n "$byo_modules" ] || die "--kernel and --modules go together (--kdir is optional)"
     [ -f "$byo_kernel" ] || die "--kernel $byo_kernel: no such file"
     [ -d "$byo_modules/kernel" ] || die "--modules $byo_modules: not a module tree (no kernel/ inside; give /lib/modules/<release>)"
-    [ -n "$kver" ] && die "--kernel-version does not go with --kernel"
 fi
+[ -z "$kver" ] || [ -z "$byo_kernel$byo_kdir" ] || die "--kernel-version does not go with --kernel or --kdir"
 
 need_tools() {
     local missing=()
@@ -109,6 +111,78 @@ fetch_debian_kernel() {
     moddir="$kroot/root/lib/modules/$release"
     kdir="$kroot/root/usr/src/linux-headers-$release"
     kernel_id="debian-$kver"
+    kernel_desc="Debian $kver"
+}
+
+# The options of images/udc.config's "required" and "wanted" parts that
+# $1/.config lacks, one per line as "required CONFIG_X=y" or "wanted ...".
+missing_options() {
+    local config=$1/.config part="" line opt want have
+    while IFS= read -r line; do
+        case "$line" in
+            '# --- '*) part=${line#'# --- '}; continue ;;
+            CONFIG_*=*) ;;
+            *) continue ;;
+        esac
+        [ "$part" = required ] || [ "$part" = wanted ] || continue
+        opt=${line%%=*}
+        want=${line#*=}
+        have=$(sed -n "s/^$opt=//p" "$config" 2>/dev/null)
+        case "$want:$have" in
+            y:y|m:y|m:m) ;;
+            *) echo "$part $opt=$want${have:+ (it has $have)}" ;;
+        esac
+    done < "$here/udc.config"
+}
+
+check_config() {
+    local kd=$1 missing
+    [ -f "$kd/.config" ] || die "$kd has no .config: give the tree the kernel was built in"
+    missing=$(missing_options "$kd")
+    if printf '%s\n' "$missing" | grep -q '^required '; then
+        die "$kd/.config lacks what the guest needs (images/udc.config; merge it with scripts/kconfig/merge_config.sh):
+$(printf '%s\n' "$missing" | sed -n 's/^required /  /p')"
+    fi
+    if [ -n "$missing" ]; then
+        say "note: $kd/.config lacks options some cases want (images/udc.config):"
+        printf '%s\n' "$missing" | sed -n 's/^wanted /  /p' >&2
+    fi
+}
+
+# A kernel tree the user built (make bzImage modules): its bzImage and
+# its modules, copied into the cache, never installed on this host.
+use_kernel_tree() {
+    kdir=$(cd "$byo_kdir" && pwd)
+    bzimage="$kdir/arch/x86/boot/bzImage"
+    [ -f "$bzimage" ] || die "--kdir $kdir: no arch/x86/boot/bzImage: build the kernel first (make bzImage modules)"
+    [ -f "$kdir/modules.order" ] || die "--kdir $kdir: no modules.order: build the modules first (make modules)"
+    release=$(cat "$kdir/include/config/kernel.release" 2>/dev/null) ||
+        die "--kdir $kdir: no include/config/kernel.release"
+    check_config "$kdir"
+    kernel_id="tree-$( (sha256sum < "$bzimage"; cat "$kdir/modules.order" | while read -r o; do
+        [ -f "$kdir/${o%.o}.ko" ] && sha256sum < "$kdir/${o%.o}.ko"; done) | sha256sum | cut -c1-16)"
+    local root="$cache/kernel/$kernel_id/root"
+    moddir="$root/lib/modules/$release"
+    if [ ! -f "$moddir/.done" ]; then
+        say "kernel $release (tree $kdir): collecting modules"
+        rm -rf "$root"
+        mkdir -p "$moddir/kernel"
+        local o ko n=0
+        while read -r o; do
+            ko=${o%.o}.ko
+            [ -f "$kdir/$ko" ] || die "$kdir/$ko is in modules.order but not built: make modules"
+            mkdir -p "$moddir/kernel/$(dirname "$ko")"
+            cp "$kdir/$ko" "$moddir/kernel/$ko"
+            n=$((n + 1))
+        done < "$kdir/modules.order"
+        sed 's|^|kernel/|; s|\.o$|.ko|' "$kdir/modules.order" > "$moddir/modules.order"
+        [ -f "$kdir/modules.builtin" ] && cp "$kdir/modules.builtin" "$moddir/"
+        [ -f "$kdir/modules.builtin.modinfo" ] && cp "$kdir/modules.builtin.modinfo" "$moddir/"
+        depmod -b "$root" "$release"
+        touch "$moddir/.done"
+        say "kernel $release (tree $kdir): $n modules"
+    fi
+    kernel_desc="the kernel tree $kdir ($release)"
 }
 
 use_own_kernel() {
@@ -124,6 +198,7 @@ use_own_kernel() {
     grep -q '^CONFIG_USB_GADGET=[ym]' "$kdir/.config" 2>/dev/null ||
         die "$kdir/.config has no CONFIG_USB_GADGET: the kernel needs USB gadget support"
     kernel_id="own-$(cat "$bzimage" | sha256sum | cut -c1-16)"
+    kernel_desc="your kernel $release ($bzimage)"
     # The module tree may lack modules.dep: make one in a private copy.
     local copy="$cache/kernel/$kernel_id/root/lib/modules/$release"
     if [ ! -f "$copy/.done" ]; then
@@ -138,7 +213,13 @@ use_own_kernel() {
     moddir=$copy
 }
 
-if [ -n "$byo_kernel" ]; then use_own_kernel; else fetch_debian_kernel; fi
+if [ -n "$byo_kernel" ]; then
+    use_own_kernel
+elif [ -n "$byo_kdir" ]; then
+    use_kernel_tree
+else
+    fetch_debian_kernel
+fi
 
 # ---------------------------------------------------------------- module --
 
@@ -251,6 +332,17 @@ echo "/lib/modules/$release/extra/virtio_udc.ko" >> "$stage/etc/udc/modules"
 grep -v '/dummy_hcd\.ko$' "$stage/etc/udc/modules" > "$stage/etc/udc/modules.new"
 mv "$stage/etc/udc/modules.new" "$stage/etc/udc/modules"
 echo "$release" > "$stage/etc/udc/kernel.release"
+# Which FunctionFS the guest loads: init prints /etc/udc/ffs with the
+# module's srcversion, and udc-vm replaces both when it loads an f_fs of
+# its own build (--ffs-patch, docs/ffs.md).
+ffs_module=$(grep '/usb_f_fs\.ko$' "$stage/etc/udc/modules" || true)
+if [ -n "$ffs_module" ]; then
+    ffs_stock="stock usb_f_fs.ko of $kernel_desc (sha256 $(sha256sum < "$stage$ffs_module" | cut -c1-16))"
+else
+    ffs_module=builtin
+    ffs_stock="f_fs built into $kernel_desc"
+fi
+echo "$ffs_stock" > "$stage/etc/udc/ffs"
 
 # Without debug info: the release profile keeps it, the initramfs need not.
 strip -o "$stage/usr/bin/udc-gadget" "$gadget_bin"
@@ -267,6 +359,15 @@ cp "$bzimage" "$out.tmp/bzImage"
 cp "$modbuild/virtio_udc.ko" "$out.tmp/virtio_udc.ko"
 echo "$release" > "$out.tmp/kernel.release"
 cp "$stage/etc/udc/modules" "$out.tmp/modules.list"
+# What udc-vm needs to build modules for this image (docs/vm-tier.md).
+{
+    echo "kernel: $kernel_desc"
+    echo "kernel-id: $kernel_id"
+    echo "release: $release"
+    echo "kdir: $kdir"
+    echo "ffs-module: $ffs_module"
+    echo "ffs-stock: $ffs_stock"
+} > "$out.tmp/build.info"
 touch "$out.tmp/.done"
 rm -rf "$out"
 mv "$out.tmp" "$out"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the kernel's own style checks on the guest driver, as a maintainer
-# would before taking it as drivers/usb/gadget/udc/virtio_udc.c:
+# would before taking it as drivers/usb/gadget/udc/virtio_udc.c, and on the
+# f_fs fix series in patches/linux:
 # scripts/checkpatch.pl --strict (inside a kernel tree, so it knows the
 # kernel's identifiers) and scripts/kernel-doc -Wall. The kernel scripts come
 # from Debian's linux-source-6.12 package, unpacked once into the cache.
@@ -40,10 +41,18 @@ status=0
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet -f \
     drivers/usb/gadget/udc/virtio_udc.c drivers/usb/gadget/udc/virtio_udc.h) || status=1
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --no-tree -f "$here/virtio-udc/compat/find_vqs.h") || status=1
+# The f_fs fix series, as a maintainer runs checkpatch on a patch. The
+# tree here is not a git repository, so the Fixes: commit ids cannot be
+# looked up (they were checked against the kernel's history by hand).
+for p in "$here"/../patches/linux/*.patch; do
+    [ -f "$p" ] || continue
+    (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --ignore UNKNOWN_COMMIT_ID "$p") || status=1
+done
 doc=$(cd "$tree" && perl scripts/kernel-doc -none -Wall drivers/usb/gadget/udc/virtio_udc.c \
     drivers/usb/gadget/udc/virtio_udc.h 2>&1) || status=1
 [ -z "$doc" ] || { printf '%s\n' "$doc"; status=1; }
 if [ $status = 0 ]; then
     say "virtio_udc.c, virtio_udc.h: checkpatch --strict and kernel-doc -Wall clean"
+    say "patches/linux: checkpatch --strict clean"
 fi
 exit $status

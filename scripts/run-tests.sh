@@ -7,10 +7,12 @@
 #           test, then udc-vm boots Debian's 6.12 kernel with virtio_udc.ko
 #           under our QEMU and the daemon and runs the scenario suite at
 #           SuperSpeed (controllers with and without scatter-gather),
-#           high speed and full speed, again under seeded random latency
-#           and with swiotlb=force, the udmabuf device tests and the
-#           zero-copy tests, which need the guest kernel's /dev/udmabuf,
-#           and a short bench.
+#           high speed and full speed, again under seeded random latency,
+#           the udmabuf device tests and the zero-copy tests, which need
+#           the guest kernel's /dev/udmabuf; the reproducers of f_fs's bugs
+#           on the stock module (expected failures) and with the fix series
+#           of patches/linux (clean, with the whole catalogue under
+#           swiotlb=force and the DMABUF lifecycle matrix); a short bench.
 # A test that cannot run fails; none is counted as passed without running.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -78,8 +80,45 @@ vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk
 # DMABUF-next-to-read/write case with every mapping bounced.
 vm "VM suite, random latency (seed 1)" --speed super --controller sg --inject latency=0..2ms \
     --inject nak=5% --inject nak_time=1ms --seed 1 --out target/vm/latency --junit target/vm/latency.xml
-vm "VM suite, swiotlb=force" --speed super --controller sg --coherency swiotlb --filter coherency \
-    --out target/vm/swiotlb --junit target/vm/swiotlb.xml
+# FunctionFS: the bugs the suite found in Debian's f_fs (docs/kernel-bugs.md)
+# and the fix series (patches/linux/, loaded with --ffs-patch). First each
+# reproducer on the stock module, where it must fail for its bug (an
+# expected failure, asserted: a kernel that fixes one makes its case say
+# so); then the same with the series, where everything passes: the whole
+# scatter-gather catalogue under swiotlb=force, the reproducers and the
+# DMABUF lifecycle matrix (docs/dmabuf-lifecycle.md).
+series=()
+for p in patches/linux/*.patch; do series+=(--ffs-patch "$p"); done
+# udmabuf's own DMA_BUF_IOCTL_SYNC under swiotlb=force is a kernel bug outside
+# f_fs, with no fix here (docs/kernel-bugs.md): it fails in every swiotlb boot.
+udmabuf_sync=(--expect-fail 'udmabuf-sync-keeps-other-writes:reverted another writer')
+vm "stock f_fs, swiotlb=force: DMABUFs never synced, segments above swiotlb's limit" --speed super --controller sg \
+    --coherency swiotlb --filter coherency,udmabuf-sync,ffs-rw-large \
+    --expect-fail 'coherency-dmabuf-next-to-read-write:never syncs the DMABUF' \
+    --expect-fail 'ffs-rw-large-under-swiotlb:swiotlb buffer is full' "${udmabuf_sync[@]}" \
+    --out target/vm/stock-swiotlb --junit target/vm/stock-swiotlb.xml
+vm "stock f_fs, poisoned frees: the fence lock used after free" --speed super --controller sg --debug-kernel-options \
+    --filter ffs-fence-outlives-detach --expect-fail 'ffs-fence-outlives-detach:dma_fence_get_status' \
+    --out target/vm/stock-fence --junit target/vm/stock-fence.xml
+vm "stock f_fs, no scatter-gather: an 8 MiB read/write warns and fails" --speed super --controller no-sg \
+    --filter ffs-rw-above-4mib --expect-fail 'ffs-rw-above-4mib-without-sg:Cannot allocate memory' \
+    --out target/vm/stock-nosg --junit target/vm/stock-nosg.xml
+null_deref=()
+for c in transfer-not-bound transfer-udc-unbound transfer-driver-removed detach-not-bound detach-udc-unbound \
+    detach-driver-removed; do
+    null_deref+=(--expect-fail "lifecycle-$c:kernel NULL pointer dereference")
+done
+vm "stock f_fs: the DMABUF lifecycle matrix (6 orderings oops)" --speed super --controller sg --filter lifecycle \
+    "${null_deref[@]}" --out target/vm/stock-lifecycle --junit target/vm/stock-lifecycle.xml
+vm "f_fs with the fix series, swiotlb=force: the scatter-gather catalogue" --speed super --controller sg \
+    --coherency swiotlb "${series[@]}" "${udmabuf_sync[@]}" --out target/vm/fixed-swiotlb --junit target/vm/fixed-swiotlb.xml
+vm "f_fs with the fix series, swiotlb=force: large read/write" --speed super --controller sg --coherency swiotlb \
+    "${series[@]}" --filter ffs-rw-large --out target/vm/fixed-swiotlb-rw --junit target/vm/fixed-swiotlb-rw.xml
+vm "f_fs with the fix series, poisoned frees: the fence and the lifecycle matrix" --speed super --controller sg \
+    --debug-kernel-options "${series[@]}" --filter ffs-fence-outlives-detach,lifecycle \
+    --out target/vm/fixed-lifecycle --junit target/vm/fixed-lifecycle.xml
+vm "f_fs with the fix series, no scatter-gather: 8 MiB read/write" --speed super --controller no-sg "${series[@]}" \
+    --filter ffs-rw-above-4mib --out target/vm/fixed-nosg --junit target/vm/fixed-nosg.xml
 # The benchmark runs too, short, so it cannot rot: every series must report
 # (it fails when a measurement fails or the guest does not report).
 if [ -n "$qemu" ] && [ -n "$image" ]; then

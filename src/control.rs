@@ -116,7 +116,12 @@ enum Request {
     Injections {},
     /// Ends the daemon at once, without cleanup, as a crash would: for
     /// testing how QEMU and the guest driver recover from a lost back end.
-    Crash {},
+    Crash {
+        /// How long a supervisor should leave the daemon down before it
+        /// starts it again (said in the log; udc-vm honours it).
+        #[serde(default)]
+        down_ms: Option<u64>,
+    },
     Host {
         #[serde(default)]
         speed: Option<String>,
@@ -512,8 +517,13 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             };
             Ok(json!({"ok": true, "changed": did}))
         }
-        Request::Crash {} => {
-            log::warn!("control socket asked for a crash: exiting now without cleanup");
+        Request::Crash { down_ms } => {
+            match down_ms {
+                Some(ms) => log::warn!(
+                    "control socket asked for a crash: exiting now without cleanup; stay down for {ms} ms before a restart"
+                ),
+                None => log::warn!("control socket asked for a crash: exiting now without cleanup"),
+            }
             // Let the reply reach the client first.
             std::thread::spawn(|| {
                 std::thread::sleep(std::time::Duration::from_millis(100));

@@ -110,6 +110,9 @@ impl Host {
                 .udc
                 .wait_until(Duration::from_millis(200), |d| auto && d.wants_enumeration());
             drop(g);
+            // `auto` was read before the wait: a control-socket request may
+            // have turned it off since (and its poke woke us). Ask again.
+            let want = want && self.config().auto_enumerate;
             if want && !self.stop.load(Ordering::SeqCst) {
                 if let Err(e) = self.reset_and_enumerate() {
                     error!("host: enumeration failed: {e}");

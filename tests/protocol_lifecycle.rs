@@ -370,6 +370,46 @@ fn crash_ends_the_daemon_abruptly_and_a_new_one_takes_the_sockets() {
 }
 
 #[test]
+fn auto_enumerate_turned_off_holds_a_gadget_that_pulls_up_right_after() {
+    let d = Daemon::start(&[]);
+    let mut h = d.harness();
+    let mut g = FakeGadget::new();
+    // Off, then at once a pull-up: the host must leave the bus alone.
+    d.ctl().ok(json!({"op": "host", "auto_enumerate": false}));
+    let mut r = udc_harness::harness::ctrl_req(VIRTIO_UDC_CMD_PULLUP);
+    r.value = vm_memory::Le32::from(1);
+    h.command_ok(r).unwrap();
+    g.run_for(&mut h, Duration::from_millis(600)).unwrap();
+    let st = d.ctl().ok(json!({"op": "status"}));
+    assert_ne!(st["device"]["state"], "configured", "{st}");
+    // On demand it enumerates (the request returns once the gadget, run
+    // here meanwhile, has answered).
+    let mut ctl = d.ctl();
+    let asked = std::thread::spawn(move || ctl.ok(json!({"op": "enumerate"})));
+    g.run_until_configured(&mut h, T).unwrap();
+    asked.join().unwrap();
+}
+
+#[test]
+fn a_crash_can_ask_its_supervisor_for_downtime() {
+    let mut d = Daemon::start(&[]);
+    let r = d.ctl().ok(json!({"op": "crash", "down_ms": 4000}));
+    assert_eq!(r["exit_status"], 70);
+    let mut child = d.child.take().unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < T, "the daemon did not end after crash");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // udc-vm reads this line to wait before it starts the daemon again.
+    assert!(
+        d.log_text().contains("stay down for 4000 ms before a restart"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
 fn bad_command_line_and_config_say_what_is_wrong() {
     let bin = env!("CARGO_BIN_EXE_vhost-device-udc");
     let out = std::process::Command::new(bin)

@@ -18,6 +18,7 @@ use std::os::fd::AsFd;
 use crate::dmabuf::{self, GuestBuf, Source};
 use crate::ffs::{Speed, USB_DIR_IN};
 use crate::ffs_dmabuf;
+use crate::findings;
 use crate::gadget::{self, TestGadget};
 use crate::host::HostLink;
 use crate::recipes;
@@ -26,7 +27,7 @@ use crate::Error;
 /// Transfers above this size go through a host stream instead of one
 /// base64 control-socket transfer.
 const MAX_SOCKET_TRANSFER: usize = 1 << 20;
-const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Ctx {
@@ -41,7 +42,7 @@ pub struct Ctx {
     pub expected_races: u64,
 }
 
-type CaseFn = fn(&mut Ctx) -> Result<(), Error>;
+pub(crate) type CaseFn = fn(&mut Ctx) -> Result<(), Error>;
 
 /// What a case needs of the controller (the config space's
 /// VIRTIO_UDC_CONFIG_F_SG): FunctionFS's DMABUF interface exists only on a
@@ -75,14 +76,39 @@ pub struct Case {
     pub name: &'static str,
     pub needs: Needs,
     pub run: CaseFn,
+    /// In the suite when no case is named (`udc-gadget test` alone). The
+    /// others run when a --filter word or --cases names them: the
+    /// reproducers of kernel bugs, which fail (or hang the guest) on a
+    /// kernel that has the bug, and the DMABUF lifecycle matrix.
+    pub default: bool,
 }
 
 const fn case(name: &'static str, needs: Needs, run: CaseFn) -> Case {
-    Case { name, needs, run }
+    Case {
+        name,
+        needs,
+        run,
+        default: true,
+    }
 }
 
-/// Every case, in the order they run.
-pub const CASES: &[Case] = &[
+/// A case that runs only when named (see [`Case::default`]).
+pub(crate) const fn on_request(name: &'static str, needs: Needs, run: CaseFn) -> Case {
+    Case {
+        name,
+        needs,
+        run,
+        default: false,
+    }
+}
+
+/// Every case, in the order they run: the catalogue and the reproducers,
+/// then the DMABUF lifecycle matrix.
+pub fn all() -> impl Iterator<Item = &'static Case> {
+    CASES.iter().chain(crate::lifecycle::CASES)
+}
+
+const CASES: &[Case] = &[
     case("enumeration", Needs::Any, enumeration),
     case("bulk-out-read", Needs::Any, bulk_out_read),
     case("bulk-in-write", Needs::Any, bulk_in_write),
@@ -149,9 +175,30 @@ pub const CASES: &[Case] = &[
         Needs::Sg,
         recipes::coherency_dmabuf_next_to_read_write,
     ),
+    case(
+        "udmabuf-sync-keeps-other-writes",
+        Needs::Any,
+        findings::udmabuf_sync_keeps_other_writes,
+    ),
     case("unbind-rebind", Needs::Any, unbind_rebind),
     case("rmmod-insmod-with-transfers-queued", Needs::Any, rmmod_insmod),
     case("daemon-crash-and-restart", Needs::Any, daemon_crash),
+    // Reproducers of f_fs bugs (docs/kernel-bugs.md, patches/linux/).
+    on_request(
+        "ffs-fence-outlives-detach",
+        Needs::Sg,
+        findings::dmabuf_fence_outlives_detach,
+    ),
+    on_request(
+        "ffs-rw-large-under-swiotlb",
+        Needs::Sg,
+        findings::rw_large_under_swiotlb,
+    ),
+    on_request(
+        "ffs-rw-above-4mib-without-sg",
+        Needs::NoSg,
+        findings::rw_above_4mib_without_sg,
+    ),
 ];
 
 /// Sizes for the read/write cases, around the packet size and up to 8 MiB.
@@ -578,7 +625,7 @@ pub(crate) fn io_err(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// An errno-returning call must fail with exactly `errno`.
-fn expect_errno(r: std::io::Result<()>, errno: i32, what: &str) -> Result<(), Error> {
+pub(crate) fn expect_errno(r: std::io::Result<()>, errno: i32, what: &str) -> Result<(), Error> {
     match r {
         Err(e) if e.raw_os_error() == Some(errno) => Ok(()),
         Err(e) => Err(Error::Check(format!(
@@ -594,7 +641,13 @@ fn expect_errno(r: std::io::Result<()>, errno: i32, what: &str) -> Result<(), Er
 
 /// One DMABUF transfer each way: attach, transfer, wait on the fence,
 /// check the data at the other end, detach.
-fn dmabuf_pair(ctx: &mut Ctx, s: &Setup, buf: &mut GuestBuf, size: usize, seed: u64) -> Result<(), Error> {
+pub(crate) fn dmabuf_pair(
+    ctx: &mut Ctx,
+    s: &Setup,
+    buf: &mut GuestBuf,
+    size: usize,
+    seed: u64,
+) -> Result<(), Error> {
     let what = format!("{} {} KiB", buf.source.name(), size >> 10);
     let ep_in = s.g.open_ep(1)?;
     let ep_out = s.g.open_ep(2)?;
@@ -649,19 +702,47 @@ fn dmabuf_pair(ctx: &mut Ctx, s: &Setup, buf: &mut GuestBuf, size: usize, seed: 
 
 /// Catalogue 1: attach, transfer, detach both ways, 4 KiB to 64 MiB, with
 /// udmabufs (one segment per page) and dma-heap buffers (few segments).
+///
+/// Under swiotlb=force a dma-heap buffer of 1 MiB or more cannot be
+/// attached: the system heap hands out 1 MiB segments and swiotlb maps at
+/// most 256 KiB at once, so the heap's map_dma_buf fails and ATTACH with it
+/// (EIO; docs/kernel-bugs.md). The case asserts exactly that there.
 fn dmabuf_sizes(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
+    let bounced = dmabuf::dma_bounces();
     let mut seed = 11_000;
+    let mut refused = Vec::new();
     for source in [Source::Udmabuf, Source::Heap] {
         for size in [4096usize, 65536, 1 << 20, 16 << 20, 64 << 20] {
             let mut buf = GuestBuf::new(source, size)
                 .map_err(|e| Error::Setup(format!("{} of {size} bytes: {e}", source.name())))?;
+            if bounced && source == Source::Heap && size >= 1 << 20 {
+                for n in [1, 2] {
+                    let ep = s.g.open_ep(n)?;
+                    expect_errno(
+                        ffs_dmabuf::attach(ep.as_fd(), buf.fd()),
+                        libc::EIO,
+                        &format!(
+                            "DMABUF_ATTACH of a {} MiB dma-heap buffer under swiotlb=force",
+                            size >> 20
+                        ),
+                    )?;
+                }
+                refused.push(format!("{} MiB", size >> 20));
+                continue;
+            }
             dmabuf_pair(ctx, &s, &mut buf, size, seed)?;
             seed += 2;
         }
     }
     ctx.notes
         .push("udmabuf and dma-heap, 4 KiB to 64 MiB, both ways".into());
+    if !refused.is_empty() {
+        ctx.notes.push(format!(
+            "under swiotlb=force, dma-heap buffers of {} refused at ATTACH with EIO (1 MiB heap segments, 256 KiB swiotlb mappings)",
+            refused.join(", ")
+        ));
+    }
     Ok(())
 }
 
@@ -949,14 +1030,32 @@ fn dmabuf_mixed(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// Endpoint file `n` opened with O_NONBLOCK.
-fn open_nonblock(s: &Setup, n: u32) -> Result<File, Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    File::options()
+pub(crate) fn open_nonblock(s: &Setup, n: u32) -> Result<File, Error> {
+    open_endpoint(&s.g.ep_path(n), true)
+}
+
+/// Opens an endpoint file, O_NONBLOCK if `nonblock`. f_fs's open takes the
+/// FunctionFS mutex, which an O_NONBLOCK open only tries (EAGAIN while the
+/// ep0 thread holds it): the file is opened blocking and made
+/// non-blocking after, which is what the ioctls and I/O look at.
+pub(crate) fn open_endpoint(path: &std::path::Path, nonblock: bool) -> Result<File, Error> {
+    use std::os::fd::AsRawFd;
+    let f = File::options()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(s.g.ep_path(n))
-        .map_err(|e| Error::Setup(format!("{}: {e}", s.g.ep_path(n).display())))
+        .open(path)
+        .map_err(|e| Error::Setup(format!("{}: {e}", path.display())))?;
+    if nonblock {
+        // SAFETY: F_SETFL on our own descriptor.
+        if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_RDWR | libc::O_NONBLOCK) } < 0 {
+            return Err(Error::Setup(format!(
+                "{}: O_NONBLOCK: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            )));
+        }
+    }
+    Ok(f)
 }
 
 /// The device's count of driver requests queued on endpoint `ep` and of
@@ -1114,7 +1213,7 @@ fn unbind_rebind(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// The module path of virtio_udc in this image.
-fn virtio_udc_ko() -> Result<String, Error> {
+pub(crate) fn virtio_udc_ko() -> Result<String, Error> {
     let list = std::fs::read_to_string("/etc/udc/modules")
         .map_err(|e| Error::Setup(format!("/etc/udc/modules: {e}")))?;
     list.lines()
@@ -1123,7 +1222,7 @@ fn virtio_udc_ko() -> Result<String, Error> {
         .ok_or_else(|| Error::Setup("virtio_udc.ko is not in /etc/udc/modules".into()))
 }
 
-fn run(cmd: &str, args: &[&str]) -> Result<(), Error> {
+pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<(), Error> {
     let out = Command::new(cmd)
         .args(args)
         .output()

@@ -39,8 +39,8 @@ const SYNC_IOC_FILE_INFO: u64 = ioc(RW, b'>', 4, 56);
 
 pub const SYNC_READ: u64 = 1;
 pub const SYNC_WRITE: u64 = 2;
-const SYNC_START: u64 = 0;
-const SYNC_END: u64 = 4;
+pub const SYNC_START: u64 = 0;
+pub const SYNC_END: u64 = 4;
 
 #[repr(C)]
 struct HeapAlloc {
@@ -88,12 +88,30 @@ fn ioctl<T>(fd: BorrowedFd<'_>, req: u64, arg: &mut T) -> io::Result<()> {
     }
 }
 
+/// Whether the guest kernel bounces every DMA mapping (`swiotlb=force` on
+/// its command line, as `udc-vm --coherency swiotlb` boots it).
+pub fn dma_bounces() -> bool {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("swiotlb="))
+        .any(|v| v.split(',').any(|p| p == "force"))
+}
+
 /// A DMABUF and its CPU mapping.
 pub struct GuestBuf {
     fd: OwnedFd,
     ptr: *mut u8,
     pub size: usize,
     pub source: Source,
+    /// DMA_BUF_IOCTL_SYNC brackets the CPU's accesses. Not on a udmabuf
+    /// when every mapping bounces: udmabuf (6.12) syncs a mapping of its
+    /// own for its misc device there, whose bounce buffer then overwrites
+    /// what any other device wrote since (docs/kernel-bugs.md; the case
+    /// udmabuf-sync-keeps-other-writes shows it). The CPU mapping is the
+    /// pages themselves on this coherent machine, so reading it after the
+    /// fence is what a correct exporter's sync would give.
+    sync: bool,
 }
 
 impl GuestBuf {
@@ -139,6 +157,7 @@ impl GuestBuf {
             ptr: ptr as *mut u8,
             size,
             source,
+            sync: !(source == Source::Udmabuf && dma_bounces()),
         })
     }
 
@@ -147,6 +166,14 @@ impl GuestBuf {
     }
 
     fn sync(&self, flags: u64) -> io::Result<()> {
+        if !self.sync {
+            return Ok(());
+        }
+        self.sync_always(flags)
+    }
+
+    /// DMA_BUF_IOCTL_SYNC, whatever the kernel makes of it.
+    pub fn sync_always(&self, flags: u64) -> io::Result<()> {
         let mut f = flags;
         ioctl(self.fd(), DMA_BUF_IOCTL_SYNC, &mut f)
     }

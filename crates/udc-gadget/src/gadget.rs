@@ -79,6 +79,15 @@ impl TestGadget {
     /// Registers the gadget, writes the function's descriptors and binds
     /// it to `udc`.
     pub fn bind(udc: Udc) -> Result<TestGadget, Error> {
+        let mut g = TestGadget::unbound(udc)?;
+        g.rebind()?;
+        Ok(g)
+    }
+
+    /// Registers the gadget and writes the function's descriptors (the
+    /// endpoint files exist), without binding it to `udc`: FunctionFS is
+    /// ready, the function is not bound yet.
+    pub fn unbound(udc: Udc) -> Result<TestGadget, Error> {
         // A gadget left by an earlier run would hold the UDC.
         let _ = usb_gadget::remove_all();
         // Only the mount: the descriptors are ours.
@@ -102,8 +111,6 @@ impl TestGadget {
         let ep0 = Ep0::start(&ffs_dir, &FUNCTION, Arc::clone(&ep0_log))?;
         let tx = AioEndpoint::open(&ffs_dir.join("ep1"), AIO_DEPTH)?;
         let rx = AioEndpoint::open(&ffs_dir.join("ep2"), AIO_DEPTH)?;
-        reg.bind(Some(&udc))
-            .map_err(|e| Error::Setup(format!("binding the gadget to UDC {:?}: {e}", udc.name())))?;
         Ok(TestGadget {
             tx,
             rx,
@@ -136,10 +143,11 @@ impl TestGadget {
             .map_err(|e| Error::Setup(format!("unbinding: {e}")))
     }
 
+    /// Binds to the UDC (again).
     pub fn rebind(&mut self) -> Result<(), Error> {
         self.reg
             .bind(Some(&self.udc))
-            .map_err(|e| Error::Setup(format!("binding again: {e}")))
+            .map_err(|e| Error::Setup(format!("binding the gadget to UDC {:?}: {e}", self.udc.name())))
     }
 
     /// Whether configfs still has the gadget bound to a UDC.

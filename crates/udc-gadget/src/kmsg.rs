@@ -5,6 +5,16 @@ use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsRawFd;
 
+/// Writes `line` into the kernel log (at KERN_INFO), where it lands on the
+/// console in order with the kernel's own messages. Best effort: a guest
+/// without /dev/kmsg just has no marks.
+pub fn mark(line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = File::options().write(true).open("/dev/kmsg") {
+        let _ = f.write_all(format!("<6>{line}\n").as_bytes());
+    }
+}
+
 /// The kernel log from the moment it was created on.
 pub struct KmsgWatch {
     file: Option<File>,

@@ -12,10 +12,12 @@ mod cases;
 mod dmabuf;
 mod ffs;
 mod ffs_dmabuf;
+mod findings;
 mod gadget;
 mod host;
 mod kmsg;
 mod ktap;
+mod lifecycle;
 mod recipes;
 
 use std::path::PathBuf;
@@ -63,9 +65,20 @@ struct Cli {
 enum Cmd {
     /// Run the scenario suite; KTAP on stdout.
     Test {
-        /// Run only the cases whose name contains this.
+        /// Run only the cases whose names contain one of these
+        /// comma-separated words.
         #[arg(long)]
         filter: Option<String>,
+        /// Run exactly these cases (comma-separated names), in the suite's
+        /// order: the runner's way of going on in a fresh guest.
+        #[arg(long, conflicts_with = "filter", value_delimiter = ',')]
+        cases: Vec<String>,
+        /// Stop after the first case that fails, saying so (exit status 4):
+        /// a failure may leave the kernel or the gadget unfit for the
+        /// next case, and the runner (udc-vm test) boots a fresh guest for
+        /// the rest.
+        #[arg(long)]
+        stop_on_failure: bool,
         /// List the cases and exit.
         #[arg(long)]
         list: bool,
@@ -99,22 +112,28 @@ extern "C" fn on_signal(_: libc::c_int) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Test { ref filter, list } => {
-            let cases: Vec<&Case> = cases::CASES
-                .iter()
-                .filter(|c| {
-                    filter
-                        .as_deref()
-                        .is_none_or(|f| f.split(',').any(|f| c.name.contains(f)))
-                })
-                .collect();
+        Cmd::Test {
+            ref filter,
+            ref cases,
+            stop_on_failure,
+            list,
+        } => {
+            let chosen = match select_cases(filter.as_deref(), cases) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
             if list {
-                for c in &cases {
-                    println!("{} (needs {})", c.name, c.needs.describe());
+                for c in &chosen {
+                    println!(
+                        "{} (needs {}{})",
+                        c.name,
+                        c.needs.describe(),
+                        if c.default { "" } else { "; runs only when named" }
+                    );
                 }
                 return ExitCode::SUCCESS;
             }
-            run_suite(&cli, cases)
+            run_suite(&cli, chosen, stop_on_failure)
         }
         Cmd::Serve => serve(&cli),
         Cmd::Demo { size } => {
@@ -169,10 +188,40 @@ fn context(cli: &Cli) -> Result<Ctx, Error> {
     })
 }
 
+/// The cases of `udc-gadget test`: those whose names contain a word of
+/// `filter`, or exactly `names` (an unknown name is an error), or all.
+fn select_cases(filter: Option<&str>, names: &[String]) -> Result<Vec<&'static Case>, Error> {
+    if !names.is_empty() {
+        if let Some(n) = names.iter().find(|n| !cases::all().any(|c| c.name == n.as_str())) {
+            return Err(Error::Setup(format!(
+                "--cases: no case named {n} (udc-gadget test --list)"
+            )));
+        }
+        return Ok(cases::all()
+            .filter(|c| names.iter().any(|n| n == c.name))
+            .collect());
+    }
+    Ok(cases::all()
+        .filter(|c| match filter {
+            None => c.default,
+            Some(f) => f.split(',').any(|f| c.name.contains(f)),
+        })
+        .collect())
+}
+
+/// Exit status of `udc-gadget test --stop-on-failure` when it stopped
+/// early.
+const STOPPED: u8 = 4;
+
 /// Runs `cases`, less those the controller cannot run (a DMABUF case on a
 /// controller without scatter-gather, say), which leave the plan with a
 /// diagnostic saying why: the runner boots a controller of each kind.
-fn run_suite(cli: &Cli, cases: Vec<&Case>) -> ExitCode {
+///
+/// The plan's case names come first as a `# plan:` diagnostic, and each
+/// case's start goes to the kernel log (`udc-gadget: case NAME`), so that
+/// the runner can tell which case a stuck guest or a console splat
+/// belongs to.
+fn run_suite(cli: &Cli, cases: Vec<&Case>, stop_on_failure: bool) -> ExitCode {
     let mut ctx = context(cli);
     let sg = match &mut ctx {
         Ok(c) => c
@@ -194,6 +243,10 @@ fn run_suite(cli: &Cli, cases: Vec<&Case>) -> ExitCode {
             c.needs.describe()
         ));
     }
+    ktap.diag(&format!(
+        "plan: {}",
+        cases.iter().map(|c| c.name).collect::<Vec<_>>().join(",")
+    ));
     let mut ctx = match ctx {
         Ok(c) => Some(c),
         Err(e) => {
@@ -201,18 +254,50 @@ fn run_suite(cli: &Cli, cases: Vec<&Case>) -> ExitCode {
             None
         }
     };
-    for c in &cases {
+    for (i, c) in cases.iter().enumerate() {
+        kmsg::mark(&format!("udc-gadget: case {}", c.name));
+        // Said after the last case too: the runner then stops a guest the
+        // failure left stuck, and runs the guest test binaries in a fresh one.
+        let stop = stop_on_failure.then(|| {
+            format!(
+                "udc-gadget: stopped after {} failed: {} cases left for a fresh guest",
+                c.name,
+                cases.len() - i - 1
+            )
+        });
+        // The console hears of a failure first: a guest stuck by the case
+        // may never get its KTAP line to the runner, and the console needs
+        // no interrupt.
+        let said = std::cell::Cell::new(false);
+        let say_failed = |why: &str| {
+            for l in why.lines().take(20) {
+                kmsg::mark(&format!("udc-gadget: {} failed: {l}", c.name));
+            }
+            if let Some(stop) = &stop {
+                kmsg::mark(stop);
+            }
+            said.set(true);
+        };
         let outcome = match ctx.as_mut() {
             None => Outcome::Fail("no control channel to the host side".into()),
-            Some(ctx) => run_case(ctx, c.run),
+            Some(ctx) => run_case(ctx, c.run, &say_failed),
         };
         if let Some(ctx) = ctx.as_mut() {
             for n in ctx.notes.drain(..) {
                 ktap.diag(&n);
             }
         }
+        if let (Outcome::Fail(why), false) = (&outcome, said.get()) {
+            say_failed(why);
+        }
+        let failed = matches!(outcome, Outcome::Fail(_));
         ktap.result(c.name, &outcome);
+        if let (true, Some(stop)) = (failed, &stop) {
+            ktap.diag(stop);
+            return ExitCode::from(STOPPED);
+        }
     }
+    kmsg::mark("udc-gadget: suite done");
     ktap.finish();
     if ktap.failed == 0 {
         ExitCode::SUCCESS
@@ -225,11 +310,17 @@ fn run_suite(cli: &Cli, cases: Vec<&Case>) -> ExitCode {
 /// One case, with the kernel log it produced checked afterwards, and the
 /// daemon's race detectors (docs/injection.md): their reports during the
 /// case become its diagnostics, and one it did not provoke fails it.
-fn run_case(ctx: &mut Ctx, case: fn(&mut Ctx) -> Result<(), Error>) -> Outcome {
+///
+/// A case that fails says why on the console at once (`failed_early`),
+/// before any more I/O: it may have left the guest unable to do any.
+fn run_case(ctx: &mut Ctx, case: fn(&mut Ctx) -> Result<(), Error>, failed_early: &dyn Fn(&str)) -> Outcome {
     let mut kmsg = KmsgWatch::start();
     let races_before = races_total(ctx);
     ctx.expected_races = 0;
     let result = case(ctx);
+    if let Err(e) = &result {
+        failed_early(&e.to_string());
+    }
     // Give the kernel a moment to log what teardown caused.
     std::thread::sleep(Duration::from_millis(100));
     let problems = kmsg.problems();

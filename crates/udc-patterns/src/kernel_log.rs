@@ -23,6 +23,12 @@ pub const MARKERS: &[&str] = &[
     "soft lockup",
     "hard LOCKUP",
     "Call Trace:",
+    // SLUB's own checks (slub_debug=FZPU, udc-vm --debug-kernel-options):
+    // "BUG kmalloc-96 (Tainted: G B): Poison overwritten".
+    "Poison overwritten",
+    "Redzone overwritten",
+    "padding overwritten",
+    "Freepointer corrupt",
 ];
 
 /// The lines of `log` that carry a marker, trimmed.
@@ -49,6 +55,13 @@ mod tests {
         assert_eq!(bad.len(), 4, "{bad:?}");
         assert!(bad[0].contains("WARNING:"));
         assert!(bad[3].contains("refcount_t:"));
+    }
+
+    #[test]
+    fn finds_slub_debug_reports() {
+        let log = "[ 40.1] BUG kmalloc-96 (Tainted: G    B      ): Poison overwritten\n\
+                   [ 40.2] INFO: 0xffff888004a1e234-0xffff888004a1e237 @offset=564. First byte 0x0 instead of 0x6b\n";
+        assert_eq!(problem_lines(log).len(), 1);
     }
 
     #[test]

@@ -19,8 +19,14 @@ fn esc(s: &str) -> String {
 }
 
 /// One testsuite of `cases`; `system_out` (the console log's tail) goes
-/// with it.
-pub fn render(suite: &str, cases: &[Case], seconds: f64, system_out: &str) -> String {
+/// with it, and `properties` (which kernel, which f_fs) describe the run.
+pub fn render(
+    suite: &str,
+    cases: &[Case],
+    seconds: f64,
+    system_out: &str,
+    properties: &[(&str, String)],
+) -> String {
     let failures = cases.iter().filter(|c| c.outcome == Outcome::Fail).count();
     let skipped = cases
         .iter()
@@ -32,6 +38,13 @@ pub fn render(suite: &str, cases: &[Case], seconds: f64, system_out: &str) -> St
         esc(suite),
         cases.len()
     );
+    if !properties.is_empty() {
+        x += "  <properties>\n";
+        for (k, v) in properties {
+            x += &format!("    <property name=\"{}\" value=\"{}\"/>\n", esc(k), esc(v));
+        }
+        x += "  </properties>\n";
+    }
     for c in cases {
         x += &format!(
             "  <testcase classname=\"{}\" name=\"{}\">",
@@ -76,7 +89,14 @@ mod tests {
                 diagnostics: vec!["x < y".into()],
             },
         ];
-        let x = render("udc-vm", &cases, 1.0, "log \u{1b}[0m");
+        let x = render(
+            "udc-vm",
+            &cases,
+            1.0,
+            "log \u{1b}[0m",
+            &[("f_fs", "stock <x>".into())],
+        );
+        assert!(x.contains("<property name=\"f_fs\" value=\"stock &lt;x&gt;\"/>"));
         assert!(x.contains("tests=\"2\" failures=\"1\""));
         assert!(x.contains("name=\"b&lt;&amp;&gt;\""));
         assert!(x.contains("<failure message=\"x &lt; y\">x &lt; y</failure>"));

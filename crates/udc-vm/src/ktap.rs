@@ -25,7 +25,22 @@ pub struct Report {
     pub errors: Vec<String>,
     /// The exit status of /udc/run.sh, when init reported it.
     pub run_exit: Option<i32>,
+    /// The guest tool's case names, in order (its `# plan:` line).
+    pub plan: Option<Vec<String>>,
+    /// The guest tool said it stopped after a failed case, leaving the
+    /// rest of its plan for a fresh guest.
+    pub stopped: bool,
+    /// Suites the top-level plan announced, and how many reported.
+    pub suites_planned: Option<usize>,
+    pub suites_reported: usize,
+    /// Cases of a suite that never reported its own result (the guest
+    /// stopped in the middle of it), in order.
+    pub unfinished: Vec<Case>,
 }
+
+/// The guest tool's diagnostics the runner reads rather than shows.
+pub const PLAN_PREFIX: &str = "plan: ";
+pub const STOPPED_PREFIX: &str = "udc-gadget: stopped after ";
 
 impl Report {
     pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
@@ -89,7 +104,23 @@ pub fn parse(text: &str) -> Report {
         if let Some(inner) = line.strip_prefix("    ") {
             let inner = inner.trim_start();
             if let Some(d) = inner.strip_prefix('#') {
-                diags.push(d.trim().to_string());
+                let d = d.trim();
+                if let Some(names) = d.strip_prefix(PLAN_PREFIX) {
+                    if report.plan.is_none() {
+                        report.plan = Some(
+                            names
+                                .split(',')
+                                .filter(|n| !n.is_empty())
+                                .map(str::to_string)
+                                .collect(),
+                        );
+                    }
+                    continue;
+                }
+                if d.starts_with(STOPPED_PREFIX) {
+                    report.stopped = true;
+                }
+                diags.push(d.to_string());
             } else if let Some((ok, _, name, directive)) = result_line(inner) {
                 let outcome = match directive {
                     Some(d) if d.to_ascii_uppercase().starts_with("SKIP") => Outcome::Skip(d),
@@ -156,20 +187,36 @@ pub fn parse(text: &str) -> Report {
             .errors
             .push("the guest printed no KTAP header: the suite did not start".into());
     }
-    match plan {
-        None if saw_header => report.errors.push("no KTAP plan line".into()),
-        Some(p) if top_results < p => report.errors.push(format!(
-            "the plan announced {p} suites, {top_results} reported: the guest stopped early"
-        )),
-        _ => {}
+    if plan.is_none() && saw_header {
+        report.errors.push("no KTAP plan line".into());
     }
-    if !leaves.is_empty() {
-        report.errors.push(format!(
-            "{} cases reported after the last suite ended",
-            leaves.len()
-        ));
-    }
+    report.suites_planned = plan;
+    report.suites_reported = top_results;
+    report.unfinished = leaves;
     report
+}
+
+impl Report {
+    /// The report's shortfalls when nothing else explains them: suites
+    /// that never reported and cases left without their suite.
+    pub fn shortfall(&self) -> Vec<String> {
+        let mut e = Vec::new();
+        if let Some(p) = self.suites_planned {
+            if self.suites_reported < p {
+                e.push(format!(
+                    "the plan announced {p} suites, {} reported: the guest stopped early",
+                    self.suites_reported
+                ));
+            }
+        }
+        if !self.unfinished.is_empty() {
+            e.push(format!(
+                "{} cases reported by a suite that never ended",
+                self.unfinished.len()
+            ));
+        }
+        e
+    }
 }
 
 #[cfg(test)]
@@ -195,10 +242,28 @@ mod tests {
     }
 
     #[test]
-    fn a_truncated_report_is_a_failure() {
+    fn a_truncated_report_falls_short() {
         let r = parse("KTAP version 1\n1..2\n    ok 1 enumeration\nok 1 udc-gadget\n    ok 1 x\n");
         assert_eq!(r.passed(), 1);
-        assert_eq!(r.failed(), 2, "{:?}", r.errors);
+        assert_eq!(r.unfinished.len(), 1);
+        assert_eq!(r.shortfall().len(), 2, "{:?}", r.shortfall());
+    }
+
+    #[test]
+    fn the_plan_and_a_stop_are_read_not_shown() {
+        let r = parse(
+            "KTAP version 1\n1..1\n    KTAP version 1\n    1..3\n    # plan: a,b,c\n    ok 1 a\n\
+             \x20   # b: EIO\n    not ok 2 b\n    # udc-gadget: stopped after b failed: 1 cases left for a fresh guest\n\
+             not ok 1 udc-gadget # exit status 4\n",
+        );
+        assert_eq!(
+            r.plan.as_deref(),
+            Some(&["a".to_string(), "b".into(), "c".into()][..])
+        );
+        assert!(r.stopped);
+        assert_eq!((r.passed(), r.failed()), (1, 1));
+        assert_eq!(r.cases[0].diagnostics, Vec::<String>::new());
+        assert!(r.shortfall().is_empty());
     }
 
     #[test]

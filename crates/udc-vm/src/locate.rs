@@ -32,7 +32,7 @@ pub fn repo_root() -> Option<PathBuf> {
 
 /// Runs a build script whose last stdout line is the path it made;
 /// progress (stderr) goes to the terminal.
-fn run_build_script(script: &Path, args: &[String]) -> Result<PathBuf, Error> {
+pub(crate) fn run_build_script(script: &Path, args: &[String]) -> Result<PathBuf, Error> {
     eprintln!("udc-vm: {} {}", script.display(), args.join(" "));
     let out = Command::new(script)
         .args(args)
@@ -148,7 +148,9 @@ pub fn image(src: &ImageSource) -> Result<Image, Error> {
                     }
                 }
                 (None, None) => {
-                    if let Some(v) = src.kernel_version {
+                    if let Some(kd) = src.kdir {
+                        args.extend(["--kdir".to_string(), kd.display().to_string()]);
+                    } else if let Some(v) = src.kernel_version {
                         args.extend(["--kernel-version".to_string(), v.to_string()]);
                     }
                 }

@@ -4,10 +4,12 @@
 
 mod bench;
 mod cpio;
+mod ffs;
 mod junit;
 mod kernel_log;
 mod ktap;
 mod locate;
+mod suite;
 mod vm;
 
 use std::path::PathBuf;
@@ -16,7 +18,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::ktap::{Case, Outcome};
+use crate::ffs::FfsArgs;
+use crate::suite::{Expectation, TestArgs};
 use crate::vm::{Mode, VmOptions};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,11 @@ enum Cmd {
         /// DMABUFs and read/write take the linear path), or both in turn.
         #[arg(long, default_value = "both", value_parser = ["both", "sg", "no-sg"])]
         controller: String,
+        /// CASE:TEXT (repeatable): CASE must fail and show TEXT among its
+        /// reasons (a known kernel bug, asserted); it then counts as
+        /// passed, and fails if it passes.
+        #[arg(long, value_name = "CASE:TEXT")]
+        expect_fail: Vec<Expectation>,
     },
     /// Throughput and guest CPU time per GiB of DMABUF, read/write and AIO
     /// transfers on virtio-udc and read/write on dummy_hcd; a table on
@@ -96,12 +104,33 @@ struct VmArgs {
     /// The module tree of --kernel (/lib/modules/RELEASE as installed).
     #[arg(long, requires = "kernel")]
     modules: Option<PathBuf>,
-    /// Kernel build tree to build virtio_udc.ko against (default: MODULES/build).
-    #[arg(long, requires = "kernel")]
+    /// A kernel tree you built (make bzImage modules): the guest boots its
+    /// bzImage with its modules, copied, never installed here. With
+    /// --kernel: the tree to build virtio_udc.ko against.
+    #[arg(long, conflicts_with = "image")]
     kdir: Option<PathBuf>,
     /// Debian 6.12 kernel version, e.g. 6.12.48+deb12 (default: the newest).
-    #[arg(long, conflicts_with_all = ["image", "kernel"])]
+    #[arg(long, conflicts_with_all = ["image", "kernel", "kdir"])]
     kernel_version: Option<String>,
+    /// A patch to FunctionFS (repeatable, applied in order): usb_f_fs.ko is
+    /// built for the booted kernel from its own f_fs source (Debian's, or
+    /// your tree's) with the patches and loaded instead of the stock one
+    /// (docs/ffs.md).
+    #[arg(long, value_name = "FILE")]
+    ffs_patch: Vec<PathBuf>,
+    /// Build usb_f_fs.ko from the f_fs of this kernel tree.
+    #[arg(long, value_name = "DIR", conflicts_with = "ffs_version")]
+    ffs_source: Option<PathBuf>,
+    /// Build usb_f_fs.ko from the f_fs of this Debian 6.12 version (6.12.43
+    /// or later), for the booted kernel: an older f_fs on a newer kernel.
+    #[arg(long, value_name = "VERSION")]
+    ffs_version: Option<String>,
+    /// Make the guest kernel catch touches of freed memory the same way on
+    /// every run: SLUB poisoning and checks on every cache
+    /// (slub_debug=FZPU), poisoned free pages, no KFENCE sampling and no
+    /// zeroing on free, which would hide the poison.
+    #[arg(long)]
+    debug_kernel_options: bool,
     /// vhost-device-udc binary (default: next to udc-vm).
     #[arg(long)]
     daemon: Option<PathBuf>,
@@ -157,7 +186,18 @@ fn main() -> ExitCode {
             filter,
             junit,
             controller,
-        } => test(&vm, filter.as_deref(), junit, &controller),
+            expect_fail,
+        } => options(&vm, Some(900), true).and_then(|o| {
+            suite::run(
+                &o,
+                &TestArgs {
+                    filter,
+                    junit,
+                    controller,
+                    expect_fail,
+                },
+            )
+        }),
         Cmd::Bench { vm, bench } => bench::run(&vm, &bench),
     };
     match result {
@@ -169,7 +209,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOptions, Error> {
+pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOptions, Error> {
     let image = locate::image(&locate::ImageSource {
         image: a.image.as_deref(),
         kernel: a.kernel.as_deref(),
@@ -177,6 +217,14 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
         kdir: a.kdir.as_deref(),
         kernel_version: a.kernel_version.as_deref(),
     })?;
+    let ffs = ffs::choose(
+        &FfsArgs {
+            patches: a.ffs_patch.clone(),
+            source: a.ffs_source.clone(),
+            version: a.ffs_version.clone(),
+        },
+        &image,
+    )?;
     let (qemu, device) = locate::qemu(a.qemu.as_deref())?;
     let daemon = locate::daemon(a.daemon.as_deref())?;
     let out = match &a.out {
@@ -188,6 +236,7 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
         }
     };
     eprintln!("udc-vm: kernel {} from {}", image.release, image.dir.display());
+    eprintln!("udc-vm: f_fs: {}", ffs.summary());
     let (daemon_args, append, inject_seed) = injection_and_coherency(a)?;
     Ok(VmOptions {
         qemu,
@@ -204,8 +253,19 @@ fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> Result<VmOpt
         out: std::path::absolute(&out).unwrap_or(out),
         echo_results: echo,
         inject_seed,
+        ffs,
+        stop_marker: None,
+        quiet_timeout: None,
     })
 }
+
+/// Kernel options under which a touch of freed memory fails the same way
+/// every time (--debug-kernel-options): SLUB poisons, red-zones and checks
+/// every object and tracks its last user; freed pages are poisoned too;
+/// KFENCE, which would take some allocations away from SLUB at random, is
+/// off; and nothing zeroes freed memory over the poison.
+pub const DEBUG_KERNEL_OPTIONS: &str =
+    "slub_debug=FZPU page_poison=1 kfence.sample_interval=0 init_on_free=0";
 
 /// The daemon's arguments and the kernel command line for --inject, --seed
 /// and --coherency.
@@ -239,10 +299,13 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u6
     if a.coherency == "swiotlb" {
         append = format!("{append} swiotlb=force").trim().to_string();
     }
+    if a.debug_kernel_options {
+        append = format!("{append} {DEBUG_KERNEL_OPTIONS}").trim().to_string();
+    }
     Ok((args, append, seed))
 }
 
-fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
@@ -254,7 +317,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Prints the kernel-log problems of a finished boot; true if there were any.
-fn report_kernel_log(console: &std::path::Path) -> Vec<String> {
+pub(crate) fn report_kernel_log(console: &std::path::Path) -> Vec<String> {
     let log = std::fs::read_to_string(console).unwrap_or_default();
     let problems = kernel_log::problems(&log);
     if !problems.is_empty() {
@@ -284,7 +347,12 @@ fn run(a: &VmArgs, command: &[String]) -> Result<ExitCode, Error> {
         + "\n";
     let o = options(a, Some(900), true)?;
     let f = vm::boot(&o, &Mode::Script(script))?;
-    let problems = report_kernel_log(&f.paths.console);
+    let mut problems = report_kernel_log(&f.paths.console);
+    let console = std::fs::read_to_string(&f.paths.console).unwrap_or_default();
+    if let Err(e) = o.ffs.check_console(&console) {
+        eprintln!("udc-vm: {e}");
+        problems.push(e);
+    }
     if let Some(line) = &f.stuck {
         eprintln!(
             "udc-vm: the guest's kernel is stuck ({line}); stopped it; last console lines:\n{}",
@@ -318,260 +386,9 @@ fn run(a: &VmArgs, command: &[String]) -> Result<ExitCode, Error> {
     }
 }
 
-/// /udc/run.sh for `udc-vm test`: each suite is one top-level KTAP case,
-/// its own output indented as a subtest.
-fn test_script(filter: Option<&str>, guest_binaries: bool) -> String {
-    // The daemon's own tests find its guest build here (docs/vm-tier.md).
-    let mut s = String::from(
-        "set -u\n\
-         export VHOST_DEVICE_UDC_BIN=/usr/bin/vhost-device-udc\n\
-         suites=/usr/bin/udc-gadget\n",
-    );
-    if guest_binaries {
-        s += "for t in /usr/libexec/udc/*; do [ -x \"$t\" ] && suites=\"$suites $t\"; done\n";
-    }
-    s += "set -- $suites\n\
-          echo 'KTAP version 1'\n\
-          echo \"1..$#\"\n\
-          i=0\n\
-          for t in \"$@\"; do\n\
-          \x20   i=$((i + 1))\n\
-          \x20   name=${t##*/}\n\
-          \x20   case $name in\n";
-    match filter {
-        Some(f) => {
-            s += &format!(
-                "        udc-gadget) set -- \"$t\" test --filter {} ;;\n",
-                shell_quote(f)
-            )
-        }
-        None => s += "        udc-gadget) set -- \"$t\" test ;;\n",
-    }
-    s += "        *) set -- \"$t\" --test-threads=1 ;;\n\
-          \x20   esac\n\
-          \x20   { \"$@\"; echo $? > /tmp/suite.rc; } 2>&1 | sed 's/^/    /'\n\
-          \x20   rc=$(cat /tmp/suite.rc)\n\
-          \x20   if [ \"$rc\" = 0 ]; then echo \"ok $i $name\"; else echo \"not ok $i $name # exit status $rc\"; fi\n\
-          done\n";
-    // The loop rebinds "$@": keep the list in a variable instead.
-    s.replace("for t in \"$@\"; do", "for t in $suites; do")
-}
-
-/// The guest tool's cases the controller without scatter-gather runs when
-/// no --filter is given: enumeration and the linear read/write path, and
-/// the DMABUF cases, of which the guest tool keeps only the one for this
-/// controller (attach refused).
-const NO_SG_FILTER: &str = "enumeration,bulk-out-read,bulk-in-write,short-and-zero-length,dmabuf";
-
-/// One boot of `udc-vm test`.
-struct TestBoot {
-    /// Said in the output and added to suite names after the first boot.
-    label: &'static str,
-    daemon_args: Vec<String>,
-    filter: Option<String>,
-    guest_binaries: bool,
-    out: PathBuf,
-}
-
-fn test_boots(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<TestBoot> {
-    let mut boots = Vec::new();
-    if controller != "no-sg" {
-        boots.push(TestBoot {
-            label: "",
-            daemon_args: o.daemon_args.clone(),
-            filter: filter.map(str::to_string),
-            guest_binaries: filter.is_none(),
-            out: o.out.clone(),
-        });
-    }
-    if controller != "sg" {
-        let mut daemon_args = o.daemon_args.clone();
-        daemon_args.push("--no-sg".into());
-        boots.push(TestBoot {
-            label: "no sg",
-            daemon_args,
-            filter: Some(filter.unwrap_or(NO_SG_FILTER).to_string()),
-            guest_binaries: false,
-            out: if controller == "no-sg" {
-                o.out.clone()
-            } else {
-                o.out.join("no-sg")
-            },
-        });
-    }
-    boots
-}
-
-/// Boots once and reads what the guest reported; suite names get
-/// `label` appended.
-fn test_boot(o: &VmOptions, b: &TestBoot) -> Result<(ktap::Report, vm::Finished), Error> {
-    std::fs::create_dir_all(&b.out).map_err(|e| Error::Io(format!("{}: {e}", b.out.display())))?;
-    let o = VmOptions {
-        daemon_args: b.daemon_args.clone(),
-        out: b.out.clone(),
-        ..o.clone()
-    };
-    let f = vm::boot(
-        &o,
-        &Mode::Script(test_script(b.filter.as_deref(), b.guest_binaries)),
-    )?;
-    let results = std::fs::read_to_string(&f.paths.results).unwrap_or_default();
-    let mut report = ktap::parse(&results);
-    if let Some(line) = &f.stuck {
-        report.errors.push(format!(
-            "the guest's kernel is stuck ({line}); the runner stopped it; console: {}",
-            f.paths.console.display()
-        ));
-    } else if f.timed_out {
-        report.errors.push(format!(
-            "timeout after {:?}; last console lines:\n{}",
-            o.timeout.unwrap(),
-            vm::tail(&f.paths.console, 20)
-        ));
-    } else if f.qemu_status.is_some_and(|s| !s.success()) {
-        report.errors.push(format!(
-            "QEMU failed ({}):\n{}",
-            f.qemu_status.unwrap(),
-            vm::tail(&f.paths.qemu_log, 20)
-        ));
-    } else if report.run_exit.is_none() {
-        report.errors.push(format!(
-            "the guest did not finish the suite; last console lines:\n{}",
-            vm::tail(&f.paths.console, 20)
-        ));
-    }
-    let problems = report_kernel_log(&f.paths.console);
-    let console = std::fs::read_to_string(&f.paths.console).unwrap_or_default();
-    for l in console.lines().filter(|l| l.contains("udc-init: FAILED to load")) {
-        report.errors.push(format!(
-            "{} (a module that does not match the kernel? rebuild the image)",
-            l.trim()
-        ));
-    }
-    report.cases.push(Case {
-        suite: "udc-vm".into(),
-        name: "kernel-log".into(),
-        outcome: if problems.is_empty() {
-            Outcome::Pass
-        } else {
-            Outcome::Fail
-        },
-        diagnostics: problems,
-    });
-    if !b.label.is_empty() {
-        for c in &mut report.cases {
-            c.suite = format!("{} ({})", c.suite, b.label);
-        }
-        for e in &mut report.errors {
-            *e = format!("{}: {e}", b.label);
-        }
-    }
-    for e in &report.errors {
-        eprintln!("udc-vm: {e}");
-    }
-    if f.daemon_restarts > 0 {
-        eprintln!("udc-vm: the daemon was started again {} times", f.daemon_restarts);
-    }
-    Ok((report, f))
-}
-
-fn test(
-    a: &VmArgs,
-    filter: Option<&str>,
-    junit_path: Option<PathBuf>,
-    controller: &str,
-) -> Result<ExitCode, Error> {
-    let o = options(a, Some(900), true)?;
-    let boots = test_boots(&o, filter, controller);
-    let mut all = ktap::Report::default();
-    let mut seconds = 0.0;
-    let mut console_tail = String::new();
-    for (n, b) in boots.iter().enumerate() {
-        if boots.len() > 1 {
-            eprintln!(
-                "udc-vm: boot {} of {}: {}",
-                n + 1,
-                boots.len(),
-                if b.label.is_empty() {
-                    "controller with scatter-gather".to_string()
-                } else {
-                    format!(
-                        "controller without scatter-gather (daemon --no-sg), logs in {}",
-                        b.out.display()
-                    )
-                }
-            );
-        }
-        let (report, f) = test_boot(&o, b)?;
-        seconds += f.elapsed.as_secs_f64();
-        console_tail += &vm::tail(&f.paths.console, 200);
-        all.cases.extend(report.cases);
-        all.errors.extend(report.errors);
-    }
-    if let Some(path) = junit_path {
-        let mut cases = all.cases.clone();
-        for e in &all.errors {
-            cases.push(Case {
-                suite: "udc-vm".into(),
-                name: "run".into(),
-                outcome: Outcome::Fail,
-                diagnostics: vec![e.clone()],
-            });
-        }
-        let xml = junit::render("udc-vm", &cases, seconds, &console_tail);
-        std::fs::write(&path, xml).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-        eprintln!("udc-vm: JUnit XML: {}", path.display());
-    }
-    for c in all.cases.iter().filter(|c| c.outcome == Outcome::Fail) {
-        println!("# FAILED: {} / {}", c.suite, c.name);
-    }
-    println!(
-        "udc-vm: {} passed, {} failed, {} skipped",
-        all.passed(),
-        all.failed(),
-        all.skipped()
-    );
-    if let (Some(seed), true) = (o.inject_seed, all.failed() > 0) {
-        println!("udc-vm: injection seed {seed}: run again with --seed {seed} to reproduce");
-    }
-    // A skipped case is not a pass: the suite must run whole.
-    Ok(if all.failed() == 0 && all.skipped() == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn test_boots_both_controllers_by_default() {
-        let mut o = vm::tests::opts();
-        o.daemon_args = vec!["--config=udc.toml".into()];
-        let boots = test_boots(&o, None, "both");
-        assert_eq!(boots.len(), 2);
-        assert_eq!(boots[0].daemon_args, ["--config=udc.toml"]);
-        assert!(boots[0].guest_binaries && boots[0].filter.is_none());
-        assert_eq!(boots[1].daemon_args, ["--config=udc.toml", "--no-sg"]);
-        assert_eq!(boots[1].filter.as_deref(), Some(NO_SG_FILTER));
-        assert!(!boots[1].guest_binaries);
-        assert_eq!(boots[1].out, o.out.join("no-sg"));
-    }
-
-    #[test]
-    fn a_filter_and_one_controller_give_one_boot() {
-        let o = vm::tests::opts();
-        let boots = test_boots(&o, Some("bulk"), "sg");
-        assert_eq!(boots.len(), 1);
-        assert_eq!(boots[0].filter.as_deref(), Some("bulk"));
-        assert!(!boots[0].guest_binaries);
-        let boots = test_boots(&o, Some("bulk"), "no-sg");
-        assert_eq!(boots.len(), 1);
-        assert_eq!(boots[0].filter.as_deref(), Some("bulk"));
-        assert_eq!(boots[0].out, o.out);
-    }
 
     fn vm_args(args: &[&str]) -> VmArgs {
         let argv = ["udc-vm", "run"].iter().chain(args).copied();
@@ -609,13 +426,36 @@ mod tests {
         assert!(args.is_empty() && append.is_empty() && seed.is_none());
         assert!(injection_and_coherency(&vm_args(&["--inject", "latency"])).is_err());
         assert!(Cli::try_parse_from(["udc-vm", "run", "--coherency", "iommu"]).is_err());
+        let (_, append, _) = injection_and_coherency(&vm_args(&["--debug-kernel-options"])).unwrap();
+        assert_eq!(append, DEBUG_KERNEL_OPTIONS);
+        assert!(append.contains("slub_debug=FZPU") && append.contains("kfence.sample_interval=0"));
     }
 
     #[test]
-    fn the_test_script_runs_guest_binaries_only_when_asked() {
-        assert!(test_script(None, true).contains("/usr/libexec/udc/*"));
-        let s = test_script(Some("dmabuf"), false);
-        assert!(!s.contains("/usr/libexec/udc/*"));
-        assert!(s.contains("test --filter dmabuf"));
+    fn a_kernel_tree_alone_is_a_kernel() {
+        let a = vm_args(&[
+            "--kdir",
+            "/src/linux",
+            "--ffs-patch",
+            "a.patch",
+            "--ffs-patch",
+            "b.patch",
+        ]);
+        assert_eq!(a.kdir.as_deref(), Some(std::path::Path::new("/src/linux")));
+        assert_eq!(a.ffs_patch.len(), 2);
+        assert!(Cli::try_parse_from([
+            "udc-vm",
+            "run",
+            "--kdir",
+            "/k",
+            "--kernel-version",
+            "6.12.95+deb12"
+        ])
+        .is_err());
+        assert!(
+            Cli::try_parse_from(["udc-vm", "run", "--ffs-source", "/k", "--ffs-version", "6.12.43"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["udc-vm", "test", "--expect-fail", "nocolon"]).is_err());
+        assert!(Cli::try_parse_from(["udc-vm", "test", "--expect-fail", "case:text"]).is_ok());
     }
 }

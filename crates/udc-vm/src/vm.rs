@@ -12,6 +12,7 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::cpio;
+use crate::ffs::{Ffs, GuestFile};
 use crate::locate::Image;
 use crate::Error;
 
@@ -19,19 +20,23 @@ use crate::Error;
 const MAX_DAEMON_RESTARTS: u32 = 5;
 
 /// Console lines after which a guest does not recover by itself: a CPU
-/// spinning with interrupts off, a hung task, a panic.
+/// spinning with interrupts off, a hung task, a panic, an oops (which
+/// kills the task in the middle of whatever it held: the guest tool's
+/// case, most likely, leaving nobody to report it).
 const STUCK_MARKERS: &[&str] = &[
     "detected stalls on CPUs",
     "soft lockup",
     "hard LOCKUP",
     "blocked for more than",
     "Kernel panic",
+    "Oops: ",
+    "general protection fault",
 ];
 
 /// How long a stuck guest keeps running, so the console gets the kernel's
 /// backtraces, before the runner stops it instead of waiting for the
 /// timeout.
-const STUCK_GRACE: Duration = Duration::from_secs(15);
+const STUCK_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone)]
 pub struct VmOptions {
@@ -52,6 +57,15 @@ pub struct VmOptions {
     /// The daemon's injection seed, when anything is injected: said again
     /// next to a failure, so that it can be reproduced.
     pub inject_seed: Option<u64>,
+    /// The FunctionFS this boot loads (its files join the initramfs),
+    /// checked against what the guest says.
+    pub ffs: Ffs,
+    /// Stop the guest soon after the results port shows this text (the
+    /// guest tool saying it stopped after a failed case).
+    pub stop_marker: Option<String>,
+    /// Stop the guest when the results port shows nothing new for this
+    /// long (a case that hangs without the kernel noticing).
+    pub quiet_timeout: Option<Duration>,
 }
 
 /// What the guest runs.
@@ -93,7 +107,14 @@ pub struct Finished {
     /// The console line that showed the guest's kernel stuck, if it was
     /// stopped for that.
     pub stuck: Option<String>,
+    /// Why the runner stopped the guest early for [`VmOptions::stop_marker`]
+    /// or [`VmOptions::quiet_timeout`].
+    pub stopped: Option<String>,
 }
+
+/// How long a guest that said it stopped may go on printing (the kernel's
+/// report of what broke) before the runner stops it.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Watches the console log as it grows for a kernel that is stuck.
 struct StuckWatch {
@@ -265,6 +286,14 @@ impl Daemon {
     }
 }
 
+/// The time a crashed daemon asked to stay down (control socket `crash`
+/// with `down_ms`), from its last log lines.
+fn asked_downtime(log_tail: &str) -> Option<Duration> {
+    let i = log_tail.rfind("stay down for ")?;
+    let ms = log_tail[i + "stay down for ".len()..].split(' ').next()?;
+    ms.parse().ok().map(Duration::from_millis)
+}
+
 /// The last `n` lines of a file.
 pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -287,6 +316,48 @@ fn echo_new(path: &Path, pos: &mut u64) {
     }
 }
 
+/// The image's initramfs, with the run's script and extra files appended
+/// as a second archive (later entries replace earlier ones).
+fn initrd(o: &VmOptions, mode: &Mode) -> Result<PathBuf, Error> {
+    let files: &[GuestFile] = &o.ffs.files;
+    let script = match mode {
+        Mode::Interactive if files.is_empty() => return Ok(o.image.initramfs.clone()),
+        Mode::Interactive => None,
+        Mode::Script(s) => Some(s),
+    };
+    let base = std::fs::read(&o.image.initramfs)
+        .map_err(|e| Error::Missing(format!("{}: {e}", o.image.initramfs.display())))?;
+    // Each file's directories first, parents before children.
+    let mut dirs: Vec<String> = files
+        .iter()
+        .flat_map(|f| Path::new(&f.path).ancestors().skip(1))
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(|d| d.display().to_string())
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut entries: Vec<cpio::Entry> = dirs.iter().map(|d| cpio::Entry::Dir(d)).collect();
+    for f in files {
+        entries.push(cpio::Entry::File {
+            path: &f.path,
+            mode: 0o644,
+            data: &f.data,
+        });
+    }
+    if let Some(script) = script {
+        entries.push(cpio::Entry::Dir("udc"));
+        entries.push(cpio::Entry::File {
+            path: "udc/run.sh",
+            mode: 0o755,
+            data: script.as_bytes(),
+        });
+    }
+    let path = o.out.join("initrd.img");
+    std::fs::write(&path, cpio::append(&base, &cpio::archive(&entries)))
+        .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+    Ok(path)
+}
+
 pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     std::fs::create_dir_all(&o.out).map_err(|e| Error::Io(format!("{}: {e}", o.out.display())))?;
     let p = Paths::new(&o.out);
@@ -294,25 +365,7 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
         let _ = std::fs::remove_file(f);
     }
     let interactive = matches!(mode, Mode::Interactive);
-    let initrd = match mode {
-        Mode::Interactive => o.image.initramfs.clone(),
-        Mode::Script(script) => {
-            let base = std::fs::read(&o.image.initramfs)
-                .map_err(|e| Error::Missing(format!("{}: {e}", o.image.initramfs.display())))?;
-            let extra = cpio::archive(&[
-                cpio::Entry::Dir("udc"),
-                cpio::Entry::File {
-                    path: "udc/run.sh",
-                    mode: 0o755,
-                    data: script.as_bytes(),
-                },
-            ]);
-            let path = o.out.join("initrd.img");
-            std::fs::write(&path, cpio::append(&base, &extra))
-                .map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
-            path
-        }
-    };
+    let initrd = initrd(o, mode)?;
     eprintln!("udc-vm: console log: {}", p.console.display());
     eprintln!("udc-vm: daemon log:  {}", p.daemon_log.display());
     if !interactive {
@@ -345,6 +398,7 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     let mut timed_out = false;
     let mut stuck = StuckWatch::new();
     let mut last_stuck_check = Instant::now();
+    let mut results = ResultsWatch::new(o.stop_marker.clone(), o.quiet_timeout);
     let qemu_status = loop {
         if let Ok(Some(st)) = qemu.try_wait() {
             break Some(st);
@@ -356,7 +410,17 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
                 break qemu.wait().ok();
             }
             restarts += 1;
-            eprintln!("udc-vm: the daemon ended ({st}); starting it again on the same sockets");
+            let down = asked_downtime(&tail(&p.daemon_log, 3));
+            match down {
+                Some(d) => eprintln!(
+                    "udc-vm: the daemon ended ({st}) and asked to stay down for {} ms; starting it again then",
+                    d.as_millis()
+                ),
+                None => eprintln!("udc-vm: the daemon ended ({st}); starting it again on the same sockets"),
+            }
+            if let Some(d) = down {
+                sleep(d.min(Duration::from_secs(60)));
+            }
             daemon = Daemon::start(o, &p)?;
         }
         if o.echo_results {
@@ -372,7 +436,7 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
         // An interactive user sees the console and decides for themselves.
         if !interactive && last_stuck_check.elapsed() >= Duration::from_secs(1) {
             last_stuck_check = Instant::now();
-            if stuck.poll(&p.console) {
+            if stuck.poll(&p.console) || results.poll(&p.results, &p.console) {
                 let _ = qemu.kill();
                 break qemu.wait().ok();
             }
@@ -393,7 +457,64 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
             .found
             .filter(|(_, at)| at.elapsed() >= STUCK_GRACE)
             .map(|(l, _)| l),
+        stopped: results.stopped,
     })
+}
+
+/// Watches the results port as it grows: for the guest tool's word that it
+/// stopped (the guest may be in no state to power off), and for silence.
+struct ResultsWatch {
+    marker: Option<String>,
+    quiet_timeout: Option<Duration>,
+    len: u64,
+    changed: Instant,
+    marker_seen: Option<Instant>,
+    stopped: Option<String>,
+}
+
+impl ResultsWatch {
+    fn new(marker: Option<String>, quiet_timeout: Option<Duration>) -> ResultsWatch {
+        ResultsWatch {
+            marker,
+            quiet_timeout,
+            len: 0,
+            changed: Instant::now(),
+            marker_seen: None,
+            stopped: None,
+        }
+    }
+
+    /// True when the guest should be stopped now. The marker may come on
+    /// the results port or, from a guest too stuck for its virtio ports,
+    /// on the console.
+    fn poll(&mut self, results: &Path, console: &Path) -> bool {
+        let len = std::fs::metadata(results).map(|m| m.len()).unwrap_or(0);
+        if len != self.len {
+            self.len = len;
+            self.changed = Instant::now();
+        }
+        if let (Some(m), None) = (&self.marker, self.marker_seen) {
+            let seen = [results, console].iter().any(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains(m.as_str())
+            });
+            if seen {
+                self.marker_seen = Some(Instant::now());
+            }
+        }
+        if self.marker_seen.is_some_and(|at| at.elapsed() >= STOP_GRACE) {
+            self.stopped = Some("the guest tool stopped after a failed case".into());
+            return true;
+        }
+        if let Some(t) = self.quiet_timeout {
+            if self.changed.elapsed() >= t {
+                self.stopped = Some(format!("nothing new on the results port for {} s", t.as_secs()));
+                return true;
+            }
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +542,13 @@ pub(crate) mod tests {
             out: "/out".into(),
             echo_results: false,
             inject_seed: None,
+            ffs: Ffs {
+                description: "stock".into(),
+                srcversion: None,
+                files: vec![],
+            },
+            stop_marker: None,
+            quiet_timeout: None,
         }
     }
 
@@ -476,6 +604,18 @@ pub(crate) mod tests {
         );
         w.found.as_mut().unwrap().1 -= STUCK_GRACE;
         assert!(w.poll(&console));
+    }
+
+    #[test]
+    fn a_crashed_daemon_may_ask_to_stay_down() {
+        assert_eq!(
+            asked_downtime("[x WARN vhost_device_udc::control] control socket asked for a crash: exiting now without cleanup; stay down for 4000 ms before a restart"),
+            Some(Duration::from_millis(4000))
+        );
+        assert_eq!(
+            asked_downtime("control socket asked for a crash: exiting now without cleanup"),
+            None
+        );
     }
 
     #[test]
