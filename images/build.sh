@@ -13,6 +13,7 @@
 #   images/build.sh --kdir ~/linux           a built kernel tree: its bzImage
 #                                            and modules, never installed
 #   images/build.sh --kernel BZIMAGE --modules /lib/modules/REL [--kdir KDIR]
+#   images/build.sh --list-kernels           the Debian 6.12 versions served
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,12 +23,13 @@ kver=${VIRTIO_UDC_KERNEL_VERSION:-}
 byo_kernel=""
 byo_modules=""
 byo_kdir=""
+list_kernels=""
 
 say() { printf 'image: %s\n' "$*" >&2; }
 die() { printf 'image: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit "${1:-2}"
 }
 
@@ -37,6 +39,7 @@ while [ $# -gt 0 ]; do
         --kernel) byo_kernel=${2:?--kernel needs a bzImage}; shift 2 ;;
         --modules) byo_modules=${2:?--modules needs a directory}; shift 2 ;;
         --kdir) byo_kdir=${2:?--kdir needs a kernel build tree}; shift 2 ;;
+        --list-kernels) list_kernels=1; shift ;;
         -h|--help) usage 0 ;;
         *) printf 'image: unknown argument %s\n' "$1" >&2; usage ;;
     esac
@@ -48,6 +51,39 @@ if [ -n "$byo_kernel$byo_modules" ]; then
     [ -d "$byo_modules/kernel" ] || die "--modules $byo_modules: not a module tree (no kernel/ inside; give /lib/modules/<release>)"
 fi
 [ -z "$kver" ] || [ -z "$byo_kernel$byo_kdir" ] || die "--kernel-version does not go with --kernel or --kdir"
+
+# The Debian 6.12 kernels the archive serves, one version per line.
+debian_kernels() {
+    apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' |
+        awk '{print $1}' | sed 's/^linux-image-//; s/-amd64-unsigned$//' | sort -V
+}
+
+# bookworm-backports serves one more 6.12 kernel (6.12.95 as of this
+# writing), older than bookworm-security's. A deb entry for it; the archive
+# pins backports low, so nothing is installed from there unless asked for.
+backports_list=/etc/apt/sources.list.d/virtio-udc-bookworm-backports.sources
+ensure_backports_deb() {
+    [ -f "$backports_list" ] && return 0
+    if [ "$(id -u)" != 0 ]; then
+        say "note: no deb entry for bookworm-backports (run as root to add one): its 6.12 kernel is not listed"
+        return 0
+    fi
+    say "adding a deb entry for bookworm-backports ($backports_list) and updating the package lists"
+    cat > "$backports_list" <<'SRC'
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    apt-get update -q >&2
+}
+
+if [ -n "$list_kernels" ]; then
+    ensure_backports_deb
+    debian_kernels
+    exit 0
+fi
 
 need_tools() {
     local missing=()
@@ -73,13 +109,11 @@ need_tools
 
 fetch_debian_kernel() {
     if [ -z "$kver" ]; then
-        kver=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' |
-            awk '{print $1}' | sed 's/^linux-image-//; s/-amd64-unsigned$//' | sort -V | tail -1)
+        kver=$(debian_kernels | tail -1)
         if [ -z "$kver" ]; then
             say "no linux-image-6.12 in the package lists yet: apt-get update"
             apt-get update -q >&2
-            kver=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-amd64-unsigned$' |
-                awk '{print $1}' | sed 's/^linux-image-//; s/-amd64-unsigned$//' | sort -V | tail -1)
+            kver=$(debian_kernels | tail -1)
         fi
         [ -n "$kver" ] || die "no linux-image-6.12.*+deb12-amd64 in Debian's archive (is bookworm-security in the apt sources?)"
     fi
@@ -87,6 +121,11 @@ fetch_debian_kernel() {
         6.12.*+deb12) ;;
         *) die "--kernel-version $kver: expected a Debian 6.12 version such as 6.12.48+deb12" ;;
     esac
+    if ! debian_kernels | grep -qxF "$kver"; then
+        ensure_backports_deb
+        debian_kernels | grep -qxF "$kver" ||
+            die "--kernel-version $kver: Debian serves no such kernel; it has: $(debian_kernels | tr '\n' ' ')"
+    fi
     release="$kver-amd64"
     kroot="$cache/kernel/$kver"
     if [ -f "$kroot/.done" ]; then

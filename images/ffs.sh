@@ -93,7 +93,8 @@ debian_source() {
     # The binary linux-source-6.12 is the patched tree as one tarball;
     # bookworm-security serves it for its versions.
     local pkgver
-    pkgver=$(apt-cache madison linux-source-6.12 2>/dev/null | awk -v v="$v" '$3 ~ "^"v"-" {print $3; exit}')
+    pkgver=$(apt-cache madison linux-source-6.12 2>/dev/null |
+        awk -F' *[|] *' -v v="$v" '$2 ~ "^"v"-" && $3 ~ /Packages$/ {print $2; exit}')
     if [ -n "$pkgver" ]; then
         say "source: Debian $v: downloading linux-source-6.12 $pkgver (about 150 MB)"
         (cd "$tmp" && apt-get download "linux-source-6.12=$pkgver" >&2) ||
@@ -114,7 +115,7 @@ debian_source() {
         [ -n "$pkgver" ] || {
             rm -rf "$tmp" "$dest"
             die "Debian $v: neither linux-source-6.12 nor a linux source package of that version in the apt lists (known: $(
-                apt-cache madison linux-source-6.12 2>/dev/null | awk '{print $3}' | sed 's/-.*//' | sort -uV | tr '\n' ' ')$(
+                apt-cache madison linux-source-6.12 2>/dev/null | awk -F' *[|] *' '$3 ~ /Packages$/ {print $2}' | sed 's/-.*//' | sort -uV | tr '\n' ' ')$(
                 apt-cache showsrc linux 2>/dev/null | awk '$1 == "Version:" {print $2}' | grep '^6\.12\.' | sed 's/-.*//' | sort -uV | tr '\n' ' '))"
         }
         say "source: Debian $v: downloading the linux $pkgver source package (about 150 MB)"

@@ -66,7 +66,8 @@ enum Cmd {
     /// Run the scenario suite; KTAP on stdout.
     Test {
         /// Run only the cases whose names contain one of these
-        /// comma-separated words.
+        /// comma-separated words; the word `catalogue` stands for the
+        /// cases run when no filter is given.
         #[arg(long)]
         filter: Option<String>,
         /// Run exactly these cases (comma-separated names), in the suite's
@@ -204,10 +205,16 @@ fn select_cases(filter: Option<&str>, names: &[String]) -> Result<Vec<&'static C
     Ok(cases::all()
         .filter(|c| match filter {
             None => c.default,
-            Some(f) => f.split(',').any(|f| c.name.contains(f)),
+            Some(f) => f
+                .split(',')
+                .any(|f| c.name.contains(f) || (f == CATALOGUE && c.default)),
         })
         .collect())
 }
+
+/// The filter word for the cases `udc-gadget test` runs when given none
+/// (the catalogue), so that a filter can add to them: `catalogue,lifecycle`.
+const CATALOGUE: &str = "catalogue";
 
 /// Exit status of `udc-gadget test --stop-on-failure` when it stopped
 /// early.
@@ -403,4 +410,41 @@ fn serve(cli: &Cli) -> ExitCode {
     drop(g);
     println!("udc-gadget: unbound");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: Vec<&Case>) -> Vec<&'static str> {
+        v.into_iter().map(|c| c.name).collect()
+    }
+
+    #[test]
+    fn no_filter_is_the_catalogue_and_reproducers_run_when_named() {
+        let all = names(select_cases(None, &[]).unwrap());
+        assert!(all.contains(&"enumeration") && all.contains(&"dmabuf-sizes-udmabuf-and-heap"));
+        assert!(!all
+            .iter()
+            .any(|n| n.starts_with("lifecycle-") || n.starts_with("ffs-")));
+        let some = names(select_cases(Some("ffs-fence,lifecycle-close"), &[]).unwrap());
+        assert_eq!(some.len(), 9, "{some:?}");
+        let both = names(select_cases(Some("catalogue,lifecycle"), &[]).unwrap());
+        assert_eq!(both.len(), all.len() + 32);
+        assert_eq!(
+            names(select_cases(None, &["daemon-crash-and-restart".into(), "enumeration".into()]).unwrap()),
+            ["enumeration", "daemon-crash-and-restart"],
+            "exact names keep the suite's order"
+        );
+        assert!(select_cases(None, &["no-such-case".into()]).is_err());
+    }
+
+    #[test]
+    fn every_case_has_its_own_name() {
+        let mut n: Vec<&str> = cases::all().map(|c| c.name).collect();
+        let len = n.len();
+        n.sort();
+        n.dedup();
+        assert_eq!(n.len(), len);
+    }
 }

@@ -9,6 +9,7 @@ mod junit;
 mod kernel_log;
 mod ktap;
 mod locate;
+mod matrix;
 mod suite;
 mod vm;
 
@@ -88,9 +89,12 @@ enum Cmd {
         #[command(flatten)]
         bench: bench::BenchArgs,
     },
+    /// The suite on a list of kernels and FunctionFS builds: one table of
+    /// kernel and f_fs against case (markdown and CSV).
+    Matrix(matrix::MatrixArgs),
 }
 
-#[derive(Args)]
+#[derive(Args, Debug, Clone)]
 struct VmArgs {
     /// QEMU with vhost-user-udc-pci (default: built by qemu/build.sh).
     #[arg(long)]
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
             )
         }),
         Cmd::Bench { vm, bench } => bench::run(&vm, &bench),
+        Cmd::Matrix(m) => matrix::run(&m),
     };
     match result {
         Ok(code) => code,

@@ -408,7 +408,17 @@ fn apply_expectations(cases: &mut [Case], expected: &[Expectation]) -> Vec<Strin
     errors
 }
 
-pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
+/// What a `udc-vm test` run found, expectations applied.
+pub struct Results {
+    pub cases: Vec<Case>,
+    /// Problems of the run itself (a short report, a wrong f_fs, ...).
+    pub errors: Vec<String>,
+    pub seconds: f64,
+    console_tail: String,
+}
+
+/// Runs the suite on each controller asked for.
+pub fn collect(o: &VmOptions, a: &TestArgs) -> Result<Results, Error> {
     let cs = controllers(o, a.filter.as_deref(), &a.controller);
     let mut all = Found::default();
     for (n, c) in cs.iter().enumerate() {
@@ -435,6 +445,16 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
     }
     all.errors
         .extend(apply_expectations(&mut all.cases, &a.expect_fail));
+    Ok(Results {
+        cases: all.cases,
+        errors: all.errors,
+        seconds: all.seconds,
+        console_tail: all.console_tail,
+    })
+}
+
+pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
+    let all = collect(o, a)?;
     let report = ktap::Report {
         cases: all.cases,
         errors: all.errors,
