@@ -974,6 +974,19 @@ fn dmabuf_disabled(ctx: &mut Ctx) -> Result<(), Error> {
             _ => None,
         };
         if let Some(again) = reconnect {
+            if what == "disconnect" {
+                // The device ends the pending request before the guest has
+                // handled the disconnect event: the fence can signal while
+                // the endpoint is still enabled. Wait for the gadget to see
+                // the cable gone.
+                let start = Instant::now();
+                while !matches!(s.g.udc.state(), Ok(usb_gadget::UdcState::NotAttached)) {
+                    check(start.elapsed() < IO_TIMEOUT, || {
+                        format!("the UDC state is {:?} long after the disconnect", s.g.udc.state())
+                    })?;
+                    thread::sleep(Duration::from_millis(20));
+                }
+            }
             expect_errno(
                 ffs_dmabuf::transfer(nb.as_fd(), b.fd(), 65536, 0),
                 libc::EAGAIN,
@@ -1237,6 +1250,27 @@ pub(crate) fn run(cmd: &str, args: &[&str]) -> Result<(), Error> {
     })
 }
 
+/// Loads virtio_udc (`ko`) again, waits for its UDC and makes sure `g`
+/// is bound to it: the configfs gadget names its UDC, and the gadget core
+/// binds it again when that UDC comes back; by hand if it did not.
+pub(crate) fn insmod_and_rebind(ctx: &mut Ctx, ko: &str, g: &mut TestGadget) -> Result<(), Error> {
+    run("insmod", &[ko])?;
+    let start = Instant::now();
+    while gadget::find_udc(ctx.udc.as_deref()).is_err() {
+        check(start.elapsed() < Duration::from_secs(10), || {
+            "no UDC 10 s after insmod".into()
+        })?;
+        thread::sleep(Duration::from_millis(50));
+    }
+    thread::sleep(Duration::from_millis(300));
+    if g.bound_udc().is_none() {
+        ctx.notes
+            .push("the gadget was not bound again by itself: binding it".into());
+        g.rebind()?;
+    }
+    Ok(())
+}
+
 fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
     let ko = virtio_udc_ko()?;
     let mut s = setup(ctx)?;
@@ -1286,22 +1320,7 @@ fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
             ))
         }
     }
-    run("insmod", &[&ko])?;
-    let start = Instant::now();
-    while gadget::find_udc(ctx.udc.as_deref()).is_err() {
-        check(start.elapsed() < Duration::from_secs(10), || {
-            "no UDC 10 s after insmod".into()
-        })?;
-        thread::sleep(Duration::from_millis(50));
-    }
-    // The configfs gadget names its UDC; the gadget core binds it again
-    // when that UDC comes back. Bind by hand if it did not.
-    thread::sleep(Duration::from_millis(300));
-    if s.g.bound_udc().is_none() {
-        ctx.notes
-            .push("the gadget was not bound again by itself: binding it".into());
-        s.g.rebind()?;
-    }
+    insmod_and_rebind(ctx, &ko, &mut s.g)?;
     ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
     round_trip(ctx, &s, 7100)?;
     Ok(())

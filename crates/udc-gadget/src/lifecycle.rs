@@ -224,20 +224,7 @@ pub fn run_ordering(ctx: &mut Ctx, state: State, op: Op) -> Result<(), Error> {
             ctx.host.ok(json!({"op": "bus", "action": "resume"}))?;
         }
         State::UdcUnbound => g.rebind()?,
-        State::DriverRemoved => {
-            run("insmod", &[&ko])?;
-            let t = Instant::now();
-            while gadget::find_udc(ctx.udc.as_deref()).is_err() {
-                check(t.elapsed() < Duration::from_secs(10), || {
-                    "no UDC 10 s after insmod".into()
-                })?;
-                thread::sleep(Duration::from_millis(50));
-            }
-            thread::sleep(Duration::from_millis(300));
-            if g.bound_udc().is_none() {
-                g.rebind()?;
-            }
-        }
+        State::DriverRemoved => cases::insmod_and_rebind(ctx, &ko, &mut g)?,
         State::DaemonGone => {
             let control = ctx.control.clone();
             ctx.host.reconnect(&control, Duration::from_secs(30))?;

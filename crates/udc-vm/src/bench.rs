@@ -33,6 +33,9 @@ pub enum Error {
     KernelLog(usize),
     #[error("{0}")]
     Io(String),
+    /// The guest loaded another FunctionFS than the run built.
+    #[error("{0}")]
+    WrongFfs(String),
 }
 
 #[derive(clap::Args)]
@@ -507,6 +510,8 @@ pub fn run(a: &VmArgs, b: &BenchArgs) -> Result<ExitCode, crate::Error> {
     let f = booted?;
 
     let problems = crate::report_kernel_log(&f.paths.console);
+    let console = std::fs::read_to_string(&f.paths.console).unwrap_or_default();
+    o.ffs.check_console(&console).map_err(Error::WrongFfs)?;
     if let Some(line) = &f.stuck {
         return Err(Error::Stuck(line.clone()).into());
     }
@@ -538,6 +543,7 @@ pub fn run(a: &VmArgs, b: &BenchArgs) -> Result<ExitCode, crate::Error> {
         return Err(Error::NoResults.into());
     }
     print!("{}", table(&report));
+    println!("f_fs: {}", o.ffs.summary());
     write_file(&csv_path, &csv(&report))?;
     let title = format!(
         "udc-vm bench: bulk throughput, {} guest, {} vCPUs",
