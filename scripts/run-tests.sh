@@ -119,6 +119,28 @@ vm "f_fs with the fix series, poisoned frees: the fence and the lifecycle matrix
     --out target/vm/fixed-lifecycle --junit target/vm/fixed-lifecycle.xml
 vm "f_fs with the fix series, no scatter-gather: 8 MiB read/write" --speed super --controller no-sg "${series[@]}" \
     --filter ffs-rw-above-4mib --out target/vm/fixed-nosg --junit target/vm/fixed-nosg.xml
+# The kernel matrix, small: the newest kernel with stock f_fs and with the
+# fix series; the table must show the stock module's NULL dereference and
+# the series' fix of it.
+matrix_check() {
+    local csv=target/vm/matrix/matrix.csv
+    target/release/udc-vm matrix --qemu "$qemu" --kernels newest --ffs stock,series \
+        --filter enumeration,lifecycle-detach-udc-unbound --out target/vm/matrix || return 1
+    grep -Eq '^"lifecycle-detach-udc-unbound","[0-9.]+ stock f_fs",not ok,"BUG: kernel NULL pointer dereference' "$csv" ||
+        { echo "matrix: the stock column does not show the NULL dereference"; return 1; }
+    grep -Eq '^"lifecycle-detach-udc-unbound","[0-9.]+ fix series",ok,' "$csv" ||
+        { echo "matrix: the fix series column is not ok"; return 1; }
+    grep -Eq '^"enumeration","[0-9.]+ (stock f_fs|fix series)",ok,' "$csv" ||
+        { echo "matrix: enumeration is not ok"; return 1; }
+    echo "matrix: the table shows what it must ($csv)"
+}
+if [ -n "$qemu" ]; then
+    run "kernel matrix (newest kernel, stock f_fs and the fix series)" matrix_check
+else
+    echo "=== kernel matrix: cannot run: QEMU did not build (see above)"
+    failed+=("kernel matrix")
+fi
+
 # The benchmark runs too, short, so it cannot rot: every series must report
 # (it fails when a measurement fails or the guest does not report).
 if [ -n "$qemu" ] && [ -n "$image" ]; then

@@ -224,7 +224,13 @@ pub fn first_reason(c: &Case) -> String {
         .find(kernel)
         .or_else(|| lines.iter().find(kernel))
     {
-        return k.trim_start_matches("console: ").trim().to_string();
+        let k = k.trim_start_matches("console: ").trim();
+        // Without the console's timestamp: it differs from run to run.
+        let k = match k.find("] ") {
+            Some(i) if k.starts_with('[') => &k[i + 2..],
+            _ => k,
+        };
+        return k.to_string();
     }
     lines
         .iter()
@@ -294,6 +300,23 @@ impl Table {
         m
     }
 
+    /// The rows where some column is not ok; the rest counted in a line.
+    fn differences(&self) -> Table {
+        let (same, diff): (Vec<_>, Vec<_>) = self
+            .rows
+            .iter()
+            .cloned()
+            .partition(|(_, cells)| cells.iter().all(|c| matches!(c, None | Some(Cell::Ok))));
+        let mut t = Table::new(self.titles.clone());
+        t.rows = diff;
+        let n = same.iter().filter(|(r, _)| !r.starts_with("udc-vm / kernel-log")).count();
+        t.rows.push((
+            format!("the other {n} cases"),
+            vec![Some(Cell::Ok); self.titles.len()],
+        ));
+        t
+    }
+
     fn csv(&self) -> String {
         let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
         let mut out = String::from("case,column,result,reason\n");
@@ -358,6 +381,8 @@ pub fn run(m: &MatrixArgs) -> Result<ExitCode, Error> {
     }
     let md_path = m.markdown.clone().unwrap_or_else(|| out.join("matrix.md"));
     let mut md = table.markdown();
+    md += "\nThe cases that are not ok somewhere:\n\n";
+    md += &table.differences().markdown();
     md += "\nf_fs of each column:\n\n";
     for (t, f) in &ffs_lines {
         md += &format!("- {t}: {f}\n");
@@ -423,7 +448,7 @@ mod tests {
         );
         assert_eq!(
             first_reason(&c),
-            "[ 8.41] BUG: kernel NULL pointer dereference, address: 00000000000000b0"
+            "BUG: kernel NULL pointer dereference, address: 00000000000000b0"
         );
         let c = case(
             "x",
@@ -453,6 +478,9 @@ mod tests {
             md.contains("| lifecycle-detach-not-bound | **not ok**: BUG: kernel NULL \\| pointer | ok |"),
             "{md}"
         );
+        let d = t.differences().markdown();
+        assert!(d.contains("| lifecycle-detach-not-bound |") && !d.contains("| enumeration |"), "{d}");
+        assert!(d.contains("| the other 1 cases | ok | ok |"), "{d}");
         let csv = t.csv();
         assert!(csv.contains(
             "\"lifecycle-detach-not-bound\",\"6.12.118 stock f_fs\",not ok,\"BUG: kernel NULL | pointer\""
