@@ -437,3 +437,52 @@ pub fn rw_above_4mib_without_sg(ctx: &mut Ctx) -> Result<(), Error> {
     ));
     Ok(())
 }
+
+/// A DMABUF attached to the IN endpoint before the host first configured
+/// the device must still be mapped for the device to read (DMA_TO_DEVICE):
+/// its data must reach the host. f_fs before 6.12.107 (Debian's 6.12.95)
+/// learnt an endpoint's direction only when the host enabled it, so an
+/// early ATTACH mapped an IN buffer DMA_FROM_DEVICE; where the DMA API has
+/// work to do (swiotlb=force, with f_fs syncing its mappings: patch 0002)
+/// the host then gets what the buffer held at ATTACH, not what the CPU
+/// wrote after.
+pub fn dmabuf_in_attached_before_enumeration(ctx: &mut Ctx) -> Result<(), Error> {
+    const SIZE: usize = 65536;
+    let udc = crate::gadget::find_udc(ctx.udc.as_deref())?;
+    let mut g = crate::gadget::TestGadget::unbound(udc)?;
+    ctx.host
+        .ok(serde_json::json!({"op": "host", "auto_enumerate": false}))?;
+    let result = (|| {
+        g.rebind()?;
+        let ep_in = g.open_ep(1)?;
+        let mut buf = GuestBuf::new(Source::Udmabuf, SIZE).map_err(|e| Error::Setup(e.to_string()))?;
+        ffs_dmabuf::attach(ep_in.as_fd(), buf.fd()).map_err(io_err("DMABUF_ATTACH before enumeration"))?;
+        // Written after ATTACH: only the sync for the device at TRANSFER
+        // can bring it to a bounce buffer, and only for DMA_TO_DEVICE.
+        buf.write(&pattern(65, 0, SIZE)).map_err(io_err("fill"))?;
+        ctx.host
+            .ok(serde_json::json!({"op": "host", "auto_enumerate": true}))?;
+        ctx.host.ok(serde_json::json!({"op": "enumerate"}))?;
+        ctx.host.wait_configured(crate::cases::CONFIGURE_TIMEOUT)?;
+        let ((ep, _), _) = ctx.host.enumerated_endpoint_pair()?;
+        ffs_dmabuf::transfer(ep_in.as_fd(), buf.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER"))?;
+        let (r, data) = ctx.host.read_in(ep, SIZE)?;
+        crate::cases::transfer_ok(&r, SIZE, "DMABUF IN")?;
+        check(buf.wait(libc::POLLOUT, IO_TIMEOUT), || {
+            "DMABUF IN: no fence".into()
+        })?;
+        ffs_dmabuf::detach(ep_in.as_fd(), buf.fd()).map_err(io_err("DMABUF_DETACH"))?;
+        verify(65, 0, &data, "IN data of a DMABUF attached before enumeration")
+            .map_err(|e| Error::Check(format!("{e} (was it mapped for the wrong direction?)")))?;
+        ctx.notes.push(format!(
+            "DMA mode: {}; 64 KiB attached to the IN endpoint before the host enumerated, sent after: verified",
+            if dma_bounces() { "swiotlb=force" } else { "dma-direct" }
+        ));
+        Ok(())
+    })();
+    // Whatever happened, the host enumerates on its own again.
+    let _ = ctx
+        .host
+        .ok(serde_json::json!({"op": "host", "auto_enumerate": true}));
+    result
+}

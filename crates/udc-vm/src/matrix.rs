@@ -309,7 +309,10 @@ impl Table {
             .partition(|(_, cells)| cells.iter().all(|c| matches!(c, None | Some(Cell::Ok))));
         let mut t = Table::new(self.titles.clone());
         t.rows = diff;
-        let n = same.iter().filter(|(r, _)| !r.starts_with("udc-vm / kernel-log")).count();
+        let n = same
+            .iter()
+            .filter(|(r, _)| !r.starts_with("udc-vm / kernel-log"))
+            .count();
         t.rows.push((
             format!("the other {n} cases"),
             vec![Some(Cell::Ok); self.titles.len()],
@@ -479,7 +482,10 @@ mod tests {
             "{md}"
         );
         let d = t.differences().markdown();
-        assert!(d.contains("| lifecycle-detach-not-bound |") && !d.contains("| enumeration |"), "{d}");
+        assert!(
+            d.contains("| lifecycle-detach-not-bound |") && !d.contains("| enumeration |"),
+            "{d}"
+        );
         assert!(d.contains("| the other 1 cases | ok | ok |"), "{d}");
         let csv = t.csv();
         assert!(csv.contains(
