@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all setup build test demo bench clean
+.PHONY: all setup build test demo bench debug-kernel clean
 
 all: build
 
@@ -21,6 +21,12 @@ demo: setup
 
 bench: setup
 	$(CARGO) run --release -q -p udc-harness --bin udc-proto-bench -- $(BENCH_ARGS)
+
+# A small KASAN/lockdep kernel tree for `udc-vm test --kdir TREE`, built from
+# Debian's linux-source-6.12 (images/debug-kernel.sh; cached, not part of
+# `make test`): the tree is the last line. DEBUG_KERNEL_ARGS="--version 6.12.111".
+debug-kernel: setup
+	@images/debug-kernel.sh $(DEBUG_KERNEL_ARGS)
 
 clean:
 	$(CARGO) clean

@@ -157,7 +157,7 @@ fetch_debian_kernel() {
 # $1/.config lacks, one per line as "required CONFIG_X=y" or "wanted ...".
 missing_options() {
     local config=$1/.config part="" line opt want have
-    while IFS= read -r line; do
+    while IFS= read -r line || [ -n "$line" ]; do
         case "$line" in
             '# --- '*) part=${line#'# --- '}; continue ;;
             CONFIG_*=*) ;;
@@ -167,9 +167,10 @@ missing_options() {
         opt=${line%%=*}
         want=${line#*=}
         have=$(sed -n "s/^$opt=//p" "$config" 2>/dev/null)
+        # "m" is met by a module or built in; any other value must be exact.
         case "$want:$have" in
-            y:y|m:y|m:m) ;;
-            *) echo "$part $opt=$want${have:+ (it has $have)}" ;;
+            m:y|m:m) ;;
+            *) [ "$want" = "$have" ] || echo "$part $opt=$want${have:+ (it has $have)}" ;;
         esac
     done < "$here/udc.config"
 }
@@ -178,7 +179,8 @@ check_config() {
     local kd=$1 missing
     [ -f "$kd/.config" ] || die "$kd has no .config: give the tree the kernel was built in"
     missing=$(missing_options "$kd")
-    if printf '%s\n' "$missing" | grep -q '^required '; then
+    # (a here-string: with pipefail, grep -q ending first could fail a pipe)
+    if grep -q '^required ' <<< "$missing"; then
         die "$kd/.config lacks what the guest needs (images/udc.config; merge it with scripts/kconfig/merge_config.sh):
 $(printf '%s\n' "$missing" | sed -n 's/^required /  /p')"
     fi
@@ -191,6 +193,7 @@ $(printf '%s\n' "$missing" | sed -n 's/^required /  /p')"
 # A kernel tree the user built (make bzImage modules): its bzImage and
 # its modules, copied into the cache, never installed on this host.
 use_kernel_tree() {
+    [ -d "$byo_kdir" ] || die "--kdir $byo_kdir: no such directory"
     kdir=$(cd "$byo_kdir" && pwd)
     bzimage="$kdir/arch/x86/boot/bzImage"
     [ -f "$bzimage" ] || die "--kdir $kdir: no arch/x86/boot/bzImage: build the kernel first (make bzImage modules)"
@@ -198,23 +201,36 @@ use_kernel_tree() {
     release=$(cat "$kdir/include/config/kernel.release" 2>/dev/null) ||
         die "--kdir $kdir: no include/config/kernel.release"
     check_config "$kdir"
-    kernel_id="tree-$( (sha256sum < "$bzimage"; cat "$kdir/modules.order" | while read -r o; do
-        [ -f "$kdir/${o%.o}.ko" ] && sha256sum < "$kdir/${o%.o}.ko"; done) | sha256sum | cut -c1-16)"
+    # modules.order names each module's .o (Linux 6.2 and later) or .ko.
+    local modules
+    modules=$(sed -n 's/\.k\{0,1\}o$/.ko/p' "$kdir/modules.order")
+    kernel_id="tree-$( (echo "$release"; sha256sum < "$bzimage"; printf '%s\n' "$modules" | while read -r ko; do
+        [ -z "$ko" ] || [ ! -f "$kdir/$ko" ] || sha256sum < "$kdir/$ko"; done) | sha256sum | cut -c1-16)"
     local root="$cache/kernel/$kernel_id/root"
     moddir="$root/lib/modules/$release"
     if [ ! -f "$moddir/.done" ]; then
         say "kernel $release (tree $kdir): collecting modules"
         rm -rf "$root"
         mkdir -p "$moddir/kernel"
-        local o ko n=0
-        while read -r o; do
-            ko=${o%.o}.ko
+        local ko n=0 stale=()
+        while read -r ko; do
+            [ -n "$ko" ] || continue
             [ -f "$kdir/$ko" ] || die "$kdir/$ko is in modules.order but not built: make modules"
+            # A module of an earlier build (make bzImage after a config
+            # change, without make modules) would not load in the guest.
+            case "$(modinfo -F vermagic "$kdir/$ko" 2>/dev/null)" in
+                "$release "*) ;;
+                *) stale+=("$ko") ;;
+            esac
             mkdir -p "$moddir/kernel/$(dirname "$ko")"
             cp "$kdir/$ko" "$moddir/kernel/$ko"
             n=$((n + 1))
-        done < "$kdir/modules.order"
-        sed 's|^|kernel/|; s|\.o$|.ko|' "$kdir/modules.order" > "$moddir/modules.order"
+        done <<< "$modules"
+        if [ ${#stale[@]} -gt 0 ]; then
+            rm -rf "$cache/kernel/$kernel_id"
+            die "--kdir $kdir: modules not built for $release (make modules again): ${stale[*]:0:5}$([ ${#stale[@]} -le 5 ] || echo " and $((${#stale[@]} - 5)) more")"
+        fi
+        printf '%s\n' "$modules" | sed '/^$/d; s|^|kernel/|' > "$moddir/modules.order"
         [ -f "$kdir/modules.builtin" ] && cp "$kdir/modules.builtin" "$moddir/"
         [ -f "$kdir/modules.builtin.modinfo" ] && cp "$kdir/modules.builtin.modinfo" "$moddir/"
         depmod -b "$root" "$release"
@@ -302,9 +318,20 @@ unset RUSTFLAGS
 
 # ------------------------------------------------------------- initramfs --
 
-# Gadget stack (FunctionFS; sourcesink and loopback for tests without user
-# space), dummy_hcd (the comparison UDC) and what they depend on.
-wanted=(udc_core libcomposite usb_f_fs usb_f_ss_lb dummy_hcd)
+# The gadget stack the suite needs (FunctionFS), and what only some of it
+# uses (sourcesink and loopback for tests without user space, dummy_hcd the
+# bench compares with), with what they depend on. A kernel of your own may
+# lack the latter: the image then goes without, and says so.
+modroot=$(dirname "$(dirname "$moddir")")
+modroot=$(dirname "$modroot")
+wanted=(udc_core libcomposite usb_f_fs)
+for m in usb_f_ss_lb dummy_hcd; do
+    if modprobe -d "$modroot" -S "$release" --show-depends "$m" >/dev/null 2>&1; then
+        wanted+=("$m")
+    else
+        say "note: $release has no $m (the bench's dummy_hcd comparison and sourcesink need it)"
+    fi
+done
 
 image_key=$( (echo "$kernel_id $release"; sha256sum "$modbuild/virtio_udc.ko" "$here/init" "$gadget_bin" \
     "$udmabuf_tests" "$daemon_bin" "$zerocopy_tests" "$here/build.sh" "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |
@@ -337,8 +364,6 @@ cp "$(command -v busybox)" "$stage/bin/busybox"
 cp "$here/init" "$stage/init"
 chmod 755 "$stage/init"
 
-modroot=$(dirname "$(dirname "$moddir")")
-modroot=$(dirname "$modroot")
 : > "$stage/etc/udc/modules"
 for m in "${wanted[@]}"; do
     modprobe -d "$modroot" -S "$release" --show-depends "$m" ||
@@ -361,7 +386,7 @@ done < "$stage/modlist"
 rm "$stage/modlist"
 for m in "${wanted[@]}"; do
     grep -q "/${m//_/[-_]}\.ko$" "$stage/etc/udc/modules" ||
-        grep -q "/${m}\.ko" "$moddir/modules.builtin" 2>/dev/null ||
+        grep -q "/${m//_/[-_]}\.ko$" "$moddir/modules.builtin" 2>/dev/null ||
         die "module $m is neither in $moddir nor built in: the kernel lacks it"
 done
 cp "$modbuild/virtio_udc.ko" "$stage/lib/modules/$release/extra/virtio_udc.ko"

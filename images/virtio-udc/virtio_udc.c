@@ -408,8 +408,13 @@ static void vudc_mark_dead(struct virtio_udc *vudc)
 
 	if (vudc->dead)
 		return;
+	/*
+	 * No virtio_break_device() here: it takes the virtio device's
+	 * vqs_list_lock, which is not irq-safe, under our irq-safe lock.
+	 * Nothing touches the queues of a dead device, and the reset work
+	 * resets them before use.
+	 */
 	vudc->dead = true;
-	virtio_break_device(vudc->vdev);
 	for (i = 0; i < vudc->num_eps; i++)
 		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
 }
@@ -1424,6 +1429,14 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 	vudc->vdev = vdev;
 	/* f_fs attaches DMABUFs to gadget->dev.parent: the device that DMAs. */
 	vudc->dma_dev = vdev->dev.parent;
+	/*
+	 * A segment may be as long as its 32-bit length field and lie
+	 * anywhere. Say so, or the DMA API keeps the PCI defaults (64 KiB
+	 * segments within 4 GiB) and DMA_API_DEBUG reports every longer
+	 * segment the gadget stack hands over.
+	 */
+	dma_set_max_seg_size(vudc->dma_dev, UINT_MAX);
+	dma_set_seg_boundary(vudc->dma_dev, ULONG_MAX);
 	vdev->priv = vudc;
 
 	vudc->flags = virtio_cread32(vdev, offsetof(struct virtio_udc_config, flags));

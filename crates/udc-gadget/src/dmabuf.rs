@@ -169,6 +169,16 @@ impl GuestBuf {
         if !self.sync {
             return Ok(());
         }
+        // udmabuf (6.12) maps its own mapping in the direction of the first
+        // bracket and syncs it in each bracket's: a read after a write
+        // syncs against the map's direction, which DMA_API_DEBUG reports
+        // (docs/kernel-bugs.md). Read-write brackets, valid for any access,
+        // keep it to one direction; udmabuf-sync-keeps-other-writes is the
+        // case that shows the bug.
+        let flags = match self.source {
+            Source::Udmabuf => flags | SYNC_READ | SYNC_WRITE,
+            Source::Heap => flags,
+        };
         self.sync_always(flags)
     }
 

@@ -11,8 +11,14 @@ pub const MARKERS: &[&str] = &[
     "Oops",
     "general protection fault",
     "Kernel panic",
+    // Lockdep's reports (each also starts with "WARNING:"); not the bare
+    // word, which a PROVE_LOCKING kernel prints at boot ("RCU lockdep
+    // checking is enabled") and in backtrace frames.
     "possible circular locking",
-    "lockdep",
+    "possible recursive locking",
+    "inconsistent lock state",
+    "lock order detected",
+    "suspicious RCU usage",
     "KASAN",
     "UBSAN",
     "refcount_t:",
@@ -55,6 +61,15 @@ mod tests {
         assert_eq!(bad.len(), 4, "{bad:?}");
         assert!(bad[0].contains("WARNING:"));
         assert!(bad[3].contains("refcount_t:"));
+    }
+
+    #[test]
+    fn a_lockdep_kernel_booting_is_not_a_problem() {
+        let log = "[    0.12] rcu: RCU lockdep checking is enabled.\n\
+                   [    9.10]  ? lockdep_hardirqs_on_prepare+0xd5/0x1a0\n";
+        assert!(problem_lines(log).is_empty(), "{:?}", problem_lines(log));
+        let report = "[   42.0] WARNING: HARDIRQ-safe -> HARDIRQ-unsafe lock order detected\n";
+        assert_eq!(problem_lines(report).len(), 1);
     }
 
     #[test]
