@@ -41,7 +41,7 @@ use udc_patterns::Pattern;
 use crate::cases::{check, io_err, pattern};
 
 use crate::aio::Buffer;
-use crate::cases::Ctx;
+use crate::case::Ctx;
 use crate::dmabuf::{GuestBuf, Source};
 use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};

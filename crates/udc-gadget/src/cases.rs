@@ -15,196 +15,19 @@ use udc_patterns::Pattern;
 
 use std::os::fd::AsFd;
 
-use crate::dmabuf::{self, GuestBuf, Source};
+use crate::case::Ctx;
+use crate::dmabuf::{GuestBuf, Source};
 use crate::ffs::{Speed, USB_DIR_IN};
 use crate::ffs_dmabuf;
-use crate::findings;
 use crate::gadget::{self, TestGadget};
 use crate::host::HostLink;
-use crate::recipes;
 use crate::Error;
 
 /// Transfers above this size go through a host stream instead of one
 /// base64 control-socket transfer.
-const MAX_SOCKET_TRANSFER: usize = 1 << 20;
+pub(crate) const MAX_SOCKET_TRANSFER: usize = 1 << 20;
 pub(crate) const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
-
-pub struct Ctx {
-    pub host: HostLink,
-    /// Path of the control channel, to reconnect after a daemon restart.
-    pub control: std::path::PathBuf,
-    pub udc: Option<String>,
-    /// Diagnostics of the running case, printed with its result.
-    pub notes: Vec<String>,
-    /// Races the running case provokes on purpose: the daemon's race
-    /// detectors reporting more than these fails it.
-    pub expected_races: u64,
-}
-
-pub(crate) type CaseFn = fn(&mut Ctx) -> Result<(), Error>;
-
-/// What a case needs of the controller (the config space's
-/// VIRTIO_UDC_CONFIG_F_SG): FunctionFS's DMABUF interface exists only on a
-/// UDC with scatter-gather, and its refusal only on one without.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Needs {
-    Any,
-    Sg,
-    NoSg,
-}
-
-impl Needs {
-    pub fn admits(self, sg: bool) -> bool {
-        match self {
-            Needs::Any => true,
-            Needs::Sg => sg,
-            Needs::NoSg => !sg,
-        }
-    }
-
-    pub fn describe(self) -> &'static str {
-        match self {
-            Needs::Any => "any controller",
-            Needs::Sg => "a controller with scatter-gather",
-            Needs::NoSg => "a controller without scatter-gather (vhost-device-udc --no-sg)",
-        }
-    }
-}
-
-pub struct Case {
-    pub name: &'static str,
-    pub needs: Needs,
-    pub run: CaseFn,
-    /// In the suite when no case is named (`udc-gadget test` alone). The
-    /// others run when a --filter word or --cases names them: the
-    /// reproducers of kernel bugs, which fail (or hang the guest) on a
-    /// kernel that has the bug, and the DMABUF lifecycle matrix.
-    pub default: bool,
-}
-
-const fn case(name: &'static str, needs: Needs, run: CaseFn) -> Case {
-    Case {
-        name,
-        needs,
-        run,
-        default: true,
-    }
-}
-
-/// A case that runs only when named (see [`Case::default`]).
-pub(crate) const fn on_request(name: &'static str, needs: Needs, run: CaseFn) -> Case {
-    Case {
-        name,
-        needs,
-        run,
-        default: false,
-    }
-}
-
-/// Every case, in the order they run: the catalogue and the reproducers,
-/// then the DMABUF lifecycle matrix.
-pub fn all() -> impl Iterator<Item = &'static Case> {
-    CASES.iter().chain(crate::lifecycle::CASES)
-}
-
-const CASES: &[Case] = &[
-    case("enumeration", Needs::Any, enumeration),
-    case("bulk-out-read", Needs::Any, bulk_out_read),
-    case("bulk-in-write", Needs::Any, bulk_in_write),
-    case("bulk-out-aio", Needs::Any, bulk_out_aio),
-    case("bulk-in-aio", Needs::Any, bulk_in_aio),
-    case("short-and-zero-length", Needs::Any, short_and_zero_length),
-    case(
-        "ep0-class-and-vendor-requests-stall",
-        Needs::Any,
-        ep0_requests_stall,
-    ),
-    case("bus-suspend-resume-reset-disconnect", Needs::Any, bus_events),
-    case("dmabuf-sizes-udmabuf-and-heap", Needs::Sg, dmabuf_sizes),
-    case("dmabuf-fifo-and-fence-order", Needs::Sg, dmabuf_fifo),
-    case("dmabuf-bad-requests-and-detach-pending", Needs::Sg, dmabuf_errors),
-    case(
-        "dmabuf-close-with-transfers-pending",
-        Needs::Sg,
-        dmabuf_close_pending,
-    ),
-    case(
-        "dmabuf-endpoint-disabled-mid-transfer",
-        Needs::Sg,
-        dmabuf_disabled,
-    ),
-    case(
-        "dmabuf-mixed-with-read-write-keeps-order",
-        Needs::Sg,
-        dmabuf_mixed,
-    ),
-    case("dmabuf-attach-without-sg", Needs::NoSg, dmabuf_without_sg),
-    case(
-        "injection-faults-and-delays-reach-functionfs",
-        Needs::Any,
-        recipes::faults_reach_functionfs,
-    ),
-    case(
-        "injection-same-seed-same-events",
-        Needs::Any,
-        recipes::seed_reproduces_events,
-    ),
-    case(
-        "injection-reorder-breaks-fence-order",
-        Needs::Sg,
-        recipes::reorder_breaks_fence_order,
-    ),
-    case(
-        "recipe-dmabuf-hold-5s-then-detach",
-        Needs::Sg,
-        recipes::hold_then_detach,
-    ),
-    case(
-        "recipe-out-poison-catches-early-reader",
-        Needs::Sg,
-        recipes::poison_catches_early_reader,
-    ),
-    case(
-        "recipe-in-checksum-catches-writer-in-flight",
-        Needs::Sg,
-        recipes::checksum_catches_writer,
-    ),
-    case(
-        "coherency-dmabuf-next-to-read-write",
-        Needs::Sg,
-        recipes::coherency_dmabuf_next_to_read_write,
-    ),
-    case(
-        "dmabuf-in-attached-before-enumeration",
-        Needs::Sg,
-        findings::dmabuf_in_attached_before_enumeration,
-    ),
-    case(
-        "udmabuf-sync-keeps-other-writes",
-        Needs::Any,
-        findings::udmabuf_sync_keeps_other_writes,
-    ),
-    case("unbind-rebind", Needs::Any, unbind_rebind),
-    case("rmmod-insmod-with-transfers-queued", Needs::Any, rmmod_insmod),
-    case("daemon-crash-and-restart", Needs::Any, daemon_crash),
-    // Reproducers of f_fs bugs (docs/kernel-bugs.md, patches/linux/).
-    on_request(
-        "ffs-fence-outlives-detach",
-        Needs::Sg,
-        findings::dmabuf_fence_outlives_detach,
-    ),
-    on_request(
-        "ffs-rw-large-under-swiotlb",
-        Needs::Sg,
-        findings::rw_large_under_swiotlb,
-    ),
-    on_request(
-        "ffs-rw-above-4mib-without-sg",
-        Needs::NoSg,
-        findings::rw_above_4mib_without_sg,
-    ),
-];
 
 /// Sizes for the read/write cases, around the packet size and up to 8 MiB.
 /// Without scatter-gather f_fs kmallocs each read()/write() whole, and
@@ -270,7 +93,7 @@ pub(crate) fn setup(ctx: &mut Ctx) -> Result<Setup, Error> {
 }
 
 /// The host's parsed descriptors are what this tool wrote.
-fn enumeration(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn enumeration(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
     let d = ctx.host.ok(json!({"op": "descriptors"}))?;
     let e = &d["enumerated"];
@@ -409,7 +232,7 @@ pub(crate) fn transfer_ok(r: &Value, actual: usize, what: &str) -> Result<(), Er
 }
 
 /// The stream on `ep` ended after exactly `bytes` with no error.
-fn stream_clean(host: &mut HostLink, ep: u8, bytes: u64, what: &str) -> Result<(), Error> {
+pub(crate) fn stream_clean(host: &mut HostLink, ep: u8, bytes: u64, what: &str) -> Result<(), Error> {
     let s = host.stream_wait(ep, IO_TIMEOUT)?;
     check(
         s["offset"] == bytes && s["stats"]["errors"] == 0 && s["last_error"].is_null(),
@@ -418,7 +241,7 @@ fn stream_clean(host: &mut HostLink, ep: u8, bytes: u64, what: &str) -> Result<(
 }
 
 /// Host OUT transfers of 1 byte to 8 MiB, each read whole by one read().
-fn bulk_out_read(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn bulk_out_read(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
     let f = s.g.open_ep(2)?;
     for (i, n) in sizes(&s).into_iter().enumerate() {
@@ -444,7 +267,7 @@ fn bulk_out_read(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// Guest write()s of 1 byte to 8 MiB, each read whole by the host.
-fn bulk_in_write(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn bulk_in_write(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
     let f = s.g.open_ep(1)?;
     for (i, n) in sizes(&s).into_iter().enumerate() {
@@ -471,7 +294,7 @@ fn bulk_in_write(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// Groups of AIO reads in flight at once (io_submit on the endpoint file),
 /// filled by a host stream, completing in order.
-fn bulk_out_aio(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn bulk_out_aio(ctx: &mut Ctx) -> Result<(), Error> {
     let mut s = setup(ctx)?;
     for (g, (size, count)) in [(65536usize, 4u64), (1 << 20, 4), (s.mps, 8)]
         .into_iter()
@@ -512,7 +335,7 @@ fn bulk_out_aio(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// Groups of AIO writes in flight at once, checked by a verifying host
 /// stream.
-fn bulk_in_aio(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn bulk_in_aio(ctx: &mut Ctx) -> Result<(), Error> {
     let mut s = setup(ctx)?;
     for (g, (size, count)) in [(65536usize, 4u64), (1 << 20, 4), (s.mps, 8)]
         .into_iter()
@@ -537,7 +360,7 @@ fn bulk_in_aio(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// Transfers that end early: short packets and zero-length packets both
 /// ways, and a ZLP ending an OUT transfer that fills whole packets.
-fn short_and_zero_length(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn short_and_zero_length(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
     let fout = s.g.open_ep(2)?;
     let fin = s.g.open_ep(1)?;
@@ -614,7 +437,7 @@ fn short_and_zero_length(ctx: &mut Ctx) -> Result<(), Error> {
 }
 
 /// A small transfer each way with read/write, to show the gadget works.
-fn round_trip(ctx: &mut Ctx, s: &Setup, seed: u64) -> Result<(), Error> {
+pub(crate) fn round_trip(ctx: &mut Ctx, s: &Setup, seed: u64) -> Result<(), Error> {
     let fout = s.g.open_ep(2)?;
     let reader = read_thread(fout, 1000);
     transfer_ok(
@@ -649,409 +472,6 @@ pub(crate) fn expect_errno(r: std::io::Result<()>, errno: i32, what: &str) -> Re
             std::io::Error::from_raw_os_error(errno)
         ))),
     }
-}
-
-/// One DMABUF transfer each way: attach, transfer, wait on the fence,
-/// check the data at the other end, detach.
-pub(crate) fn dmabuf_pair(
-    ctx: &mut Ctx,
-    s: &Setup,
-    buf: &mut GuestBuf,
-    size: usize,
-    seed: u64,
-) -> Result<(), Error> {
-    let what = format!("{} {} KiB", buf.source.name(), size >> 10);
-    let ep_in = s.g.open_ep(1)?;
-    let ep_out = s.g.open_ep(2)?;
-    // IN: the CPU fills the buffer, the device reads it.
-    buf.write(&pattern(seed, 0, size)).map_err(io_err(&what))?;
-    ffs_dmabuf::attach(ep_in.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_ATTACH on IN")))?;
-    if size > MAX_SOCKET_TRANSFER {
-        ctx.host.stream_start(s.ep_in, &format!("prbs:{seed}"), size, 1)?;
-    }
-    ffs_dmabuf::transfer(ep_in.as_fd(), buf.fd(), size as u64, 0)
-        .map_err(io_err(&format!("{what}: DMABUF_TRANSFER on IN")))?;
-    if size > MAX_SOCKET_TRANSFER {
-        stream_clean(&mut ctx.host, s.ep_in, size as u64, &format!("{what} IN"))?;
-    } else {
-        let (r, data) = ctx.host.read_in(s.ep_in, size)?;
-        transfer_ok(&r, size, &format!("{what} IN"))?;
-        verify(seed, 0, &data, &format!("{what} IN"))?;
-    }
-    check(buf.wait(libc::POLLOUT, IO_TIMEOUT), || {
-        format!("{what} IN: the fence did not signal")
-    })?;
-    ffs_dmabuf::detach(ep_in.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_DETACH on IN")))?;
-
-    // OUT: the device writes the buffer; the CPU reads it after the fence.
-    buf.write(&vec![0xa5; size]).map_err(io_err(&what))?;
-    ffs_dmabuf::attach(ep_out.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_ATTACH on OUT")))?;
-    ffs_dmabuf::transfer(ep_out.as_fd(), buf.fd(), size as u64, 0)
-        .map_err(io_err(&format!("{what}: DMABUF_TRANSFER on OUT")))?;
-    if size > MAX_SOCKET_TRANSFER {
-        ctx.host
-            .stream_start(s.ep_out, &format!("prbs:{}", seed + 1), size, 1)?;
-        stream_clean(&mut ctx.host, s.ep_out, size as u64, &format!("{what} OUT"))?;
-    } else {
-        transfer_ok(
-            &ctx.host.send_out(s.ep_out, &pattern(seed + 1, 0, size), false)?,
-            size,
-            &format!("{what} OUT"),
-        )?;
-    }
-    check(buf.wait(libc::POLLIN, IO_TIMEOUT), || {
-        format!("{what} OUT: the fence did not signal")
-    })?;
-    verify(
-        seed + 1,
-        0,
-        &buf.read(size).map_err(io_err(&what))?,
-        &format!("{what} OUT"),
-    )?;
-    ffs_dmabuf::detach(ep_out.as_fd(), buf.fd()).map_err(io_err(&format!("{what}: DMABUF_DETACH on OUT")))?;
-    Ok(())
-}
-
-/// Catalogue 1: attach, transfer, detach both ways, 4 KiB to 64 MiB, with
-/// udmabufs (one segment per page) and dma-heap buffers (few segments).
-///
-/// Under swiotlb=force a dma-heap buffer of 1 MiB or more cannot be
-/// attached: the system heap hands out 1 MiB segments and swiotlb maps at
-/// most 256 KiB at once, so the heap's map_dma_buf fails and ATTACH with it
-/// (EIO; docs/kernel-bugs.md). The case asserts exactly that there.
-fn dmabuf_sizes(ctx: &mut Ctx) -> Result<(), Error> {
-    let s = setup(ctx)?;
-    let bounced = dmabuf::dma_bounces();
-    let mut seed = 11_000;
-    let mut refused = Vec::new();
-    for source in [Source::Udmabuf, Source::Heap] {
-        for size in [4096usize, 65536, 1 << 20, 16 << 20, 64 << 20] {
-            let mut buf = GuestBuf::new(source, size)
-                .map_err(|e| Error::Setup(format!("{} of {size} bytes: {e}", source.name())))?;
-            if bounced && source == Source::Heap && size >= 1 << 20 {
-                for n in [1, 2] {
-                    let ep = s.g.open_ep(n)?;
-                    expect_errno(
-                        ffs_dmabuf::attach(ep.as_fd(), buf.fd()),
-                        libc::EIO,
-                        &format!(
-                            "DMABUF_ATTACH of a {} MiB dma-heap buffer under swiotlb=force",
-                            size >> 20
-                        ),
-                    )?;
-                }
-                refused.push(format!("{} MiB", size >> 20));
-                continue;
-            }
-            dmabuf_pair(ctx, &s, &mut buf, size, seed)?;
-            seed += 2;
-        }
-    }
-    ctx.notes
-        .push("udmabuf and dma-heap, 4 KiB to 64 MiB, both ways".into());
-    if !refused.is_empty() {
-        ctx.notes.push(format!(
-            "under swiotlb=force, dma-heap buffers of {} refused at ATTACH with EIO (1 MiB heap segments, 256 KiB swiotlb mappings)",
-            refused.join(", ")
-        ));
-    }
-    Ok(())
-}
-
-/// Catalogue 2: DMABUFs queued on one endpoint complete in FIFO order and
-/// their fences signal in seqno order (sync-file timestamps).
-fn dmabuf_fifo(ctx: &mut Ctx) -> Result<(), Error> {
-    const N: usize = 6;
-    const SIZE: usize = 256 << 10;
-    let s = setup(ctx)?;
-    let ep_out = s.g.open_ep(2)?;
-    let mut bufs = Vec::new();
-    let mut syncs = Vec::new();
-    for i in 0..N {
-        let source = if i % 2 == 0 { Source::Udmabuf } else { Source::Heap };
-        let b = GuestBuf::new(source, SIZE).map_err(|e| Error::Setup(e.to_string()))?;
-        ffs_dmabuf::attach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
-        ffs_dmabuf::transfer(ep_out.as_fd(), b.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER"))?;
-        // Readers wait for the device's write fence: this sync file holds it.
-        syncs.push(
-            b.export_sync_file(dmabuf::SYNC_READ)
-                .map_err(io_err("EXPORT_SYNC_FILE"))?,
-        );
-        bufs.push(b);
-    }
-    ctx.host.stream_start(s.ep_out, "prbs:12000", SIZE, N as u64)?;
-    stream_clean(&mut ctx.host, s.ep_out, (N * SIZE) as u64, "DMABUF FIFO")?;
-    let mut last = 0u64;
-    for (i, (b, sync)) in bufs.iter().zip(&syncs).enumerate() {
-        check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
-            format!("buffer {i}: the fence did not signal")
-        })?;
-        verify(
-            12_000,
-            (i * SIZE) as u64,
-            &b.read(SIZE).map_err(io_err("read"))?,
-            &format!("buffer {i} (FIFO)"),
-        )?;
-        let f = dmabuf::sync_file_fences(sync.as_fd()).map_err(io_err("SYNC_IOC_FILE_INFO"))?;
-        check(f.len() == 1 && f[0].status == 1, || {
-            format!(
-                "buffer {i}: fence status {:?}, expected one fence signalled without error",
-                f.iter().map(|x| x.status).collect::<Vec<_>>()
-            )
-        })?;
-        check(f[0].timestamp_ns >= last, || {
-            format!("buffer {i}: its fence signalled before buffer {}'s", i - 1)
-        })?;
-        last = f[0].timestamp_ns;
-        ffs_dmabuf::detach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_DETACH"))?;
-    }
-    ctx.notes.push(format!(
-        "{N} DMABUFs of {} KiB: data and fences in queue order",
-        SIZE >> 10
-    ));
-    Ok(())
-}
-
-/// Catalogue 5, 6, 7 and 3: the documented errors, an O_NONBLOCK transfer
-/// on a busy DMABUF, and a detach with a transfer pending, whose fence then
-/// signals with an error.
-fn dmabuf_errors(ctx: &mut Ctx) -> Result<(), Error> {
-    let s = setup(ctx)?;
-    let ep_out = s.g.open_ep(2)?;
-    let b = GuestBuf::new(Source::Udmabuf, 65536).map_err(|e| Error::Setup(e.to_string()))?;
-    let never = GuestBuf::new(Source::Heap, 4096).map_err(|e| Error::Setup(e.to_string()))?;
-    let fd = ep_out.as_fd();
-    expect_errno(
-        ffs_dmabuf::transfer(fd, b.fd(), 4096, 0),
-        libc::EPERM,
-        "transfer on an unattached DMABUF",
-    )?;
-    expect_errno(
-        ffs_dmabuf::detach(fd, never.fd()),
-        libc::EPERM,
-        "detach of a DMABUF never attached",
-    )?;
-    ffs_dmabuf::attach(fd, b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
-    expect_errno(
-        ffs_dmabuf::transfer(fd, b.fd(), 0, 0),
-        libc::EINVAL,
-        "transfer of length 0",
-    )?;
-    expect_errno(
-        ffs_dmabuf::transfer(fd, b.fd(), 65537, 0),
-        libc::EINVAL,
-        "transfer longer than the DMABUF",
-    )?;
-    expect_errno(
-        ffs_dmabuf::transfer(fd, b.fd(), 4096, 0x8000_0000),
-        libc::EINVAL,
-        "transfer with unknown flags",
-    )?;
-
-    // A transfer the host never serves keeps the DMABUF busy.
-    ffs_dmabuf::transfer(fd, b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
-    let nb = open_nonblock(&s, 2)?;
-    let start = Instant::now();
-    expect_errno(
-        ffs_dmabuf::transfer(nb.as_fd(), b.fd(), 65536, 0),
-        libc::EBUSY,
-        "O_NONBLOCK transfer on a busy DMABUF",
-    )?;
-    check(start.elapsed() < Duration::from_secs(1), || {
-        format!("the O_NONBLOCK transfer blocked for {:?}", start.elapsed())
-    })?;
-
-    // Detach with the transfer pending: the device sees the request
-    // cancelled and the fence signals (poll on the DMABUF). No sync file
-    // here: f_fs (6.9 to at least 6.12) keeps the fence's spinlock in the
-    // attachment it frees on detach, so reading a sync file's status, or
-    // closing one that was polled, after detach touches freed memory and
-    // can spin forever (docs/kernel-bugs.md). Fence error status is
-    // checked while attached, in dmabuf-endpoint-disabled-mid-transfer.
-    let queued = wait_device_queue(ctx, s.ep_out, 1, "before detach")?;
-    ffs_dmabuf::detach(fd, b.fd()).map_err(io_err("DMABUF_DETACH with a transfer pending"))?;
-    check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
-        "the pending transfer's fence did not signal after detach".into()
-    })?;
-    wait_cancelled(ctx, s.ep_out, queued, 1, "after detach")?;
-    ctx.notes
-        .push("detach with a transfer pending: cancelled at the device, fence signalled".into());
-    expect_errno(ffs_dmabuf::detach(fd, b.fd()), libc::EPERM, "second detach")?;
-    // The endpoint still works.
-    round_trip(ctx, &s, 12_100)?;
-    Ok(())
-}
-
-/// Catalogue 8: on a controller without scatter-gather FunctionFS refuses
-/// to attach a DMABUF (-EPERM), and read()/write() still work.
-fn dmabuf_without_sg(ctx: &mut Ctx) -> Result<(), Error> {
-    let s = setup(ctx)?;
-    let ep_in = s.g.open_ep(1)?;
-    let ep_out = s.g.open_ep(2)?;
-    for (source, size) in [(Source::Udmabuf, 65536), (Source::Heap, 1 << 20)] {
-        let b = GuestBuf::new(source, size).map_err(|e| Error::Setup(e.to_string()))?;
-        for (f, dir) in [(&ep_in, "IN"), (&ep_out, "OUT")] {
-            expect_errno(
-                ffs_dmabuf::attach(f.as_fd(), b.fd()),
-                libc::EPERM,
-                &format!(
-                    "DMABUF_ATTACH of a {} on {dir} without scatter-gather",
-                    source.name()
-                ),
-            )?;
-        }
-    }
-    ctx.notes
-        .push("DMABUF_ATTACH: EPERM on both endpoints, udmabuf and dma-heap".into());
-    round_trip(ctx, &s, 13_500)?;
-    Ok(())
-}
-
-/// Catalogue 4: closing the endpoint file with DMABUF transfers pending
-/// signals every fence.
-fn dmabuf_close_pending(ctx: &mut Ctx) -> Result<(), Error> {
-    let s = setup(ctx)?;
-    let ep_in = s.g.open_ep(1)?;
-    let mut bufs = Vec::new();
-    for _ in 0..3 {
-        let b = GuestBuf::new(Source::Udmabuf, 65536).map_err(|e| Error::Setup(e.to_string()))?;
-        ffs_dmabuf::attach(ep_in.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
-        ffs_dmabuf::transfer(ep_in.as_fd(), b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
-        bufs.push(b);
-    }
-    let queued = wait_device_queue(ctx, s.ep_in, 3, "before close")?;
-    // Closing detaches every DMABUF; as after a detach, only the DMABUF
-    // itself can be waited on safely (docs/kernel-bugs.md).
-    drop(ep_in);
-    for (i, b) in bufs.iter().enumerate() {
-        check(b.wait(libc::POLLOUT, IO_TIMEOUT), || {
-            format!("buffer {i}: no fence signal after close")
-        })?;
-    }
-    wait_cancelled(ctx, s.ep_in, queued, 3, "after close")?;
-    ctx.notes
-        .push("3 pending IN transfers: every fence signalled on close".into());
-    round_trip(ctx, &s, 13_000)?;
-    Ok(())
-}
-
-/// Catalogue 9: the endpoint goes away under a pending DMABUF transfer (the
-/// host's SET_CONFIGURATION 0, a bus reset, a disconnect): the fence signals
-/// with an error, and after the host configures the device again DMABUF
-/// transfers work.
-fn dmabuf_disabled(ctx: &mut Ctx) -> Result<(), Error> {
-    let s = setup(ctx)?;
-    let ep_out = s.g.open_ep(2)?;
-    // Open for the whole case: closing any file of an endpoint detaches
-    // every DMABUF attached to it (docs/kernel-bugs.md).
-    let nb = open_nonblock(&s, 2)?;
-    let events: [(&str, Value); 3] = [
-        (
-            "SET_CONFIGURATION 0",
-            json!({"op": "control", "request_type": 0, "request": 9, "value": 0}),
-        ),
-        ("bus reset", json!({"op": "bus", "action": "reset"})),
-        ("disconnect", json!({"op": "bus", "action": "disconnect"})),
-    ];
-    for (k, (what, req)) in events.into_iter().enumerate() {
-        let mut b = GuestBuf::new(Source::Udmabuf, 65536).map_err(|e| Error::Setup(e.to_string()))?;
-        ffs_dmabuf::attach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
-        ffs_dmabuf::transfer(ep_out.as_fd(), b.fd(), 65536, 0).map_err(io_err("DMABUF_TRANSFER"))?;
-        let sync = b
-            .export_sync_file(dmabuf::SYNC_READ)
-            .map_err(io_err("EXPORT_SYNC_FILE"))?;
-        ctx.host.ok(req)?;
-        check(b.wait(libc::POLLIN, IO_TIMEOUT), || {
-            format!("{what}: the pending fence did not signal")
-        })?;
-        // Still attached: the fence's status can be read (docs/kernel-bugs.md).
-        let f = dmabuf::sync_file_fences(sync.as_fd()).map_err(io_err("SYNC_IOC_FILE_INFO"))?;
-        drop(sync);
-        check(f.len() == 1 && f[0].status == -libc::ESHUTDOWN, || {
-            format!(
-                "{what}: fence status {:?}, expected -ESHUTDOWN (the endpoint was disabled)",
-                f.iter().map(|x| x.status).collect::<Vec<_>>()
-            )
-        })?;
-        ctx.notes
-            .push(format!("{what}: the fence signalled with -ESHUTDOWN"));
-        // Until the host configures the device again the endpoint is gone:
-        // a non-blocking transfer fails at once. (After a bus reset the host
-        // enumerates again by itself, so there is no window to test.)
-        let reconnect = match what {
-            "SET_CONFIGURATION 0" => {
-                Some(json!({"op": "control", "request_type": 0, "request": 9, "value": 1}))
-            }
-            "disconnect" => Some(json!({"op": "bus", "action": "connect"})),
-            _ => None,
-        };
-        if let Some(again) = reconnect {
-            if what == "disconnect" {
-                // The device ends the pending request before the guest has
-                // handled the disconnect event: the fence can signal while
-                // the endpoint is still enabled. Wait for the gadget to see
-                // the cable gone.
-                let start = Instant::now();
-                while !matches!(s.g.udc.state(), Ok(usb_gadget::UdcState::NotAttached)) {
-                    check(start.elapsed() < IO_TIMEOUT, || {
-                        format!("the UDC state is {:?} long after the disconnect", s.g.udc.state())
-                    })?;
-                    thread::sleep(Duration::from_millis(20));
-                }
-            }
-            expect_errno(
-                ffs_dmabuf::transfer(nb.as_fd(), b.fd(), 65536, 0),
-                libc::EAGAIN,
-                &format!("O_NONBLOCK transfer after {what}"),
-            )?;
-            ctx.host.ok(again)?;
-        }
-        ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
-        // The same DMABUF works again once the host has configured the device.
-        ffs_dmabuf::detach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_DETACH"))?;
-        dmabuf_pair(ctx, &s, &mut b, 65536, 13_100 + 2 * k as u64)?;
-    }
-    Ok(())
-}
-
-/// Catalogue 10: read()s and DMABUF transfers queued on one endpoint
-/// complete in the order they were queued.
-fn dmabuf_mixed(ctx: &mut Ctx) -> Result<(), Error> {
-    const SIZE: usize = 16384;
-    let s = setup(ctx)?;
-    let ep_out = s.g.open_ep(2)?;
-    let a = GuestBuf::new(Source::Udmabuf, SIZE).map_err(|e| Error::Setup(e.to_string()))?;
-    let b = GuestBuf::new(Source::Heap, SIZE).map_err(|e| Error::Setup(e.to_string()))?;
-    ffs_dmabuf::attach(ep_out.as_fd(), a.fd()).map_err(io_err("DMABUF_ATTACH"))?;
-    ffs_dmabuf::attach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_ATTACH"))?;
-    // Queue: DMABUF a, then a read(), then DMABUF b.
-    ffs_dmabuf::transfer(ep_out.as_fd(), a.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER a"))?;
-    let reader = read_thread(clone(&ep_out)?, SIZE);
-    thread::sleep(Duration::from_millis(300));
-    ffs_dmabuf::transfer(ep_out.as_fd(), b.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER b"))?;
-    ctx.host.stream_start(s.ep_out, "prbs:14000", SIZE, 3)?;
-    stream_clean(&mut ctx.host, s.ep_out, 3 * SIZE as u64, "mixed OUT")?;
-    let got = join(reader, "read() between the DMABUFs")?;
-    check(
-        a.wait(libc::POLLIN, IO_TIMEOUT) && b.wait(libc::POLLIN, IO_TIMEOUT),
-        || "a fence did not signal".into(),
-    )?;
-    verify(
-        14_000,
-        0,
-        &a.read(SIZE).map_err(io_err("read a"))?,
-        "first (DMABUF a)",
-    )?;
-    verify(14_000, SIZE as u64, &got, "second (read())")?;
-    verify(
-        14_000,
-        2 * SIZE as u64,
-        &b.read(SIZE).map_err(io_err("read b"))?,
-        "third (DMABUF b)",
-    )?;
-    ffs_dmabuf::detach(ep_out.as_fd(), a.fd()).map_err(io_err("DMABUF_DETACH"))?;
-    ffs_dmabuf::detach(ep_out.as_fd(), b.fd()).map_err(io_err("DMABUF_DETACH"))?;
-    Ok(())
 }
 
 /// Endpoint file `n` opened with O_NONBLOCK.
@@ -1095,7 +515,13 @@ pub(crate) fn device_queue(ctx: &mut Ctx, ep: u8) -> Result<(u64, u64), Error> {
 
 /// Waits until the device holds no request on `ep` and has ended `n` more
 /// with an error than it had when it held `before` (queued, errors).
-fn wait_cancelled(ctx: &mut Ctx, ep: u8, before: (u64, u64), n: u64, when: &str) -> Result<(), Error> {
+pub(crate) fn wait_cancelled(
+    ctx: &mut Ctx,
+    ep: u8,
+    before: (u64, u64),
+    n: u64,
+    when: &str,
+) -> Result<(), Error> {
     let after = wait_device_queue(ctx, ep, 0, when)?;
     check(after.1 == before.1 + n, || {
         format!(
@@ -1145,7 +571,7 @@ fn wait_ep0_event(s: &Setup, name: &str) -> Result<(), Error> {
 /// Class and vendor requests to the interface reach the ep0 thread as
 /// FunctionFS SETUP events, in both directions; it stalls them, as the
 /// function has none, and the function keeps moving data afterwards.
-fn ep0_requests_stall(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn ep0_requests_stall(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
     let interface = gadget::FUNCTION.interface().number;
     for (req, event) in [
@@ -1173,7 +599,7 @@ fn ep0_requests_stall(ctx: &mut Ctx) -> Result<(), Error> {
 /// What the host and the cable do to the bus reaches the gadget: suspend
 /// and resume as FunctionFS events; a bus reset and a disconnect end the
 /// transfers in flight with an error, and the host enumerates again.
-fn bus_events(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn bus_events(ctx: &mut Ctx) -> Result<(), Error> {
     let s = setup(ctx)?;
     ctx.host.ok(json!({"op": "bus", "action": "suspend"}))?;
     wait_ep0_event(&s, "suspend")?;
@@ -1223,7 +649,7 @@ fn bus_events(ctx: &mut Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-fn unbind_rebind(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn unbind_rebind(ctx: &mut Ctx) -> Result<(), Error> {
     let mut s = setup(ctx)?;
     round_trip(ctx, &s, 6000)?;
     for round in 0..3 {
@@ -1283,7 +709,7 @@ pub(crate) fn insmod_and_rebind(ctx: &mut Ctx, ko: &str, g: &mut TestGadget) -> 
     Ok(())
 }
 
-fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
     let ko = virtio_udc_ko()?;
     let mut s = setup(ctx)?;
     // Requests the host never serves: two reads and a write.
@@ -1341,7 +767,7 @@ fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
 /// The daemon dies with requests queued: QEMU tells the driver, which fails
 /// them; `udc-vm` starts a new daemon, the driver resets the device, the
 /// host enumerates again and data moves.
-fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
+pub(crate) fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
     let mut s = setup(ctx)?;
     for _ in 0..2 {
         s.g.rx

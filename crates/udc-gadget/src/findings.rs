@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use udmabuf::{memfd_for_udmabuf, CreateFlags, SyncDirection, Udmabuf};
 
+use crate::case::Ctx;
 use crate::cases::{
-    check, clone, io_err, join, pattern, read_thread, setup, verify, wait_device_queue, Ctx, IO_TIMEOUT,
+    check, clone, io_err, join, pattern, read_thread, setup, verify, wait_device_queue, IO_TIMEOUT,
 };
 use crate::dmabuf::{self, dma_bounces, GuestBuf, Source};
 use crate::ffs_dmabuf;

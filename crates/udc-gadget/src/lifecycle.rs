@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::case::{self, Ctx};
 use crate::cases::{
     self, check, expect_errno, io_err, pattern, run, transfer_ok, verify, virtio_udc_ko, wait_device_queue,
-    Ctx, CONFIGURE_TIMEOUT, IO_TIMEOUT,
+    CONFIGURE_TIMEOUT, IO_TIMEOUT,
 };
 use crate::dmabuf::{GuestBuf, Source};
 use crate::ffs_dmabuf;
@@ -259,8 +260,8 @@ macro_rules! orderings {
         $(fn $f(ctx: &mut Ctx) -> Result<(), Error> {
             run_ordering(ctx, State::$state, Op::$op)
         })*
-        pub const CASES: &[cases::Case] = &[
-            $(cases::on_request($name, cases::Needs::Sg, $f),)*
+        pub const CASES: &[case::Case] = &[
+            $(case::on_request($name, case::Needs::Sg, $f),)*
         ];
     };
 }

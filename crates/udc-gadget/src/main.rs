@@ -8,8 +8,10 @@
 
 mod aio;
 mod bench;
+mod case;
 mod cases;
 mod dmabuf;
+mod dmabuf_cases;
 mod ffs;
 mod ffs_dmabuf;
 mod findings;
@@ -18,6 +20,7 @@ mod host;
 mod kmsg;
 mod ktap;
 mod lifecycle;
+mod plan;
 mod recipes;
 
 use std::path::PathBuf;
@@ -27,7 +30,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::cases::{Case, Ctx};
+use crate::case::{Case, Ctx};
 use crate::host::HostLink;
 use crate::kmsg::KmsgWatch;
 use crate::ktap::{Ktap, Outcome};
@@ -193,16 +196,16 @@ fn context(cli: &Cli) -> Result<Ctx, Error> {
 /// `filter`, or exactly `names` (an unknown name is an error), or all.
 fn select_cases(filter: Option<&str>, names: &[String]) -> Result<Vec<&'static Case>, Error> {
     if !names.is_empty() {
-        if let Some(n) = names.iter().find(|n| !cases::all().any(|c| c.name == n.as_str())) {
+        if let Some(n) = names.iter().find(|n| !plan::all().any(|c| c.name == n.as_str())) {
             return Err(Error::Setup(format!(
                 "--cases: no case named {n} (udc-gadget test --list)"
             )));
         }
-        return Ok(cases::all()
+        return Ok(plan::all()
             .filter(|c| names.iter().any(|n| n == c.name))
             .collect());
     }
-    Ok(cases::all()
+    Ok(plan::all()
         .filter(|c| match filter {
             None => c.default,
             Some(f) => f
@@ -441,7 +444,7 @@ mod tests {
 
     #[test]
     fn every_case_has_its_own_name() {
-        let mut n: Vec<&str> = cases::all().map(|c| c.name).collect();
+        let mut n: Vec<&str> = plan::all().map(|c| c.name).collect();
         let len = n.len();
         n.sort();
         n.dedup();

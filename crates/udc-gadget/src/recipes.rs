@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::case::Ctx;
 use crate::cases::{
     check, clone, device_queue, io_err, join, pattern, read_thread, setup, transfer_ok, verify,
-    wait_device_queue, write_thread, Ctx, Setup, IO_TIMEOUT,
+    wait_device_queue, write_thread, Setup, IO_TIMEOUT,
 };
 use crate::dmabuf::{dma_bounces, GuestBuf, Source};
 use crate::ffs_dmabuf;
