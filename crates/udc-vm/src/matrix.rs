@@ -232,10 +232,27 @@ pub fn first_reason(c: &Case) -> String {
         };
         return k.to_string();
     }
+    // Else the case's own words: the last line that is not a note the
+    // runner added, a console line or a backtrace frame.
+    let frame = |l: &str| {
+        let t = l.trim();
+        t.starts_with("RIP: ")
+            || t.split_whitespace()
+                .next()
+                .is_some_and(|w| w.contains("+0x") && w.contains('/'))
+    };
     lines
         .iter()
         .rev()
-        .find(|l| !l.starts_with("last console lines") && !l.starts_with('[') && !l.trim().is_empty())
+        .find(|l| {
+            !l.starts_with("last console lines")
+                && !l.starts_with("console: ")
+                && !l.starts_with('[')
+                && !l.starts_with("the kernel's backtrace")
+                && l.trim() != "kernel log:"
+                && !frame(l)
+                && !l.trim().is_empty()
+        })
         .map(|l| l.trim().to_string())
         .unwrap_or_else(|| "failed".into())
 }
@@ -459,6 +476,20 @@ mod tests {
             &["super speed, bulk IN 0x81", "OUT 4 KiB: data differs"],
         );
         assert_eq!(first_reason(&c), "OUT 4 KiB: data differs");
+        // A case whose kernel lines are only a backtrace: its own words.
+        let c = case(
+            "ffs-fence-outlives-detach",
+            Outcome::Fail,
+            &[
+                "super speed, bulk IN 0x81",
+                "SYNC_IOC_FILE_INFO did not return within 5 s; the kernel:\nRIP: 0010:native_queued_spin_lock_slowpath+0x84/0x2a0\ndma_fence_get_status+0x18/0x80",
+                "console: [ 12.33] Call Trace:",
+            ],
+        );
+        assert_eq!(
+            first_reason(&c),
+            "SYNC_IOC_FILE_INFO did not return within 5 s; the kernel:"
+        );
     }
 
     #[test]
