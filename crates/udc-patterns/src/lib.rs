@@ -157,50 +157,20 @@ pub mod kernel_log;
 mod pattern;
 mod stats;
 mod stream;
+mod units;
 mod verify;
 
 pub use pattern::{prbs_block, ParsePatternError, Pattern};
 pub use stats::{LatencyHistogram, Stats, StatsSnapshot};
 pub use stream::{Sink, Source};
+pub use units::{
+    fmt_duration, parse_bandwidth, parse_duration, parse_size, HIGH_SPEED_BYTES_PER_SEC,
+    SUPER_SPEED_BYTES_PER_SEC,
+};
 pub use verify::{Mismatch, Verifier};
-
-/// One size: bytes, or with a binary K/M/G suffix (`64K`, `1M`, `16MiB`).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let t = t.strip_suffix("iB").or_else(|| t.strip_suffix('B')).unwrap_or(t);
-    let (num, shift) = match t.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&t[..i], 10),
-        Some((i, 'M' | 'm')) => (&t[..i], 20),
-        Some((i, 'G' | 'g')) => (&t[..i], 30),
-        _ => (t, 0),
-    };
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 65536, 64K, 1M)"))?;
-    n.checked_mul(1 << shift)
-        .filter(|&v| v > 0)
-        .ok_or_else(|| format!("size {s:?} is zero or too large"))
-}
 
 /// The fill of the daemon's OUT race detector (`out_poison`,
 /// docs/injection.md): eight ASCII bytes, easy to spot in a hexdump and
 /// unlike any of the patterns above. The daemon writes it and the guest
 /// tool looks for it, so it lives here.
 pub const POISON: [u8; 8] = *b"UDCPOISN";
-
-#[cfg(test)]
-mod size_tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes_parse_with_binary_suffixes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64K"), Ok(64 << 10));
-        assert_eq!(parse_size("1M"), Ok(1 << 20));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert_eq!(parse_size("2G"), Ok(2 << 30));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("").is_err());
-    }
-}

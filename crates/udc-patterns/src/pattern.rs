@@ -3,8 +3,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::verify::{Mismatch, Verifier};
-
 /// The splitmix64 increment ("golden gamma").
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
@@ -95,12 +93,6 @@ impl Pattern {
             Pattern::Prbs { seed } => fill_blocks(stream_offset, buf, |n| prbs_block(seed, n)),
             Pattern::Zeros => buf.fill(0),
         }
-    }
-
-    /// Check `buf` against the stream starting at `stream_offset`.
-    /// Shorthand for [`Verifier::new(*self).verify(..)`](Verifier::verify).
-    pub fn verify(&self, stream_offset: u64, buf: &[u8]) -> Result<(), Mismatch> {
-        Verifier::new(*self).verify(stream_offset, buf)
     }
 
     /// The pattern's name without parameters: `"counter"`, `"prbs"` or `"zeros"`.

@@ -7,6 +7,16 @@ use crate::pattern::Pattern;
 /// Size of the on-stack buffer the expected data is generated into.
 const CHUNK: usize = 4096;
 
+// Here rather than beside the pattern's other methods: verification
+// builds on generation, not the other way round.
+impl Pattern {
+    /// Check `buf` against the stream starting at `stream_offset`.
+    /// Shorthand for [`Verifier::new(*self).verify(..)`](Verifier::verify).
+    pub fn verify(&self, stream_offset: u64, buf: &[u8]) -> Result<(), Mismatch> {
+        Verifier::new(*self).verify(stream_offset, buf)
+    }
+}
+
 /// Received data differs from the pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
