@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! The daemon's TOML configuration: the controller the guest sees, the host's
-//! behaviour, and traffic streams to run once the gadget is configured.
+//! The daemon's configuration: the controller the guest sees, the host's
+//! behaviour, the injection, and traffic streams to run once the gadget is
+//! configured.
 //!
+//! Built in one place, [`DaemonConfig`]'s `TryFrom<ConfigArgs>`: the
+//! defaults, then the TOML file, then the command line's options, each
+//! value checked where it is read, and the whole checked at the end.
 //! Unknown keys are errors, so a typo never silently becomes a default.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -24,6 +28,95 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
+    #[error("{option}: {message}")]
+    Option { option: String, message: String },
+}
+
+/// Everything the daemon runs with.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonConfig {
+    pub controller: ControllerConfig,
+    pub host: HostConfig,
+    pub inject: InjectConfig,
+    /// Streams to start whenever the gadget is configured.
+    pub streams: Vec<StreamSpec>,
+}
+
+/// The command-line options that make up the configuration (the daemon's
+/// other options say where to listen and how to log).
+#[derive(Debug, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// TOML file describing the controller, the host and traffic streams
+    /// (see docs/configuration.md). Command-line options override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Host port speed: full, high or super. The bus runs at the lower of
+    /// this and --max-speed. Default: high.
+    #[arg(long, value_name = "SPEED")]
+    pub speed: Option<Speed>,
+
+    /// Fastest speed the controller advertises to the guest: full, high or
+    /// super. Default: super.
+    #[arg(long, value_name = "SPEED")]
+    pub max_speed: Option<Speed>,
+
+    /// Advertise no scatter-gather (one segment per request). FunctionFS's
+    /// DMABUF interface then refuses to attach with -EPERM.
+    #[arg(long)]
+    pub no_sg: bool,
+
+    /// Do not enumerate when the gadget pulls up; wait for the control
+    /// socket's "enumerate".
+    #[arg(long)]
+    pub no_auto_enumerate: bool,
+
+    /// Delay or fault injection, KEY=VALUE or EP.KEY=VALUE (repeatable; see
+    /// docs/injection.md), e.g. `latency=100us..2ms`, `ep2out.stall=nth:3`,
+    /// `bandwidth=high-speed`. Applied over the config file's [inject].
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub inject: Vec<String>,
+
+    /// Seed of the injection's random choices: the same seed, settings and
+    /// guest requests give the same injected events.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+impl TryFrom<ConfigArgs> for DaemonConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: ConfigArgs) -> Result<Self, ConfigError> {
+        let mut cfg = DaemonConfig::default();
+        if let Some(path) = &args.config {
+            FileConfig::load(path)?.apply(&path.display().to_string(), &mut cfg)?;
+        }
+        let option = |option: String, message: String| ConfigError::Option { option, message };
+        for a in &args.inject {
+            cfg.inject
+                .apply_assignment(a)
+                .map_err(|m| option(format!("--inject {a}"), m))?;
+        }
+        if let Some(s) = args.seed {
+            cfg.inject.seed = s;
+        }
+        if let Some(s) = args.speed {
+            cfg.host.speed = s;
+        }
+        if let Some(s) = args.max_speed {
+            cfg.controller.max_speed = s;
+        }
+        if args.no_sg {
+            cfg.controller.sg = false;
+        }
+        if args.no_auto_enumerate {
+            cfg.host.auto_enumerate = false;
+        }
+        cfg.controller
+            .check_injection(&cfg.inject)
+            .map_err(|m| option("--inject".into(), m))?;
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,38 +181,6 @@ pub struct StreamSection {
     pub zlp: Option<bool>,
 }
 
-/// Parses "ep1in", "ep2out", "0x81", "129".
-pub fn parse_ep_address(s: &str) -> Result<u8, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let parsed = if let Some(rest) = t.strip_prefix("ep") {
-        let (num, dir) = if let Some(n) = rest.strip_suffix("in") {
-            (n, USB_DIR_IN)
-        } else if let Some(n) = rest.strip_suffix("out") {
-            (n, 0)
-        } else if rest == "0" {
-            ("0", 0)
-        } else {
-            return Err(format!("endpoint {s:?}: say ep<N>in or ep<N>out"));
-        };
-        num.parse::<u8>().ok().filter(|n| *n <= 15).map(|n| n | dir)
-    } else if let Some(hex) = t.strip_prefix("0x") {
-        u8::from_str_radix(hex, 16).ok()
-    } else {
-        t.parse::<u8>().ok()
-    };
-    match parsed {
-        Some(a) if a & 0x70 == 0 => Ok(a),
-        _ => Err(format!(
-            "endpoint {s:?} is not an endpoint address (ep1in, ep2out, 0x81, ...)"
-        )),
-    }
-}
-
-pub fn parse_speed(s: &str) -> Result<Speed, String> {
-    s.parse::<Speed>()
-        .map_err(|_| format!("speed {s:?}: use one of full, high, super"))
-}
-
 impl FileConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let p = path.display().to_string();
@@ -137,22 +198,24 @@ impl FileConfig {
         })
     }
 
-    /// Applies this file on top of `ctrl`, `host` and `inject`, checking
-    /// every value.
-    pub fn apply(
-        &self,
-        path: &str,
-        ctrl: &mut ControllerConfig,
-        host: &mut HostConfig,
-        inject: &mut InjectConfig,
-    ) -> Result<Vec<StreamSpec>, ConfigError> {
+    /// Applies this file on top of `cfg`, checking every value, and that
+    /// its streams and injection name endpoints the controller has.
+    pub fn apply(&self, path: &str, cfg: &mut DaemonConfig) -> Result<(), ConfigError> {
+        let DaemonConfig {
+            controller: ctrl,
+            host,
+            inject,
+            streams,
+        } = cfg;
         let invalid = |message: String| ConfigError::Invalid {
             path: path.to_string(),
             message,
         };
         let c = &self.controller;
         if let Some(s) = &c.max_speed {
-            ctrl.max_speed = parse_speed(s).map_err(|m| invalid(format!("[controller] max_speed: {m}")))?;
+            ctrl.max_speed = s
+                .parse::<Speed>()
+                .map_err(|m| invalid(format!("[controller] max_speed: {m}")))?;
         }
         if let Some(sg) = c.scatter_gather {
             ctrl.sg = sg;
@@ -172,7 +235,11 @@ impl FileConfig {
             let mut list: Vec<EpCap> = Vec::new();
             for (i, e) in eps.iter().enumerate() {
                 let what = format!("[controller] endpoints[{i}]");
-                let addr = parse_ep_address(&e.address).map_err(|m| invalid(format!("{what}: {m}")))?;
+                let addr = e
+                    .address
+                    .parse::<EpAddress>()
+                    .map_err(|m| invalid(format!("{what}: {m}")))?
+                    .0;
                 if ep_num(addr) == 0 {
                     return Err(invalid(format!(
                         "{what}: ep0 is always present; list only ep1-ep15"
@@ -218,7 +285,9 @@ impl FileConfig {
         }
         let h = &self.host;
         if let Some(s) = &h.speed {
-            host.speed = parse_speed(s).map_err(|m| invalid(format!("[host] speed: {m}")))?;
+            host.speed = s
+                .parse::<Speed>()
+                .map_err(|m| invalid(format!("[host] speed: {m}")))?;
         }
         if let Some(a) = h.auto_enumerate {
             host.auto_enumerate = a;
@@ -235,7 +304,6 @@ impl FileConfig {
             }
             host.address = a;
         }
-        let mut streams = Vec::new();
         for (i, s) in self.streams.iter().enumerate() {
             let what = format!("[[stream]] #{}", i + 1);
             let spec = StreamSpec::from_parts(
@@ -259,7 +327,7 @@ impl FileConfig {
         apply_inject(&self.inject, inject).map_err(invalid)?;
         ctrl.check_injection(inject)
             .map_err(|m| invalid(format!("[inject]: {m}")))?;
-        Ok(streams)
+        Ok(())
     }
 }
 
@@ -300,26 +368,61 @@ mod tests {
 
     fn apply(text: &str) -> Result<(ControllerConfig, HostConfig, Vec<StreamSpec>), String> {
         let f = FileConfig::parse(text, "t.toml").map_err(|e| e.to_string())?;
-        let mut c = ControllerConfig::default();
-        let mut h = HostConfig::default();
-        let mut i = InjectConfig::default();
-        let s = f
-            .apply("t.toml", &mut c, &mut h, &mut i)
-            .map_err(|e| e.to_string())?;
-        Ok((c, h, s))
+        let mut cfg = DaemonConfig::default();
+        f.apply("t.toml", &mut cfg).map_err(|e| e.to_string())?;
+        Ok((cfg.controller, cfg.host, cfg.streams))
     }
 
     fn inject(text: &str) -> Result<InjectConfig, String> {
         let f = FileConfig::parse(text, "t.toml").map_err(|e| e.to_string())?;
-        let mut i = InjectConfig::default();
-        f.apply(
-            "t.toml",
-            &mut ControllerConfig::default(),
-            &mut HostConfig::default(),
-            &mut i,
+        let mut cfg = DaemonConfig::default();
+        f.apply("t.toml", &mut cfg).map_err(|e| e.to_string())?;
+        Ok(cfg.inject)
+    }
+
+    #[test]
+    fn command_line_overrides_the_file_and_is_checked_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(
+            &path,
+            "[controller]\nmax_speed = \"high\"\n[host]\nspeed = \"full\"\n[inject]\nlatency = \"1ms\"\n",
         )
-        .map_err(|e| e.to_string())?;
-        Ok(i)
+        .unwrap();
+        let args = |extra: ConfigArgs| ConfigArgs {
+            config: Some(path.clone()),
+            ..extra
+        };
+        let cfg = DaemonConfig::try_from(args(ConfigArgs::default())).unwrap();
+        assert_eq!(cfg.controller.max_speed, Speed::High);
+        assert_eq!(cfg.host.speed, Speed::Full);
+        assert_eq!(cfg.inject.to_map()["latency"], "1ms");
+        let cfg = DaemonConfig::try_from(args(ConfigArgs {
+            speed: Some(Speed::Super),
+            no_sg: true,
+            inject: vec!["latency=2ms".into()],
+            seed: Some(5),
+            ..ConfigArgs::default()
+        }))
+        .unwrap();
+        assert_eq!(cfg.host.speed, Speed::Super);
+        assert!(!cfg.controller.sg);
+        assert_eq!(cfg.inject.to_map()["latency"], "2ms");
+        assert_eq!(cfg.inject.seed, 5);
+        let e = DaemonConfig::try_from(args(ConfigArgs {
+            inject: vec!["ep15out.stall=always".into()],
+            ..ConfigArgs::default()
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--inject: ") && e.contains("ep15out"), "{e}");
+        let e = DaemonConfig::try_from(ConfigArgs {
+            config: Some(dir.path().join("missing.toml")),
+            ..ConfigArgs::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("missing.toml"), "{e}");
     }
 
     #[test]
@@ -394,15 +497,5 @@ mod tests {
         assert!(e.contains("ep16in"), "{e}");
         let e = apply("[[stream]]\nendpoint = \"ep1in\"\npattern = \"noise\"\n").unwrap_err();
         assert!(e.contains("noise"), "{e}");
-    }
-
-    #[test]
-    fn endpoint_addresses() {
-        assert_eq!(parse_ep_address("ep1in"), Ok(0x81));
-        assert_eq!(parse_ep_address("EP15OUT"), Ok(0x0f));
-        assert_eq!(parse_ep_address("0x82"), Ok(0x82));
-        assert_eq!(parse_ep_address("3"), Ok(3));
-        assert!(parse_ep_address("0x91").is_err());
-        assert!(parse_ep_address("ep1").is_err());
     }
 }

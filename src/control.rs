@@ -20,12 +20,11 @@ use log::{debug, info, warn};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::{parse_ep_address, parse_speed};
 use crate::device::{UrbKind, UrbStatus};
 use crate::host::Host;
 use crate::traffic::{StreamSpec, Traffic};
-use crate::usb::SetupPacket;
-use crate::wire::{ep_is_in, ep_name, ep_num, Status};
+use crate::usb::{SetupPacket, Speed};
+use crate::wire::{ep_is_in, ep_name, ep_num, EpAddress, Status};
 use crate::zerocopy;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
@@ -253,7 +252,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             timeout_ms,
             dmabuf,
         } => {
-            let ep = parse_ep_address(&ep)?;
+            let ep = parse_ep(&ep)?;
             let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
             let udc = host.udc();
             let deadline = std::time::Instant::now() + timeout;
@@ -300,7 +299,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             actual,
             status,
         } => {
-            let ep = parse_ep_address(&ep)?;
+            let ep = parse_ep(&ep)?;
             let udc = host.udc();
             let mut g = udc.lock();
             // A completion held by injection keeps its own status and length
@@ -392,7 +391,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             zlp,
             timeout_ms,
         } => {
-            let ep = parse_ep_address(&ep)?;
+            let ep = parse_ep(&ep)?;
             if ep_num(ep) == 0 {
                 return Err("use op \"control\" for ep0".into());
             }
@@ -442,7 +441,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             Ok(json!({"ok": true}))
         }
         Request::StreamStop { ep } => {
-            let s = traffic.stop(parse_ep_address(&ep)?)?;
+            let s = traffic.stop(parse_ep(&ep)?)?;
             Ok(json!({"ok": true, "stream": s}))
         }
         Request::Streams {} => Ok(json!({"ok": true, "streams": traffic.status()})),
@@ -539,7 +538,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
         } => {
             let mut cfg = host.config();
             if let Some(s) = speed {
-                cfg.speed = parse_speed(&s)?;
+                cfg.speed = s.parse::<Speed>().map_err(|e| e.to_string())?;
             }
             if let Some(a) = auto_enumerate {
                 cfg.auto_enumerate = a;
@@ -564,4 +563,9 @@ fn host_config_json(host: &Host) -> Value {
         "control_timeout_ms": c.control_timeout.as_millis() as u64,
         "address": c.address,
     })
+}
+
+/// An endpoint named in a request, as a wire address.
+fn parse_ep(s: &str) -> Result<u8, String> {
+    s.parse::<EpAddress>().map(u8::from).map_err(|e| e.to_string())
 }

@@ -693,10 +693,10 @@ impl<T: Debug> Device<T> {
             self.log.push(ep, n, tag, what);
         };
         if !plan.latency.is_zero() {
-            note(format!("latency {}", crate::inject::fmt_duration(plan.latency)));
+            note(format!("latency {}", udc_patterns::fmt_duration(plan.latency)));
         }
         if let Some(d) = plan.nak {
-            note(format!("nak {}", crate::inject::fmt_duration(d)));
+            note(format!("nak {}", udc_patterns::fmt_duration(d)));
         }
         if plan.hold {
             note("hold".into());
@@ -708,10 +708,10 @@ impl<T: Debug> Device<T> {
             note(format!("{} at {}", f.key(), plan.fault_at));
         }
         if let Some(d) = plan.in_checksum {
-            note(format!("in_checksum {}", crate::inject::fmt_duration(d)));
+            note(format!("in_checksum {}", udc_patterns::fmt_duration(d)));
         }
         if let Some(d) = plan.out_poison {
-            note(format!("out_poison {}", crate::inject::fmt_duration(d)));
+            note(format!("out_poison {}", udc_patterns::fmt_duration(d)));
             if let Some(mem) = self.mem.as_ref().map(|m| m.memory()) {
                 if let Err(err) = race::poison(&*mem, &g.req.segments, g.req.length as usize) {
                     warn!("{}: cannot poison request tag {tag:#x}: {err}", ep_name(ep));

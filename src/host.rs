@@ -14,8 +14,8 @@ use serde::Serialize;
 
 use crate::device::{BusState, Urb, UrbKind, UrbResult, UrbStatus};
 use crate::enumerate::{self, ControlError, ControlPipe, Enumerated};
+use crate::udc::Udc;
 use crate::usb::{SetupPacket, Speed};
-use crate::vhu_udc::Udc;
 
 /// How the host behaves; changeable at run time through the control socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -19,16 +19,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::parse_ep_address;
-use crate::wire::ep_name;
-use udc_patterns::parse_size;
-
-/// USB 2.0 high speed's bulk ceiling: 13 packets of 512 bytes per 125 us
-/// microframe (USB 2.0, table 5-10).
-pub const HIGH_SPEED_BYTES_PER_SEC: u64 = 13 * 512 * 8000;
-/// USB 3 SuperSpeed's line rate after 8b/10b coding (5 Gbit/s * 8/10), the
-/// ceiling before packet overhead.
-pub const SUPER_SPEED_BYTES_PER_SEC: u64 = 500_000_000;
+use crate::race::{fnv1a, FNV_OFFSET};
+use crate::wire::{ep_name, EpAddress};
+use udc_patterns::{fmt_duration, parse_bandwidth, parse_duration, parse_size};
 
 /// How long an injected disconnect lasts unless `reconnect_after` says.
 const DEFAULT_RECONNECT: Duration = Duration::from_millis(100);
@@ -435,7 +428,7 @@ impl InjectConfig {
         }
         match key.split_once('.') {
             Some((ep, k)) => {
-                let addr = parse_ep_address(ep)?;
+                let addr = ep.parse::<EpAddress>().map_err(|e| e.to_string())?.0;
                 if addr & 0x0f == 0 {
                     return Err(format!(
                         "{key}: ep0 has no injection (control transfers are not injected)"
@@ -702,97 +695,6 @@ impl InjectLog {
     }
 }
 
-/// FNV-1a's starting state.
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-/// FNV-1a, 64 bit: a stable hash for digests and race-detector checksums.
-pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-/// "1ms", "250us", "2s", "1.5ms", "0".
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if t == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let split = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .ok_or_else(|| format!("{t:?} has no unit: say ns, us, ms or s"))?;
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .trim()
-        .parse()
-        .ok()
-        .filter(|v: &f64| v.is_finite() && *v >= 0.0)
-        .ok_or_else(|| format!("{t:?} is not a duration (say 250us, 1.5ms or 2s)"))?;
-    let secs = match unit {
-        "ns" => v / 1e9,
-        "us" => v / 1e6,
-        "ms" => v / 1e3,
-        "s" => v,
-        _ => return Err(format!("{t:?}: unit {unit:?} is not one of ns, us, ms, s")),
-    };
-    if secs > 3600.0 {
-        return Err(format!("{t:?} is over an hour"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-/// Prints a duration the way [`parse_duration`] reads it.
-pub fn fmt_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        "0".into()
-    } else if ns % 1_000_000_000 == 0 {
-        format!("{}s", ns / 1_000_000_000)
-    } else if ns % 1_000_000 == 0 {
-        format!("{}ms", ns / 1_000_000)
-    } else if ns % 1_000 == 0 {
-        format!("{}us", ns / 1_000)
-    } else {
-        format!("{ns}ns")
-    }
-}
-
-/// "high-speed", "super-speed", "40MB/s", "40MiB/s", "320Mbit/s", "1000B/s".
-pub fn parse_bandwidth(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    match t {
-        "high-speed" => return Ok(HIGH_SPEED_BYTES_PER_SEC),
-        "super-speed" => return Ok(SUPER_SPEED_BYTES_PER_SEC),
-        _ => {}
-    }
-    let bad = || format!("{t:?} is not a bandwidth: say high-speed, super-speed, or e.g. 40MB/s, 320Mbit/s");
-    let body = t.strip_suffix("/s").ok_or_else(bad)?;
-    let split = body.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?;
-    let (num, unit) = body.split_at(split);
-    let v: f64 = num.trim().parse().map_err(|_| bad())?;
-    let bytes = match unit {
-        "B" => 1.0,
-        "KB" => 1e3,
-        "MB" => 1e6,
-        "GB" => 1e9,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "bit" => 1.0 / 8.0,
-        "Kbit" => 1e3 / 8.0,
-        "Mbit" => 1e6 / 8.0,
-        "Gbit" => 1e9 / 8.0,
-        _ => return Err(bad()),
-    };
-    let r = v * bytes;
-    if !(1.0..1e12).contains(&r) {
-        return Err(format!("{t:?}: a bandwidth is 1 B/s to 1 TB/s"));
-    }
-    Ok(r as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -945,17 +847,6 @@ mod tests {
         assert_eq!(inj.plan(1024, 512, false).fault, Some(Fault::Short));
         // A zero-length request faults at its start.
         assert_eq!(inj.plan(0, 512, false).fault_at, 0);
-    }
-
-    #[test]
-    fn units_parse() {
-        assert_eq!(parse_duration("1.5ms").unwrap(), Duration::from_micros(1500));
-        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_bandwidth("40MB/s").unwrap(), 40_000_000);
-        assert_eq!(parse_bandwidth("320Mbit/s").unwrap(), 40_000_000);
-        assert_eq!(parse_bandwidth("1MiB/s").unwrap(), 1 << 20);
-        assert_eq!(parse_bandwidth("super-speed").unwrap(), SUPER_SPEED_BYTES_PER_SEC);
-        assert_eq!(fmt_duration(Duration::from_micros(1500)), "1500us");
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! - [`request`]: untrusted guest bytes to checked requests (pure);
 //! - [`dma`]: copies between segment lists in guest memory and host buffers;
 //! - [`device`]: the device model (endpoints, bus, ep0), transport-free;
+//! - [`udc`]: the shared device handle: a lock around the device model
+//!   that delivers its outputs to the transport's rings;
 //! - [`vhu_udc`]: the vhost-user transport around the device model;
 //! - [`usb`], [`enumerate`], [`host`]: the USB host (chapter 9 types and
 //!   descriptor validation, the enumeration procedure, the host thread);
@@ -24,6 +26,7 @@ pub mod inject;
 pub mod race;
 pub mod request;
 pub mod traffic;
+pub mod udc;
 pub mod usb;
 pub mod vhu_udc;
 pub mod wire;

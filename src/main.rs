@@ -11,14 +11,12 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use vhost_device_udc::config::{parse_speed, FileConfig};
+use vhost_device_udc::config::{ConfigArgs, DaemonConfig};
 use vhost_device_udc::control::ControlServer;
-use vhost_device_udc::device::ControllerConfig;
-use vhost_device_udc::host::{Host, HostConfig};
-use vhost_device_udc::inject::InjectConfig;
+use vhost_device_udc::host::Host;
 use vhost_device_udc::traffic::Traffic;
-use vhost_device_udc::usb::Speed;
-use vhost_device_udc::vhu_udc::{Udc, VhostUserUdcBackend};
+use vhost_device_udc::udc::Udc;
+use vhost_device_udc::vhu_udc::{VhostUserUdcBackend, VringRings};
 use vhost_device_udc::zerocopy;
 
 /// A virtual USB device controller for QEMU guests: this daemon is the USB
@@ -33,52 +31,19 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     socket_path: PathBuf,
 
-    /// TOML file describing the controller, the host and traffic streams
-    /// (see docs/configuration.md). Command-line options override it.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-
     /// Unix socket for the control protocol (docs/control-socket.md): list
     /// the device, send control requests, run transfers and streams, read
     /// statistics, change the host's behaviour.
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
 
-    /// Host port speed: full, high or super. The bus runs at the lower of
-    /// this and --max-speed. Default: high.
-    #[arg(long, value_name = "SPEED", value_parser = parse_speed)]
-    speed: Option<Speed>,
-
-    /// Fastest speed the controller advertises to the guest: full, high or
-    /// super. Default: super.
-    #[arg(long, value_name = "SPEED", value_parser = parse_speed)]
-    max_speed: Option<Speed>,
-
-    /// Advertise no scatter-gather (one segment per request). FunctionFS's
-    /// DMABUF interface then refuses to attach with -EPERM.
-    #[arg(long)]
-    no_sg: bool,
-
-    /// Do not enumerate when the gadget pulls up; wait for the control
-    /// socket's "enumerate".
-    #[arg(long)]
-    no_auto_enumerate: bool,
-
     /// Serve one vhost-user connection and exit when it ends, instead of
     /// waiting for the frontend to reconnect.
     #[arg(long)]
     once: bool,
 
-    /// Delay or fault injection, KEY=VALUE or EP.KEY=VALUE (repeatable; see
-    /// docs/injection.md), e.g. `latency=100us..2ms`, `ep2out.stall=nth:3`,
-    /// `bandwidth=high-speed`. Applied over the config file's [inject].
-    #[arg(long, value_name = "KEY=VALUE")]
-    inject: Vec<String>,
-
-    /// Seed of the injection's random choices: the same seed, settings and
-    /// guest requests give the same injected events.
-    #[arg(long, value_name = "N")]
-    seed: Option<u64>,
+    #[command(flatten)]
+    config: ConfigArgs,
 
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
@@ -103,44 +68,18 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), String> {
-    let mut ctrl = ControllerConfig::default();
-    let mut host_cfg = HostConfig::default();
-    let mut inject = InjectConfig::default();
-    let mut streams = Vec::new();
-    if let Some(path) = &cli.config {
-        let f = FileConfig::load(path).map_err(|e| e.to_string())?;
-        streams = f
-            .apply(&path.display().to_string(), &mut ctrl, &mut host_cfg, &mut inject)
-            .map_err(|e| e.to_string())?;
-    }
-    for a in &cli.inject {
-        inject
-            .apply_assignment(a)
-            .map_err(|e| format!("--inject {a}: {e}"))?;
-    }
-    if let Some(s) = cli.seed {
-        inject.seed = s;
-    }
-    ctrl.check_injection(&inject)
-        .map_err(|e| format!("--inject: {e}"))?;
-    if let Some(s) = cli.speed {
-        host_cfg.speed = s;
-    }
-    if let Some(s) = cli.max_speed {
-        ctrl.max_speed = s;
-    }
-    if cli.no_sg {
-        ctrl.sg = false;
-    }
-    if cli.no_auto_enumerate {
-        host_cfg.auto_enumerate = false;
-    }
+    let DaemonConfig {
+        controller: ctrl,
+        host: host_cfg,
+        inject,
+        streams,
+    } = DaemonConfig::try_from(cli.config).map_err(|e| e.to_string())?;
 
     // First, before any thread exists: the signal mask is inherited.
     spawn_signal_thread(vec![Some(cli.socket_path.clone()), cli.control_socket.clone()]);
     zerocopy::report_availability();
 
-    let udc = Udc::new(ctrl.clone());
+    let udc = Udc::new(ctrl.clone(), Box::<VringRings>::default());
     udc.lock().set_injection(inject);
     {
         let udc = udc.clone();

@@ -10,7 +10,6 @@
 use vm_memory::GuestMemory;
 
 use crate::dma::{self, Cursor, DmaError};
-use crate::inject::{fnv1a, FNV_OFFSET};
 use crate::request::Segment;
 
 /// Granularity of the IN detector: a page, the unit in which CPU writes and
@@ -24,6 +23,18 @@ pub use udc_patterns::POISON;
 /// lock, and a guest chooses the length (up to 4 GiB with overlapping
 /// segments). Longer requests move without detection, with a warning.
 pub const MAX_LENGTH: usize = 64 << 20;
+
+/// FNV-1a's starting state.
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64 bit: a stable hash for digests and race-detector checksums.
+pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
 
 /// A hash of each [`BLOCK`]-sized block of the first `length` bytes of the
 /// request's buffer.

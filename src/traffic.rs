@@ -19,10 +19,9 @@ use std::path::PathBuf;
 
 use udc_patterns::{Pattern, Stats, StatsSnapshot};
 
-use crate::config::parse_ep_address;
 use crate::device::{UrbKind, UrbResult, UrbStatus};
 use crate::host::Host;
-use crate::wire::{ep_is_in, ep_name};
+use crate::wire::{ep_is_in, ep_name, EpAddress};
 
 /// Where a stream's bytes come from, or what they are checked against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,7 +155,7 @@ impl StreamSpec {
         count: Option<u64>,
         zlp: Option<bool>,
     ) -> Result<StreamSpec, String> {
-        let ep = parse_ep_address(endpoint)?;
+        let ep = endpoint.parse::<EpAddress>().map_err(|e| e.to_string())?.0;
         let pattern = match pattern {
             Some(p) => p
                 .parse::<DataSource>()

@@ -3,16 +3,17 @@
 //! events out.
 //!
 //! Everything that touches a virtqueue lives here; the device model never
-//! sees a descriptor. [`Udc`] is the handle the rest of the daemon (host
-//! model, control socket, traffic engine) shares: every call locks the
-//! device, runs, and then delivers the device's outputs to the rings in the
-//! order they happened, so a completion an event implies is always on the
-//! xferq used ring before the event is on the eventq.
+//! sees a descriptor. Requests go to the device through the shared
+//! [`Udc`]; its outputs come back through [`VringRings`], the [`Rings`]
+//! this transport installs, which writes statuses and events into the
+//! driver's buffers.
+//!
+//! [`Device`]: crate::device::Device
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use log::{debug, error, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
@@ -24,8 +25,9 @@ use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryL
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
 
-use crate::device::{ControllerConfig, Device, GuestMem, Output};
+use crate::device::{GuestMem, Output};
 use crate::request::{self, Rejected};
+use crate::udc::{ChainToken, Rings, Udc};
 use crate::wire::*;
 
 type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
@@ -35,13 +37,6 @@ type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
 const EVENT_BACKLOG: usize = 256;
 /// Largest queue the device accepts.
 pub const QUEUE_SIZE: usize = 1024;
-
-/// Where a transfer's status goes: its chain's head and writable regions.
-#[derive(Debug)]
-pub struct ChainToken {
-    head: u16,
-    status_at: Vec<(GuestAddress, usize)>,
-}
 
 /// A descriptor chain split into its two parts.
 struct ChainParts {
@@ -120,144 +115,25 @@ fn write_regions(mem: &GuestMemoryMmap, regions: &[(GuestAddress, usize)], bytes
     done
 }
 
-struct Inner {
-    dev: Device<ChainToken>,
-    /// Which vhost-user connection is current; a backend of an earlier one
-    /// (its worker thread may still see a late kick) must not touch state.
-    connection: u64,
+/// The driver's rings as this transport delivers into them, and the events
+/// waiting for an eventq buffer.
+#[derive(Default)]
+pub struct VringRings {
     vrings: Vec<VringRwLock>,
     events: VecDeque<VirtioUdcEvent>,
     event_idx: bool,
 }
 
-/// The shared device: what every thread of the daemon talks to.
-pub struct Udc {
-    inner: Mutex<Inner>,
-    /// Signalled after every change, for threads waiting on device state
-    /// (the host model waits for the pull-up).
-    changed: Condvar,
-}
-
-/// A locked device. Dropping it delivers the outputs the calls produced.
-pub struct UdcGuard<'a> {
-    g: MutexGuard<'a, Inner>,
-    udc: &'a Udc,
-}
-
-impl std::ops::Deref for UdcGuard<'_> {
-    type Target = Device<ChainToken>;
-    fn deref(&self) -> &Self::Target {
-        &self.g.dev
-    }
-}
-
-impl std::ops::DerefMut for UdcGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.g.dev
-    }
-}
-
-impl Drop for UdcGuard<'_> {
-    fn drop(&mut self) {
-        self.g.deliver();
-        self.udc.changed.notify_all();
-    }
-}
-
-impl Udc {
-    pub fn new(cfg: ControllerConfig) -> Arc<Self> {
-        Arc::new(Udc {
-            inner: Mutex::new(Inner {
-                dev: Device::new(cfg),
-                connection: 0,
-                vrings: Vec::new(),
-                events: VecDeque::new(),
-                event_idx: false,
-            }),
-            changed: Condvar::new(),
-        })
-    }
-
-    /// Locks the device. Outputs are delivered when the guard drops.
-    pub fn lock(&self) -> UdcGuard<'_> {
-        UdcGuard {
-            g: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
-            udc: self,
-        }
-    }
-
-    /// Waits until `cond` holds or `timeout` passes; returns the guard and
-    /// whether the condition held.
-    pub fn wait_until(
-        &self,
-        timeout: Duration,
-        mut cond: impl FnMut(&Device<ChainToken>) -> bool,
-    ) -> (UdcGuard<'_>, bool) {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (g, res) = self
-            .changed
-            .wait_timeout_while(g, timeout, |i| !cond(&i.dev))
-            .unwrap_or_else(|p| p.into_inner());
-        (UdcGuard { g, udc: self }, !res.timed_out())
-    }
-
-    /// The frontend went away: forget its rings and whatever the driver had
-    /// queued (a new connection starts from a device reset).
-    pub fn end_connection(&self) {
-        let mut g = self.lock();
-        g.g.connection += 1;
-        g.reset();
-        g.g.vrings.clear();
-        g.g.events.clear();
-    }
-
-    /// Wakes waiters without a change (shutdown).
-    pub fn poke(&self) {
-        self.changed.notify_all();
-    }
-
-    /// Runs what the device scheduled (delayed completions, pauses, the
-    /// host's return after a disconnect: see [`Device::tick`]) on time, for
-    /// the daemon's life. Every change wakes it, so a new, earlier deadline
-    /// is never missed.
-    pub fn run_timers(&self) -> ! {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            let now = Instant::now();
-            match g.dev.next_deadline() {
-                Some(d) if d <= now => {
-                    // As of the deadline, not of when the thread woke: a
-                    // late wake-up must not stretch pauses or lower a cap.
-                    g.dev.tick(d);
-                    g.deliver();
-                    self.changed.notify_all();
-                }
-                next => {
-                    let wait = next.map_or(Duration::from_millis(200), |d| d - now);
-                    g = self
-                        .changed
-                        .wait_timeout(g, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
-            }
-        }
-    }
-}
-
-impl Inner {
-    fn mem(&self) -> Option<GuestMemoryLoadGuard<GuestMemoryMmap>> {
-        self.dev.memory().map(|m| m.memory())
-    }
-
-    /// Applies the device's outputs: statuses on the xferq, events on the
-    /// eventq, in order, then one notification per queue.
-    fn deliver(&mut self) {
-        let outputs = self.dev.take_outputs();
+impl Rings for VringRings {
+    /// Statuses on the xferq, events on the eventq, in order, then one
+    /// notification per queue.
+    fn deliver(&mut self, mem: Option<&GuestMem>, outputs: Vec<Output<ChainToken>>) {
         if outputs.is_empty() && self.events.is_empty() {
             return;
         }
-        let Some(mem) = self.mem() else { return };
+        let Some(mem) = mem.map(|m| m.memory()) else {
+            return;
+        };
         if self.vrings.len() < NUM_QUEUES {
             // No rings yet (the driver has not started): nothing can be
             // delivered; statuses of requests never seen cannot exist.
@@ -296,6 +172,17 @@ impl Inner {
         self.flush_events(&mem);
     }
 
+    fn clear(&mut self) {
+        self.vrings.clear();
+        self.events.clear();
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+impl VringRings {
     fn push_event(&mut self, e: VirtioUdcEvent) {
         if self.events.len() == EVENT_BACKLOG {
             let lost = self.events.pop_front();
@@ -366,7 +253,7 @@ impl VhostUserUdcBackend {
     pub fn new(udc: Arc<Udc>) -> io::Result<Self> {
         let (cfg, connection) = {
             let g = udc.lock();
-            (g.config().clone(), g.g.connection)
+            (g.config().clone(), g.connection())
         };
         let (consumer, notifier) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
         Ok(VhostUserUdcBackend {
@@ -399,7 +286,9 @@ impl VhostUserUdcBackend {
 
     fn drain_xferq(&self, vring: &VringRwLock) {
         let mut udc = self.udc.lock();
-        let Some(mem) = udc.g.mem() else { return };
+        let Some(mem) = udc.memory().map(|m| m.memory()) else {
+            return;
+        };
         let cfg = udc.config().clone();
         let limit = cfg.segment_limit();
         loop {
@@ -445,7 +334,9 @@ impl VhostUserUdcBackend {
             vring.disable_notification().map_err(io::Error::other)?;
             loop {
                 let mut udc = self.udc.lock();
-                let Some(mem) = udc.g.mem() else { return Ok(()) };
+                let Some(mem) = udc.memory().map(|m| m.memory()) else {
+                    return Ok(());
+                };
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
@@ -473,7 +364,7 @@ impl VhostUserUdcBackend {
                     debug!("controlq: response {status}");
                 }
                 // Completions the command caused go to the xferq first.
-                udc.g.deliver();
+                udc.deliver();
                 let resp = VirtioUdcCtrlResp {
                     status: (status as u32).into(),
                     value: value.into(),
@@ -483,7 +374,7 @@ impl VhostUserUdcBackend {
                 if let Err(e) = vring.add_used(head, used) {
                     error!("controlq: add_used failed: {e}");
                 }
-                signal(vring, udc.g.event_idx);
+                signal(vring, udc.rings::<VringRings>().event_idx);
             }
             if !vring.enable_notification().map_err(io::Error::other)? {
                 return Ok(());
@@ -526,16 +417,15 @@ impl VhostUserBackend for VhostUserUdcBackend {
 
     fn reset_device(&self) {
         let mut udc = self.udc.lock();
-        if udc.g.connection != self.connection {
+        if udc.connection() != self.connection {
             return;
         }
         udc.reset();
-        udc.g.events.clear();
-        udc.g.vrings.clear();
+        udc.rings::<VringRings>().clear();
     }
 
     fn set_event_idx(&self, enabled: bool) {
-        self.udc.lock().g.event_idx = enabled;
+        self.udc.lock().rings::<VringRings>().event_idx = enabled;
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
@@ -550,7 +440,7 @@ impl VhostUserBackend for VhostUserUdcBackend {
 
     fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
         let mut udc = self.udc.lock();
-        if udc.g.connection == self.connection {
+        if udc.connection() == self.connection {
             udc.set_memory(mem);
         }
         Ok(())
@@ -573,12 +463,13 @@ impl VhostUserBackend for VhostUserUdcBackend {
         log::trace!("kick on queue {device_event}");
         {
             let mut udc = self.udc.lock();
-            if udc.g.connection != self.connection {
+            if udc.connection() != self.connection {
                 debug!("event {device_event} from an ended connection: ignored");
                 return Ok(());
             }
-            if udc.g.vrings.is_empty() {
-                udc.g.vrings = vrings.to_vec();
+            let rings = udc.rings::<VringRings>();
+            if rings.vrings.is_empty() {
+                rings.vrings = vrings.to_vec();
             }
         }
         match device_event {
@@ -586,8 +477,8 @@ impl VhostUserBackend for VhostUserUdcBackend {
             EVENTQ => {
                 // New buffers: deliver backlogged events.
                 let mut udc = self.udc.lock();
-                if let Some(mem) = udc.g.mem() {
-                    udc.g.flush_events(&mem);
+                if let Some(mem) = udc.memory().map(|m| m.memory()) {
+                    udc.rings::<VringRings>().flush_events(&mem);
                 }
                 Ok(())
             }

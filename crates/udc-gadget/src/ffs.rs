@@ -456,9 +456,25 @@ fn stall(ep0: &mut File, req: &CtrlRequest) {
 mod tests {
     use super::*;
 
-    /// The test gadget's function: the layouts below are worked out by
-    /// hand from functionfs.h for it.
-    const PAIR: BulkFunction = crate::gadget::FUNCTION;
+    /// The test gadget's function (gadget::FUNCTION, written out here so
+    /// the layouts below, worked out by hand from functionfs.h for it, do
+    /// not change with it).
+    const PAIR: BulkFunction = BulkFunction {
+        class: 0xff,
+        subclass: 0,
+        protocol: 0,
+        name: "udc-gadget bulk pair",
+        endpoints: &[
+            BulkEndpoint {
+                address: 0x81,
+                interval: 0,
+            },
+            BulkEndpoint {
+                address: 0x02,
+                interval: 1,
+            },
+        ],
+    };
 
     #[test]
     fn descriptors_blob_layout() {

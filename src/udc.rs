@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The shared device: the handle every thread of the daemon (host model,
+//! control socket, traffic engine, timers, the transport) talks to.
+//!
+//! Every call locks the [`Device`], runs, and when the lock is released
+//! hands the outputs the calls produced to the transport's [`Rings`] in
+//! the order they happened, so a completion an event implies is always
+//! returned to the driver before the event. The host model sees only this
+//! handle and the device model, never the transport.
+
+use std::any::Any;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use vm_memory::GuestAddress;
+
+use crate::device::{ControllerConfig, Device, GuestMem, Output};
+
+/// Where a transfer's status goes: its descriptor chain's head and the
+/// regions of the chain the device may write. The device model carries it
+/// untouched; only the transport reads it.
+#[derive(Debug)]
+pub struct ChainToken {
+    pub head: u16,
+    pub status_at: Vec<(GuestAddress, usize)>,
+}
+
+/// The transport's side of delivery: where the device's outputs go.
+pub trait Rings: Send + Any {
+    /// Returns completed transfers and posts events, in order. `mem` is
+    /// the guest memory the driver last set, if any.
+    fn deliver(&mut self, mem: Option<&GuestMem>, outputs: Vec<Output<ChainToken>>);
+    /// Forgets the rings and whatever waits for them (the connection or
+    /// the device was reset).
+    fn clear(&mut self);
+    /// For the transport to reach its own state behind the lock.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+struct Inner {
+    dev: Device<ChainToken>,
+    /// Which vhost-user connection is current; a backend of an earlier one
+    /// (its worker thread may still see a late kick) must not touch state.
+    connection: u64,
+    rings: Box<dyn Rings>,
+}
+
+impl Inner {
+    fn deliver(&mut self) {
+        let outputs = self.dev.take_outputs();
+        self.rings.deliver(self.dev.memory(), outputs);
+    }
+}
+
+/// The shared device.
+pub struct Udc {
+    inner: Mutex<Inner>,
+    /// Signalled after every change, for threads waiting on device state
+    /// (the host model waits for the pull-up).
+    changed: Condvar,
+}
+
+/// A locked device. Dropping it delivers the outputs the calls produced.
+pub struct UdcGuard<'a> {
+    g: MutexGuard<'a, Inner>,
+    udc: &'a Udc,
+}
+
+impl std::ops::Deref for UdcGuard<'_> {
+    type Target = Device<ChainToken>;
+    fn deref(&self) -> &Self::Target {
+        &self.g.dev
+    }
+}
+
+impl std::ops::DerefMut for UdcGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.g.dev
+    }
+}
+
+impl Drop for UdcGuard<'_> {
+    fn drop(&mut self) {
+        self.g.deliver();
+        self.udc.changed.notify_all();
+    }
+}
+
+impl UdcGuard<'_> {
+    /// The current connection's number (see [`Udc::end_connection`]).
+    pub fn connection(&self) -> u64 {
+        self.g.connection
+    }
+
+    /// Delivers the outputs so far now, before the guard drops (a command's
+    /// completions go to the driver before the command's response).
+    pub fn deliver(&mut self) {
+        self.g.deliver();
+    }
+
+    /// The transport's rings, as the type it installed.
+    ///
+    /// # Panics
+    ///
+    /// If the rings are of another type: one transport per daemon.
+    pub fn rings<R: Rings>(&mut self) -> &mut R {
+        self.g
+            .rings
+            .as_any_mut()
+            .downcast_mut::<R>()
+            .expect("the rings are of the transport that installed them")
+    }
+}
+
+impl Udc {
+    pub fn new(cfg: ControllerConfig, rings: Box<dyn Rings>) -> Arc<Self> {
+        Arc::new(Udc {
+            inner: Mutex::new(Inner {
+                dev: Device::new(cfg),
+                connection: 0,
+                rings,
+            }),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// Locks the device. Outputs are delivered when the guard drops.
+    pub fn lock(&self) -> UdcGuard<'_> {
+        UdcGuard {
+            g: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
+            udc: self,
+        }
+    }
+
+    /// Waits until `cond` holds or `timeout` passes; returns the guard and
+    /// whether the condition held.
+    pub fn wait_until(
+        &self,
+        timeout: Duration,
+        mut cond: impl FnMut(&Device<ChainToken>) -> bool,
+    ) -> (UdcGuard<'_>, bool) {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (g, res) = self
+            .changed
+            .wait_timeout_while(g, timeout, |i| !cond(&i.dev))
+            .unwrap_or_else(|p| p.into_inner());
+        (UdcGuard { g, udc: self }, !res.timed_out())
+    }
+
+    /// The frontend went away: forget its rings and whatever the driver had
+    /// queued (a new connection starts from a device reset).
+    pub fn end_connection(&self) {
+        let mut g = self.lock();
+        g.g.connection += 1;
+        g.reset();
+        g.g.rings.clear();
+    }
+
+    /// Wakes waiters without a change (shutdown).
+    pub fn poke(&self) {
+        self.changed.notify_all();
+    }
+
+    /// Runs what the device scheduled (delayed completions, pauses, the
+    /// host's return after a disconnect: see [`Device::tick`]) on time, for
+    /// the daemon's life. Every change wakes it, so a new, earlier deadline
+    /// is never missed.
+    pub fn run_timers(&self) -> ! {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let now = Instant::now();
+            match g.dev.next_deadline() {
+                Some(d) if d <= now => {
+                    // As of the deadline, not of when the thread woke: a
+                    // late wake-up must not stretch pauses or lower a cap.
+                    g.dev.tick(d);
+                    g.deliver();
+                    self.changed.notify_all();
+                }
+                next => {
+                    let wait = next.map_or(Duration::from_millis(200), |d| d - now);
+                    g = self
+                        .changed
+                        .wait_timeout(g, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
