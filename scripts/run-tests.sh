@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole suite, every tier, as `make test` runs it.
+#   gates: cargo fmt --check, cargo clippy -D warnings, no import cycle
 #   tier 1: unit tests beside the code (device model, parsing, USB, config)
 #   tier 2: protocol tests: the real daemon over a real vhost-user socket,
 #           driven by a Rust frontend with memfd guest memory (no QEMU)
@@ -30,6 +31,11 @@ run() {
 
 export RUST_BACKTRACE=1
 run build cargo build --workspace --all-targets --release
+# Gates: the tree as rustfmt writes it (rustfmt.toml), no clippy warning,
+# and no import cycle between modules (tests/module_graph.rs, in the tier
+# below).
+run "format (cargo fmt --check)" cargo fmt --all -- --check
+run "lint (cargo clippy -D warnings)" cargo clippy --release --workspace --all-targets -- -D warnings
 # The zero-copy tests need /dev/udmabuf; without it they run in the guest
 # (the VM suite's zerocopy-udmabuf-tests), and here they are named as not run.
 if [ -c /dev/udmabuf ]; then

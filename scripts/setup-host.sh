@@ -38,4 +38,11 @@ ver=$(rustc --version | awk '{print $2}')
 case "$ver" in
     1.[0-7][0-9].*) echo "setup: rustc $ver is too old; need >= 1.80" >&2; exit 1 ;;
 esac
-say "rustc $ver, cargo $(cargo --version | awk '{print $2}')"
+# make test's gates need rustfmt and clippy beside cargo.
+for tool in fmt clippy; do
+    if ! cargo "$tool" --version >/dev/null 2>&1; then
+        echo "setup: 'cargo $tool' is missing; install it (rustup component add ${tool/fmt/rustfmt})" >&2
+        exit 1
+    fi
+done
+say "rustc $ver, cargo $(cargo --version | awk '{print $2}'), rustfmt and clippy present"

@@ -16,8 +16,11 @@ const SPEC: &str = include_str!("../docs/virtio-udc.md");
 const HEADER: &str = include_str!("../images/virtio-udc/virtio_udc.h");
 const HEADER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/images/virtio-udc/virtio_udc.h");
 
-/// (struct, field, offset, size) rows and struct sizes from the spec tables.
-fn spec_structs() -> (Vec<(String, String, usize, usize)>, BTreeMap<String, usize>) {
+/// (struct, field, offset, size) rows of the spec's tables.
+type FieldRows = Vec<(String, String, usize, usize)>;
+
+/// Field rows and struct sizes from the spec tables.
+fn spec_structs() -> (FieldRows, BTreeMap<String, usize>) {
     let mut fields = Vec::new();
     let mut sizes = BTreeMap::new();
     let mut current: Option<String> = None;

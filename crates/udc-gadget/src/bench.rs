@@ -382,7 +382,7 @@ impl<'a> Virtio<'a> {
         let g = TestGadget::bind(gadget::find_udc(ctx.udc.as_deref())?)?;
         let host = &mut ctx.host;
         host.wait_configured(IO_TIMEOUT)?;
-        let ((ep_in, _), (ep_out, _)) = host.enumerated_endpoint_pair()?;
+        let [ep_in, ep_out] = host.enumerated_endpoint_pair()?.map(|e| e.address);
         Ok(Virtio {
             host,
             g,

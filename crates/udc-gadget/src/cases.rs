@@ -78,7 +78,8 @@ pub(crate) fn setup(ctx: &mut Ctx) -> Result<Setup, Error> {
     let st = ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
     let speed = st["device"]["speed"].as_str().unwrap_or("unknown").to_string();
     let sg = st["device"]["controller"]["scatter_gather"] != false;
-    let ((ep_in, mps), (ep_out, _)) = ctx.host.enumerated_endpoint_pair()?;
+    let [ep_in, ep_out] = ctx.host.enumerated_endpoint_pair()?;
+    let (ep_in, ep_out, mps) = (ep_in.address, ep_out.address, ep_in.max_packet);
     ctx.notes.push(format!(
         "{speed} speed, bulk IN {ep_in:#04x}, bulk OUT {ep_out:#04x}, {mps}-byte packets"
     ));

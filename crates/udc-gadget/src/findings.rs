@@ -472,7 +472,7 @@ pub fn dmabuf_in_attached_before_enumeration(ctx: &mut Ctx) -> Result<(), Error>
             .ok(serde_json::json!({"op": "host", "auto_enumerate": true}))?;
         ctx.host.ok(serde_json::json!({"op": "enumerate"}))?;
         ctx.host.wait_configured(crate::cases::CONFIGURE_TIMEOUT)?;
-        let ((ep, _), _) = ctx.host.enumerated_endpoint_pair()?;
+        let ep = ctx.host.enumerated_endpoint_pair()?[0].address;
         ffs_dmabuf::transfer(ep_in.as_fd(), buf.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER"))?;
         let (r, data) = ctx.host.read_in(ep, SIZE)?;
         crate::cases::transfer_ok(&r, SIZE, "DMABUF IN")?;

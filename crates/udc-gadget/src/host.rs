@@ -14,6 +14,14 @@ use serde_json::{json, Value};
 
 use crate::Error;
 
+/// An endpoint as the host enumerated it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostEndpoint {
+    pub address: u8,
+    /// wMaxPacketSize.
+    pub max_packet: usize,
+}
+
 /// One connection to the host side.
 pub struct HostLink {
     writer: File,
@@ -154,9 +162,8 @@ impl HostLink {
     }
 
     /// The IN and OUT endpoints of the first interface as the host
-    /// enumerated them (the addresses the UDC gave them): (address,
-    /// wMaxPacketSize) each.
-    pub fn enumerated_endpoint_pair(&mut self) -> Result<((u8, usize), (u8, usize)), Error> {
+    /// enumerated them (the addresses the UDC gave them), in that order.
+    pub fn enumerated_endpoint_pair(&mut self) -> Result<[HostEndpoint; 2], Error> {
         let d = self.ok(json!({"op": "descriptors"}))?;
         let eps = d["enumerated"]["configurations"][0]["interfaces"][0]["endpoints"]
             .as_array()
@@ -165,12 +172,14 @@ impl HostLink {
         let find = |want_in: bool| {
             eps.iter().find_map(|e| {
                 let a = e["address"].as_u64()?;
-                ((a & 0x80 != 0) == want_in)
-                    .then(|| (a as u8, e["max_packet_size"].as_u64().unwrap_or(0) as usize))
+                ((a & 0x80 != 0) == want_in).then(|| HostEndpoint {
+                    address: a as u8,
+                    max_packet: e["max_packet_size"].as_u64().unwrap_or(0) as usize,
+                })
             })
         };
         match (find(true), find(false)) {
-            (Some(i), Some(o)) => Ok((i, o)),
+            (Some(i), Some(o)) => Ok([i, o]),
             _ => Err(Error::Check(format!(
                 "the host found no IN and OUT endpoint pair: {}",
                 d["enumerated"]["configurations"]

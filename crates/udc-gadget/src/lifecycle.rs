@@ -137,7 +137,7 @@ pub fn run_ordering(ctx: &mut Ctx, state: State, op: Op) -> Result<(), Error> {
         _ => {
             g.rebind()?;
             ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
-            let ((_, _), (out, _)) = ctx.host.enumerated_endpoint_pair()?;
+            let out = ctx.host.enumerated_endpoint_pair()?[1].address;
             let f = fa.as_ref().unwrap();
             ffs_dmabuf::attach(f.as_fd(), a.fd()).map_err(io_err("DMABUF_ATTACH"))?;
             ffs_dmabuf::transfer(f.as_fd(), a.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER"))?;
@@ -233,7 +233,7 @@ pub fn run_ordering(ctx: &mut Ctx, state: State, op: Op) -> Result<(), Error> {
         State::Configured => {}
     }
     ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
-    let ((_, _), (out, _)) = ctx.host.enumerated_endpoint_pair()?;
+    let out = ctx.host.enumerated_endpoint_pair()?[1].address;
     // Whatever is still pending ends with the files; then data moves
     // through a fresh DMABUF on a fresh file.
     drop(fa);
