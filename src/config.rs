@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::device::{ControllerConfig, EpCap};
+use crate::device::{ControllerConfig, DeviceError, EpCap};
 use crate::host::HostConfig;
-use crate::inject::InjectConfig;
+use crate::inject::{InjectConfig, InjectError};
 use crate::traffic::StreamSpec;
 use crate::usb::Speed;
 use crate::wire::*;
@@ -28,8 +28,19 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config file {path}: {message}")]
     Invalid { path: String, message: String },
-    #[error("{option}: {message}")]
-    Option { option: String, message: String },
+    /// A setting of the file's [inject] or [inject.EP] table.
+    #[error("config file {path}: {table} {source}")]
+    FileInjection {
+        path: String,
+        table: String,
+        source: InjectError,
+    },
+    /// An --inject option.
+    #[error("{option}: {source}")]
+    Injection { option: String, source: InjectError },
+    /// The injection names an endpoint the controller lacks.
+    #[error("--inject: {0}")]
+    InjectionEndpoint(DeviceError),
 }
 
 /// Everything the daemon runs with.
@@ -91,11 +102,13 @@ impl TryFrom<ConfigArgs> for DaemonConfig {
         if let Some(path) = &args.config {
             FileConfig::load(path)?.apply(&path.display().to_string(), &mut cfg)?;
         }
-        let option = |option: String, message: String| ConfigError::Option { option, message };
         for a in &args.inject {
             cfg.inject
                 .apply_assignment(a)
-                .map_err(|m| option(format!("--inject {a}"), m))?;
+                .map_err(|source| ConfigError::Injection {
+                    option: format!("--inject {a}"),
+                    source,
+                })?;
         }
         if let Some(s) = args.seed {
             cfg.inject.seed = s;
@@ -114,7 +127,7 @@ impl TryFrom<ConfigArgs> for DaemonConfig {
         }
         cfg.controller
             .check_injection(&cfg.inject)
-            .map_err(|m| option("--inject".into(), m))?;
+            .map_err(ConfigError::InjectionEndpoint)?;
         Ok(cfg)
     }
 }
@@ -324,7 +337,7 @@ impl FileConfig {
             }
             streams.push(spec);
         }
-        apply_inject(&self.inject, inject).map_err(invalid)?;
+        apply_inject(path, &self.inject, inject)?;
         ctrl.check_injection(inject)
             .map_err(|m| invalid(format!("[inject]: {m}")))?;
         Ok(())
@@ -333,7 +346,18 @@ impl FileConfig {
 
 /// The [inject] table: `key = "value"` pairs (numbers allowed where the
 /// value is one), and `[inject.EP]` tables of the same keys.
-fn apply_inject(t: &toml::Table, inject: &mut InjectConfig) -> Result<(), String> {
+fn apply_inject(path: &str, t: &toml::Table, inject: &mut InjectConfig) -> Result<(), ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: path.to_string(),
+        message,
+    };
+    let in_table = |table: String| {
+        move |source| ConfigError::FileInjection {
+            path: path.to_string(),
+            table,
+            source,
+        }
+    };
     fn text(v: &toml::Value) -> Option<String> {
         match v {
             toml::Value::String(s) => Some(s.clone()),
@@ -346,16 +370,17 @@ fn apply_inject(t: &toml::Table, inject: &mut InjectConfig) -> Result<(), String
         match v {
             toml::Value::Table(scope) => {
                 for (sk, sv) in scope {
-                    let value =
-                        text(sv).ok_or_else(|| format!("[inject.{k}] {sk}: give the value as a string"))?;
+                    let value = text(sv)
+                        .ok_or_else(|| invalid(format!("[inject.{k}] {sk}: give the value as a string")))?;
                     inject
                         .set(&format!("{k}.{sk}"), &value)
-                        .map_err(|m| format!("[inject.{k}] {m}"))?;
+                        .map_err(in_table(format!("[inject.{k}]")))?;
                 }
             }
             other => {
-                let value = text(other).ok_or_else(|| format!("[inject] {k}: give the value as a string"))?;
-                inject.set(k, &value).map_err(|m| format!("[inject] {m}"))?;
+                let value = text(other)
+                    .ok_or_else(|| invalid(format!("[inject] {k}: give the value as a string")))?;
+                inject.set(k, &value).map_err(in_table("[inject]".into()))?;
             }
         }
     }

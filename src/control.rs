@@ -20,12 +20,13 @@ use log::{debug, info, warn};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::device::{UrbKind, UrbStatus};
-use crate::host::Host;
-use crate::traffic::{StreamSpec, Traffic};
-use crate::usb::{SetupPacket, Speed};
-use crate::wire::{ep_is_in, ep_name, ep_num, EpAddress, Status};
-use crate::zerocopy;
+use crate::device::{DeviceError, UrbKind, UrbStatus};
+use crate::host::{Host, HostError};
+use crate::inject::InjectError;
+use crate::traffic::{StreamSpec, Traffic, TrafficError};
+use crate::usb::{ParseSpeedError, SetupPacket, Speed};
+use crate::wire::{ep_is_in, ep_name, ep_num, EpAddress, ParseEpAddressError, Status};
+use crate::zerocopy::{self, ZeroCopyError};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Longest request line accepted (an OUT transfer of 16 MiB in base64 fits).
@@ -170,6 +171,43 @@ impl Drop for ControlServer {
     }
 }
 
+/// Why a control request failed: the reply's `"error"`.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request itself is wrong: a field missing, out of range or
+    /// contradicting another.
+    #[error("{0}")]
+    Bad(String),
+    #[error(transparent)]
+    Endpoint(#[from] ParseEpAddressError),
+    #[error(transparent)]
+    Speed(#[from] ParseSpeedError),
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Traffic(#[from] TrafficError),
+    #[error(transparent)]
+    ZeroCopy(#[from] ZeroCopyError),
+    #[error("inject: {0}")]
+    Inject(#[from] InjectError),
+    #[error("inject: {0}")]
+    InjectEndpoint(DeviceError),
+}
+
+impl From<&str> for RequestError {
+    fn from(s: &str) -> Self {
+        RequestError::Bad(s.to_string())
+    }
+}
+
+impl From<String> for RequestError {
+    fn from(s: String) -> Self {
+        RequestError::Bad(s)
+    }
+}
+
 fn serve_client(stream: UnixStream, host: &Host, traffic: &Traffic) {
     let Ok(mut out) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
@@ -193,9 +231,8 @@ fn serve_client(stream: UnixStream, host: &Host, traffic: &Traffic) {
         }
         let mut fd = None;
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => {
-                handle(req, host, traffic, &mut fd).unwrap_or_else(|e| json!({"ok": false, "error": e}))
-            }
+            Ok(req) => handle(req, host, traffic, &mut fd)
+                .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
             Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
         };
         let text = format!("{reply}\n");
@@ -213,9 +250,9 @@ fn status_name(s: UrbStatus) -> Value {
     serde_json::to_value(s).unwrap_or(Value::Null)
 }
 
-fn decode_b64(s: &str) -> Result<Vec<u8>, String> {
+fn decode_b64(s: &str) -> Result<Vec<u8>, RequestError> {
     B64.decode(s.trim())
-        .map_err(|e| format!("data is not base64: {e}"))
+        .map_err(|e| RequestError::Bad(format!("data is not base64: {e}")))
 }
 
 /// Writes a reply line with a file descriptor attached (SCM_RIGHTS) to its
@@ -231,7 +268,7 @@ fn send_with_fd(out: &UnixStream, bytes: &[u8], fd: RawFd) -> std::io::Result<()
     w.write_all(&bytes[n..])
 }
 
-fn parse_status(s: &str) -> Result<Status, String> {
+fn parse_status(s: &str) -> Result<Status, RequestError> {
     Status::ALL
         .iter()
         .copied()
@@ -241,11 +278,18 @@ fn parse_status(s: &str) -> Result<Status, String> {
                 .eq_ignore_ascii_case(s)
         })
         .ok_or_else(|| {
-            format!("status {s:?} is not one of docs/virtio-udc.md section 8 (ok, stall, proto, ...)")
+            RequestError::Bad(format!(
+                "status {s:?} is not one of docs/virtio-udc.md section 8 (ok, stall, proto, ...)"
+            ))
         })
 }
 
-fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>) -> Result<Value, String> {
+fn handle(
+    req: Request,
+    host: &Host,
+    traffic: &Traffic,
+    fd: &mut Option<OwnedFd>,
+) -> Result<Value, RequestError> {
     match req {
         Request::Hold {
             ep,
@@ -264,11 +308,11 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 }
                 drop(g);
                 if left.is_zero() {
-                    return Err(format!(
+                    return Err(RequestError::Bad(format!(
                         "no request was queued on {} within {} ms",
                         ep_name(ep),
                         timeout.as_millis()
-                    ));
+                    )));
                 }
                 std::thread::sleep(Duration::from_millis(5));
             };
@@ -287,7 +331,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                     Err(e) => {
                         // Not held after all: the driver's request goes on.
                         udc.lock().unhold(ep, held.handle);
-                        return Err(e.to_string());
+                        return Err(e.into());
                     }
                 }
             }
@@ -339,10 +383,11 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
             let view = host.view();
             match view.enumerated {
                 Some(e) => Ok(json!({"ok": true, "enumerated": e})),
-                None => Err(view
-                    .last_error
-                    .map(|e| format!("not enumerated: {e}"))
-                    .unwrap_or_else(|| "not enumerated yet".into())),
+                None => Err(RequestError::Bad(
+                    view.last_error
+                        .map(|e| format!("not enumerated: {e}"))
+                        .unwrap_or_else(|| "not enumerated yet".into()),
+                )),
             }
         }
         Request::Enumerate {} => {
@@ -372,10 +417,10 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 return Err("an IN control request takes no data".into());
             }
             if !setup.is_in() && out.len() != usize::from(length) {
-                return Err(format!(
+                return Err(RequestError::Bad(format!(
                     "OUT data is {} bytes but length says {length}",
                     out.len()
-                ));
+                )));
             }
             match host.control(setup, out) {
                 Ok(d) => Ok(json!({"ok": true, "status": "ok", "data": B64.encode(&d), "actual": d.len()})),
@@ -402,15 +447,17 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                     return Err("an IN transfer takes no \"data\"".into());
                 }
                 if len > MAX_SOCKET_TRANSFER {
-                    return Err(format!(
+                    return Err(RequestError::Bad(format!(
                         "length {len} is over {MAX_SOCKET_TRANSFER}; use a stream"
-                    ));
+                    )));
                 }
                 UrbKind::In { len }
             } else {
                 let d = decode_b64(data.as_deref().ok_or("an OUT transfer needs \"data\"")?)?;
                 if d.len() > MAX_SOCKET_TRANSFER {
-                    return Err(format!("data is over {MAX_SOCKET_TRANSFER} bytes; use a stream"));
+                    return Err(RequestError::Bad(format!(
+                        "data is over {MAX_SOCKET_TRANSFER} bytes; use a stream"
+                    )));
                 }
                 UrbKind::Out { data: d, zlp }
             };
@@ -460,13 +507,17 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 let text = match &v {
                     Value::String(s) => s.clone(),
                     Value::Number(n) => n.to_string(),
-                    other => return Err(format!("inject: {k}: give the value as a string, not {other}")),
+                    other => {
+                        return Err(RequestError::Bad(format!(
+                            "inject: {k}: give the value as a string, not {other}"
+                        )))
+                    }
                 };
-                cfg.set(&k, &text).map_err(|e| format!("inject: {e}"))?;
+                cfg.set(&k, &text)?;
             }
             g.config()
                 .check_injection(&cfg)
-                .map_err(|e| format!("inject: {e}"))?;
+                .map_err(RequestError::InjectEndpoint)?;
             if clear {
                 g.set_injection(cfg);
             } else if changed {
@@ -509,9 +560,9 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
                 "suspend" => udc.lock().suspend(),
                 "resume" => udc.lock().resume(),
                 other => {
-                    return Err(format!(
+                    return Err(RequestError::Bad(format!(
                         "bus action {other:?}: use reset, disconnect, connect, suspend or resume"
-                    ))
+                    )))
                 }
             };
             Ok(json!({"ok": true, "changed": did}))
@@ -538,7 +589,7 @@ fn handle(req: Request, host: &Host, traffic: &Traffic, fd: &mut Option<OwnedFd>
         } => {
             let mut cfg = host.config();
             if let Some(s) = speed {
-                cfg.speed = s.parse::<Speed>().map_err(|e| e.to_string())?;
+                cfg.speed = s.parse::<Speed>()?;
             }
             if let Some(a) = auto_enumerate {
                 cfg.auto_enumerate = a;
@@ -566,6 +617,6 @@ fn host_config_json(host: &Host) -> Value {
 }
 
 /// An endpoint named in a request, as a wire address.
-fn parse_ep(s: &str) -> Result<u8, String> {
-    s.parse::<EpAddress>().map(u8::from).map_err(|e| e.to_string())
+fn parse_ep(s: &str) -> Result<u8, ParseEpAddressError> {
+    s.parse::<EpAddress>().map(u8::from)
 }

@@ -125,12 +125,32 @@ impl ControllerConfig {
     }
 
     /// Injection settings may only name endpoints this controller has.
-    pub fn check_injection(&self, inject: &InjectConfig) -> Result<(), String> {
+    pub fn check_injection(&self, inject: &InjectConfig) -> Result<(), DeviceError> {
         match inject.endpoints.keys().find(|ep| !self.has_endpoint(**ep)) {
-            Some(ep) => Err(format!("the controller has no {}", ep_name(*ep))),
+            Some(ep) => Err(DeviceError::NoEndpoint(EpAddress(*ep))),
             None => Ok(()),
         }
     }
+}
+
+/// Why the device refuses a request of the host side (the control socket's
+/// zero-copy handoff) or a setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeviceError {
+    #[error("the controller has no {0}")]
+    NoEndpoint(EpAddress),
+    #[error("{0} is not enabled")]
+    NotEnabled(EpAddress),
+    #[error("the front request of {0} is already held")]
+    AlreadyHeld(EpAddress),
+    #[error("the front request of {0} is partly transferred")]
+    PartlyTransferred(EpAddress),
+    #[error("{ep} holds no request with handle {handle}")]
+    NotHeld { ep: EpAddress, handle: u64 },
+    #[error("{ep} holds no request with handle {handle} (the guest cancelled it, or the bus was reset)")]
+    HeldGone { ep: EpAddress, handle: u64 },
+    #[error("actual {actual} is over the request's length")]
+    ActualOverLength { actual: u32 },
 }
 
 /// What the transport must deliver to the driver, in this order.
@@ -1255,13 +1275,13 @@ impl<T: Debug> Device<T> {
     /// Holds the front request of `ep` for the host (zero-copy handoff): it
     /// does not complete until [`Device::release_held`]. None when the
     /// endpoint has no request queued, or its front is already held.
-    pub fn hold_front(&mut self, ep: u8) -> Result<Option<HeldRequest>, String> {
+    pub fn hold_front(&mut self, ep: u8) -> Result<Option<HeldRequest>, DeviceError> {
         let i = self
             .ep_index(ep)
             .filter(|_| ep_num(ep) != 0)
-            .ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
+            .ok_or(DeviceError::NoEndpoint(EpAddress(ep)))?;
         if self.eps[i].enabled.is_none() {
-            return Err(format!("{} is not enabled", ep_name(ep)));
+            return Err(DeviceError::NotEnabled(EpAddress(ep)));
         }
         self.next_hold += 1;
         let handle = self.next_hold;
@@ -1269,13 +1289,10 @@ impl<T: Debug> Device<T> {
             return Ok(None);
         };
         if g.held.is_some() {
-            return Err(format!("the front request of {} is already held", ep_name(ep)));
+            return Err(DeviceError::AlreadyHeld(EpAddress(ep)));
         }
         if g.cursor.offset != 0 {
-            return Err(format!(
-                "the front request of {} is partly transferred",
-                ep_name(ep)
-            ));
+            return Err(DeviceError::PartlyTransferred(EpAddress(ep)));
         }
         g.held = Some(handle);
         Ok(Some(HeldRequest {
@@ -1298,30 +1315,37 @@ impl<T: Debug> Device<T> {
     }
 
     /// The length of a held request.
-    pub fn held_length(&self, ep: u8, handle: u64) -> Result<u32, String> {
+    pub fn held_length(&self, ep: u8, handle: u64) -> Result<u32, DeviceError> {
         self.ep_index(ep)
             .and_then(|i| self.eps[i].guest.front())
             .filter(|g| g.held == Some(handle))
             .map(|g| g.req.length)
-            .ok_or_else(|| format!("{} holds no request with handle {handle}", ep_name(ep)))
+            .ok_or(DeviceError::NotHeld {
+                ep: EpAddress(ep),
+                handle,
+            })
     }
 
     /// Completes a held request with `status`, `actual` bytes transferred.
-    pub fn release_held(&mut self, ep: u8, handle: u64, status: Status, actual: u32) -> Result<(), String> {
-        let i = self
-            .ep_index(ep)
-            .ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
+    pub fn release_held(
+        &mut self,
+        ep: u8,
+        handle: u64,
+        status: Status,
+        actual: u32,
+    ) -> Result<(), DeviceError> {
+        let i = self.ep_index(ep).ok_or(DeviceError::NoEndpoint(EpAddress(ep)))?;
         let front_held = self.eps[i].guest.front().and_then(|g| g.held);
         if front_held != Some(handle) {
-            return Err(format!(
-                "{} holds no request with handle {handle} (the guest cancelled it, or the bus was reset)",
-                ep_name(ep)
-            ));
+            return Err(DeviceError::HeldGone {
+                ep: EpAddress(ep),
+                handle,
+            });
         }
         let mut g = self.eps[i].guest.pop_front().expect("front exists");
         if actual > g.req.length {
             self.eps[i].guest.push_front(g);
-            return Err(format!("actual {actual} is over the request's length"));
+            return Err(DeviceError::ActualOverLength { actual });
         }
         let _ = g.cursor.skip(&g.req.segments, u64::from(actual));
         self.eps[i].stats.bytes += u64::from(actual);
@@ -1678,10 +1702,8 @@ impl<T: Debug> Device<T> {
         ep: u8,
         handle: u64,
         status: Option<Status>,
-    ) -> Result<bool, String> {
-        let i = self
-            .ep_index(ep)
-            .ok_or_else(|| format!("the controller has no {}", ep_name(ep)))?;
+    ) -> Result<bool, DeviceError> {
+        let i = self.ep_index(ep).ok_or(DeviceError::NoEndpoint(EpAddress(ep)))?;
         let now = self.now();
         let Some(f) = self.eps[i].finished.iter_mut().find(|f| f.handle == Some(handle)) else {
             return Ok(false);

@@ -13,9 +13,18 @@ use log::{error, info, warn};
 use serde::Serialize;
 
 use crate::device::{BusState, Urb, UrbKind, UrbResult, UrbStatus};
-use crate::enumerate::{self, ControlError, ControlPipe, Enumerated};
+use crate::enumerate::{self, ControlError, ControlPipe, EnumError, Enumerated};
 use crate::udc::Udc;
 use crate::usb::{SetupPacket, Speed};
+
+/// Why the host could not enumerate the gadget.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("the gadget has not pulled up (no UDC bound), or no host is attached")]
+    NotPulledUp,
+    #[error(transparent)]
+    Enumeration(#[from] EnumError),
+}
 
 /// How the host behaves; changeable at run time through the control socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -122,10 +131,10 @@ impl Host {
     }
 
     /// Resets the bus and enumerates the gadget, like plugging it in.
-    pub fn reset_and_enumerate(&self) -> Result<Enumerated, String> {
+    pub fn reset_and_enumerate(&self) -> Result<Enumerated, HostError> {
         let cfg = self.config();
         let Some(speed) = self.udc.lock().bus_reset(cfg.speed) else {
-            return Err("the gadget has not pulled up (no UDC bound), or no host is attached".into());
+            return Err(HostError::NotPulledUp);
         };
         // A host waits after reset before it talks to the device (USB 2.0
         // 7.1.7.3: at least 10 ms of reset recovery).
@@ -146,10 +155,9 @@ impl Host {
                 Ok(e)
             }
             Err(err) => {
-                let msg = err.to_string();
                 view.enumerated = None;
-                view.last_error = Some(msg.clone());
-                Err(msg)
+                view.last_error = Some(err.to_string());
+                Err(err.into())
             }
         }
     }

@@ -20,13 +20,35 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::race::{fnv1a, FNV_OFFSET};
-use crate::wire::{ep_name, EpAddress};
+use crate::wire::{ep_name, EpAddress, ParseEpAddressError};
 use udc_patterns::{fmt_duration, parse_bandwidth, parse_duration, parse_size};
 
 /// How long an injected disconnect lasts unless `reconnect_after` says.
 const DEFAULT_RECONNECT: Duration = Duration::from_millis(100);
 /// How long a NAK lasts unless `nak_time` says.
 const DEFAULT_NAK: Duration = Duration::from_millis(10);
+
+/// Why an injection setting is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    /// The value does not parse for its key; `reason` says how it should read.
+    #[error("{key} = {value:?}: {reason}")]
+    Value {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("unknown injection key {0:?}; the keys are {keys}", keys = known_keys())]
+    UnknownKey(String),
+    #[error("injection {0:?}: say KEY=VALUE or EP.KEY=VALUE")]
+    NotAnAssignment(String),
+    #[error("seed = {0:?}: a seed is a number from 0 to 2^64-1")]
+    Seed(String),
+    #[error(transparent)]
+    Endpoint(#[from] ParseEpAddressError),
+    #[error("{0}: ep0 has no injection (control transfers are not injected)")]
+    Ep0(String),
+}
 
 /// When a fault fires, counted in requests queued on the endpoint since the
 /// settings took effect (the first is 1).
@@ -305,10 +327,14 @@ fn known_keys() -> String {
 
 impl FaultSet {
     /// Sets `key` to `value`; "off" unsets it.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), InjectError> {
         let value = value.trim();
         let off = value == "off";
-        let at = |e: String| format!("{key} = {value:?}: {e}");
+        let at = |reason: String| InjectError::Value {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason,
+        };
         macro_rules! opt {
             ($field:expr, $parse:expr) => {
                 $field = if off {
@@ -331,10 +357,7 @@ impl FaultSet {
             "out_poison" => opt!(self.out_poison, parse_duration),
             _ => {
                 let Some(f) = Fault::ALL.iter().find(|f| f.key() == key) else {
-                    return Err(format!(
-                        "unknown injection key {key:?}; the keys are {}",
-                        known_keys()
-                    ));
+                    return Err(InjectError::UnknownKey(key.to_string()));
                 };
                 if off {
                     self.faults.remove(f.key());
@@ -410,29 +433,27 @@ pub struct InjectConfig {
 impl InjectConfig {
     /// Applies `KEY=VALUE`, `EP.KEY=VALUE` or `seed=N` (the command line's
     /// and udc-vm's form).
-    pub fn apply_assignment(&mut self, s: &str) -> Result<(), String> {
+    pub fn apply_assignment(&mut self, s: &str) -> Result<(), InjectError> {
         let (k, v) = s
             .split_once('=')
-            .ok_or_else(|| format!("injection {s:?}: say KEY=VALUE or EP.KEY=VALUE"))?;
+            .ok_or_else(|| InjectError::NotAnAssignment(s.to_string()))?;
         self.set(k.trim(), v)
     }
 
     /// Sets one key; `key` may be scoped to an endpoint (`ep2out.stall`).
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), InjectError> {
         if key == "seed" {
             self.seed = value
                 .trim()
                 .parse()
-                .map_err(|_| format!("seed = {value:?}: a seed is a number from 0 to 2^64-1"))?;
+                .map_err(|_| InjectError::Seed(value.to_string()))?;
             return Ok(());
         }
         match key.split_once('.') {
             Some((ep, k)) => {
-                let addr = ep.parse::<EpAddress>().map_err(|e| e.to_string())?.0;
+                let addr = ep.parse::<EpAddress>()?.0;
                 if addr & 0x0f == 0 {
-                    return Err(format!(
-                        "{key}: ep0 has no injection (control transfers are not injected)"
-                    ));
+                    return Err(InjectError::Ep0(key.to_string()));
                 }
                 let scope = self.endpoints.entry(addr).or_default();
                 scope.set(k, value)?;
@@ -738,34 +759,45 @@ mod tests {
     #[test]
     fn bad_values_say_what_is_wrong() {
         let mut c = InjectConfig::default();
-        let e = c.apply_assignment("latency=fast").unwrap_err();
+        let e = c.apply_assignment("latency=fast").unwrap_err().to_string();
         assert!(e.contains("latency") && e.contains("not a duration"), "{e}");
-        let e = c.apply_assignment("latency=5").unwrap_err();
+        let e = c.apply_assignment("latency=5").unwrap_err().to_string();
         assert!(e.contains("no unit"), "{e}");
-        let e = c.apply_assignment("stal=always").unwrap_err();
+        let e = c.apply_assignment("stal=always").unwrap_err().to_string();
         assert!(
             e.contains("unknown injection key \"stal\"") && e.contains("stall"),
             "{e}"
         );
-        let e = c.apply_assignment("stall=sometimes").unwrap_err();
+        let e = c.apply_assignment("stall=sometimes").unwrap_err().to_string();
         assert!(e.contains("not a trigger"), "{e}");
-        let e = c.apply_assignment("ep0.stall=always").unwrap_err();
+        let e = c.apply_assignment("ep0.stall=always").unwrap_err().to_string();
         assert!(e.contains("ep0"), "{e}");
-        let e = c.apply_assignment("ep3sideways.stall=always").unwrap_err();
+        let e = c
+            .apply_assignment("ep3sideways.stall=always")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ep3sideways"), "{e}");
-        let e = c.apply_assignment("latency=2ms..1ms").unwrap_err();
+        let e = c.apply_assignment("latency=2ms..1ms").unwrap_err().to_string();
         assert!(e.contains("backwards"), "{e}");
-        let e = c.apply_assignment("bandwidth=fast").unwrap_err();
+        let e = c.apply_assignment("bandwidth=fast").unwrap_err().to_string();
         assert!(e.contains("not a bandwidth"), "{e}");
-        let e = c.apply_assignment("stall=150%").unwrap_err();
+        let e = c.apply_assignment("stall=150%").unwrap_err().to_string();
         assert!(e.contains("0% to 100%"), "{e}");
-        let e = c.apply_assignment("chunk=8G,1ms").unwrap_err();
+        let e = c.apply_assignment("chunk=8G,1ms").unwrap_err().to_string();
         assert!(e.contains("4 GiB"), "{e}");
-        let e = c.apply_assignment("stall=nth:0").unwrap_err();
+        let e = c.apply_assignment("stall=nth:0").unwrap_err().to_string();
         assert!(e.contains("request count"), "{e}");
-        let e = c.apply_assignment("seed=-1").unwrap_err();
+        let e = c.apply_assignment("seed=-1").unwrap_err().to_string();
         assert!(e.contains("seed"), "{e}");
-        assert!(c.apply_assignment("no-equals-sign").is_err());
+        assert_eq!(
+            c.apply_assignment("no-equals-sign"),
+            Err(InjectError::NotAnAssignment("no-equals-sign".into()))
+        );
+        assert!(matches!(
+            c.apply_assignment("ep3sideways.stall=always"),
+            Err(InjectError::Endpoint(_))
+        ));
+        assert!(matches!(c.apply_assignment("stal=always"), Err(InjectError::UnknownKey(k)) if k == "stal"));
         assert!(c.is_empty(), "nothing was set by the failed assignments");
     }
 

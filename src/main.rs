@@ -11,7 +11,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use vhost_device_udc::config::{ConfigArgs, DaemonConfig};
+use vhost_device_udc::config::{ConfigArgs, ConfigError, DaemonConfig};
 use vhost_device_udc::control::ControlServer;
 use vhost_device_udc::host::Host;
 use vhost_device_udc::traffic::Traffic;
@@ -50,6 +50,28 @@ struct Cli {
     log_level: log::LevelFilter,
 }
 
+/// Why the daemon stops with a failure.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start the timer thread: {0}")]
+    TimerThread(std::io::Error),
+    #[error("cannot listen on control socket {}: {source}", .path.display())]
+    ControlSocket { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen on {}: {source}", .path.display())]
+    Listen {
+        path: PathBuf,
+        source: vhost::vhost_user::Error,
+    },
+    #[error("cannot create the backend: {0}")]
+    Backend(std::io::Error),
+    #[error("cannot create the vhost-user daemon: {0}")]
+    Daemon(vhost_user_backend::Error),
+    #[error("cannot accept a vhost-user connection: {0}")]
+    Accept(vhost_user_backend::Error),
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::new()
@@ -67,13 +89,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<(), Error> {
     let DaemonConfig {
         controller: ctrl,
         host: host_cfg,
         inject,
         streams,
-    } = DaemonConfig::try_from(cli.config).map_err(|e| e.to_string())?;
+    } = DaemonConfig::try_from(cli.config)?;
 
     // First, before any thread exists: the signal mask is inherited.
     spawn_signal_thread(vec![Some(cli.socket_path.clone()), cli.control_socket.clone()]);
@@ -86,14 +108,18 @@ fn run(cli: Cli) -> Result<(), String> {
         std::thread::Builder::new()
             .name("timers".into())
             .spawn(move || udc.run_timers())
-            .map_err(|e| format!("cannot start the timer thread: {e}"))?;
+            .map_err(Error::TimerThread)?;
     }
     let host = Host::new(udc.clone(), host_cfg.clone());
     let traffic = Traffic::new(host.clone());
     let _control = match &cli.control_socket {
         Some(p) => Some(
-            ControlServer::start(p, host.clone(), traffic.clone())
-                .map_err(|e| format!("cannot listen on control socket {}: {e}", p.display()))?,
+            ControlServer::start(p, host.clone(), traffic.clone()).map_err(|source| {
+                Error::ControlSocket {
+                    path: p.clone(),
+                    source,
+                }
+            })?,
         ),
         None => None,
     };
@@ -112,22 +138,21 @@ fn run(cli: Cli) -> Result<(), String> {
     );
     // One listening socket for the daemon's whole life: a frontend that
     // reconnects at once queues on it instead of racing a re-bind.
-    let mut listener = Listener::new(&cli.socket_path, true)
-        .map_err(|e| format!("cannot listen on {}: {e}", cli.socket_path.display()))?;
+    let mut listener = Listener::new(&cli.socket_path, true).map_err(|source| Error::Listen {
+        path: cli.socket_path.clone(),
+        source,
+    })?;
     loop {
         // One daemon per connection: a VhostUserDaemon never resets its
         // owner, so serving QEMU again after it reconnects needs a new one.
-        let backend =
-            VhostUserUdcBackend::new(udc.clone()).map_err(|e| format!("cannot create the backend: {e}"))?;
+        let backend = VhostUserUdcBackend::new(udc.clone()).map_err(Error::Backend)?;
         let mut daemon = VhostUserDaemon::new(
             "vhost-device-udc".to_string(),
             backend.clone(),
             GuestMemoryAtomic::new(GuestMemoryMmap::new()),
         )
-        .map_err(|e| format!("cannot create the vhost-user daemon: {e}"))?;
-        daemon
-            .start(&mut listener)
-            .map_err(|e| format!("cannot accept a vhost-user connection: {e}"))?;
+        .map_err(Error::Daemon)?;
+        daemon.start(&mut listener).map_err(Error::Accept)?;
         let result = daemon.wait();
         // The vring worker threads end with the connection.
         backend.notify_exit();

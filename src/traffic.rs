@@ -21,7 +21,7 @@ use udc_patterns::{Pattern, Stats, StatsSnapshot};
 
 use crate::device::{UrbKind, UrbResult, UrbStatus};
 use crate::host::Host;
-use crate::wire::{ep_is_in, ep_name, EpAddress};
+use crate::wire::{ep_is_in, ep_name, EpAddress, ParseEpAddressError};
 
 /// Where a stream's bytes come from, or what they are checked against.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,17 +32,58 @@ pub enum DataSource {
     File(PathBuf),
 }
 
+/// Why a stream cannot be set up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrafficError {
+    #[error("cannot open {}: {source}", .path.display())]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{0} (or file:PATH)")]
+    Pattern(#[from] udc_patterns::ParsePatternError),
+    #[error("pattern {text:?}: {source}")]
+    Source { text: String, source: Box<TrafficError> },
+    #[error(transparent)]
+    Endpoint(#[from] ParseEpAddressError),
+    #[error("transfer_size {0} is outside 1..={MAX_TRANSFER}")]
+    TransferSize(usize),
+    #[error("depth {0} is outside 1..=64")]
+    Depth(usize),
+    #[error("{0} already has a running stream; stop it first")]
+    Running(EpAddress),
+    #[error("{0} has no stream")]
+    NoStream(EpAddress),
+    #[error("cannot start the stream thread: {0}")]
+    Thread(std::io::Error),
+    #[error("reading {}: {source}", .path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Received data differs from the stream's pattern.
+    #[error(transparent)]
+    Mismatch(#[from] udc_patterns::Mismatch),
+    #[error("data mismatch at stream offset {offset}: expected {expected:#04x} (from {}), got {got:#04x}", .path.display())]
+    FileMismatch {
+        offset: u64,
+        expected: u8,
+        path: PathBuf,
+        got: u8,
+    },
+    #[error("received {bytes} bytes past the end of {} (at stream offset {offset})", .path.display())]
+    PastEnd {
+        bytes: usize,
+        path: PathBuf,
+        offset: u64,
+    },
+}
+
 impl std::str::FromStr for DataSource {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = TrafficError;
+    fn from_str(s: &str) -> Result<Self, TrafficError> {
         if let Some(path) = s.strip_prefix("file:") {
-            let p = PathBuf::from(path);
-            std::fs::File::open(&p).map_err(|e| format!("cannot open {}: {e}", p.display()))?;
-            return Ok(DataSource::File(p));
+            let path = PathBuf::from(path);
+            if let Err(source) = std::fs::File::open(&path) {
+                return Err(TrafficError::Open { path, source });
+            }
+            return Ok(DataSource::File(path));
         }
-        s.parse::<Pattern>()
-            .map(DataSource::Pattern)
-            .map_err(|e| format!("{e} (or file:PATH)"))
+        Ok(DataSource::Pattern(s.parse::<Pattern>()?))
     }
 }
 
@@ -62,18 +103,21 @@ enum OpenSource {
 }
 
 impl OpenSource {
-    fn open(s: &DataSource) -> Result<Self, String> {
+    fn open(s: &DataSource) -> Result<Self, TrafficError> {
         match s {
             DataSource::Pattern(p) => Ok(OpenSource::Pattern(*p)),
             DataSource::File(p) => std::fs::File::open(p)
                 .map(|f| OpenSource::File(f, p.clone()))
-                .map_err(|e| format!("cannot open {}: {e}", p.display())),
+                .map_err(|source| TrafficError::Open {
+                    path: p.clone(),
+                    source,
+                }),
         }
     }
 
     /// Fills `buf` from stream offset `at`; returns the bytes filled (less
     /// than `buf.len()` only at a file's end).
-    fn fill(&self, at: u64, buf: &mut [u8]) -> Result<usize, String> {
+    fn fill(&self, at: u64, buf: &mut [u8]) -> Result<usize, TrafficError> {
         match self {
             OpenSource::Pattern(p) => {
                 p.fill(at, buf);
@@ -85,7 +129,12 @@ impl OpenSource {
                     match f.read_at(&mut buf[n..], at + n as u64) {
                         Ok(0) => break,
                         Ok(k) => n += k,
-                        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+                        Err(source) => {
+                            return Err(TrafficError::Read {
+                                path: path.clone(),
+                                source,
+                            })
+                        }
                     }
                 }
                 Ok(n)
@@ -93,28 +142,26 @@ impl OpenSource {
         }
     }
 
-    fn verify(&self, at: u64, data: &[u8]) -> Result<(), String> {
+    fn verify(&self, at: u64, data: &[u8]) -> Result<(), TrafficError> {
         match self {
-            OpenSource::Pattern(p) => p.verify(at, data).map_err(|m| m.to_string()),
+            OpenSource::Pattern(p) => Ok(p.verify(at, data)?),
             OpenSource::File(_, path) => {
                 let mut want = vec![0u8; data.len()];
                 let n = self.fill(at, &mut want)?;
                 if let Some(i) = (0..n).find(|&i| want[i] != data[i]) {
-                    return Err(format!(
-                        "data mismatch at stream offset {}: expected {:#04x} (from {}), got {:#04x}",
-                        at + i as u64,
-                        want[i],
-                        path.display(),
-                        data[i]
-                    ));
+                    return Err(TrafficError::FileMismatch {
+                        offset: at + i as u64,
+                        expected: want[i],
+                        path: path.clone(),
+                        got: data[i],
+                    });
                 }
                 if n < data.len() {
-                    return Err(format!(
-                        "received {} bytes past the end of {} (at stream offset {})",
-                        data.len() - n,
-                        path.display(),
-                        at + n as u64
-                    ));
+                    return Err(TrafficError::PastEnd {
+                        bytes: data.len() - n,
+                        path: path.clone(),
+                        offset: at + n as u64,
+                    });
                 }
                 Ok(())
             }
@@ -154,23 +201,22 @@ impl StreamSpec {
         depth: Option<usize>,
         count: Option<u64>,
         zlp: Option<bool>,
-    ) -> Result<StreamSpec, String> {
-        let ep = endpoint.parse::<EpAddress>().map_err(|e| e.to_string())?.0;
+    ) -> Result<StreamSpec, TrafficError> {
+        let ep = endpoint.parse::<EpAddress>()?.0;
         let pattern = match pattern {
-            Some(p) => p
-                .parse::<DataSource>()
-                .map_err(|e| format!("pattern {p:?}: {e}"))?,
+            Some(p) => p.parse::<DataSource>().map_err(|e| TrafficError::Source {
+                text: p.to_string(),
+                source: Box::new(e),
+            })?,
             None => DataSource::Pattern(Pattern::Counter),
         };
         let transfer_size = transfer_size.unwrap_or(64 * 1024);
         if transfer_size == 0 || transfer_size > MAX_TRANSFER {
-            return Err(format!(
-                "transfer_size {transfer_size} is outside 1..={MAX_TRANSFER}"
-            ));
+            return Err(TrafficError::TransferSize(transfer_size));
         }
         let depth = depth.unwrap_or(4);
         if !(1..=64).contains(&depth) {
-            return Err(format!("depth {depth} is outside 1..=64"));
+            return Err(TrafficError::Depth(depth));
         }
         Ok(StreamSpec {
             ep,
@@ -225,14 +271,11 @@ impl Traffic {
     }
 
     /// Starts a stream, replacing a finished one on the same endpoint.
-    pub fn start(&self, spec: StreamSpec) -> Result<(), String> {
+    pub fn start(&self, spec: StreamSpec) -> Result<(), TrafficError> {
         let mut streams = self.streams.lock().unwrap();
         if let Some(s) = streams.get(&spec.ep) {
             if s.shared.lock().unwrap().running {
-                return Err(format!(
-                    "{} already has a running stream; stop it first",
-                    ep_name(spec.ep)
-                ));
+                return Err(TrafficError::Running(EpAddress(spec.ep)));
             }
         }
         let stop = Arc::new(AtomicBool::new(false));
@@ -247,7 +290,7 @@ impl Traffic {
         let thread = thread::Builder::new()
             .name(format!("stream-{}", ep_name(spec.ep)))
             .spawn(move || run_stream(&host, &sp, &st, &sh))
-            .map_err(|e| format!("cannot start the stream thread: {e}"))?;
+            .map_err(TrafficError::Thread)?;
         info!(
             "traffic: {} stream started: {}, {} bytes x {} in flight",
             ep_name(spec.ep),
@@ -268,11 +311,11 @@ impl Traffic {
     }
 
     /// Stops a stream and waits for its transfers to end.
-    pub fn stop(&self, ep: u8) -> Result<StreamStatus, String> {
+    pub fn stop(&self, ep: u8) -> Result<StreamStatus, TrafficError> {
         let mut streams = self.streams.lock().unwrap();
         let s = streams
             .get_mut(&ep)
-            .ok_or_else(|| format!("{} has no stream", ep_name(ep)))?;
+            .ok_or(TrafficError::NoStream(EpAddress(ep)))?;
         s.stop.store(true, Ordering::SeqCst);
         if let Some(t) = s.thread.take() {
             let _ = t.join();
@@ -312,7 +355,7 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
         Ok(s) => s,
         Err(e) => {
             let mut sh = shared.lock().unwrap();
-            sh.last_error = Some(e);
+            sh.last_error = Some(e.to_string());
             sh.running = false;
             return;
         }
@@ -355,7 +398,7 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        fail(e);
+                        fail(e.to_string());
                         break 'run;
                     }
                 }
@@ -399,7 +442,7 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
         }
         if is_in && spec.verify {
             if let Err(m) = source.verify(check_offset, &r.data) {
-                fail(m);
+                fail(m.to_string());
                 break;
             }
         }
