@@ -25,8 +25,8 @@ byo_modules=""
 byo_kdir=""
 list_kernels=""
 
-say() { printf 'image: %s\n' "$*" >&2; }
-die() { printf 'image: error: %s\n' "$*" >&2; exit 1; }
+TAG=image
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 
 usage() {
     sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -96,12 +96,7 @@ need_tools() {
     command -v file >/dev/null || missing+=(file)
     command -v gcc-12 >/dev/null || missing+=(gcc-12)
     command -v bc >/dev/null || missing+=(bc)
-    if [ ${#missing[@]} -gt 0 ]; then
-        [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]}: install them as root"
-        say "installing ${missing[*]}"
-        apt-get update -q >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-    fi
+    install_packages "${missing[@]}"
 }
 need_tools
 

@@ -10,8 +10,8 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${VIRTIO_UDC_CACHE:-/var/cache/virtio-udc}
-say() { printf 'checkpatch: %s\n' "$*" >&2; }
-die() { printf 'checkpatch: error: %s\n' "$*" >&2; exit 1; }
+TAG=checkpatch
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 
 tree="$cache/checkpatch/linux-6.12"
 if [ ! -f "$tree/.done" ]; then

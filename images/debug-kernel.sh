@@ -33,8 +33,8 @@ jobs=$(nproc)
 base_fragment="$here/udc-base.config"
 udc_fragment="$here/udc.config"
 
-say() { printf 'debug-kernel: %s\n' "$*" >&2; }
-die() { printf 'debug-kernel: error: %s\n' "$*" >&2; exit 1; }
+TAG=debug-kernel
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 
 usage() {
     sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -73,12 +73,7 @@ need_tools() {
     # objtool (ORC unwinder, lockdep's and KASAN's backtraces) needs libelf.
     [ -f /usr/include/gelf.h ] || missing+=(libelf-dev)
     [ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
-    if [ ${#missing[@]} -gt 0 ]; then
-        [ "$(id -u)" = 0 ] || die "missing packages ${missing[*]}: install them as root"
-        say "installing ${missing[*]}"
-        apt-get update -q >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-    fi
+    install_packages "${missing[@]}"
 }
 need_tools
 

@@ -29,8 +29,8 @@ debian=""
 srcdir=""
 patches=()
 
-say() { printf 'f_fs: %s\n' "$*" >&2; }
-die() { printf 'f_fs: error: %s\n' "$*" >&2; exit 1; }
+TAG=f_fs
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 
 usage() {
     sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2

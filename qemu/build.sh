@@ -64,11 +64,8 @@ CACHE_ROOT="${VIRTIO_UDC_CACHE:-/var/cache/virtio-udc}"
 QCACHE="$CACHE_ROOT/qemu"
 
 STEP="starting"
-say() { printf 'qemu: %s\n' "$*" >&2; }
-die() {
-    printf 'qemu: error: %s\n' "$*" >&2
-    exit 1
-}
+TAG=qemu
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/common.sh"
 on_err() {
     local rc=$?
     printf 'qemu: error: step "%s" failed (exit %d)\n' "$STEP" "$rc" >&2

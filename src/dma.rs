@@ -102,28 +102,6 @@ pub fn write_to_guest<M: GuestMemory + ?Sized>(
     Ok(())
 }
 
-/// Copies guest-to-guest: `n` bytes from an IN request's segments to an OUT
-/// request's segments (a loopback between two endpoints), through a bounce
-/// buffer of bounded size.
-pub fn guest_to_guest<M: GuestMemory + ?Sized>(
-    mem: &M,
-    src_segs: &[Segment],
-    src: &mut Cursor,
-    dst_segs: &[Segment],
-    dst: &mut Cursor,
-    n: usize,
-) -> Result<(), DmaError> {
-    let mut bounce = vec![0u8; n.min(1 << 20)];
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(bounce.len());
-        read_from_guest(mem, src_segs, src, &mut bounce[..k])?;
-        write_to_guest(mem, dst_segs, dst, &bounce[..k])?;
-        left -= k;
-    }
-    Ok(())
-}
-
 fn copy_slices<M, F>(
     mem: &M,
     addr: u64,

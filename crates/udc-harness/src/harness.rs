@@ -16,19 +16,19 @@ use vhost_device_udc::wire::{
 };
 use vm_memory::{ByteValued, GuestAddress, GuestMemoryBackend, Le16, Le32, Le64};
 
+use virtio_bindings::bindings::{virtio_config, virtio_ring};
+
 use crate::error::{Error, Result};
 use crate::memory::{align_up, Allocator, GuestMemory, MemoryLayout, PAGE_SIZE};
 use crate::queue::{ChainPart, DriverQueue};
 use crate::usb::Event;
 
-/// `VIRTIO_F_VERSION_1`.
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-/// `VIRTIO_F_ACCESS_PLATFORM`.
-pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << 33;
-/// `VIRTIO_RING_F_INDIRECT_DESC`.
-pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
-/// `VIRTIO_RING_F_EVENT_IDX`.
-pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
+// Feature bits as masks of the 64-bit feature word; the bit numbers come
+// from virtio-bindings (the kernel's virtio_config.h and virtio_ring.h).
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
+pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << virtio_config::VIRTIO_F_ACCESS_PLATFORM;
+pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 /// `VHOST_USER_F_PROTOCOL_FEATURES`.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
