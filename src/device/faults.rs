@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Injection and race detectors carried out: the seeded plan of each
+//! request, faults applied to the bus and the endpoint, IN checksums.
+
+use super::*;
+
+impl<T: Debug> Device<T> {
+    /// Replaces the injection settings. Request numbers (for `nth:` and the
+    /// log) start again from 1, and the log starts empty.
+    pub fn set_injection(&mut self, cfg: InjectConfig) {
+        for e in &mut self.eps {
+            e.inj = EpInjector::new(&cfg, e.cap.addr);
+        }
+        self.set_rates(&cfg);
+        if !cfg.is_empty() {
+            info!("injection: {:?}", cfg.to_map());
+        }
+        self.inject = cfg;
+        self.log = InjectLog::default();
+    }
+
+    /// Changes the injection settings while they run: request numbers, the
+    /// generators, spent `next:N` triggers of unchanged keys and the log go
+    /// on. A new seed starts afresh, as [`Device::set_injection`] does.
+    pub fn update_injection(&mut self, cfg: InjectConfig) {
+        if cfg.seed != self.inject.seed {
+            return self.set_injection(cfg);
+        }
+        for e in &mut self.eps {
+            let set = cfg.effective(e.cap.addr);
+            match (&mut e.inj, set.is_empty()) {
+                (_, true) => e.inj = None,
+                (Some(inj), false) => inj.update(set),
+                (None, false) => e.inj = EpInjector::new(&cfg, e.cap.addr),
+            }
+        }
+        self.set_rates(&cfg);
+        info!("injection: {:?}", cfg.to_map());
+        self.inject = cfg;
+    }
+
+    /// The bandwidth caps of `cfg`. Their clocks and the pauses they (or a
+    /// NAK, a chunk, a detector) set start afresh: a cap just lifted must
+    /// not keep an endpoint waiting for what it charged.
+    pub(super) fn set_rates(&mut self, cfg: &InjectConfig) {
+        let now = self.now();
+        for e in &mut self.eps {
+            e.rate = cfg.endpoints.get(&e.cap.addr).and_then(|s| s.bandwidth);
+            e.paced_until = now;
+            e.paused_until = None;
+        }
+        self.bus_rate = cfg.global.bandwidth;
+        self.bus_paced_until = now;
+        for i in 0..self.eps.len() {
+            self.pump(i);
+        }
+    }
+
+    pub fn injection(&self) -> &InjectConfig {
+        &self.inject
+    }
+
+    /// The injected-event log and the race reports.
+    pub fn inject_log(&self) -> &InjectLog {
+        &self.log
+    }
+    /// Decides what injection does to a request as it is queued, logs the
+    /// decisions, and poisons an OUT buffer at once (before any data can
+    /// arrive, so a reader that does not wait sees the poison).
+    pub(super) fn plan_injection(&mut self, i: usize, g: &mut GuestReq<T>) {
+        let e = &mut self.eps[i];
+        let (Some(inj), Some(en)) = (e.inj.as_mut(), e.enabled) else {
+            return;
+        };
+        let ep = e.cap.addr;
+        let mut plan = inj.plan(u64::from(g.req.length), u64::from(en.max_packet), ep_is_in(ep));
+        let (n, tag) = (plan.index, g.req.tag);
+        if g.req.length as usize > race::MAX_LENGTH
+            && (plan.in_checksum.is_some() || plan.out_poison.is_some())
+        {
+            warn!(
+                "{}: request #{n} (tag {tag:#x}) of {} bytes is over the race detectors' {} MiB: not checked",
+                ep_name(ep),
+                g.req.length,
+                race::MAX_LENGTH >> 20
+            );
+            plan.in_checksum = None;
+            plan.out_poison = None;
+        }
+        let mut note = |what: String| {
+            debug!("{}: request #{n} (tag {tag:#x}): inject {what}", ep_name(ep));
+            self.log.push(ep, n, tag, what);
+        };
+        if !plan.latency.is_zero() {
+            note(format!("latency {}", udc_patterns::fmt_duration(plan.latency)));
+        }
+        if let Some(d) = plan.nak {
+            note(format!("nak {}", udc_patterns::fmt_duration(d)));
+        }
+        if plan.hold {
+            note("hold".into());
+        }
+        if plan.reorder {
+            note("reorder".into());
+        }
+        if let Some(f) = plan.fault {
+            note(format!("{} at {}", f.key(), plan.fault_at));
+        }
+        if let Some(d) = plan.in_checksum {
+            note(format!("in_checksum {}", udc_patterns::fmt_duration(d)));
+        }
+        if let Some(d) = plan.out_poison {
+            note(format!("out_poison {}", udc_patterns::fmt_duration(d)));
+            if let Some(mem) = self.mem.as_ref().map(|m| m.memory()) {
+                if let Err(err) = race::poison(&*mem, &g.req.segments, g.req.length as usize) {
+                    warn!("{}: cannot poison request tag {tag:#x}: {err}", ep_name(ep));
+                }
+            }
+        }
+        g.plan = Some(plan);
+    }
+    /// Ends the front request of endpoint `i` (and the host's transfer) the
+    /// way the injected fault says.
+    pub(super) fn apply_fault(&mut self, i: usize, fault: Fault) {
+        let e = &mut self.eps[i];
+        let ep = e.cap.addr;
+        let g = e.guest.front().expect("the fault's request is at the front");
+        info!(
+            "{}: injected {} in request #{} (tag {:#x}) after {} of {} bytes",
+            ep_name(ep),
+            fault.key(),
+            g.plan.as_ref().map_or(0, |p| p.index),
+            g.req.tag,
+            g.cursor.offset,
+            g.req.length
+        );
+        let (guest, host) = match fault {
+            Fault::Stall => (Status::Stall, UrbStatus::Stall),
+            Fault::Babble => (Status::Overflow, UrbStatus::Overflow),
+            // The host's short packet ends both its transfer and the request.
+            Fault::Short => (Status::Ok, UrbStatus::Ok),
+            Fault::Proto => (Status::Proto, UrbStatus::Proto),
+            Fault::Io => (Status::DmaFault, UrbStatus::Proto),
+            Fault::Reset => {
+                // The host resets the bus: everything queued ends, and the
+                // host (its thread sees a detached bus) enumerates again.
+                self.end_session(Status::Shutdown);
+                return;
+            }
+            Fault::Disconnect => {
+                let after = e
+                    .inj
+                    .as_ref()
+                    .map_or(Duration::from_millis(100), |j| j.reconnect_after());
+                self.set_host_attached(false);
+                self.reconnect_at = Some(self.now() + after);
+                return;
+            }
+        };
+        let g = e.guest.pop_front().expect("front exists");
+        if let Some(u) = e.host.pop_front() {
+            if host == UrbStatus::Ok {
+                e.stats.host_completed += 1;
+            } else {
+                e.stats.host_errors += 1;
+            }
+            u.finish(host);
+        }
+        self.finish_guest(i, g, guest);
+    }
+
+    /// IN race detector: the buffer's blocks now against when the DMA began.
+    pub(super) fn check_in_race(&mut self, i: usize, g: &GuestReq<T>, before: &[u64]) {
+        let Some(mem) = self.mem.as_ref().map(|m| m.memory()) else {
+            return;
+        };
+        let after = match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {
+            Ok(a) => a,
+            Err(err) => return warn!("{}: in_checksum: {err}", ep_name(g.req.ep)),
+        };
+        let changed = race::changed_blocks(before, &after);
+        if changed.is_empty() {
+            return;
+        }
+        let detail = format!(
+            "the guest CPU changed {} of {} blocks ({} bytes each) of an IN buffer while the device was reading it",
+            changed.len(),
+            before.len(),
+            race::BLOCK
+        );
+        warn!(
+            "RACE {}: request tag {:#x}: {detail}; first at offset {:#x}",
+            ep_name(g.req.ep),
+            g.req.tag,
+            changed[0]
+        );
+        self.log.race(RaceReport {
+            ep: ep_name(self.eps[i].cap.addr),
+            request: g.plan.as_ref().map_or(0, |p| p.index),
+            tag: g.req.tag,
+            kind: "in_changed_during_dma",
+            detail,
+            changed_blocks: changed.into_iter().take(32).collect(),
+        });
+    }
+
+    /// Releases a held completion; `status` replaces the request's own.
+    /// Ok(false) when `ep` holds no completion with that handle.
+    pub fn release_completion(
+        &mut self,
+        ep: u8,
+        handle: u64,
+        status: Option<Status>,
+    ) -> Result<bool, DeviceError> {
+        let i = self.ep_index(ep).ok_or(DeviceError::NoEndpoint(EpAddress(ep)))?;
+        let now = self.now();
+        let Some(f) = self.eps[i].finished.iter_mut().find(|f| f.handle == Some(handle)) else {
+            return Ok(false);
+        };
+        f.handle = None;
+        f.due = Some(now);
+        if let Some(s) = status {
+            f.status = s;
+        }
+        info!("{}: held completion {handle} released", ep_name(ep));
+        self.deliver_finished(i, now);
+        Ok(true)
+    }
+}
