@@ -245,6 +245,24 @@ fn halt_and_wedge_as_the_host_sees_them() {
     assert_eq!(ctl.write_out("ep2out", b"abc", false)["status"], "stall");
     // An IN endpoint with queued requests refuses to halt (-EAGAIN).
     let x = h.submit_buffer(0x81, 0, &b, 2).unwrap();
+    // The daemon serves the xferq and the controlq in either order: the
+    // request must be in the device before the halt asks about it.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let st = ctl.ok(serde_json::json!({"op": "status"}));
+        let queued = st["device"]["endpoints"]
+            .as_array()
+            .and_then(|eps| eps.iter().find(|e| e["name"] == "ep1in"))
+            .map_or(0, |e| e["guest_queued"].as_u64().unwrap_or(0));
+        if queued == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ep1in never queued the request: {st}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
     assert_eq!(u32::from(h.set_halt(0x81, 1).unwrap().status), VIRTIO_UDC_S_BUSY);
     ctl.read_in("ep1in", 64);
     assert!(h.wait_completion(x, T).unwrap().is_ok());
