@@ -295,90 +295,14 @@ fn handle(
             ep,
             timeout_ms,
             dmabuf,
-        } => {
-            let ep = parse_ep(&ep)?;
-            let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
-            let udc = host.udc();
-            let deadline = std::time::Instant::now() + timeout;
-            let held = loop {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                let (mut g, _) = udc.wait_until(left.min(Duration::from_millis(100)), |_| true);
-                if let Some(h) = g.hold_front(ep)? {
-                    break h;
-                }
-                drop(g);
-                if left.is_zero() {
-                    return Err(RequestError::Bad(format!(
-                        "no request was queued on {} within {} ms",
-                        ep_name(ep),
-                        timeout.as_millis()
-                    )));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
-            let mut v = json!({"ok": true, "handle": held.handle, "tag": held.tag, "length": held.length, "segments": held.segments});
-            if dmabuf {
-                let export = {
-                    let g = udc.lock();
-                    let mem = g.memory().ok_or("no guest memory")?.memory();
-                    zerocopy::export_segments(&mem, &held.segments)
-                };
-                match export {
-                    Ok(x) => {
-                        v["dmabuf"] = json!({"size": x.size, "offset": x.offset});
-                        *fd = Some(x.fd);
-                    }
-                    Err(e) => {
-                        // Not held after all: the driver's request goes on.
-                        udc.lock().unhold(ep, held.handle);
-                        return Err(e.into());
-                    }
-                }
-            }
-            Ok(v)
-        }
+        } => hold(ep, timeout_ms, dmabuf, host, fd),
         Request::Release {
             ep,
             handle,
             actual,
             status,
-        } => {
-            let ep = parse_ep(&ep)?;
-            let udc = host.udc();
-            let mut g = udc.lock();
-            // A completion held by injection keeps its own status and length
-            // unless told otherwise.
-            let st = status.as_deref().map(parse_status).transpose()?;
-            if g.release_completion(ep, handle, st)? {
-                return Ok(json!({"ok": true, "held": "completion"}));
-            }
-            let status = st.unwrap_or(Status::Ok);
-            let length = g.held_length(ep, handle)?;
-            g.release_held(ep, handle, status, actual.unwrap_or(length))?;
-            Ok(json!({"ok": true}))
-        }
-        Request::Status {} => {
-            let dev = host.udc().lock().status();
-            let view = host.view();
-            let summary = view.enumerated.as_ref().map(|e| {
-                json!({
-                    "vendor": format!("{:04x}", e.device.id_vendor),
-                    "product": format!("{:04x}", e.device.id_product),
-                    "speed": e.speed,
-                    "strings": e.strings,
-                })
-            });
-            Ok(json!({
-                "ok": true,
-                "device": dev,
-                "host": {
-                    "config": host_config_json(host),
-                    "enumerations": view.enumerations,
-                    "enumerated": summary,
-                    "last_error": view.last_error,
-                },
-            }))
-        }
+        } => release(ep, handle, actual, status, host),
+        Request::Status {} => status(host),
         Request::Descriptors {} => {
             let view = host.view();
             match view.enumerated {
@@ -401,78 +325,14 @@ fn handle(
             index,
             length,
             data,
-        } => {
-            let setup = SetupPacket {
-                request_type,
-                request,
-                value,
-                index,
-                length,
-            };
-            let out = match data {
-                Some(d) => decode_b64(&d)?,
-                None => Vec::new(),
-            };
-            if setup.is_in() && !out.is_empty() {
-                return Err("an IN control request takes no data".into());
-            }
-            if !setup.is_in() && out.len() != usize::from(length) {
-                return Err(RequestError::Bad(format!(
-                    "OUT data is {} bytes but length says {length}",
-                    out.len()
-                )));
-            }
-            match host.control(setup, out) {
-                Ok(d) => Ok(json!({"ok": true, "status": "ok", "data": B64.encode(&d), "actual": d.len()})),
-                Err(s) => {
-                    Ok(json!({"ok": false, "status": status_name(s), "error": format!("{setup}: {s:?}")}))
-                }
-            }
-        }
+        } => control(request_type, request, value, index, length, data, host),
         Request::Transfer {
             ep,
             length,
             data,
             zlp,
             timeout_ms,
-        } => {
-            let ep = parse_ep(&ep)?;
-            if ep_num(ep) == 0 {
-                return Err("use op \"control\" for ep0".into());
-            }
-            let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
-            let kind = if ep_is_in(ep) {
-                let len = length.ok_or("an IN transfer needs \"length\"")?;
-                if data.is_some() {
-                    return Err("an IN transfer takes no \"data\"".into());
-                }
-                if len > MAX_SOCKET_TRANSFER {
-                    return Err(RequestError::Bad(format!(
-                        "length {len} is over {MAX_SOCKET_TRANSFER}; use a stream"
-                    )));
-                }
-                UrbKind::In { len }
-            } else {
-                let d = decode_b64(data.as_deref().ok_or("an OUT transfer needs \"data\"")?)?;
-                if d.len() > MAX_SOCKET_TRANSFER {
-                    return Err(RequestError::Bad(format!(
-                        "data is over {MAX_SOCKET_TRANSFER} bytes; use a stream"
-                    )));
-                }
-                UrbKind::Out { data: d, zlp }
-            };
-            let r = host.transfer(ep, kind, timeout);
-            let mut v = json!({
-                "ok": r.status == UrbStatus::Ok,
-                "status": status_name(r.status),
-                "actual": r.actual,
-                "latency_us": r.completed.duration_since(r.submitted).as_micros() as u64,
-            });
-            if ep_is_in(ep) {
-                v["data"] = json!(B64.encode(&r.data));
-            }
-            Ok(v)
-        }
+        } => transfer(ep, length, data, zlp, timeout_ms, host),
         Request::StreamStart {
             ep,
             pattern,
@@ -492,118 +352,323 @@ fn handle(
             Ok(json!({"ok": true, "stream": s}))
         }
         Request::Streams {} => Ok(json!({"ok": true, "streams": traffic.status()})),
-        Request::Inject { set, clear } => {
-            let udc = host.udc();
-            let mut g = udc.lock();
-            let mut cfg = g.injection().clone();
-            let changed = clear || set.is_some();
-            if clear {
-                cfg = crate::inject::InjectConfig {
-                    seed: cfg.seed,
-                    ..Default::default()
-                };
-            }
-            for (k, v) in set.unwrap_or_default() {
-                let text = match &v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    other => {
-                        return Err(RequestError::Bad(format!(
-                            "inject: {k}: give the value as a string, not {other}"
-                        )))
-                    }
-                };
-                cfg.set(&k, &text)?;
-            }
-            g.config()
-                .check_injection(&cfg)
-                .map_err(RequestError::InjectEndpoint)?;
-            if clear {
-                g.set_injection(cfg);
-            } else if changed {
-                g.update_injection(cfg);
-            }
-            let log = g.inject_log();
-            Ok(json!({
-                "ok": true,
-                "settings": g.injection().to_map(),
-                "events": log.total,
-                "digest": log.digest,
-                "races": log.races_total,
-            }))
-        }
+        Request::Inject { set, clear } => inject(set, clear, host),
         Request::Injections {} => {
             let g = host.udc().lock();
             Ok(json!({"ok": true, "settings": g.injection().to_map(), "log": g.inject_log()}))
         }
-        Request::Bus { action } => {
-            let udc = host.udc();
-            let did = match action.as_str() {
-                "reset" if host.config().auto_enumerate => {
-                    // A host that resets the bus enumerates again, as the
-                    // control-socket docs promise.
-                    let e = host.reset_and_enumerate()?;
-                    return Ok(json!({"ok": true, "changed": true, "enumerated": e}));
-                }
-                "reset" => {
-                    let speed = host.config().speed;
-                    udc.lock().bus_reset(speed).is_some()
-                }
-                "disconnect" => {
-                    udc.lock().plug(false);
-                    true
-                }
-                "connect" => {
-                    udc.lock().plug(true);
-                    true
-                }
-                "suspend" => udc.lock().suspend(),
-                "resume" => udc.lock().resume(),
-                other => {
-                    return Err(RequestError::Bad(format!(
-                        "bus action {other:?}: use reset, disconnect, connect, suspend or resume"
-                    )))
-                }
-            };
-            Ok(json!({"ok": true, "changed": did}))
-        }
-        Request::Crash { down_ms } => {
-            match down_ms {
-                Some(ms) => log::warn!(
-                    "control socket asked for a crash: exiting now without cleanup; stay down for {ms} ms before a restart"
-                ),
-                None => log::warn!("control socket asked for a crash: exiting now without cleanup"),
-            }
-            // Let the reply reach the client first.
-            std::thread::spawn(|| {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                // SAFETY: _exit ends the process; nothing runs after it.
-                unsafe { libc::_exit(70) }
-            });
-            Ok(json!({"ok": true, "exit_status": 70}))
-        }
+        Request::Bus { action } => bus(action, host),
+        Request::Crash { down_ms } => crash(down_ms),
         Request::Host {
             speed,
             auto_enumerate,
             control_timeout_ms,
-        } => {
-            let mut cfg = host.config();
-            if let Some(s) = speed {
-                cfg.speed = s.parse::<Speed>()?;
+        } => host_settings(speed, auto_enumerate, control_timeout_ms, host),
+    }
+}
+
+/// `hold`: the front request of an endpoint, held for the client (a
+/// zero-copy handoff), with its pages as a DMABUF if asked.
+fn hold(
+    ep: String,
+    timeout_ms: Option<u64>,
+    dmabuf: bool,
+    host: &Host,
+    fd: &mut Option<OwnedFd>,
+) -> Result<Value, RequestError> {
+    let ep = parse_ep(&ep)?;
+    let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
+    let udc = host.udc();
+    let deadline = std::time::Instant::now() + timeout;
+    let held = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let (mut g, _) = udc.wait_until(left.min(Duration::from_millis(100)), |_| true);
+        if let Some(h) = g.hold_front(ep)? {
+            break h;
+        }
+        drop(g);
+        if left.is_zero() {
+            return Err(RequestError::Bad(format!(
+                "no request was queued on {} within {} ms",
+                ep_name(ep),
+                timeout.as_millis()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let mut v = json!({"ok": true, "handle": held.handle, "tag": held.tag, "length": held.length, "segments": held.segments});
+    if dmabuf {
+        let export = {
+            let g = udc.lock();
+            let mem = g.memory().ok_or("no guest memory")?.memory();
+            zerocopy::export_segments(&mem, &held.segments)
+        };
+        match export {
+            Ok(x) => {
+                v["dmabuf"] = json!({"size": x.size, "offset": x.offset});
+                *fd = Some(x.fd);
             }
-            if let Some(a) = auto_enumerate {
-                cfg.auto_enumerate = a;
+            Err(e) => {
+                // Not held after all: the driver's request goes on.
+                udc.lock().unhold(ep, held.handle);
+                return Err(e.into());
             }
-            if let Some(ms) = control_timeout_ms {
-                if ms == 0 {
-                    return Err("control_timeout_ms must be above 0".into());
-                }
-                cfg.control_timeout = Duration::from_millis(ms);
-            }
-            host.set_config(cfg);
-            Ok(json!({"ok": true, "config": host_config_json(host)}))
         }
     }
+    Ok(v)
+}
+
+/// `release`: completes a held request, or lets a completion held by
+/// injection go.
+fn release(
+    ep: String,
+    handle: u64,
+    actual: Option<u32>,
+    status: Option<String>,
+    host: &Host,
+) -> Result<Value, RequestError> {
+    let ep = parse_ep(&ep)?;
+    let udc = host.udc();
+    let mut g = udc.lock();
+    // A completion held by injection keeps its own status and length
+    // unless told otherwise.
+    let st = status.as_deref().map(parse_status).transpose()?;
+    if g.release_completion(ep, handle, st)? {
+        return Ok(json!({"ok": true, "held": "completion"}));
+    }
+    let status = st.unwrap_or(Status::Ok);
+    let length = g.held_length(ep, handle)?;
+    g.release_held(ep, handle, status, actual.unwrap_or(length))?;
+    Ok(json!({"ok": true}))
+}
+
+/// `status`: the device, its endpoints and what the host knows.
+fn status(host: &Host) -> Result<Value, RequestError> {
+    let dev = host.udc().lock().status();
+    let view = host.view();
+    let summary = view.enumerated.as_ref().map(|e| {
+        json!({
+            "vendor": format!("{:04x}", e.device.id_vendor),
+            "product": format!("{:04x}", e.device.id_product),
+            "speed": e.speed,
+            "strings": e.strings,
+        })
+    });
+    Ok(json!({
+        "ok": true,
+        "device": dev,
+        "host": {
+            "config": host_config_json(host),
+            "enumerations": view.enumerations,
+            "enumerated": summary,
+            "last_error": view.last_error,
+        },
+    }))
+}
+
+/// `control`: one control transfer from the host to the gadget.
+fn control(
+    request_type: u8,
+    request: u8,
+    value: u16,
+    index: u16,
+    length: u16,
+    data: Option<String>,
+    host: &Host,
+) -> Result<Value, RequestError> {
+    let setup = SetupPacket {
+        request_type,
+        request,
+        value,
+        index,
+        length,
+    };
+    let out = match data {
+        Some(d) => decode_b64(&d)?,
+        None => Vec::new(),
+    };
+    if setup.is_in() && !out.is_empty() {
+        return Err("an IN control request takes no data".into());
+    }
+    if !setup.is_in() && out.len() != usize::from(length) {
+        return Err(RequestError::Bad(format!(
+            "OUT data is {} bytes but length says {length}",
+            out.len()
+        )));
+    }
+    match host.control(setup, out) {
+        Ok(d) => Ok(json!({"ok": true, "status": "ok", "data": B64.encode(&d), "actual": d.len()})),
+        Err(s) => Ok(json!({"ok": false, "status": status_name(s), "error": format!("{setup}: {s:?}")})),
+    }
+}
+
+/// `transfer`: one IN read or OUT write on a non-control endpoint.
+fn transfer(
+    ep: String,
+    length: Option<usize>,
+    data: Option<String>,
+    zlp: bool,
+    timeout_ms: Option<u64>,
+    host: &Host,
+) -> Result<Value, RequestError> {
+    let ep = parse_ep(&ep)?;
+    if ep_num(ep) == 0 {
+        return Err("use op \"control\" for ep0".into());
+    }
+    let timeout = Duration::from_millis(timeout_ms.unwrap_or(5000));
+    let kind = if ep_is_in(ep) {
+        let len = length.ok_or("an IN transfer needs \"length\"")?;
+        if data.is_some() {
+            return Err("an IN transfer takes no \"data\"".into());
+        }
+        if len > MAX_SOCKET_TRANSFER {
+            return Err(RequestError::Bad(format!(
+                "length {len} is over {MAX_SOCKET_TRANSFER}; use a stream"
+            )));
+        }
+        UrbKind::In { len }
+    } else {
+        let d = decode_b64(data.as_deref().ok_or("an OUT transfer needs \"data\"")?)?;
+        if d.len() > MAX_SOCKET_TRANSFER {
+            return Err(RequestError::Bad(format!(
+                "data is over {MAX_SOCKET_TRANSFER} bytes; use a stream"
+            )));
+        }
+        UrbKind::Out { data: d, zlp }
+    };
+    let r = host.transfer(ep, kind, timeout);
+    let mut v = json!({
+        "ok": r.status == UrbStatus::Ok,
+        "status": status_name(r.status),
+        "actual": r.actual,
+        "latency_us": r.completed.duration_since(r.submitted).as_micros() as u64,
+    });
+    if ep_is_in(ep) {
+        v["data"] = json!(B64.encode(&r.data));
+    }
+    Ok(v)
+}
+
+/// `inject`: reads or changes the injection settings; all keys apply or
+/// none.
+fn inject(
+    set: Option<std::collections::BTreeMap<String, Value>>,
+    clear: bool,
+    host: &Host,
+) -> Result<Value, RequestError> {
+    let udc = host.udc();
+    let mut g = udc.lock();
+    let mut cfg = g.injection().clone();
+    let changed = clear || set.is_some();
+    if clear {
+        cfg = crate::inject::InjectConfig {
+            seed: cfg.seed,
+            ..Default::default()
+        };
+    }
+    for (k, v) in set.unwrap_or_default() {
+        let text = match &v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                return Err(RequestError::Bad(format!(
+                    "inject: {k}: give the value as a string, not {other}"
+                )))
+            }
+        };
+        cfg.set(&k, &text)?;
+    }
+    g.config()
+        .check_injection(&cfg)
+        .map_err(RequestError::InjectEndpoint)?;
+    if clear {
+        g.set_injection(cfg);
+    } else if changed {
+        g.update_injection(cfg);
+    }
+    let log = g.inject_log();
+    Ok(json!({
+        "ok": true,
+        "settings": g.injection().to_map(),
+        "events": log.total,
+        "digest": log.digest,
+        "races": log.races_total,
+    }))
+}
+
+/// `bus`: reset, disconnect, connect, suspend or resume the bus.
+fn bus(action: String, host: &Host) -> Result<Value, RequestError> {
+    let udc = host.udc();
+    let did = match action.as_str() {
+        "reset" if host.config().auto_enumerate => {
+            // A host that resets the bus enumerates again, as the
+            // control-socket docs promise.
+            let e = host.reset_and_enumerate()?;
+            return Ok(json!({"ok": true, "changed": true, "enumerated": e}));
+        }
+        "reset" => {
+            let speed = host.config().speed;
+            udc.lock().bus_reset(speed).is_some()
+        }
+        "disconnect" => {
+            udc.lock().plug(false);
+            true
+        }
+        "connect" => {
+            udc.lock().plug(true);
+            true
+        }
+        "suspend" => udc.lock().suspend(),
+        "resume" => udc.lock().resume(),
+        other => {
+            return Err(RequestError::Bad(format!(
+                "bus action {other:?}: use reset, disconnect, connect, suspend or resume"
+            )))
+        }
+    };
+    Ok(json!({"ok": true, "changed": did}))
+}
+
+/// `crash`: ends the daemon at once, as a crash would.
+fn crash(down_ms: Option<u64>) -> Result<Value, RequestError> {
+    match down_ms {
+        Some(ms) => log::warn!(
+            "control socket asked for a crash: exiting now without cleanup; stay down for {ms} ms before a restart"
+        ),
+        None => log::warn!("control socket asked for a crash: exiting now without cleanup"),
+    }
+    // Let the reply reach the client first.
+    std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // SAFETY: _exit ends the process; nothing runs after it.
+        unsafe { libc::_exit(70) }
+    });
+    Ok(json!({"ok": true, "exit_status": 70}))
+}
+
+/// `host`: reads or changes the host's speed, auto-enumeration and
+/// control timeout.
+fn host_settings(
+    speed: Option<String>,
+    auto_enumerate: Option<bool>,
+    control_timeout_ms: Option<u64>,
+    host: &Host,
+) -> Result<Value, RequestError> {
+    let mut cfg = host.config();
+    if let Some(s) = speed {
+        cfg.speed = s.parse::<Speed>()?;
+    }
+    if let Some(a) = auto_enumerate {
+        cfg.auto_enumerate = a;
+    }
+    if let Some(ms) = control_timeout_ms {
+        if ms == 0 {
+            return Err("control_timeout_ms must be above 0".into());
+        }
+        cfg.control_timeout = Duration::from_millis(ms);
+    }
+    host.set_config(cfg);
+    Ok(json!({"ok": true, "config": host_config_json(host)}))
 }
 
 fn host_config_json(host: &Host) -> Value {
