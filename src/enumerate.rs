@@ -186,6 +186,264 @@ fn describe_configuration(c: &Configuration) -> Vec<String> {
     lines
 }
 
+/// The strings a device named, as read.
+struct StringsRead {
+    langids: Vec<u16>,
+    strings: BTreeMap<u8, String>,
+    missing: Vec<u8>,
+}
+
+/// The stages of an enumeration, in the order [`enumerate`] runs them.
+impl Run<'_> {
+    /// The start of the device descriptor at address 0, mostly for
+    /// bMaxPacketSize0; a device may answer with only 8 (or 18) bytes.
+    fn read_first_device_descriptor(&mut self, speed: Speed) -> Result<(), EnumError> {
+        let step = "reading the device descriptor at address 0";
+        let setup = SetupPacket::get_descriptor(usb::DT_DEVICE, 0, 0, FIRST_DEVICE_READ_LENGTH);
+        let first = self.control_in(step, setup)?;
+        let check_first = || -> Result<(), DescriptorError> {
+            let context = "device descriptor".to_string();
+            if first.len() >= 2 && first[1] != usb::DT_DEVICE {
+                return Err(DescriptorError::WrongType {
+                    context,
+                    expected: usb::DT_DEVICE,
+                    found: first[1],
+                });
+            }
+            if first.len() < 8 {
+                return Err(DescriptorError::Truncated {
+                    context,
+                    need: 8,
+                    have: first.len(),
+                });
+            }
+            check_max_packet_size0(first[7], speed)
+        };
+        check_first().map_err(descriptor_error(step))?;
+        self.note(format!(
+            "{setup}: {} bytes, bMaxPacketSize0 {}",
+            first.len(),
+            first[7]
+        ));
+        Ok(())
+    }
+
+    /// SET_ADDRESS, answered by the controller.
+    fn assign_address(
+        &mut self,
+        address: u8,
+        set_address: &mut dyn FnMut(u8) -> Result<(), ControlError>,
+    ) -> Result<(), EnumError> {
+        let step = format!("assigning address {address}");
+        if let Err(source) = set_address(address) {
+            let request = SetupPacket::set_address(address);
+            self.note(format!("{request}: {source}"));
+            return Err(EnumError::Control {
+                step,
+                request,
+                source,
+            });
+        }
+        self.note(format!("{}: ok", SetupPacket::set_address(address)));
+        Ok(())
+    }
+
+    /// The whole device descriptor at the new address.
+    fn read_device_descriptor(&mut self, speed: Speed) -> Result<DeviceDescriptor, EnumError> {
+        let step = "reading the device descriptor";
+        let setup = SetupPacket::get_descriptor(usb::DT_DEVICE, 0, 0, usb::DEVICE_DESC_SIZE as u16);
+        let bytes = self.control_in(step, setup)?;
+        let device = parse_device_descriptor(&bytes).map_err(descriptor_error(step))?;
+        device.validate(speed).map_err(descriptor_error(step))?;
+        self.note(format!(
+            "{setup}: {:04x}:{:04x}, USB {}, device {}, class {:#04x}/{:#04x}/{:#04x}, {} configuration{}",
+            device.id_vendor,
+            device.id_product,
+            bcd(device.bcd_usb),
+            bcd(device.bcd_device),
+            device.device_class,
+            device.device_subclass,
+            device.device_protocol,
+            device.num_configurations,
+            if device.num_configurations == 1 { "" } else { "s" }
+        ));
+        Ok(device)
+    }
+
+    /// The BOS, which USB 2.0 LPM and USB 3 devices must have.
+    fn read_bos(&mut self, device: &DeviceDescriptor, speed: Speed) -> Result<Option<Bos>, EnumError> {
+        if device.bcd_usb < 0x0201 {
+            return Ok(None);
+        }
+        let step = format!(
+            "reading the BOS descriptor (bcdUSB {:#06x} promises one)",
+            device.bcd_usb
+        );
+        let setup = SetupPacket::get_descriptor(usb::DT_BOS, 0, 0, usb::BOS_DESC_SIZE as u16);
+        let head = self.control_in(&step, setup)?;
+        let total = match head.as_slice() {
+            [_, t, ..] if *t != usb::DT_BOS => parse_bos(&head).map(|_| 0),
+            [_, _, lo, hi, _, ..] => Ok(u16::from_le_bytes([*lo, *hi])),
+            _ => Err(DescriptorError::Truncated {
+                context: "BOS".into(),
+                need: usb::BOS_DESC_SIZE,
+                have: head.len(),
+            }),
+        }
+        .map_err(descriptor_error(&step))?;
+        let full = if usize::from(total) > head.len() {
+            self.control_in(&step, SetupPacket::get_descriptor(usb::DT_BOS, 0, 0, total))?
+        } else {
+            head
+        };
+        let bos = parse_bos(&full).map_err(descriptor_error(&step))?;
+        bos.validate(speed).map_err(descriptor_error(&step))?;
+        let types: Vec<String> = bos
+            .capabilities
+            .iter()
+            .map(|c| format!("{:#04x}", c.cap_type))
+            .collect();
+        self.note(format!(
+            "{}: {} capabilities [{}]",
+            SetupPacket::get_descriptor(usb::DT_BOS, 0, 0, total),
+            bos.capabilities.len(),
+            types.join(", ")
+        ));
+        Ok(Some(bos))
+    }
+
+    /// Each configuration: the 9-byte header for wTotalLength, then all.
+    fn read_configurations(&mut self, count: u8, speed: Speed) -> Result<Vec<Configuration>, EnumError> {
+        let mut configurations: Vec<Configuration> = Vec::new();
+        for index in 0..count {
+            let step = format!("reading configuration index {index}");
+            let setup = SetupPacket::get_descriptor(usb::DT_CONFIG, index, 0, usb::CONFIG_DESC_SIZE as u16);
+            let head = self.control_in(&step, setup)?;
+            let full = if head.len() >= usb::CONFIG_DESC_SIZE && head[1] == usb::DT_CONFIG {
+                let total = u16::from_le_bytes([head[2], head[3]]);
+                if usize::from(total) >= usb::CONFIG_DESC_SIZE {
+                    self.note(format!("{setup}: wTotalLength {total}"));
+                    self.control_in(
+                        &step,
+                        SetupPacket::get_descriptor(usb::DT_CONFIG, index, 0, total),
+                    )?
+                } else {
+                    head
+                }
+            } else {
+                head
+            };
+            let config = parse_configuration(&full, speed).map_err(descriptor_error(&step))?;
+            if let Some(j) = configurations.iter().position(|c| c.value == config.value) {
+                return Err(EnumError::Descriptor {
+                    step,
+                    source: DescriptorError::Invalid {
+                        context: format!("configuration {}", config.value),
+                        problem: format!(
+                            "bConfigurationValue {} is also that of configuration index {j}",
+                            config.value
+                        ),
+                    },
+                });
+            }
+            for line in describe_configuration(&config) {
+                self.note(line);
+            }
+            configurations.push(config);
+        }
+        Ok(configurations)
+    }
+
+    /// Strings: language IDs, then every index the descriptors name.
+    fn read_strings(
+        &mut self,
+        device: &DeviceDescriptor,
+        configurations: &[Configuration],
+    ) -> Result<StringsRead, EnumError> {
+        let mut wanted: BTreeSet<u8> = device.string_indices().into_iter().collect();
+        for c in configurations {
+            wanted.extend(c.string_indices());
+        }
+        let mut langids = Vec::new();
+        let mut strings = BTreeMap::new();
+        let mut missing_strings = Vec::new();
+        if wanted.is_empty() {
+            self.note("no string descriptors referenced".into());
+        } else {
+            let step = "reading the language IDs (string 0)";
+            let setup = SetupPacket::get_descriptor(usb::DT_STRING, 0, 0, STRING_READ_LENGTH);
+            match self.control_in(step, setup) {
+                Ok(bytes) => {
+                    langids = parse_langids(&bytes).map_err(descriptor_error(step))?;
+                    let ids: Vec<String> = langids.iter().map(|l| format!("{l:#06x}")).collect();
+                    self.note(format!("{setup}: languages [{}]", ids.join(", ")));
+                }
+                Err(EnumError::Control {
+                    source: ControlError::Stall,
+                    ..
+                }) => {
+                    warn!("enumerate: the device stalled the language IDs; its strings are missing");
+                }
+                Err(e) => return Err(e),
+            }
+            match langids.first().copied() {
+                None => {
+                    self.note(format!(
+                        "no language IDs: strings {:?} recorded as missing",
+                        wanted.iter().collect::<Vec<_>>()
+                    ));
+                    missing_strings.extend(wanted.iter().copied());
+                }
+                Some(lang) => {
+                    for &index in &wanted {
+                        let step = format!("reading string {index}");
+                        let setup =
+                            SetupPacket::get_descriptor(usb::DT_STRING, index, lang, STRING_READ_LENGTH);
+                        match self.control_in(&step, setup) {
+                            Ok(bytes) => {
+                                let s = parse_string_descriptor(&bytes).map_err(descriptor_error(&step))?;
+                                self.note(format!("{setup}: {s:?}"));
+                                strings.insert(index, s);
+                            }
+                            Err(EnumError::Control {
+                                source: ControlError::Stall,
+                                ..
+                            }) => {
+                                warn!("enumerate: string {index} stalled; recorded as missing");
+                                self.log.push(format!("string {index} recorded as missing"));
+                                missing_strings.push(index);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(StringsRead {
+            langids,
+            strings,
+            missing: missing_strings,
+        })
+    }
+
+    /// SET_CONFIGURATION with the first configuration, as Linux does for a
+    /// device without a more specific driver preference.
+    fn select_configuration(&mut self, value: u8) -> Result<(), EnumError> {
+        let setup = SetupPacket::set_configuration(value);
+        let step = format!("selecting configuration {value}");
+        if let Err(source) = self.pipe.control_out(setup, &[]) {
+            self.note(format!("{setup}: {source}"));
+            return Err(EnumError::Control {
+                step,
+                request: setup,
+                source,
+            });
+        }
+        self.note(format!("{setup}: ok, configured"));
+        Ok(())
+    }
+}
+
 /// Enumerates the device that was just reset at `speed`, as a host does on
 /// plug-in: it ends with the first configuration selected. `set_address`
 /// carries SET_ADDRESS separately because the controller, not the gadget,
@@ -205,222 +463,18 @@ pub fn enumerate(
     };
     run.note(format!("bus reset at {speed}"));
 
-    // 1. The start of the device descriptor at address 0, mostly for
-    // bMaxPacketSize0; a device may answer with only 8 (or 18) bytes.
-    let step = "reading the device descriptor at address 0";
-    let setup = SetupPacket::get_descriptor(usb::DT_DEVICE, 0, 0, FIRST_DEVICE_READ_LENGTH);
-    let first = run.control_in(step, setup)?;
-    let check_first = || -> Result<(), DescriptorError> {
-        let context = "device descriptor".to_string();
-        if first.len() >= 2 && first[1] != usb::DT_DEVICE {
-            return Err(DescriptorError::WrongType {
-                context,
-                expected: usb::DT_DEVICE,
-                found: first[1],
-            });
-        }
-        if first.len() < 8 {
-            return Err(DescriptorError::Truncated {
-                context,
-                need: 8,
-                have: first.len(),
-            });
-        }
-        check_max_packet_size0(first[7], speed)
-    };
-    check_first().map_err(descriptor_error(step))?;
-    run.note(format!(
-        "{setup}: {} bytes, bMaxPacketSize0 {}",
-        first.len(),
-        first[7]
-    ));
-
-    // 2. SET_ADDRESS.
-    let step = format!("assigning address {address}");
-    if let Err(source) = set_address(address) {
-        let request = SetupPacket::set_address(address);
-        run.note(format!("{request}: {source}"));
-        return Err(EnumError::Control {
-            step,
-            request,
-            source,
-        });
-    }
-    run.note(format!("{}: ok", SetupPacket::set_address(address)));
-
-    // 3. The whole device descriptor at the new address.
-    let step = "reading the device descriptor";
-    let setup = SetupPacket::get_descriptor(usb::DT_DEVICE, 0, 0, usb::DEVICE_DESC_SIZE as u16);
-    let bytes = run.control_in(step, setup)?;
-    let device = parse_device_descriptor(&bytes).map_err(descriptor_error(step))?;
-    device.validate(speed).map_err(descriptor_error(step))?;
-    run.note(format!(
-        "{setup}: {:04x}:{:04x}, USB {}, device {}, class {:#04x}/{:#04x}/{:#04x}, {} configuration{}",
-        device.id_vendor,
-        device.id_product,
-        bcd(device.bcd_usb),
-        bcd(device.bcd_device),
-        device.device_class,
-        device.device_subclass,
-        device.device_protocol,
-        device.num_configurations,
-        if device.num_configurations == 1 { "" } else { "s" }
-    ));
-
-    // 4. The BOS, which USB 2.0 LPM and USB 3 devices must have.
-    let bos = if device.bcd_usb >= 0x0201 {
-        let step = format!(
-            "reading the BOS descriptor (bcdUSB {:#06x} promises one)",
-            device.bcd_usb
-        );
-        let setup = SetupPacket::get_descriptor(usb::DT_BOS, 0, 0, usb::BOS_DESC_SIZE as u16);
-        let head = run.control_in(&step, setup)?;
-        let total = match head.as_slice() {
-            [_, t, ..] if *t != usb::DT_BOS => parse_bos(&head).map(|_| 0),
-            [_, _, lo, hi, _, ..] => Ok(u16::from_le_bytes([*lo, *hi])),
-            _ => Err(DescriptorError::Truncated {
-                context: "BOS".into(),
-                need: usb::BOS_DESC_SIZE,
-                have: head.len(),
-            }),
-        }
-        .map_err(descriptor_error(&step))?;
-        let full = if usize::from(total) > head.len() {
-            run.control_in(&step, SetupPacket::get_descriptor(usb::DT_BOS, 0, 0, total))?
-        } else {
-            head
-        };
-        let bos = parse_bos(&full).map_err(descriptor_error(&step))?;
-        bos.validate(speed).map_err(descriptor_error(&step))?;
-        let types: Vec<String> = bos
-            .capabilities
-            .iter()
-            .map(|c| format!("{:#04x}", c.cap_type))
-            .collect();
-        run.note(format!(
-            "{}: {} capabilities [{}]",
-            SetupPacket::get_descriptor(usb::DT_BOS, 0, 0, total),
-            bos.capabilities.len(),
-            types.join(", ")
-        ));
-        Some(bos)
-    } else {
-        None
-    };
-
-    // 5. Each configuration: the 9-byte header for wTotalLength, then all.
-    let mut configurations: Vec<Configuration> = Vec::new();
-    for index in 0..device.num_configurations {
-        let step = format!("reading configuration index {index}");
-        let setup = SetupPacket::get_descriptor(usb::DT_CONFIG, index, 0, usb::CONFIG_DESC_SIZE as u16);
-        let head = run.control_in(&step, setup)?;
-        let full = if head.len() >= usb::CONFIG_DESC_SIZE && head[1] == usb::DT_CONFIG {
-            let total = u16::from_le_bytes([head[2], head[3]]);
-            if usize::from(total) >= usb::CONFIG_DESC_SIZE {
-                run.note(format!("{setup}: wTotalLength {total}"));
-                run.control_in(
-                    &step,
-                    SetupPacket::get_descriptor(usb::DT_CONFIG, index, 0, total),
-                )?
-            } else {
-                head
-            }
-        } else {
-            head
-        };
-        let config = parse_configuration(&full, speed).map_err(descriptor_error(&step))?;
-        if let Some(j) = configurations.iter().position(|c| c.value == config.value) {
-            return Err(EnumError::Descriptor {
-                step,
-                source: DescriptorError::Invalid {
-                    context: format!("configuration {}", config.value),
-                    problem: format!(
-                        "bConfigurationValue {} is also that of configuration index {j}",
-                        config.value
-                    ),
-                },
-            });
-        }
-        for line in describe_configuration(&config) {
-            run.note(line);
-        }
-        configurations.push(config);
-    }
-
-    // 6. Strings: language IDs, then every index the descriptors name.
-    let mut wanted: BTreeSet<u8> = device.string_indices().into_iter().collect();
-    for c in &configurations {
-        wanted.extend(c.string_indices());
-    }
-    let mut langids = Vec::new();
-    let mut strings = BTreeMap::new();
-    let mut missing_strings = Vec::new();
-    if wanted.is_empty() {
-        run.note("no string descriptors referenced".into());
-    } else {
-        let step = "reading the language IDs (string 0)";
-        let setup = SetupPacket::get_descriptor(usb::DT_STRING, 0, 0, STRING_READ_LENGTH);
-        match run.control_in(step, setup) {
-            Ok(bytes) => {
-                langids = parse_langids(&bytes).map_err(descriptor_error(step))?;
-                let ids: Vec<String> = langids.iter().map(|l| format!("{l:#06x}")).collect();
-                run.note(format!("{setup}: languages [{}]", ids.join(", ")));
-            }
-            Err(EnumError::Control {
-                source: ControlError::Stall,
-                ..
-            }) => {
-                warn!("enumerate: the device stalled the language IDs; its strings are missing");
-            }
-            Err(e) => return Err(e),
-        }
-        match langids.first().copied() {
-            None => {
-                run.note(format!(
-                    "no language IDs: strings {:?} recorded as missing",
-                    wanted.iter().collect::<Vec<_>>()
-                ));
-                missing_strings.extend(wanted.iter().copied());
-            }
-            Some(lang) => {
-                for &index in &wanted {
-                    let step = format!("reading string {index}");
-                    let setup = SetupPacket::get_descriptor(usb::DT_STRING, index, lang, STRING_READ_LENGTH);
-                    match run.control_in(&step, setup) {
-                        Ok(bytes) => {
-                            let s = parse_string_descriptor(&bytes).map_err(descriptor_error(&step))?;
-                            run.note(format!("{setup}: {s:?}"));
-                            strings.insert(index, s);
-                        }
-                        Err(EnumError::Control {
-                            source: ControlError::Stall,
-                            ..
-                        }) => {
-                            warn!("enumerate: string {index} stalled; recorded as missing");
-                            run.log.push(format!("string {index} recorded as missing"));
-                            missing_strings.push(index);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-    }
-
-    // 7. SET_CONFIGURATION with the first configuration, as Linux does for a
-    // device without a more specific driver preference.
+    run.read_first_device_descriptor(speed)?;
+    run.assign_address(address, set_address)?;
+    let device = run.read_device_descriptor(speed)?;
+    let bos = run.read_bos(&device, speed)?;
+    let configurations = run.read_configurations(device.num_configurations, speed)?;
+    let StringsRead {
+        langids,
+        strings,
+        missing: missing_strings,
+    } = run.read_strings(&device, &configurations)?;
     let value = configurations[0].value;
-    let setup = SetupPacket::set_configuration(value);
-    let step = format!("selecting configuration {value}");
-    if let Err(source) = run.pipe.control_out(setup, &[]) {
-        run.note(format!("{setup}: {source}"));
-        return Err(EnumError::Control {
-            step,
-            request: setup,
-            source,
-        });
-    }
-    run.note(format!("{setup}: ok, configured"));
+    run.select_configuration(value)?;
 
     Ok(Enumerated {
         speed,
