@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Kernel AIO (io_setup, io_submit, io_getevents, io_cancel, io_destroy)
 //! on one FunctionFS endpoint file: FunctionFS queues each request on the
 //! UDC at io_submit, so several are in flight at once, and completes them

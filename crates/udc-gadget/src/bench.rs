@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `udc-gadget bench`: throughput and guest CPU cost of bulk transfers, per
 //! way of moving the data and buffer size (docs/vm-tier.md, "udc-vm bench").
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! What a case of the VM suite is: a named function of the suite's
 //! context, what it needs of the controller, and whether it runs without
 //! being named. The list of cases is crate::plan.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The VM scenario suite. Each case sets up the gadget, drives both ends
 //! of the bus (FunctionFS in the guest, the host through the control
 //! channel), checks both, and tears down. Data is the `prbs:SEED` pattern

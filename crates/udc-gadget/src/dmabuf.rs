@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Guest DMABUFs for FunctionFS's DMABUF interface: from /dev/udmabuf (a
 //! sealed memfd; one scatterlist entry per page) or /dev/dma_heap/system
 //! (chunks of up to 1 MiB), mapped for the CPU, with the CPU access

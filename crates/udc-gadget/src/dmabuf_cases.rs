@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The FunctionFS DMABUF catalogue (docs/vm-tier.md): attach, transfer and
 //! detach of udmabufs and dma-heap buffers on both endpoints, FIFO and
 //! fence order, the documented errors, detach and close with transfers

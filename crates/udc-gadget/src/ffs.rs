@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! FunctionFS ep0: the descriptors and strings blobs written to it, and the
 //! thread that reads its events for as long as the function lives.
 //!

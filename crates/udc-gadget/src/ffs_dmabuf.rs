@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! FunctionFS's DMABUF interface (Linux 6.9+): FUNCTIONFS_DMABUF_ATTACH,
 //! _DETACH and _TRANSFER on an endpoint file.
 //!

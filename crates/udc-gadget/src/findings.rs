@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Cases for what the suite found wrong in the guest kernel
 //! (docs/kernel-bugs.md). Each asserts the correct behaviour, so on a
 //! kernel with the bug it fails, naming the bug (make test runs those with

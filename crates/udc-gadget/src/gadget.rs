@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The test gadget: one configfs gadget with one FunctionFS function (a
 //! vendor-specific interface with a bulk IN and a bulk OUT endpoint).
 //! The `usb-gadget` crate creates the configfs gadget and mounts

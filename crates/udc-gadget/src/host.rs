@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The USB host side, reached from inside the guest: the daemon's control
 //! socket (docs/control-socket.md) on the other end of a virtio serial port
 //! that QEMU connects to it. One JSON object per line each way.

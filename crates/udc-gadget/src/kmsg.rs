@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Watches the kernel log for the lines that mean a kernel bug, so every
 //! case fails when the driver or the gadget stack warned, oopsed or leaked.
 

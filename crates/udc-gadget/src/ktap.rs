@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! KTAP version 1 output, as kselftest prints it: a plan, one result line per
 //! case, diagnostics as `# ` lines before the result.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The DMABUF lifecycle matrix (docs/dmabuf-lifecycle.md):
 //! FUNCTIONFS_DMABUF_ATTACH, _TRANSFER, _DETACH and close() of the endpoint
 //! file, each against every state the gadget can be in. One case per

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! udc-gadget: the guest side of virtio-udc's VM tier (docs/vm-tier.md).
 //!
 //! Sets up a FunctionFS gadget through configfs, moves data on its bulk

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The VM suite's cases, in the order they run (docs/vm-tier.md): the
 //! catalogue, the reproducers of kernel bugs, then the DMABUF lifecycle
 //! matrix.

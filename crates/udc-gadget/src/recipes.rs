@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Cases for delay and fault injection, the race detectors and the
 //! coherency modes: what docs/recipes.md shows, asserted. Each case sets the
 //! injection it needs through the control channel and turns those keys off

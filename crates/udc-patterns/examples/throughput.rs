@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Prints fill and verify throughput for each pattern.
 //!
 //! `cargo run --release --example throughput [buffer-bytes] [total-MiB]`

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! The lines of a Linux kernel log that mean a kernel bug. The runner scans
 //! the guest's console with them and the guest tool scans /dev/kmsg after
 //! each case, so both must use the same list.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Test data streams for virtio-udc: generation, verification and traffic statistics.
 //!
 //! The host-side daemon and the guest-side tool both generate and check test

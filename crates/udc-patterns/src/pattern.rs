@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Pattern definitions and the fast random-access fill.
 
 use std::fmt;

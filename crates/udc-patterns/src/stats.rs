@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Traffic counters and a latency histogram.
 
 use std::fmt;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Sequential helpers keeping a running stream offset.
 
 use crate::pattern::Pattern;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Chunked, allocation-free verification of received data.
 
 use std::fmt;

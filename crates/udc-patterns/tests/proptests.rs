@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Property tests: fast paths agree with the byte-by-byte definitions.
 
 use proptest::prelude::*;

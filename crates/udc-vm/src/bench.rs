@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `udc-vm bench`: boots the guest with `udc-gadget bench`, collects its
 //! `bench:` lines from the results port, and prints a table, writes a CSV
 //! and an SVG plot of throughput per buffer size (docs/vm-tier.md).

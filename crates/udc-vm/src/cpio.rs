@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! A "newc" cpio archive writer: the runner appends one to the image's
 //! initramfs to hand the guest its /udc/run.sh. Linux unpacks concatenated
 //! archives in order; an uncompressed one must start at a 4-byte boundary.

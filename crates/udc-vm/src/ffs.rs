@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Which FunctionFS the guest loads: the image's own usb_f_fs.ko (stock),
 //! or one that images/ffs.sh builds for the image's kernel from Debian's
 //! f_fs of some 6.12 version or from a kernel tree, with patches applied

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! JUnit XML for CI systems that show test results.
 
 use crate::ktap::{Case, Outcome};

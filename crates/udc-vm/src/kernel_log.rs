@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Finds the lines of a guest console log that mean a kernel bug (the
 //! markers are shared with the guest tool, in udc-patterns), and tells which
 //! case each belongs to: the guest tool writes `udc-gadget: case NAME` into

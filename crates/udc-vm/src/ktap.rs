@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Reads what the guest reported: a top-level KTAP stream whose cases are
 //! suites (the guest tool's KTAP, or a Rust test binary's output), each
 //! indented four spaces as a KTAP subtest. Leaf cases are what is counted.

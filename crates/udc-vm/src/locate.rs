@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! Finding the parts a run needs: QEMU, the guest image, the daemon. Each
 //! is given on the command line or built by the project's own script, and
 //! a missing or mismatched part is an error that says what to do.

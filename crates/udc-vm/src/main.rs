@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! udc-vm: boots a virtio-udc guest (QEMU with vhost-user-udc-pci and the
 //! vhost-device-udc daemon) and runs a shell, a command or the VM scenario
 //! suite in it. See docs/vm-tier.md.

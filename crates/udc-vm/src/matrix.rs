@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `udc-vm matrix`: the VM suite on a list of kernels and FunctionFS
 //! builds, one table of kernel and f_fs against case, each cell ok or the
 //! first line that failed it (a kernel-log line where there is one).

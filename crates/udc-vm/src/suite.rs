@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! `udc-vm test`: the VM scenario suite on one controller or both.
 //!
 //! A case that fails may leave the kernel or the gadget unfit for the next

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! One boot: the daemon, then QEMU with the virtio-udc device, the control
 //! channel and the results port, until the guest powers off or the time
 //! is up. A daemon that ends while the guest runs (a crash, or the
