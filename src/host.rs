@@ -58,6 +58,7 @@ impl Default for HostConfig {
 pub struct HostView {
     pub enumerated: Option<Enumerated>,
     pub last_error: Option<String>,
+    /// Enumerations started (successful or not).
     pub enumerations: u64,
 }
 
@@ -139,11 +140,14 @@ impl Host {
         // A host waits after reset before it talks to the device (USB 2.0
         // 7.1.7.3: at least 10 ms of reset recovery).
         thread::sleep(Duration::from_millis(10));
+        // Counted as it starts: the device is configured before this
+        // thread gets back here, and whoever sees it configured must
+        // already see the new count.
+        self.view.lock().unwrap().enumerations += 1;
         let mut pipe = HostPipe { host: self };
         let mut set_address = |a: u8| pipe_set_address(self, a);
         let result = enumerate::enumerate(&mut pipe, speed, cfg.address, &mut set_address);
         let mut view = self.view.lock().unwrap();
-        view.enumerations += 1;
         match result {
             Ok(e) => {
                 info!(
