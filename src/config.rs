@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::device::{ControllerConfig, DeviceError, EpCap};
-use crate::host::HostConfig;
+use crate::device::{ControllerConfig, DeviceError, EpCap, MAX_SEGMENTS};
+use crate::host::{HostConfig, MAX_CONTROL_TIMEOUT_MS};
 use crate::inject::{InjectConfig, InjectError};
 use crate::traffic::StreamSpec;
 use crate::usb::Speed;
@@ -239,6 +239,11 @@ impl FileConfig {
                     "[controller] max_segments {n}: the spec's minimum is {MIN_SG_SEGMENTS} (a 64 MiB udmabuf arrives as one segment per page); to test without scatter-gather set scatter_gather = false"
                 )));
             }
+            if n > MAX_SEGMENTS {
+                return Err(invalid(format!(
+                    "[controller] max_segments {n}: at most {MAX_SEGMENTS} (a 256 MiB buffer in 4 KiB pages; each segment is 16 bytes the device reads and keeps per request)"
+                )));
+            }
             ctrl.max_segments = n;
         }
         if let Some(w) = c.remote_wakeup {
@@ -306,8 +311,10 @@ impl FileConfig {
             host.auto_enumerate = a;
         }
         if let Some(ms) = h.control_timeout_ms {
-            if ms == 0 {
-                return Err(invalid("[host] control_timeout_ms must be above 0".into()));
+            if ms == 0 || ms > MAX_CONTROL_TIMEOUT_MS {
+                return Err(invalid(format!(
+                    "[host] control_timeout_ms {ms} is outside 1..={MAX_CONTROL_TIMEOUT_MS} (a control transfer the gadget never answers holds ep0 that long)"
+                )));
             }
             host.control_timeout = Duration::from_millis(ms);
         }
@@ -516,6 +523,10 @@ mod tests {
         assert!(e.contains("max_sped"), "{e}");
         let e = apply("[controller]\nmax_speed = \"warp\"\n").unwrap_err();
         assert!(e.contains("warp") && e.contains("full, high, super"), "{e}");
+        let e = apply("[controller]\nmax_segments = 4294967295\n").unwrap_err();
+        assert!(e.contains("at most 65536"), "{e}");
+        let e = apply("[host]\ncontrol_timeout_ms = 99999999999\n").unwrap_err();
+        assert!(e.contains("outside 1..=3600000"), "{e}");
         let e = apply("[controller]\nmax_segments = 16\n").unwrap_err();
         assert!(e.contains("16384"), "{e}");
         let e = apply("[controller]\nendpoints = [ { address = \"ep16in\" } ]\n").unwrap_err();

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::device::{DeviceError, UrbKind, UrbStatus};
-use crate::host::{Host, HostError};
+use crate::host::{Host, HostError, MAX_CONTROL_TIMEOUT_MS};
 use crate::inject::InjectError;
 use crate::traffic::{StreamSpec, Traffic, TrafficError};
 use crate::usb::{ParseSpeedError, SetupPacket, Speed};
@@ -445,6 +445,7 @@ fn release(
 /// `status`: the device, its endpoints and what the host knows.
 fn status(host: &Host) -> Result<Value, RequestError> {
     let dev = host.udc().lock().status();
+    let holds = host.udc().lock_holds();
     let view = host.view();
     let summary = view.enumerated.as_ref().map(|e| {
         json!({
@@ -457,6 +458,11 @@ fn status(host: &Host) -> Result<Value, RequestError> {
     Ok(json!({
         "ok": true,
         "device": dev,
+        "lock": {
+            "holds": holds.count,
+            "longest_hold_us": holds.longest.as_micros() as u64,
+            "mean_hold_us": holds.total.as_micros().checked_div(u128::from(holds.count)).unwrap_or(0) as u64,
+        },
         "host": {
             "config": host_config_json(host),
             "enumerations": view.enumerations,
@@ -662,8 +668,8 @@ fn host_settings(
         cfg.auto_enumerate = a;
     }
     if let Some(ms) = control_timeout_ms {
-        if ms == 0 {
-            return Err("control_timeout_ms must be above 0".into());
+        if ms == 0 || ms > MAX_CONTROL_TIMEOUT_MS {
+            return Err(format!("control_timeout_ms {ms} is outside 1..={MAX_CONTROL_TIMEOUT_MS}").into());
         }
         cfg.control_timeout = Duration::from_millis(ms);
     }

@@ -26,6 +26,10 @@ pub enum HostError {
     Enumeration(#[from] EnumError),
 }
 
+/// The longest a control transfer may wait for the gadget: an hour, far
+/// beyond any gadget's answer, yet a bound on how long ep0 stays busy.
+pub const MAX_CONTROL_TIMEOUT_MS: u64 = 3_600_000;
+
 /// How the host behaves; changeable at run time through the control socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostConfig {

@@ -15,6 +15,7 @@
 //!   descriptor validation, the enumeration procedure, the host thread);
 //! - [`traffic`]: host-side traffic streams; [`control`]: the control socket;
 //! - [`zerocopy`]: host DMABUFs over guest pages; [`config`]: the TOML file.
+//! - [`log_limit`]: rate limits for log lines a guest can trigger.
 
 pub mod config;
 pub mod control;
@@ -23,6 +24,7 @@ pub mod dma;
 pub mod enumerate;
 pub mod host;
 pub mod inject;
+pub mod log_limit;
 pub mod race;
 pub mod request;
 pub mod traffic;

@@ -9,6 +9,7 @@
 //! handle and the device model, never the transport.
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -58,12 +59,42 @@ pub struct Udc {
     /// Signalled after every change, for threads waiting on device state
     /// (the host model waits for the pull-up).
     changed: Condvar,
+    holds: HoldMeter,
+}
+
+/// How long the device lock is held. Every thread of the daemon waits for
+/// it, so the longest hold bounds how late a control-socket answer, a timer
+/// or another endpoint's transfer can be; `status` reports it.
+#[derive(Default)]
+struct HoldMeter {
+    count: AtomicU64,
+    total_ns: AtomicU64,
+    longest_ns: AtomicU64,
+}
+
+impl HoldMeter {
+    fn record(&self, since: Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_ns.fetch_add(ns, Ordering::Relaxed);
+        self.longest_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+}
+
+/// The device lock's holds so far: how many, and the longest and mean hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockHolds {
+    pub count: u64,
+    pub longest: Duration,
+    pub total: Duration,
 }
 
 /// A locked device. Dropping it delivers the outputs the calls produced.
 pub struct UdcGuard<'a> {
     g: MutexGuard<'a, Inner>,
     udc: &'a Udc,
+    /// When the lock was taken, for the hold meter.
+    since: Instant,
 }
 
 impl std::ops::Deref for UdcGuard<'_> {
@@ -83,6 +114,7 @@ impl Drop for UdcGuard<'_> {
     fn drop(&mut self) {
         self.g.deliver();
         self.udc.changed.notify_all();
+        self.udc.holds.record(self.since);
     }
 }
 
@@ -121,7 +153,17 @@ impl Udc {
                 rings,
             }),
             changed: Condvar::new(),
+            holds: HoldMeter::default(),
         })
+    }
+
+    /// The device lock's holds since the daemon started.
+    pub fn lock_holds(&self) -> LockHolds {
+        LockHolds {
+            count: self.holds.count.load(Ordering::Relaxed),
+            longest: Duration::from_nanos(self.holds.longest_ns.load(Ordering::Relaxed)),
+            total: Duration::from_nanos(self.holds.total_ns.load(Ordering::Relaxed)),
+        }
     }
 
     /// Locks the device. Outputs are delivered when the guard drops.
@@ -129,6 +171,7 @@ impl Udc {
         UdcGuard {
             g: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
             udc: self,
+            since: Instant::now(),
         }
     }
 
@@ -144,7 +187,12 @@ impl Udc {
             .changed
             .wait_timeout_while(g, timeout, |i| !cond(&i.dev))
             .unwrap_or_else(|p| p.into_inner());
-        (UdcGuard { g, udc: self }, !res.timed_out())
+        let guard = UdcGuard {
+            g,
+            udc: self,
+            since: Instant::now(),
+        };
+        (guard, !res.timed_out())
     }
 
     /// The frontend went away: forget its rings and whatever the driver had
@@ -173,9 +221,11 @@ impl Udc {
                 Some(d) if d <= now => {
                     // As of the deadline, not of when the thread woke: a
                     // late wake-up must not stretch pauses or lower a cap.
+                    let since = Instant::now();
                     g.dev.tick(d);
                     g.deliver();
                     self.changed.notify_all();
+                    self.holds.record(since);
                 }
                 next => {
                     let wait = next.map_or(Duration::from_millis(200), |d| d - now);

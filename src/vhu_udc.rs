@@ -53,10 +53,16 @@ impl ChainParts {
     }
 }
 
-/// Reads a chain's driver-readable bytes (at most `max_readable`; the rest
-/// is ignored, so a driver cannot make the device allocate more) and notes
-/// its device-writable regions.
-fn split_chain<M>(mem: &GuestMemoryMmap, chain: DescriptorChain<M>, max_readable: usize) -> ChainParts
+/// Reads a chain's driver-readable bytes (at most `max_readable`) and notes
+/// its device-writable regions (those that cover the first `max_writable`
+/// bytes). The rest is ignored, so a driver cannot make the device keep
+/// more than that for a request however long its chain.
+fn split_chain<M>(
+    mem: &GuestMemoryMmap,
+    chain: DescriptorChain<M>,
+    max_readable: usize,
+    max_writable: usize,
+) -> ChainParts
 where
     M: std::ops::Deref,
     M::Target: vm_memory::GuestMemoryBackend,
@@ -69,7 +75,14 @@ where
     for desc in chain {
         let len = desc.len() as usize;
         if desc.is_write_only() {
-            parts.writable.push((desc.addr(), len));
+            let room = max_writable.saturating_sub(parts.writable_len());
+            if room > 0 && len > 0 {
+                parts.writable.push((desc.addr(), len.min(room)));
+            } else if parts.writable.is_empty() {
+                // Keep a zero-length region so that a later readable
+                // descriptor is still seen as out of order.
+                parts.writable.push((desc.addr(), 0));
+            }
             continue;
         }
         if !parts.writable.is_empty() {
@@ -107,7 +120,7 @@ fn write_regions(mem: &GuestMemoryMmap, regions: &[(GuestAddress, usize)], bytes
         }
         let n = len.min(bytes.len() - done);
         if mem.write_slice(&bytes[done..done + n], addr).is_err() {
-            warn!("status buffer {:#x}+{n:#x} is outside guest memory", addr.0);
+            crate::guest_warn!("status buffer {:#x}+{n:#x} is outside guest memory", addr.0);
             break;
         }
         done += n;
@@ -122,6 +135,60 @@ pub struct VringRings {
     vrings: Vec<VringRwLock>,
     events: VecDeque<VirtioUdcEvent>,
     event_idx: bool,
+    /// The xferq heads the device holds, so that a head posted again
+    /// before it came back is refused instead of queued twice.
+    xfer_heads: InFlight,
+}
+
+/// Why a descriptor head cannot be taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadRefused {
+    #[error("is already in flight (posted again before the device returned it)")]
+    InFlight,
+    #[error("is outside the queue")]
+    OutOfRange,
+}
+
+/// The descriptor heads of one queue that the device holds: one bit per
+/// entry of the largest queue. With it, what a guest can make the device
+/// keep is bounded by the queue size, whatever it writes into the avail
+/// ring.
+pub(crate) struct InFlight {
+    held: Vec<bool>,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight {
+            held: vec![false; QUEUE_SIZE],
+        }
+    }
+}
+
+impl InFlight {
+    /// Takes `head` of a queue of `size` entries.
+    pub(crate) fn claim(&mut self, head: u16, size: u16) -> Result<(), HeadRefused> {
+        let i = usize::from(head);
+        if head >= size || i >= self.held.len() {
+            return Err(HeadRefused::OutOfRange);
+        }
+        if self.held[i] {
+            return Err(HeadRefused::InFlight);
+        }
+        self.held[i] = true;
+        Ok(())
+    }
+
+    /// `head` went back to the driver.
+    pub(crate) fn release(&mut self, head: u16) {
+        if let Some(h) = self.held.get_mut(usize::from(head)) {
+            *h = false;
+        }
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.held.fill(false);
+    }
 }
 
 impl Rings for VringRings {
@@ -161,6 +228,7 @@ impl Rings for VringRings {
                     if let Err(e) = self.vrings[XFERQ as usize].add_used(token.head, used) {
                         error!("xferq: add_used failed: {e}");
                     }
+                    self.xfer_heads.release(token.head);
                     xfer_used = true;
                 }
                 Output::Event(e) => self.push_event(e),
@@ -175,6 +243,7 @@ impl Rings for VringRings {
     fn clear(&mut self) {
         self.vrings.clear();
         self.events.clear();
+        self.xfer_heads.clear();
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
@@ -202,17 +271,17 @@ impl VringRings {
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
             let Some(chain) = chain else { break };
             let head = chain.head_index();
-            let parts = split_chain(mem, chain, 0);
+            let parts = split_chain(mem, chain, 0, EVENT_SIZE);
             let used = match parts.error {
                 None if parts.writable_len() >= EVENT_SIZE => {
                     write_regions(mem, &parts.writable, ev.as_slice()) as u32
                 }
                 None => {
-                    warn!("eventq: buffer shorter than {EVENT_SIZE} bytes; returned unused");
+                    crate::guest_warn!("eventq: buffer shorter than {EVENT_SIZE} bytes; returned unused");
                     0
                 }
                 Some(r) => {
-                    warn!("eventq: {r}");
+                    crate::guest_warn!("eventq: {r}");
                     0
                 }
             };
@@ -284,29 +353,53 @@ impl VhostUserUdcBackend {
         }
     }
 
+    /// Takes the requests the driver posted, at most one queue's worth per
+    /// hold of the device lock: a guest can keep posting while the device
+    /// drains, and the control socket, the timers and the other queues must
+    /// get their turn in between.
     fn drain_xferq(&self, vring: &VringRwLock) {
+        while self.drain_xferq_batch(vring) {}
+    }
+
+    /// One hold's worth of [`Self::drain_xferq`]; true if the queue may
+    /// hold more.
+    fn drain_xferq_batch(&self, vring: &VringRwLock) -> bool {
         let mut udc = self.udc.lock();
         let Some(mem) = udc.memory().map(|m| m.memory()) else {
-            return;
+            return false;
         };
         let cfg = udc.config().clone();
         let limit = cfg.segment_limit();
-        loop {
+        let size = vring.get_ref().get_queue().size();
+        for _ in 0..size {
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
-            let Some(chain) = chain else { break };
+            let Some(chain) = chain else { return false };
             let head = chain.head_index();
-            let parts = split_chain(&mem, chain, self.max_readable);
+            if let Err(why) = udc.rings::<VringRings>().xfer_heads.claim(head, size) {
+                // Returned with used length 0 (no status written: the chain
+                // in flight under this head owns the status buffer), so the
+                // device keeps nothing for it.
+                crate::guest_warn!("xferq: descriptor head {head} {why}: returned with used length 0");
+                if head < size {
+                    if let Err(e) = vring.add_used(head, 0) {
+                        error!("xferq: add_used failed: {e}");
+                    }
+                    signal(vring, udc.rings::<VringRings>().event_idx);
+                }
+                continue;
+            }
+            let parts = split_chain(&mem, chain, self.max_readable, XFER_STATUS_SIZE);
             let token = ChainToken {
                 head,
                 status_at: parts.writable.clone(),
             };
             if parts.writable_len() < XFER_STATUS_SIZE {
-                warn!("xferq: request without room for its status: returned with used length 0");
+                crate::guest_warn!("xferq: request without room for its status: returned with used length 0");
                 udc.reject(token, Status::Invalid);
                 continue;
             }
             if let Some(r) = parts.error {
-                warn!("xferq: request refused: {r}");
+                crate::guest_warn!("xferq: request refused: {r}");
                 udc.reject(token, r.status);
                 continue;
             }
@@ -322,11 +415,12 @@ impl VhostUserUdcBackend {
                     udc.queue_xfer(token, req)
                 }
                 Err(r) => {
-                    warn!("xferq: request refused: {r}");
+                    crate::guest_warn!("xferq: request refused: {r}");
                     udc.reject(token, r.status);
                 }
             }
         }
+        true
     }
 
     fn process_controlq(&self, vring: &VringRwLock) -> io::Result<()> {
@@ -340,10 +434,10 @@ impl VhostUserUdcBackend {
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else { break };
                 let head = chain.head_index();
-                let parts = split_chain(&mem, chain, CTRL_REQ_SIZE);
+                let parts = split_chain(&mem, chain, CTRL_REQ_SIZE, CTRL_RESP_SIZE);
                 let (status, value, writable) = match parts.error {
                     Some(r) => {
-                        warn!("controlq: {r}");
+                        crate::guest_warn!("controlq: {r}");
                         (r.status, 0, parts.writable)
                     }
                     None => {
@@ -353,7 +447,7 @@ impl VhostUserUdcBackend {
                                 udc.command(cmd)
                             }
                             Err(r) => {
-                                warn!("controlq: command refused: {r}");
+                                crate::guest_warn!("controlq: command refused: {r}");
                                 (r.status, 0)
                             }
                         };
@@ -588,8 +682,8 @@ mod tests {
             }
             descs.push(RawDescriptor::from(SplitDescriptor::new(0x9_0000, status_room, VRING_DESC_F_WRITE as u16, 0)));
             let chain = q.build_desc_chain(&descs).unwrap();
-            let parts = split_chain(&m, chain, request::max_xfer_readable(16384));
-            prop_assert_eq!(parts.writable_len(), status_room as usize);
+            let parts = split_chain(&m, chain, request::max_xfer_readable(16384), XFER_STATUS_SIZE);
+            prop_assert_eq!(parts.writable_len(), (status_room as usize).min(XFER_STATUS_SIZE));
             if stray.is_some() {
                 prop_assert!(parts.error.is_some(), "a descriptor outside memory must be refused");
             }
@@ -617,8 +711,51 @@ mod tests {
             )),
             RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, VRING_DESC_F_WRITE as u16, 0)),
         ];
-        let parts = split_chain(&m, q.build_desc_chain(&descs).unwrap(), 64);
+        let parts = split_chain(&m, q.build_desc_chain(&descs).unwrap(), 64, XFER_STATUS_SIZE);
         assert_eq!(parts.readable.len(), 64);
         assert!(parts.error.is_none());
+    }
+
+    /// However many writable descriptors a chain has, the device keeps only
+    /// those its status needs; a readable one after them is still refused.
+    #[test]
+    fn writable_part_is_capped() {
+        let m = mem();
+        let q = MockSplitQueue::new(&m, 64);
+        let mut descs = vec![RawDescriptor::from(SplitDescriptor::new(
+            0x8000,
+            24,
+            VRING_DESC_F_NEXT as u16,
+            0,
+        ))];
+        for i in 0..40u64 {
+            let flags = (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16;
+            descs.push(RawDescriptor::from(SplitDescriptor::new(
+                0x9_0000 + i * 16,
+                3,
+                flags,
+                0,
+            )));
+        }
+        descs.push(RawDescriptor::from(SplitDescriptor::new(0xa_0000, 16, 0, 0)));
+        let parts = split_chain(&m, q.build_desc_chain(&descs).unwrap(), 64, XFER_STATUS_SIZE);
+        assert_eq!(parts.writable_len(), XFER_STATUS_SIZE);
+        assert_eq!(parts.writable.len(), 3, "3 + 3 + 2 bytes");
+        assert!(
+            parts.error.is_some(),
+            "the readable descriptor at the end is out of order"
+        );
+    }
+
+    #[test]
+    fn a_head_is_in_flight_once() {
+        let mut heads = InFlight::default();
+        assert_eq!(heads.claim(3, 16), Ok(()));
+        assert_eq!(heads.claim(3, 16), Err(HeadRefused::InFlight));
+        assert_eq!(heads.claim(16, 16), Err(HeadRefused::OutOfRange));
+        heads.release(3);
+        assert_eq!(heads.claim(3, 16), Ok(()));
+        heads.clear();
+        assert_eq!(heads.claim(3, 16), Ok(()));
     }
 }

@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// The most segments per request a controller may advertise. Each is 16
+/// bytes of request that the device reads and keeps while the request is
+/// queued, and a queue holds up to 1,024 requests: 65,536 (1 MiB per
+/// request) covers a 256 MiB buffer in 4 KiB pages, four times FunctionFS's
+/// largest DMABUF transfer in the suite.
+pub const MAX_SEGMENTS: u32 = 65536;
+
 /// One endpoint the controller offers (a config-space entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct EpCap {

@@ -206,7 +206,7 @@ impl<T: Debug> Device<T> {
             return self.complete_guest(None, g, Status::Invalid);
         };
         if self.eps[i].enabled.is_none() || self.state == BusState::Detached {
-            warn!("{}: request on a disabled endpoint: SHUTDOWN", ep_name(g.req.ep));
+            crate::guest_warn!("{}: request on a disabled endpoint: SHUTDOWN", ep_name(g.req.ep));
             return self.complete_guest(Some(i), g, Status::Shutdown);
         }
         self.plan_injection(i, &mut g);
@@ -451,7 +451,7 @@ impl<T: Debug> Device<T> {
             if let Some(st) = step.guest_done {
                 let g = self.eps[i].guest.pop_front().expect("front exists");
                 if st == Status::DmaFault {
-                    warn!("{}: DMA fault in request tag {:#x}", ep_name(g.req.ep), g.req.tag);
+                    crate::guest_warn!("{}: DMA fault in request tag {:#x}", ep_name(g.req.ep), g.req.tag);
                 }
                 self.finish_guest(i, g, st);
             }

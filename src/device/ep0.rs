@@ -7,7 +7,7 @@ use super::*;
 impl<T: Debug> Device<T> {
     pub(super) fn queue_ep0(&mut self, g: GuestReq<T>) {
         let Some(ctl) = self.control.take() else {
-            warn!("ep0: request with no control transfer pending: INVALID");
+            crate::guest_warn!("ep0: request with no control transfer pending: INVALID");
             return self.complete_guest(None, g, Status::Invalid);
         };
         let setup = ctl.setup;
@@ -16,7 +16,7 @@ impl<T: Debug> Device<T> {
         let len = g.req.length as usize;
         if wlen == 0 {
             if len != 0 {
-                warn!("ep0: {len}-byte request for {setup}, which has no data stage: INVALID");
+                crate::guest_warn!("ep0: {len}-byte request for {setup}, which has no data stage: INVALID");
                 self.control = Some(ctl);
                 return self.complete_guest(None, g, Status::Invalid);
             }
@@ -24,7 +24,7 @@ impl<T: Debug> Device<T> {
             return self.complete_guest(None, g, Status::Ok);
         }
         if gin != setup.is_in() {
-            warn!("ep0: request direction does not match {setup}: INVALID");
+            crate::guest_warn!("ep0: request direction does not match {setup}: INVALID");
             self.control = Some(ctl);
             return self.complete_guest(None, g, Status::Invalid);
         }
@@ -38,7 +38,7 @@ impl<T: Debug> Device<T> {
             let n = len.min(wlen);
             let mut data = vec![0u8; n];
             if let Err(e) = dma::read_from_guest(&*mem, &g.req.segments, &mut g.cursor, &mut data) {
-                warn!("ep0: {e}");
+                crate::guest_warn!("ep0: {e}");
                 self.finish_control(setup, ctl.done, Err(UrbStatus::DmaFault));
                 return self.complete_guest(None, g, Status::DmaFault);
             }
@@ -48,7 +48,7 @@ impl<T: Debug> Device<T> {
         } else {
             let n = len.min(ctl.data_out.len());
             if let Err(e) = dma::write_to_guest(&*mem, &g.req.segments, &mut g.cursor, &ctl.data_out[..n]) {
-                warn!("ep0: {e}");
+                crate::guest_warn!("ep0: {e}");
                 self.finish_control(setup, ctl.done, Err(UrbStatus::DmaFault));
                 return self.complete_guest(None, g, Status::DmaFault);
             }

@@ -35,7 +35,7 @@ mod faults;
 mod status;
 mod urb;
 
-pub use config::{ControllerConfig, EpCap};
+pub use config::{ControllerConfig, EpCap, MAX_SEGMENTS};
 pub use status::{ControllerStatus, DeviceStatus, EndpointStatus, EpStats};
 pub use urb::{ControlResult, HeldRequest, Urb, UrbKind, UrbResult, UrbStatus};
 
@@ -391,7 +391,7 @@ impl<T: Debug> Device<T> {
     fn ep_enable(&mut self, e: EpEnable) -> (Status, u32) {
         let name = ep_name(e.ep);
         let Some(i) = self.ep_index(e.ep).filter(|_| ep_num(e.ep) != 0) else {
-            warn!(
+            crate::guest_warn!(
                 "EP_ENABLE: {name} ({:#04x}) is not an endpoint of this controller",
                 e.ep
             );
@@ -406,23 +406,24 @@ impl<T: Debug> Device<T> {
         };
         if cap.caps & type_bit == 0 {
             match e.ep_type {
-                0..=3 => warn!(
+                0..=3 => crate::guest_warn!(
                     "EP_ENABLE: {name} cannot be a {} endpoint",
                     usb::transfer_type_name(e.ep_type)
                 ),
-                t => warn!("EP_ENABLE: {name}: endpoint type {t} is not a USB transfer type"),
+                t => crate::guest_warn!("EP_ENABLE: {name}: endpoint type {t} is not a USB transfer type"),
             }
             return (Status::Invalid, 0);
         }
         if e.max_packet == 0 || e.max_packet > cap.max_packet_limit {
-            warn!(
+            crate::guest_warn!(
                 "EP_ENABLE: {name}: max packet {} is outside 1..={}",
-                e.max_packet, cap.max_packet_limit
+                e.max_packet,
+                cap.max_packet_limit
             );
             return (Status::Invalid, 0);
         }
         if self.eps[i].enabled.is_some() {
-            warn!("EP_ENABLE: {name} is already enabled");
+            crate::guest_warn!("EP_ENABLE: {name} is already enabled");
             return (Status::Invalid, 0);
         }
         self.eps[i].enabled = Some(e);
