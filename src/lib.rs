@@ -27,6 +27,7 @@ pub mod inject;
 pub mod log_limit;
 pub mod race;
 pub mod request;
+pub mod socket_path;
 pub mod traffic;
 pub mod udc;
 pub mod usb;

@@ -12,8 +12,9 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use vhost_device_udc::config::{ConfigArgs, ConfigError, DaemonConfig};
-use vhost_device_udc::control::ControlServer;
+use vhost_device_udc::control::{AccessError, ControlArgs, ControlPolicy, ControlServer, StartError};
 use vhost_device_udc::host::Host;
+use vhost_device_udc::socket_path::{claim_socket_path, SocketPathError};
 use vhost_device_udc::traffic::Traffic;
 use vhost_device_udc::udc::Udc;
 use vhost_device_udc::vhu_udc::{VhostUserUdcBackend, VringRings};
@@ -45,6 +46,9 @@ struct Cli {
     #[command(flatten)]
     config: ConfigArgs,
 
+    #[command(flatten)]
+    control: ControlArgs,
+
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     log_level: log::LevelFilter,
@@ -57,8 +61,12 @@ enum Error {
     Config(#[from] ConfigError),
     #[error("cannot start the timer thread: {0}")]
     TimerThread(std::io::Error),
+    #[error("control socket options: {0}")]
+    ControlOptions(AccessError),
     #[error("cannot listen on control socket {}: {source}", .path.display())]
-    ControlSocket { path: PathBuf, source: std::io::Error },
+    ControlSocket { path: PathBuf, source: StartError },
+    #[error("cannot listen on {}: {source}", .path.display())]
+    SocketPath { path: PathBuf, source: SocketPathError },
     #[error("cannot listen on {}: {source}", .path.display())]
     Listen {
         path: PathBuf,
@@ -96,6 +104,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         inject,
         streams,
     } = DaemonConfig::try_from(cli.config)?;
+    let control_policy = ControlPolicy::try_from(cli.control).map_err(Error::ControlOptions)?;
 
     // First, before any thread exists: the signal mask is inherited.
     spawn_signal_thread(vec![Some(cli.socket_path.clone()), cli.control_socket.clone()]);
@@ -114,7 +123,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     let traffic = Traffic::new(host.clone());
     let _control = match &cli.control_socket {
         Some(p) => Some(
-            ControlServer::start(p, host.clone(), traffic.clone()).map_err(|source| {
+            ControlServer::start(p, control_policy, host.clone(), traffic.clone()).map_err(|source| {
                 Error::ControlSocket {
                     path: p.clone(),
                     source,
@@ -138,7 +147,12 @@ fn run(cli: Cli) -> Result<(), Error> {
     );
     // One listening socket for the daemon's whole life: a frontend that
     // reconnects at once queues on it instead of racing a re-bind.
-    let mut listener = Listener::new(&cli.socket_path, true).map_err(|source| Error::Listen {
+    // Only a stale socket is replaced: never another daemon's or a file.
+    claim_socket_path(&cli.socket_path).map_err(|source| Error::SocketPath {
+        path: cli.socket_path.clone(),
+        source,
+    })?;
+    let mut listener = Listener::new(&cli.socket_path, false).map_err(|source| Error::Listen {
         path: cli.socket_path.clone(),
         source,
     })?;

@@ -347,7 +347,7 @@ fn sigterm_and_sigint_end_the_daemon_cleanly() {
 
 #[test]
 fn crash_ends_the_daemon_abruptly_and_a_new_one_takes_the_sockets() {
-    let mut d = Daemon::start(&[]);
+    let mut d = Daemon::start(&["--control-allow-crash"]);
     let (_h, _g) = d.configured();
     let r = d.ctl().ok(json!({"op": "crash"}));
     assert_eq!(r["exit_status"], 70);
@@ -392,7 +392,7 @@ fn auto_enumerate_turned_off_holds_a_gadget_that_pulls_up_right_after() {
 
 #[test]
 fn a_crash_can_ask_its_supervisor_for_downtime() {
-    let mut d = Daemon::start(&[]);
+    let mut d = Daemon::start(&["--control-allow-crash"]);
     let r = d.ctl().ok(json!({"op": "crash", "down_ms": 4000}));
     assert_eq!(r["exit_status"], 70);
     let mut child = d.child.take().unwrap();

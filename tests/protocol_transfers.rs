@@ -329,10 +329,11 @@ fn wait_stream_done(ctl: &mut Ctl, ep: &str) -> serde_json::Value {
 
 #[test]
 fn file_streams_send_a_file_and_check_against_it() {
-    let d = Daemon::start(&[]);
+    let files = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&["--control-file-dir", files.path().to_str().unwrap()]);
     let (mut h, _g) = d.configured();
     let mut ctl = d.ctl();
-    let file = d.dir.path().join("payload.bin");
+    let file = files.path().join("payload.bin");
     let content = data(10_000, 42);
     std::fs::write(&file, &content).unwrap();
     let src = format!("file:{}", file.display());

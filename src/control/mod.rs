@@ -4,12 +4,20 @@
 //!
 //! Each client gets its own thread; a request blocks only that client, so a
 //! long IN transfer on one connection does not stall a status query on
-//! another.
+//! another. Who may connect, and the requests that need the daemon's
+//! explicit permission, are [`access`]'s business; what one client may make
+//! the daemon keep (threads, line buffers) is bounded here.
+
+mod access;
+
+pub use access::{AccessError, ControlArgs, ControlPolicy};
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 use vm_memory::GuestAddressSpace;
@@ -31,6 +39,21 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 /// Longest request line accepted (an OUT transfer of 16 MiB in base64 fits).
 const MAX_LINE: usize = 32 << 20;
+/// Lines up to this size need nothing more than the client's own buffer.
+const SMALL_LINE: usize = 64 << 10;
+/// Bytes all clients together may hold in lines longer than [`SMALL_LINE`]:
+/// two of the longest at a time. A client whose line grows past
+/// [`SMALL_LINE`] waits for its share, so many clients sending long lines
+/// cost the daemon this much and no more.
+const LONG_LINE_BUDGET: usize = 2 * MAX_LINE;
+/// Clients served at once; more are told so and disconnected. Each costs a
+/// thread with a small stack and at most [`SMALL_LINE`] of buffer, so the
+/// daemon's memory stays bounded, and there are enough that clients stuck
+/// mid-line cannot lock out a `status` query.
+const MAX_CLIENTS: usize = 1024;
+/// A client thread's stack: serde_json's nesting limit (128) keeps a
+/// request's parsing well inside it.
+const CLIENT_STACK: usize = 512 << 10;
 /// Largest single transfer over the socket; streams handle bulk traffic.
 const MAX_SOCKET_TRANSFER: usize = 16 << 20;
 
@@ -137,24 +160,39 @@ pub struct ControlServer {
     path: PathBuf,
 }
 
+/// Clients being served now.
+static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Why the control socket could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Access(#[from] AccessError),
+    #[error("cannot start its thread: {0}")]
+    Thread(std::io::Error),
+}
+
 impl ControlServer {
-    pub fn start(path: &Path, host: Arc<Host>, traffic: Arc<Traffic>) -> std::io::Result<Self> {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
+    pub fn start(
+        path: &Path,
+        policy: ControlPolicy,
+        host: Arc<Host>,
+        traffic: Arc<Traffic>,
+    ) -> Result<Self, StartError> {
+        let listener = policy.bind(path)?;
         info!("control socket listening on {}", path.display());
-        thread::Builder::new().name("control".into()).spawn(move || {
-            for conn in listener.incoming() {
-                match conn {
-                    Ok(stream) => {
-                        let (h, t) = (host.clone(), traffic.clone());
-                        let _ = thread::Builder::new()
-                            .name("control-client".into())
-                            .spawn(move || serve_client(stream, &h, &t));
+        let policy = Arc::new(policy);
+        thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    match conn {
+                        Ok(stream) => accept(stream, &policy, &host, &traffic),
+                        Err(e) => warn!("control socket: accept failed: {e}"),
                     }
-                    Err(e) => warn!("control socket: accept failed: {e}"),
                 }
-            }
-        })?;
+            })
+            .map_err(StartError::Thread)?;
         Ok(ControlServer {
             path: path.to_path_buf(),
         })
@@ -208,33 +246,151 @@ impl From<String> for RequestError {
     }
 }
 
-fn serve_client(stream: UnixStream, host: &Host, traffic: &Traffic) {
+/// Checks a new connection and gives it a thread, or tells it why not.
+fn accept(mut stream: UnixStream, policy: &Arc<ControlPolicy>, host: &Arc<Host>, traffic: &Arc<Traffic>) {
+    let refuse = |stream: &mut UnixStream, why: String| {
+        let _ = writeln!(stream, "{}", json!({"ok": false, "error": why}));
+    };
+    if let Err(why) = policy.admit(&stream) {
+        warn!("control socket: connection refused: {why}");
+        return refuse(&mut stream, why);
+    }
+    if CLIENTS.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+        CLIENTS.fetch_sub(1, Ordering::SeqCst);
+        crate::guest_warn!("control socket: {MAX_CLIENTS} clients already: connection refused");
+        return refuse(&mut stream, format!("too many clients ({MAX_CLIENTS} connected)"));
+    }
+    let (p, h, t) = (policy.clone(), host.clone(), traffic.clone());
+    let spawned = thread::Builder::new()
+        .name("control-client".into())
+        .stack_size(CLIENT_STACK)
+        .spawn(move || {
+            serve_client(stream, &p, &h, &t);
+            CLIENTS.fetch_sub(1, Ordering::SeqCst);
+        });
+    if let Err(e) = spawned {
+        CLIENTS.fetch_sub(1, Ordering::SeqCst);
+        warn!("control socket: cannot start a client thread: {e}");
+    }
+}
+
+/// The shared allowance for long request lines (see [`LONG_LINE_BUDGET`]).
+struct LongLines {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+static LONG_LINES: LongLines = LongLines {
+    used: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+/// A client's share of [`LONG_LINES`], given back when dropped.
+struct LongLineShare(usize);
+
+impl LongLineShare {
+    fn take(bytes: usize) -> LongLineShare {
+        let mut used = LONG_LINES.used.lock().unwrap_or_else(|p| p.into_inner());
+        while *used + bytes > LONG_LINE_BUDGET {
+            used = LONG_LINES.freed.wait(used).unwrap_or_else(|p| p.into_inner());
+        }
+        *used += bytes;
+        LongLineShare(bytes)
+    }
+}
+
+impl Drop for LongLineShare {
+    fn drop(&mut self) {
+        *LONG_LINES.used.lock().unwrap_or_else(|p| p.into_inner()) -= self.0;
+        LONG_LINES.freed.notify_all();
+    }
+}
+
+/// How reading one request line ended.
+enum Line {
+    /// A whole line (without its newline) in the buffer.
+    Complete,
+    /// The client closed the connection.
+    Closed,
+    /// Longer than [`MAX_LINE`]: answered, and the connection ends, as the
+    /// rest of the line cannot be told from the next request.
+    TooLong,
+}
+
+/// Reads one line into `buf`: the first [`SMALL_LINE`] bytes freely, the
+/// rest only with a share of the long-line budget, which `share` then holds
+/// until the caller frees the buffer.
+fn read_request_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    share: &mut Option<LongLineShare>,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let n = reader.take(SMALL_LINE as u64).read_until(b'\n', buf)?;
+    if n == 0 {
+        return Ok(Line::Closed);
+    }
+    if buf.last() != Some(&b'\n') && n == SMALL_LINE {
+        share.get_or_insert_with(|| LongLineShare::take(MAX_LINE));
+        reader
+            .take((MAX_LINE + 1 - SMALL_LINE) as u64)
+            .read_until(b'\n', buf)?;
+        if buf.len() > MAX_LINE {
+            return Ok(Line::TooLong);
+        }
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    Ok(Line::Complete)
+}
+
+fn serve_client(stream: UnixStream, policy: &ControlPolicy, host: &Host, traffic: &Traffic) {
     let Ok(mut out) = stream.try_clone() else { return };
     let mut reader = BufReader::new(stream);
-    let mut line = String::new();
+    let mut buf = Vec::new();
+    let mut share = None;
     loop {
-        line.clear();
-        match (&mut reader).take(MAX_LINE as u64 + 1).read_line(&mut line) {
-            Ok(0) => return,
-            Ok(n) if n > MAX_LINE => {
-                let _ = writeln!(out, "{}", json!({"ok": false, "error": "request line too long"}));
+        match read_request_line(&mut reader, &mut buf, &mut share) {
+            Ok(Line::Complete) => {}
+            Ok(Line::Closed) => return,
+            Ok(Line::TooLong) => {
+                let error = format!("request line longer than {MAX_LINE} bytes");
+                let _ = writeln!(out, "{}", json!({"ok": false, "error": error}));
                 return;
             }
-            Ok(_) => {}
             Err(e) => {
                 debug!("control socket: read failed: {e}");
                 return;
             }
         }
+        // A long line's buffer goes back when the request is done.
+        let line = match std::str::from_utf8(&buf) {
+            Ok(l) => l,
+            Err(e) => {
+                let error = format!(
+                    "request is not UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                );
+                if writeln!(out, "{}", json!({"ok": false, "error": error})).is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
         if line.trim().is_empty() {
             continue;
         }
         let mut fd = None;
-        let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle(req, host, traffic, &mut fd)
+        let reply = match serde_json::from_str::<Request>(line) {
+            Ok(req) => handle(req, policy, host, traffic, &mut fd)
                 .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
             Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
         };
+        if buf.capacity() > SMALL_LINE {
+            buf = Vec::new();
+            share = None;
+        }
         let text = format!("{reply}\n");
         let sent = match fd {
             Some(fd) => send_with_fd(&out, text.as_bytes(), fd.as_raw_fd()),
@@ -286,6 +442,7 @@ fn parse_status(s: &str) -> Result<Status, RequestError> {
 
 fn handle(
     req: Request,
+    policy: &ControlPolicy,
     host: &Host,
     traffic: &Traffic,
     fd: &mut Option<OwnedFd>,
@@ -342,6 +499,9 @@ fn handle(
             count,
             zlp,
         } => {
+            if let Some(p) = &pattern {
+                policy.check_source(p)?;
+            }
             let spec =
                 StreamSpec::from_parts(&ep, pattern.as_deref(), verify, transfer_size, depth, count, zlp)?;
             traffic.start(spec)?;
@@ -358,7 +518,10 @@ fn handle(
             Ok(json!({"ok": true, "settings": g.injection().to_map(), "log": g.inject_log()}))
         }
         Request::Bus { action } => bus(action, host),
-        Request::Crash { down_ms } => crash(down_ms),
+        Request::Crash { down_ms } => {
+            policy.check_crash()?;
+            crash(down_ms)
+        }
         Request::Host {
             speed,
             auto_enumerate,
