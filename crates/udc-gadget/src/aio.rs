@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::Error;
+use crate::error::Error;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("struct iocb below has the little-endian order of aio_key and aio_rw_flags");

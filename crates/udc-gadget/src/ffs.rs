@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::Error;
+use crate::error::Error;
 
 const FUNCTIONFS_DESCRIPTORS_MAGIC_V2: u32 = 3;
 const FUNCTIONFS_STRINGS_MAGIC: u32 = 2;

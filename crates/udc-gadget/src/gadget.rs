@@ -7,14 +7,16 @@
 
 use std::fs::File;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use usb_gadget::function::custom::Custom;
 use usb_gadget::{Class, Config, Gadget, Id, RegGadget, Strings, Udc};
 
 use crate::aio::AioEndpoint;
+use crate::error::Error;
 use crate::ffs::{BulkEndpoint, BulkFunction, Ep0, Ep0Log};
-use crate::Error;
 
 pub const VENDOR: u16 = 0x1d6b;
 pub const PRODUCT: u16 = 0x0104;
@@ -159,4 +161,33 @@ impl TestGadget {
             .flatten()
             .map(|s| s.to_string_lossy().into_owned())
     }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// `udc-gadget serve`: binds the test gadget to `udc` (default: the only
+/// UDC) and keeps it bound until SIGINT or SIGTERM.
+pub fn serve(udc: Option<&str>) -> Result<(), Error> {
+    // SAFETY: installing a handler that only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    let udc = find_udc(udc)?;
+    let name = udc.name().to_string_lossy().into_owned();
+    let g = TestGadget::bind(udc)?;
+    println!(
+        "udc-gadget: bound to UDC {name}; FunctionFS at {} (ep1: bulk IN, ep2: bulk OUT)",
+        g.ffs_dir.display()
+    );
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(g);
+    println!("udc-gadget: unbound");
+    Ok(())
 }

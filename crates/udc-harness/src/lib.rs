@@ -40,10 +40,9 @@ pub mod usb;
 pub use error::{Error, Result};
 pub use gadget::{EndpointSpec, FakeGadget, Malformation, SetupHook, SetupReply};
 pub use harness::{
-    ctrl_req, event_type, seg, xfer_bytes, xfer_req, BufferSpec, Completion, CtrlRespExt, DmaBuffer,
-    EpEnable, Harness, HarnessOptions, RawCompletion, RawDesc, XferHandle, GUARD_BYTE, SENTINEL,
-    VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
-    VIRTIO_RING_F_INDIRECT_DESC,
+    ctrl_req, seg, xfer_bytes, xfer_req, BufferSpec, Completion, CtrlRespExt, DmaBuffer, EpEnable, Harness,
+    HarnessOptions, RawCompletion, RawDesc, XferHandle, SENTINEL, VHOST_USER_F_PROTOCOL_FEATURES,
+    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 pub use memory::{
     align_up, Allocator, GuestMemory, MemoryLayout, RegionInfo, DEFAULT_MEM_SIZE, HIGH_REGION_GPA, PAGE_SIZE,

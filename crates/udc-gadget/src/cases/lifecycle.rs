@@ -1,4 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! The bus, the gadget, the UDC driver and the daemon going away and
+//! coming back: with read()/write() and AIO (bus events, unbind and
+//! rebind, rmmod and insmod, the daemon crashing), and the DMABUF
+//! lifecycle matrix.
+//!
 //! The DMABUF lifecycle matrix (docs/dmabuf-lifecycle.md):
 //! FUNCTIONFS_DMABUF_ATTACH, _TRANSFER, _DETACH and close() of the endpoint
 //! file, each against every state the gadget can be in. One case per
@@ -7,6 +12,7 @@
 //! operation, check its outcome and what became of the pending transfer,
 //! bring the gadget back and move data through a fresh DMABUF. The kernel
 //! log must stay clean throughout (the suite checks it after every case).
+//! crate::suite names one case per ordering.
 //!
 //! The outcomes are those of f_fs with the fix series (patches/linux/);
 //! stock f_fs 6.9 to 6.12 dereferences a NULL gadget in TRANSFER and DETACH
@@ -17,17 +23,197 @@ use std::os::fd::AsFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use serde_json::json;
 
-use crate::case::{self, Ctx};
-use crate::cases::{
-    self, check, expect_errno, io_err, pattern, run, transfer_ok, verify, virtio_udc_ko, wait_device_queue,
-    CONFIGURE_TIMEOUT, IO_TIMEOUT,
-};
 use crate::dmabuf::{GuestBuf, Source};
+use crate::error::Error;
 use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};
-use crate::Error;
+use crate::support::{
+    check, expect_errno, insmod_and_rebind, io_err, open_endpoint, pattern, read_thread, round_trip, run,
+    setup, transfer_ok, verify, virtio_udc_ko, wait_device_queue, wait_ep0_event, write_thread, Ctx,
+    CONFIGURE_TIMEOUT, IO_TIMEOUT,
+};
+
+/// What the host and the cable do to the bus reaches the gadget: suspend
+/// and resume as FunctionFS events; a bus reset and a disconnect end the
+/// transfers in flight with an error, and the host enumerates again.
+pub(crate) fn bus_events(ctx: &mut Ctx) -> Result<(), Error> {
+    let s = setup(ctx)?;
+    ctx.host.ok(json!({"op": "bus", "action": "suspend"}))?;
+    wait_ep0_event(&s, "suspend")?;
+    ctx.host.ok(json!({"op": "bus", "action": "resume"}))?;
+    wait_ep0_event(&s, "resume")?;
+    round_trip(ctx, &s, 9000)?;
+
+    // A bus reset under a pending read.
+    let reader = read_thread(s.g.open_ep(2)?, 4096);
+    thread::sleep(Duration::from_millis(200));
+    ctx.host.ok(json!({"op": "bus", "action": "reset"}))?;
+    match reader.join() {
+        Ok(Err(e)) => ctx
+            .notes
+            .push(format!("read pending over a bus reset ended with: {e}")),
+        Ok(Ok(d)) => {
+            return Err(Error::Check(format!(
+                "a read pending over a bus reset returned {} bytes",
+                d.len()
+            )))
+        }
+        Err(_) => return Err(Error::Check("reader thread panicked".into())),
+    }
+    ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+    round_trip(ctx, &s, 9010)?;
+
+    // A disconnect under a pending write, then the cable back in.
+    let writer = write_thread(s.g.open_ep(1)?, pattern(9020, 0, 4096));
+    thread::sleep(Duration::from_millis(200));
+    ctx.host.ok(json!({"op": "bus", "action": "disconnect"}))?;
+    match writer.join() {
+        Ok(Err(e)) => ctx
+            .notes
+            .push(format!("write pending over a disconnect ended with: {e}")),
+        Ok(Ok(n)) => {
+            return Err(Error::Check(format!(
+                "a write pending over a disconnect returned {n}"
+            )))
+        }
+        Err(_) => return Err(Error::Check("writer thread panicked".into())),
+    }
+    ctx.notes
+        .push(format!("UDC state after the disconnect: {:?}", s.g.udc.state()));
+    ctx.host.ok(json!({"op": "bus", "action": "connect"}))?;
+    ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+    round_trip(ctx, &s, 9030)?;
+    Ok(())
+}
+
+pub(crate) fn unbind_rebind(ctx: &mut Ctx) -> Result<(), Error> {
+    let mut s = setup(ctx)?;
+    round_trip(ctx, &s, 6000)?;
+    for round in 0..3 {
+        s.g.unbind()?;
+        ctx.host.wait_detached(Duration::from_secs(5))?;
+        s.g.rebind()?;
+        ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+        round_trip(ctx, &s, 6010 + 2 * round)?;
+    }
+    ctx.notes.push("unbound and bound again 3 times".into());
+    Ok(())
+}
+
+pub(crate) fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
+    let ko = virtio_udc_ko()?;
+    let mut s = setup(ctx)?;
+    // Requests the host never serves: two reads and a write.
+    for _ in 0..2 {
+        s.g.rx
+            .submit_read(65536)
+            .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
+    }
+    s.g.tx
+        .submit_write(Bytes::from(pattern(7000, 0, 65536)))
+        .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
+    thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    run("rmmod", &["virtio_udc"])?;
+    ctx.notes
+        .push(format!("rmmod with 3 requests queued took {:?}", start.elapsed()));
+    check(
+        std::fs::read_dir("/sys/class/udc")
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        || "a UDC is still registered after rmmod".into(),
+    )?;
+    // Every queued request came back, with an error.
+    for k in 0..2 {
+        match s.g.rx.wait_read(Duration::from_secs(10)) {
+            Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
+            Ok(Some(b)) => {
+                return Err(Error::Check(format!(
+                    "queued read {k} completed with {} bytes",
+                    b.len()
+                )))
+            }
+            Ok(None) => {
+                return Err(Error::Check(format!(
+                    "queued read {k} did not complete within 10 s"
+                )))
+            }
+        }
+    }
+    match s.g.tx.flush(Duration::from_secs(10)) {
+        Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
+        Ok(()) => {
+            return Err(Error::Check(
+                "the queued write completed although nobody read it".into(),
+            ))
+        }
+    }
+    insmod_and_rebind(ctx, &ko, &mut s.g)?;
+    ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+    round_trip(ctx, &s, 7100)?;
+    Ok(())
+}
+
+/// The daemon dies with requests queued: QEMU tells the driver, which fails
+/// them; `udc-vm` starts a new daemon, the driver resets the device, the
+/// host enumerates again and data moves.
+pub(crate) fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
+    let mut s = setup(ctx)?;
+    for _ in 0..2 {
+        s.g.rx
+            .submit_read(65536)
+            .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
+    }
+    s.g.tx
+        .submit_write(Bytes::from(pattern(8000, 0, 65536)))
+        .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
+    thread::sleep(Duration::from_millis(200));
+    ctx.host.ok(json!({"op": "crash"}))?;
+    let start = Instant::now();
+    for k in 0..2 {
+        match s.g.rx.wait_read(Duration::from_secs(15)) {
+            Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
+            Ok(Some(b)) => {
+                return Err(Error::Check(format!(
+                    "queued read {k} completed with {} bytes",
+                    b.len()
+                )))
+            }
+            Ok(None) => {
+                return Err(Error::Check(format!(
+                    "queued read {k} did not complete within 15 s"
+                )))
+            }
+        }
+    }
+    match s.g.tx.flush(Duration::from_secs(15)) {
+        Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
+        Ok(()) => {
+            return Err(Error::Check(
+                "the queued write completed although the daemon died".into(),
+            ))
+        }
+    }
+    ctx.notes.push(format!(
+        "queued requests failed {:?} after the crash",
+        start.elapsed()
+    ));
+    let control = ctx.control.clone();
+    ctx.host.reconnect(&control, Duration::from_secs(30))?;
+    ctx.host.wait_configured(Duration::from_secs(30))?;
+    ctx.notes.push(format!(
+        "enumerated by the new daemon {:?} after the crash",
+        start.elapsed()
+    ));
+    let _ = s.g.rx.cancel_all(IO_TIMEOUT);
+    let _ = s.g.tx.cancel_all(IO_TIMEOUT);
+    round_trip(ctx, &s, 8100)?;
+    Ok(())
+}
 
 /// Where the gadget is when the operation comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,7 +293,7 @@ pub fn run_ordering(ctx: &mut Ctx, state: State, op: Op) -> Result<(), Error> {
     let udc = gadget::find_udc(ctx.udc.as_deref())?;
     let mut g = TestGadget::unbound(udc)?;
     let ep_path = g.ep_path(2);
-    let open = |nonblock: bool| -> Result<File, Error> { cases::open_endpoint(&ep_path, nonblock) };
+    let open = |nonblock: bool| -> Result<File, Error> { open_endpoint(&ep_path, nonblock) };
     // The file the DMABUF is attached through, and an O_NONBLOCK one kept
     // open all along (closing any file of an endpoint detaches its DMABUFs).
     let mut fa = Some(open(false)?);
@@ -226,7 +412,7 @@ pub fn run_ordering(ctx: &mut Ctx, state: State, op: Op) -> Result<(), Error> {
             ctx.host.ok(json!({"op": "bus", "action": "resume"}))?;
         }
         State::UdcUnbound => g.rebind()?,
-        State::DriverRemoved => cases::insmod_and_rebind(ctx, &ko, &mut g)?,
+        State::DriverRemoved => insmod_and_rebind(ctx, &ko, &mut g)?,
         State::DaemonGone => {
             let control = ctx.control.clone();
             ctx.host.reconnect(&control, Duration::from_secs(30))?;
@@ -253,51 +439,4 @@ pub fn run_ordering(ctx: &mut Ctx, state: State, op: Op) -> Result<(), Error> {
     ffs_dmabuf::detach(f.as_fd(), c.fd()).map_err(io_err("DMABUF_DETACH after"))?;
     drop(b);
     Ok(())
-}
-
-/// A case function per ordering, named `lifecycle-OP-STATE`.
-macro_rules! orderings {
-    ($($f:ident: $name:literal = $op:ident, $state:ident;)*) => {
-        $(fn $f(ctx: &mut Ctx) -> Result<(), Error> {
-            run_ordering(ctx, State::$state, Op::$op)
-        })*
-        pub const CASES: &[case::Case] = &[
-            $(case::on_request($name, case::Needs::Sg, $f),)*
-        ];
-    };
-}
-
-orderings! {
-    attach_not_bound: "lifecycle-attach-not-bound" = Attach, NotBound;
-    attach_not_enumerated: "lifecycle-attach-not-enumerated" = Attach, NotEnumerated;
-    attach_configured: "lifecycle-attach-configured" = Attach, Configured;
-    attach_endpoint_disabled: "lifecycle-attach-endpoint-disabled" = Attach, EndpointDisabled;
-    attach_suspended: "lifecycle-attach-suspended" = Attach, Suspended;
-    attach_udc_unbound: "lifecycle-attach-udc-unbound" = Attach, UdcUnbound;
-    attach_driver_removed: "lifecycle-attach-driver-removed" = Attach, DriverRemoved;
-    attach_daemon_gone: "lifecycle-attach-daemon-gone" = Attach, DaemonGone;
-    transfer_not_bound: "lifecycle-transfer-not-bound" = Transfer, NotBound;
-    transfer_not_enumerated: "lifecycle-transfer-not-enumerated" = Transfer, NotEnumerated;
-    transfer_configured: "lifecycle-transfer-configured" = Transfer, Configured;
-    transfer_endpoint_disabled: "lifecycle-transfer-endpoint-disabled" = Transfer, EndpointDisabled;
-    transfer_suspended: "lifecycle-transfer-suspended" = Transfer, Suspended;
-    transfer_udc_unbound: "lifecycle-transfer-udc-unbound" = Transfer, UdcUnbound;
-    transfer_driver_removed: "lifecycle-transfer-driver-removed" = Transfer, DriverRemoved;
-    transfer_daemon_gone: "lifecycle-transfer-daemon-gone" = Transfer, DaemonGone;
-    detach_not_bound: "lifecycle-detach-not-bound" = Detach, NotBound;
-    detach_not_enumerated: "lifecycle-detach-not-enumerated" = Detach, NotEnumerated;
-    detach_configured: "lifecycle-detach-configured" = Detach, Configured;
-    detach_endpoint_disabled: "lifecycle-detach-endpoint-disabled" = Detach, EndpointDisabled;
-    detach_suspended: "lifecycle-detach-suspended" = Detach, Suspended;
-    detach_udc_unbound: "lifecycle-detach-udc-unbound" = Detach, UdcUnbound;
-    detach_driver_removed: "lifecycle-detach-driver-removed" = Detach, DriverRemoved;
-    detach_daemon_gone: "lifecycle-detach-daemon-gone" = Detach, DaemonGone;
-    close_not_bound: "lifecycle-close-not-bound" = Close, NotBound;
-    close_not_enumerated: "lifecycle-close-not-enumerated" = Close, NotEnumerated;
-    close_configured: "lifecycle-close-configured" = Close, Configured;
-    close_endpoint_disabled: "lifecycle-close-endpoint-disabled" = Close, EndpointDisabled;
-    close_suspended: "lifecycle-close-suspended" = Close, Suspended;
-    close_udc_unbound: "lifecycle-close-udc-unbound" = Close, UdcUnbound;
-    close_driver_removed: "lifecycle-close-driver-removed" = Close, DriverRemoved;
-    close_daemon_gone: "lifecycle-close-daemon-gone" = Close, DaemonGone;
 }

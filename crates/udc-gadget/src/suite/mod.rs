@@ -1,23 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! What a case of the VM suite is: a named function of the suite's
-//! context, what it needs of the controller, and whether it runs without
-//! being named. The list of cases is crate::plan.
+//! The VM scenario suite (`udc-gadget test`): what a case is (a named
+//! function of the context, what it needs of the controller, and whether
+//! it runs without being named), the case table (`plan`), and the run of a
+//! plan with its KTAP output (`run`).
 
-use crate::host::HostLink;
-use crate::Error;
+mod plan;
+mod run;
 
-/// What every case gets: the link to the host side, and its diagnostics.
-pub struct Ctx {
-    pub host: HostLink,
-    /// Path of the control channel, to reconnect after a daemon restart.
-    pub control: std::path::PathBuf,
-    pub udc: Option<String>,
-    /// Diagnostics of the running case, printed with its result.
-    pub notes: Vec<String>,
-    /// Races the running case provokes on purpose: the daemon's race
-    /// detectors reporting more than these fails it.
-    pub expected_races: u64,
-}
+pub use plan::all;
+pub use run::{run_suite, select_cases};
+
+use crate::error::Error;
+use crate::support::Ctx;
 
 pub(crate) type CaseFn = fn(&mut Ctx) -> Result<(), Error>;
 

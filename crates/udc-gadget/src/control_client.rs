@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! The USB host side, reached from inside the guest: the daemon's control
-//! socket (docs/control-socket.md) on the other end of a virtio serial port
-//! that QEMU connects to it. One JSON object per line each way.
+//! The control-socket client: the USB host side, reached from inside the
+//! guest through the daemon's control socket (docs/control-socket.md) on
+//! the other end of a virtio serial port that QEMU connects to it. One JSON
+//! object per line each way.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::Error;
+use crate::error::Error;
 
 /// An endpoint as the host enumerated it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,21 +24,21 @@ pub struct HostEndpoint {
     pub max_packet: usize,
 }
 
-/// One connection to the host side.
-pub struct HostLink {
+/// One connection to the host side (the daemon's control socket).
+pub struct ControlClient {
     writer: File,
     reader: BufReader<File>,
 }
 
-impl HostLink {
-    pub fn open(path: &Path) -> Result<HostLink, Error> {
+impl ControlClient {
+    pub fn open(path: &Path) -> Result<ControlClient, Error> {
         let file = File::options()
             .read(true)
             .write(true)
             .open(path)
             .map_err(|e| Error::Setup(format!("control channel {}: {e}", path.display())))?;
         let reader = BufReader::new(file.try_clone().map_err(|e| Error::Setup(e.to_string()))?);
-        Ok(HostLink { writer: file, reader })
+        Ok(ControlClient { writer: file, reader })
     }
 
     /// Opens the channel again until the host side answers `status`: after
@@ -49,7 +50,7 @@ impl HostLink {
         self.reader = BufReader::new(null()?);
         let start = Instant::now();
         loop {
-            let attempt = HostLink::open(path).and_then(|mut l| {
+            let attempt = ControlClient::open(path).and_then(|mut l| {
                 l.send(&json!({"op": "status"}))?;
                 l.reply_within(Duration::from_secs(2))?;
                 Ok(l)

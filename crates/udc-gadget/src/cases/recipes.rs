@@ -12,15 +12,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::case::Ctx;
-use crate::cases::{
-    check, clone, device_queue, io_err, join, pattern, read_thread, setup, transfer_ok, verify,
-    wait_device_queue, write_thread, Setup, IO_TIMEOUT,
-};
+use crate::control_client::ep_str;
 use crate::dmabuf::{dma_bounces, GuestBuf, Source};
+use crate::error::Error;
 use crate::ffs_dmabuf;
-use crate::host::ep_str;
-use crate::Error;
+use crate::support::{
+    check, clone, device_queue, io_err, join, pattern, read_thread, setup, transfer_ok, verify,
+    wait_device_queue, write_thread, Ctx, Setup, IO_TIMEOUT,
+};
 
 /// `key` of endpoint `ep` in the injection grammar (`ep1in.stall`), named
 /// as the daemon's `settings` name it, so a setting can be given back.

@@ -13,14 +13,13 @@ use std::time::{Duration, Instant};
 
 use udmabuf::{memfd_for_udmabuf, CreateFlags, SyncDirection, Udmabuf};
 
-use crate::case::Ctx;
-use crate::cases::{
-    check, clone, io_err, join, pattern, read_thread, setup, verify, wait_device_queue, IO_TIMEOUT,
-};
 use crate::dmabuf::{self, dma_bounces, GuestBuf, Source};
+use crate::error::Error;
 use crate::ffs_dmabuf;
 use crate::kmsg::KmsgWatch;
-use crate::Error;
+use crate::support::{
+    check, clone, io_err, join, pattern, read_thread, setup, verify, wait_device_queue, Ctx, IO_TIMEOUT,
+};
 
 /// udmabuf's DMA_BUF_IOCTL_SYNC must leave alone what another writer put
 /// in the pages: here a write through the memfd between two CPU accesses.
@@ -472,11 +471,11 @@ pub fn dmabuf_in_attached_before_enumeration(ctx: &mut Ctx) -> Result<(), Error>
         ctx.host
             .ok(serde_json::json!({"op": "host", "auto_enumerate": true}))?;
         ctx.host.ok(serde_json::json!({"op": "enumerate"}))?;
-        ctx.host.wait_configured(crate::cases::CONFIGURE_TIMEOUT)?;
+        ctx.host.wait_configured(crate::support::CONFIGURE_TIMEOUT)?;
         let ep = ctx.host.enumerated_endpoint_pair()?[0].address;
         ffs_dmabuf::transfer(ep_in.as_fd(), buf.fd(), SIZE as u64, 0).map_err(io_err("DMABUF_TRANSFER"))?;
         let (r, data) = ctx.host.read_in(ep, SIZE)?;
-        crate::cases::transfer_ok(&r, SIZE, "DMABUF IN")?;
+        crate::support::transfer_ok(&r, SIZE, "DMABUF IN")?;
         check(buf.wait(libc::POLLOUT, IO_TIMEOUT), || {
             "DMABUF IN: no fence".into()
         })?;

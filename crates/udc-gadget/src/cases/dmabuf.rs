@@ -11,11 +11,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::case::Ctx;
-use crate::cases::*;
 use crate::dmabuf::{self, GuestBuf, Source};
+use crate::error::Error;
 use crate::ffs_dmabuf;
-use crate::Error;
+use crate::support::{
+    check, clone, expect_errno, io_err, join, open_nonblock, pattern, read_thread, round_trip, setup,
+    stream_clean, transfer_ok, verify, wait_cancelled, wait_device_queue, Ctx, Setup, CONFIGURE_TIMEOUT,
+    IO_TIMEOUT, MAX_SOCKET_TRANSFER,
+};
 
 /// One DMABUF transfer each way: attach, transfer, wait on the fence,
 /// check the data at the other end, detach.

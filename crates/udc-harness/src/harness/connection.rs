@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Connection and setup over vhost-user: the socket, feature and
+//! protocol-feature negotiation, the config space, the memory table and
+//! the three vrings; accessors of what was negotiated and of guest memory.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserVirtioFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend, VhostUserProtocolFeatures};
+use vhost::VhostBackend;
+use vhost_device_udc::wire::{self, VirtioUdcConfig, CONFIG_SIZE};
+use virtio_bindings::bindings::{virtio_config, virtio_ring};
+use vm_memory::{GuestAddress, GuestMemoryBackend};
+
+use super::Harness;
+use crate::error::{Error, Result};
+use crate::memory::{Allocator, GuestMemory, MemoryLayout, PAGE_SIZE};
+use crate::queue::DriverQueue;
+
+// Feature bits as masks of the 64-bit feature word; the bit numbers come
+// from virtio-bindings (the kernel's virtio_config.h and virtio_ring.h)
+// and from vhost.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
+pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
+pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+/// `VHOST_USER_F_PROTOCOL_FEATURES`.
+pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
+
+/// How the harness connects and sets itself up.
+#[derive(Clone, Debug)]
+pub struct HarnessOptions {
+    /// Guest RAM layout (default: 256 MiB at GPA 0).
+    pub layout: MemoryLayout,
+    /// Sizes of controlq, eventq, xferq (default 1024 each).
+    pub queue_sizes: [u16; 3],
+    /// Event buffers kept posted on the eventq (default 16).
+    pub event_buffers: usize,
+    /// How long to keep trying to connect to the socket (default 10 s).
+    pub connect_timeout: Duration,
+    /// Default wait for commands, and the socket's read/write timeout for
+    /// vhost-user replies (default 5 s).
+    pub timeout: Duration,
+    /// Negotiate VIRTIO_RING_F_EVENT_IDX (error if not offered).
+    pub event_idx: bool,
+    /// Further virtio feature bits to ack if the device offers them.
+    pub extra_features: u64,
+    /// Protocol features to ack if offered (default CONFIG | REPLY_ACK);
+    /// CONFIG is required.
+    pub protocol_features: VhostUserProtocolFeatures,
+    /// Kick every time, ignoring VRING_USED_F_NO_NOTIFY / avail_event.
+    pub always_kick: bool,
+    /// Rely on call eventfds only (a device that forgets to interrupt then
+    /// makes waits time out); default false, waits also re-read the rings.
+    pub strict_interrupts: bool,
+    /// Send SET_VRING_ENABLE(1) for the three queues (default true).
+    pub enable_queues: bool,
+    /// Negotiate VIRTIO_RING_F_INDIRECT_DESC (error if not offered) and put
+    /// every xferq submission in an indirect table.
+    pub indirect: bool,
+}
+
+impl Default for HarnessOptions {
+    fn default() -> Self {
+        HarnessOptions {
+            layout: MemoryLayout::default(),
+            queue_sizes: [1024; 3],
+            event_buffers: 16,
+            connect_timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            event_idx: false,
+            extra_features: 0,
+            protocol_features: VhostUserProtocolFeatures::CONFIG | VhostUserProtocolFeatures::REPLY_ACK,
+            always_kick: false,
+            strict_interrupts: false,
+            enable_queues: true,
+            indirect: false,
+        }
+    }
+}
+
+impl HarnessOptions {
+    /// One region of `size` bytes.
+    pub fn with_mem_size(mut self, size: u64) -> Self {
+        self.layout = MemoryLayout::single(size);
+        self
+    }
+
+    /// Region 0 of `low` bytes at 0, region 1 of `high` bytes at 4 GiB.
+    pub fn with_hole(mut self, low: u64, high: u64) -> Self {
+        self.layout = MemoryLayout::split_at_4g(low, high);
+        self
+    }
+
+    /// Sets all three queue sizes.
+    pub fn with_queue_size(mut self, size: u16) -> Self {
+        self.queue_sizes = [size; 3];
+        self
+    }
+}
+
+fn connect_socket(path: &Path, timeout: Duration) -> Result<UnixStream> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match UnixStream::connect(path) {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                let retry = matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                );
+                if !retry {
+                    return Err(Error::io("connect to the daemon socket", e));
+                }
+                if Instant::now() >= deadline {
+                    return Err(Error::ConnectTimeout {
+                        path: path.to_path_buf(),
+                        timeout,
+                        last: e.to_string(),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+impl Harness {
+    /// Connects to the daemon at `socket_path` (retrying until the socket
+    /// exists and accepts, up to `opts.connect_timeout`) and brings the
+    /// device up: owner, features, protocol features, config, memory table,
+    /// the three vrings (num, addr, base 0, call, kick, enable), then posts
+    /// the event buffers.
+    pub fn connect(socket_path: impl AsRef<Path>, opts: HarnessOptions) -> Result<Harness> {
+        let socket_path = socket_path.as_ref().to_path_buf();
+        let stream = connect_socket(&socket_path, opts.connect_timeout)?;
+        stream
+            .set_read_timeout(Some(opts.timeout))
+            .map_err(|e| Error::io("socket read timeout", e))?;
+        stream
+            .set_write_timeout(Some(opts.timeout))
+            .map_err(|e| Error::io("socket write timeout", e))?;
+        let mut frontend = Frontend::from_stream(stream, wire::NUM_QUEUES as u64);
+
+        let mem = GuestMemory::new(&opts.layout)?;
+        let mut alloc = Allocator::for_memory(&mem);
+        // Keep GPA 0 unallocated so a zero address in a request is never a
+        // harness buffer by accident.
+        alloc.alloc_within(0, PAGE_SIZE, PAGE_SIZE, PAGE_SIZE).ok();
+
+        frontend.set_owner().map_err(Error::vhost("SET_OWNER"))?;
+        let device_features = frontend.get_features().map_err(Error::vhost("GET_FEATURES"))?;
+        for (bit, name) in [
+            (VIRTIO_F_VERSION_1, "VIRTIO_F_VERSION_1"),
+            (VHOST_USER_F_PROTOCOL_FEATURES, "VHOST_USER_F_PROTOCOL_FEATURES"),
+        ] {
+            if device_features & bit == 0 {
+                return Err(Error::NotOffered(name.into()));
+            }
+        }
+        let mut acked =
+            VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | (opts.extra_features & device_features);
+        if opts.event_idx {
+            if device_features & VIRTIO_RING_F_EVENT_IDX == 0 {
+                return Err(Error::NotOffered("VIRTIO_RING_F_EVENT_IDX".into()));
+            }
+            acked |= VIRTIO_RING_F_EVENT_IDX;
+        } else {
+            acked &= !VIRTIO_RING_F_EVENT_IDX;
+        }
+        if opts.indirect {
+            if device_features & VIRTIO_RING_F_INDIRECT_DESC == 0 {
+                return Err(Error::NotOffered("VIRTIO_RING_F_INDIRECT_DESC".into()));
+            }
+            acked |= VIRTIO_RING_F_INDIRECT_DESC;
+        }
+        frontend
+            .set_features(acked)
+            .map_err(Error::vhost("SET_FEATURES"))?;
+
+        let offered = frontend
+            .get_protocol_features()
+            .map_err(Error::vhost("GET_PROTOCOL_FEATURES"))?;
+        if !offered.contains(VhostUserProtocolFeatures::CONFIG) {
+            return Err(Error::NotOffered(
+                "VHOST_USER_PROTOCOL_F_CONFIG (needed for the config space)".into(),
+            ));
+        }
+        let protocol_features = (opts.protocol_features | VhostUserProtocolFeatures::CONFIG) & offered;
+        frontend
+            .set_protocol_features(protocol_features)
+            .map_err(Error::vhost("SET_PROTOCOL_FEATURES"))?;
+        if protocol_features.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+            // Every request that has no reply of its own gets an ack, so the
+            // daemon's refusals surface here and each step is synchronous.
+            frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        }
+
+        let (_, payload) = frontend
+            .get_config(
+                0,
+                CONFIG_SIZE as u32,
+                VhostUserConfigFlags::empty(),
+                &[0u8; CONFIG_SIZE],
+            )
+            .map_err(Error::vhost("GET_CONFIG"))?;
+        let config = wire::read_struct::<VirtioUdcConfig>(&payload).ok_or_else(|| {
+            Error::NotOffered(format!("a {CONFIG_SIZE}-byte config (got {})", payload.len()))
+        })?;
+
+        let regions = mem.vhost_regions()?;
+        frontend
+            .set_mem_table(&regions)
+            .map_err(Error::vhost("SET_MEM_TABLE"))?;
+
+        let mmap = mem.mmap().clone();
+        let mut mkq = |i: usize| -> Result<DriverQueue> {
+            let mut q = DriverQueue::new(i as u16, mmap.clone(), &mut alloc, opts.queue_sizes[i])?;
+            q.set_event_idx(opts.event_idx);
+            q.set_always_kick(opts.always_kick);
+            q.set_strict_interrupts(opts.strict_interrupts);
+            Ok(q)
+        };
+        let controlq = mkq(0)?;
+        let eventq = mkq(1)?;
+        let xferq = mkq(2)?;
+
+        let mut h = Harness {
+            socket_path,
+            frontend: Some(frontend),
+            opts,
+            mem,
+            alloc,
+            device_features,
+            acked_features: acked,
+            protocol_features,
+            config,
+            controlq,
+            eventq,
+            xferq,
+            cmds: HashMap::new(),
+            event_bufs: HashMap::new(),
+            events: VecDeque::new(),
+            xfers: HashMap::new(),
+            done: VecDeque::new(),
+            next_xfer_id: 0,
+            next_seq: 0,
+            next_tag: 1,
+            auto_kick: true,
+        };
+        for i in 0..wire::NUM_QUEUES {
+            h.setup_vring(i)?;
+        }
+        if h.opts.enable_queues {
+            for i in 0..wire::NUM_QUEUES {
+                h.frontend_mut()?
+                    .set_vring_enable(i, true)
+                    .map_err(Error::vhost("SET_VRING_ENABLE"))?;
+            }
+        }
+        for _ in 0..h.opts.event_buffers {
+            h.post_event_buffer()?;
+        }
+        if h.opts.event_buffers > 0 {
+            h.eventq.kick()?;
+        }
+        Ok(h)
+    }
+
+    fn host_addr(&self, gpa: u64) -> u64 {
+        self.mem
+            .mmap()
+            .get_host_address(GuestAddress(gpa))
+            .map(|p| p as u64)
+            .unwrap_or(0)
+    }
+
+    fn queue(&self, i: usize) -> &DriverQueue {
+        match i {
+            0 => &self.controlq,
+            1 => &self.eventq,
+            _ => &self.xferq,
+        }
+    }
+
+    fn setup_vring(&mut self, i: usize) -> Result<()> {
+        let q = self.queue(i);
+        let size = q.size();
+        let cfg = q.config_data(|g| self.host_addr(g));
+        let (call, kick) = (
+            q.call_fd().try_clone().map_err(|e| Error::io("dup", e))?,
+            q.kick_fd().try_clone().map_err(|e| Error::io("dup", e))?,
+        );
+        let fe = self.frontend_mut()?;
+        fe.set_vring_num(i, size).map_err(Error::vhost("SET_VRING_NUM"))?;
+        fe.set_vring_addr(i, &cfg)
+            .map_err(Error::vhost("SET_VRING_ADDR"))?;
+        fe.set_vring_base(i, 0).map_err(Error::vhost("SET_VRING_BASE"))?;
+        fe.set_vring_call(i, &call)
+            .map_err(Error::vhost("SET_VRING_CALL"))?;
+        fe.set_vring_kick(i, &kick)
+            .map_err(Error::vhost("SET_VRING_KICK"))?;
+        Ok(())
+    }
+
+    // ----- accessors -------------------------------------------------------
+
+    /// The device's configuration space as read at connect time.
+    pub fn config(&self) -> &VirtioUdcConfig {
+        &self.config
+    }
+
+    /// Features the harness acked.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+
+    /// Protocol features the harness acked.
+    pub fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        self.protocol_features
+    }
+
+    /// The daemon's socket path.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket_path
+    }
+
+    /// Guest memory.
+    pub fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    /// The guest-physical allocator.
+    pub fn allocator(&mut self) -> &mut Allocator {
+        &mut self.alloc
+    }
+
+    /// Allocates guest memory (see [`Allocator::alloc`]).
+    pub fn alloc(&mut self, len: u64, align: u64) -> Result<u64> {
+        self.alloc.alloc(len, align)
+    }
+
+    /// Frees guest memory.
+    pub fn free(&mut self, gpa: u64) -> Result<()> {
+        self.alloc.free(gpa)
+    }
+
+    /// The controlq.
+    pub fn controlq(&mut self) -> &mut DriverQueue {
+        &mut self.controlq
+    }
+
+    /// The eventq.
+    pub fn eventq(&mut self) -> &mut DriverQueue {
+        &mut self.eventq
+    }
+
+    /// The xferq.
+    pub fn xferq(&mut self) -> &mut DriverQueue {
+        &mut self.xferq
+    }
+
+    /// The vhost-user frontend, for raw vhost-user tests.
+    fn frontend_mut(&mut self) -> Result<&mut Frontend> {
+        self.frontend.as_mut().ok_or_else(|| {
+            Error::io(
+                "vhost-user",
+                std::io::Error::new(std::io::ErrorKind::NotConnected, "disconnected"),
+            )
+        })
+    }
+
+    pub(super) fn ensure_connected(&self) -> Result<()> {
+        if self.frontend.is_none() {
+            return Err(Error::io(
+                "virtqueue",
+                std::io::Error::new(std::io::ErrorKind::NotConnected, "disconnected"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Closes the vhost-user connection (the daemon sees the frontend go
+    /// away). Guest memory stays readable; commands fail afterwards.
+    pub fn disconnect(&mut self) -> Result<()> {
+        self.frontend.take();
+        Ok(())
+    }
+}
