@@ -83,14 +83,15 @@ pub const VIRTIO_UDC_S_UNSUPPORTED: u32 = 8;
 pub const VIRTIO_UDC_S_BUSY: u32 = 9;
 pub const VIRTIO_UDC_S_NOT_FOUND: u32 = 10;
 
-/// USB transfer types, as in bmAttributes and the EP_ENABLE `ep_type` field.
-pub const USB_XFER_CONTROL: u8 = 0;
-pub const USB_XFER_ISO: u8 = 1;
-pub const USB_XFER_BULK: u8 = 2;
-pub const USB_XFER_INT: u8 = 3;
+/// USB transfer types, as in bmAttributes and the EP_ENABLE `ep_type` field
+/// (chapter 9's numbers, named as the wire format names them).
+pub const USB_XFER_CONTROL: u8 = udc_ch9::TRANSFER_CONTROL;
+pub const USB_XFER_ISO: u8 = udc_ch9::TRANSFER_ISOCHRONOUS;
+pub const USB_XFER_BULK: u8 = udc_ch9::TRANSFER_BULK;
+pub const USB_XFER_INT: u8 = udc_ch9::TRANSFER_INTERRUPT;
 
 /// Bit 7 of an endpoint address: IN (device to host).
-pub const USB_DIR_IN: u8 = 0x80;
+pub const USB_DIR_IN: u8 = udc_ch9::DIR_IN;
 
 /// A status code as a value, with its name and Linux errno.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -71,6 +71,18 @@ impl Speed {
     pub fn is_superspeed(self) -> bool {
         self >= Speed::Super
     }
+
+    /// The largest bulk packet at this speed, which is what a bulk endpoint
+    /// should declare (USB 2.0 5.8.3, USB 3.2 9.6.6); `None` at low speed,
+    /// which has no bulk transfers.
+    pub fn bulk_max_packet(self) -> Option<u16> {
+        match self {
+            Speed::Low => None,
+            Speed::Full => Some(64),
+            Speed::High => Some(512),
+            Speed::Super | Speed::SuperPlus => Some(1024),
+        }
+    }
 }
 
 /// Prose, as in "wMaxPacketSize 1024 is over 512, the limit for bulk at
@@ -132,5 +144,7 @@ mod tests {
         assert!(Speed::Full < Speed::High && Speed::High < Speed::Super);
         assert_eq!(Speed::Super.to_string(), "SuperSpeed");
         assert_eq!(Speed::Super.ep0_max_packet(), 512);
+        assert_eq!(Speed::High.bulk_max_packet(), Some(512));
+        assert_eq!(Speed::Low.bulk_max_packet(), None);
     }
 }

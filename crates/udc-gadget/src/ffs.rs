@@ -19,6 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use udc_ch9::{
+    Speed, DIR_IN, DT_ENDPOINT, DT_INTERFACE, DT_SS_ENDPOINT_COMP, ENDPOINT_DESC_SIZE, INTERFACE_DESC_SIZE,
+    SS_EP_COMP_DESC_SIZE, TRANSFER_BULK,
+};
+
 use crate::error::Error;
 
 const FUNCTIONFS_DESCRIPTORS_MAGIC_V2: u32 = 3;
@@ -27,51 +32,12 @@ const FUNCTIONFS_HAS_FS_DESC: u32 = 1;
 const FUNCTIONFS_HAS_HS_DESC: u32 = 2;
 const FUNCTIONFS_HAS_SS_DESC: u32 = 4;
 
-const USB_DT_INTERFACE: u8 = 4;
-const USB_DT_ENDPOINT: u8 = 5;
-const USB_DT_SS_ENDPOINT_COMP: u8 = 0x30;
-const USB_DT_INTERFACE_SIZE: u8 = 9;
-/// An endpoint descriptor without the two audio-only bytes.
-const USB_DT_ENDPOINT_SIZE: u8 = 7;
-const USB_DT_SS_EP_COMP_SIZE: u8 = 6;
-const USB_ENDPOINT_XFER_BULK: u8 = 2;
-pub const USB_DIR_IN: u8 = 0x80;
 /// US English, the one language of our strings.
 const LANG_EN_US: u16 = 0x0409;
 
 /// `struct usb_functionfs_event`: an 8-byte setup packet, the type, 3 bytes
 /// of padding.
 pub const EVENT_SIZE: usize = 12;
-
-/// The bus speeds a function has descriptors for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Speed {
-    Full,
-    High,
-    Super,
-}
-
-impl Speed {
-    /// The speed as the control socket names it ("full", "high", "super").
-    pub fn from_name(name: &str) -> Option<Speed> {
-        match name {
-            "full" => Some(Speed::Full),
-            "high" => Some(Speed::High),
-            "super" | "super_plus" | "super-plus" => Some(Speed::Super),
-            _ => None,
-        }
-    }
-
-    /// The largest bulk packet the speed allows, which is what a bulk
-    /// endpoint should declare (USB 2.0 5.8.3, USB 3.2 9.6.6).
-    pub fn bulk_max_packet(self) -> u16 {
-        match self {
-            Speed::Full => 64,
-            Speed::High => 512,
-            Speed::Super => 1024,
-        }
-    }
-}
 
 /// An interface descriptor's fields (USB 3.2 table 9-21).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +54,8 @@ pub struct InterfaceDesc {
 impl InterfaceDesc {
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&[
-            USB_DT_INTERFACE_SIZE,
-            USB_DT_INTERFACE,
+            INTERFACE_DESC_SIZE as u8,
+            DT_INTERFACE,
             self.number,
             0, // bAlternateSetting
             self.num_endpoints,
@@ -113,13 +79,13 @@ pub struct EndpointDesc {
 
 impl EndpointDesc {
     pub fn is_in(&self) -> bool {
-        self.address & USB_DIR_IN != 0
+        self.address & DIR_IN != 0
     }
 
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&[
-            USB_DT_ENDPOINT_SIZE,
-            USB_DT_ENDPOINT,
+            ENDPOINT_DESC_SIZE as u8,
+            DT_ENDPOINT,
             self.address,
             self.attributes,
         ]);
@@ -139,8 +105,8 @@ pub struct SsCompanion {
 impl SsCompanion {
     fn write(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&[
-            USB_DT_SS_EP_COMP_SIZE,
-            USB_DT_SS_ENDPOINT_COMP,
+            SS_EP_COMP_DESC_SIZE as u8,
+            DT_SS_ENDPOINT_COMP,
             self.max_burst,
             self.attributes,
         ]);
@@ -191,12 +157,14 @@ impl BulkFunction {
             .map(|ep| {
                 let desc = EndpointDesc {
                     address: ep.address,
-                    attributes: USB_ENDPOINT_XFER_BULK,
-                    max_packet_size: speed.bulk_max_packet(),
+                    attributes: TRANSFER_BULK,
+                    max_packet_size: speed
+                        .bulk_max_packet()
+                        .expect("FunctionFS descriptors are for full speed and faster"),
                     interval: ep.interval,
                 };
                 // No bursts and no streams: one packet at a time.
-                let companion = (speed == Speed::Super).then(SsCompanion::default);
+                let companion = speed.is_superspeed().then(SsCompanion::default);
                 (desc, companion)
             })
             .collect()
@@ -271,7 +239,7 @@ pub struct CtrlRequest {
 
 impl CtrlRequest {
     pub fn is_in(&self) -> bool {
-        self.request_type & USB_DIR_IN != 0
+        self.request_type & DIR_IN != 0
     }
 }
 

@@ -335,7 +335,7 @@ impl FakeGadget {
     /// The device descriptor at `speed`.
     pub fn device_descriptor(&self, speed: u8) -> Vec<u8> {
         let mps0 = if is_ss(speed) { 9 } else { 64 };
-        let mut d = vec![18, USB_DT_DEVICE];
+        let mut d = vec![18, DT_DEVICE];
         d.extend_from_slice(&le16(self.bcd_usb_for(speed)));
         d.extend_from_slice(&[0, 0, 0, mps0]);
         d.extend_from_slice(&le16(self.vendor_id));
@@ -355,7 +355,7 @@ impl FakeGadget {
     /// The device qualifier (what the device would be at the other of
     /// full/high speed).
     pub fn device_qualifier(&self) -> Vec<u8> {
-        let mut d = vec![10, USB_DT_DEVICE_QUALIFIER];
+        let mut d = vec![10, DT_DEVICE_QUALIFIER];
         d.extend_from_slice(&le16(0x0200));
         d.extend_from_slice(&[0, 0, 0, 64, 1, 0]);
         d
@@ -384,7 +384,7 @@ impl FakeGadget {
         if self.has(&Malformation::NumEndpointsTooMany) {
             n_eps += 1;
         }
-        d.extend_from_slice(&[9, USB_DT_INTERFACE, 0, 0, n_eps, self.interface_class, 0, 0, 0]);
+        d.extend_from_slice(&[9, DT_INTERFACE, 0, 0, n_eps, self.interface_class, 0, 0, 0]);
         for (i, ep) in self.endpoints.iter().enumerate() {
             let first = i == 0;
             let mut mp = ep.max_packet_for(speed);
@@ -414,7 +414,7 @@ impl FakeGadget {
             } else {
                 7
             };
-            d.extend_from_slice(&[blen, USB_DT_ENDPOINT, addr, ep.xfer_type]);
+            d.extend_from_slice(&[blen, DT_ENDPOINT, addr, ep.xfer_type]);
             d.extend_from_slice(&le16(mp));
             d.push(interval);
             if ss && !self.has(&Malformation::MissingSsCompanion) {
@@ -422,7 +422,7 @@ impl FakeGadget {
                     wire::USB_XFER_BULK => 0,
                     _ => mp.saturating_mul(u16::from(ep.max_burst) + 1),
                 };
-                d.extend_from_slice(&[6, USB_DT_SS_ENDPOINT_COMP, ep.max_burst, 0]);
+                d.extend_from_slice(&[6, DT_SS_ENDPOINT_COMP, ep.max_burst, 0]);
                 d.extend_from_slice(&le16(bpi));
             }
         }
@@ -440,10 +440,10 @@ impl FakeGadget {
     /// The BOS: USB 2.0 extension (LPM) and SuperSpeed USB device
     /// capability.
     pub fn bos_descriptor(&self) -> Vec<u8> {
-        let mut d = vec![5, USB_DT_BOS, 0, 0, 2];
-        d.extend_from_slice(&[7, USB_DT_DEVICE_CAPABILITY, USB_CAP_TYPE_EXT]);
+        let mut d = vec![5, DT_BOS, 0, 0, 2];
+        d.extend_from_slice(&[7, DT_DEVICE_CAPABILITY, CAP_USB20_EXTENSION]);
         d.extend_from_slice(&0x0000_0002u32.to_le_bytes());
-        d.extend_from_slice(&[10, USB_DT_DEVICE_CAPABILITY, USB_SS_CAP_TYPE, 0]);
+        d.extend_from_slice(&[10, DT_DEVICE_CAPABILITY, CAP_SUPERSPEED_USB, 0]);
         // wSpeedsSupported: full, high, super; bFunctionalitySupport: full.
         d.extend_from_slice(&le16(0x000e));
         d.extend_from_slice(&[1, 0x0a]);
@@ -459,7 +459,7 @@ impl FakeGadget {
     /// String descriptor `index` (0: language IDs), if it exists.
     pub fn string_descriptor(&self, index: u8) -> Option<Vec<u8>> {
         let mut d = match index {
-            0 => vec![4, USB_DT_STRING, 0x09, 0x04],
+            0 => vec![4, DT_STRING, 0x09, 0x04],
             1 => string_descriptor(&self.manufacturer),
             2 => string_descriptor(&self.product),
             3 => string_descriptor(&self.serial),
@@ -487,24 +487,24 @@ impl FakeGadget {
             }
         }
         match dt {
-            USB_DT_DEVICE => Some(self.device_descriptor(speed)),
-            USB_DT_CONFIG if idx == 0 => Some(self.config_descriptor(speed, USB_DT_CONFIG)),
-            USB_DT_STRING => {
+            DT_DEVICE => Some(self.device_descriptor(speed)),
+            DT_CONFIG if idx == 0 => Some(self.config_descriptor(speed, DT_CONFIG)),
+            DT_STRING => {
                 if idx != 0 && setup.index != 0x0409 {
                     return None;
                 }
                 self.string_descriptor(idx)
             }
-            USB_DT_DEVICE_QUALIFIER if !is_ss(speed) => Some(self.device_qualifier()),
-            USB_DT_OTHER_SPEED_CONFIG if !is_ss(speed) && idx == 0 => {
+            DT_DEVICE_QUALIFIER if !is_ss(speed) => Some(self.device_qualifier()),
+            DT_OTHER_SPEED_CONFIG if !is_ss(speed) && idx == 0 => {
                 let other = if speed == wire::VIRTIO_UDC_SPEED_HIGH {
                     wire::VIRTIO_UDC_SPEED_FULL
                 } else {
                     wire::VIRTIO_UDC_SPEED_HIGH
                 };
-                Some(self.config_descriptor(other, USB_DT_OTHER_SPEED_CONFIG))
+                Some(self.config_descriptor(other, DT_OTHER_SPEED_CONFIG))
             }
-            USB_DT_BOS if self.bcd_usb_for(speed) >= 0x0201 => Some(self.bos_descriptor()),
+            DT_BOS if self.bcd_usb_for(speed) >= 0x0201 => Some(self.bos_descriptor()),
             _ => None,
         }
     }
@@ -515,13 +515,13 @@ impl FakeGadget {
         if !setup.is_standard() {
             return SetupReply::Stall;
         }
-        let recip = setup.request_type & USB_RECIP_MASK;
+        let recip = setup.request_type & RECIP_MASK;
         match (setup.request, recip, setup.is_in()) {
-            (USB_REQ_GET_DESCRIPTOR, USB_RECIP_DEVICE, true) => self
+            (REQ_GET_DESCRIPTOR, RECIP_DEVICE, true) => self
                 .get_descriptor(speed, setup)
                 .map(SetupReply::In)
                 .unwrap_or(SetupReply::Stall),
-            (USB_REQ_SET_CONFIGURATION, USB_RECIP_DEVICE, false) => {
+            (REQ_SET_CONFIGURATION, RECIP_DEVICE, false) => {
                 if setup.value == 0 || setup.value == u16::from(self.config_value) {
                     match self.status_delay {
                         Some(d) => SetupReply::DelayedAck(d),
@@ -531,20 +531,16 @@ impl FakeGadget {
                     SetupReply::Stall
                 }
             }
-            (USB_REQ_GET_CONFIGURATION, USB_RECIP_DEVICE, true) => SetupReply::In(vec![self.configuration]),
-            (USB_REQ_SET_INTERFACE, USB_RECIP_INTERFACE, false)
+            (REQ_GET_CONFIGURATION, RECIP_DEVICE, true) => SetupReply::In(vec![self.configuration]),
+            (REQ_SET_INTERFACE, RECIP_INTERFACE, false)
                 if self.configuration != 0 && setup.index == 0 && setup.value == 0 =>
             {
                 SetupReply::Ack
             }
-            (USB_REQ_GET_INTERFACE, USB_RECIP_INTERFACE, true)
-                if self.configuration != 0 && setup.index == 0 =>
-            {
+            (REQ_GET_INTERFACE, RECIP_INTERFACE, true) if self.configuration != 0 && setup.index == 0 => {
                 SetupReply::In(vec![0])
             }
-            (USB_REQ_GET_STATUS, USB_RECIP_INTERFACE, true)
-                if self.configuration != 0 && setup.index == 0 =>
-            {
+            (REQ_GET_STATUS, RECIP_INTERFACE, true) if self.configuration != 0 && setup.index == 0 => {
                 SetupReply::In(vec![0, 0])
             }
             _ => SetupReply::Stall,
@@ -559,8 +555,8 @@ impl FakeGadget {
 
     fn set_config_of(setup: &SetupPacket) -> Option<u8> {
         (setup.is_standard()
-            && setup.request_type & USB_RECIP_MASK == USB_RECIP_DEVICE
-            && setup.request == USB_REQ_SET_CONFIGURATION)
+            && setup.request_type & RECIP_MASK == RECIP_DEVICE
+            && setup.request == REQ_SET_CONFIGURATION)
             .then_some(setup.value as u8)
     }
 
@@ -912,7 +908,7 @@ mod tests {
             (wire::VIRTIO_UDC_SPEED_HIGH, 512, false),
             (wire::VIRTIO_UDC_SPEED_SUPER, 1024, true),
         ] {
-            let c = g.config_descriptor(speed, USB_DT_CONFIG);
+            let c = g.config_descriptor(speed, DT_CONFIG);
             assert_eq!(u16::from_le_bytes([c[2], c[3]]) as usize, c.len());
             let ds = walk(&c);
             let types: Vec<u8> = ds.iter().map(|d| d.0).collect();
@@ -946,8 +942,8 @@ mod tests {
         assert_eq!(u16::from_le_bytes([b[2], b[3]]) as usize, b.len());
         let caps = walk(&b);
         assert_eq!(caps.len(), 3);
-        assert_eq!(caps[1].1[2], USB_CAP_TYPE_EXT);
-        assert_eq!(caps[2].1[2], USB_SS_CAP_TYPE);
+        assert_eq!(caps[1].1[2], CAP_USB20_EXTENSION);
+        assert_eq!(caps[2].1[2], CAP_SUPERSPEED_USB);
     }
 
     #[test]
@@ -956,7 +952,7 @@ mod tests {
         g.speed = Some(wire::VIRTIO_UDC_SPEED_SUPER);
         let gd = |t: u8, i: u8, lang: u16, len: u16| SetupPacket {
             request_type: 0x80,
-            request: USB_REQ_GET_DESCRIPTOR,
+            request: REQ_GET_DESCRIPTOR,
             value: (u16::from(t) << 8) | u16::from(i),
             index: lang,
             length: len,
@@ -976,11 +972,11 @@ mod tests {
         g.speed = Some(wire::VIRTIO_UDC_SPEED_HIGH);
         assert!(matches!(g.default_reply(&gd(6, 0, 0, 10)), SetupReply::In(d) if d.len() == 10));
         assert!(
-            matches!(g.default_reply(&gd(7, 0, 0, 255)), SetupReply::In(d) if d[1] == USB_DT_OTHER_SPEED_CONFIG && d[22..24] == [64, 0])
+            matches!(g.default_reply(&gd(7, 0, 0, 255)), SetupReply::In(d) if d[1] == DT_OTHER_SPEED_CONFIG && d[22..24] == [64, 0])
         );
         let set_cfg = |v: u16| SetupPacket {
             request_type: 0,
-            request: USB_REQ_SET_CONFIGURATION,
+            request: REQ_SET_CONFIGURATION,
             value: v,
             index: 0,
             length: 0,
@@ -1030,24 +1026,24 @@ mod tests {
         let hs = wire::VIRTIO_UDC_SPEED_HIGH;
         let ss = wire::VIRTIO_UDC_SPEED_SUPER;
         let g = FakeGadget::new().with_malformation(Malformation::ConfigTotalLengthTooLarge);
-        let c = g.config_descriptor(hs, USB_DT_CONFIG);
+        let c = g.config_descriptor(hs, DT_CONFIG);
         assert_eq!(u16::from_le_bytes([c[2], c[3]]) as usize, c.len() + 16);
         let g = FakeGadget::new().with_malformation(Malformation::MissingSsCompanion);
-        assert_eq!(g.config_descriptor(ss, USB_DT_CONFIG).len(), 9 + 9 + 14);
+        assert_eq!(g.config_descriptor(ss, DT_CONFIG).len(), 9 + 9 + 14);
         let g = FakeGadget::new().with_malformation(Malformation::ZeroLengthDescriptor);
-        assert_eq!(g.config_descriptor(hs, USB_DT_CONFIG)[18], 0);
+        assert_eq!(g.config_descriptor(hs, DT_CONFIG)[18], 0);
         let g = FakeGadget::new().with_malformation(Malformation::EndpointAddress(0x8f));
-        assert_eq!(g.config_descriptor(hs, USB_DT_CONFIG)[20], 0x8f);
+        assert_eq!(g.config_descriptor(hs, DT_CONFIG)[20], 0x8f);
         let g = FakeGadget::new().with_malformation(Malformation::DeviceDescLength(17));
         assert_eq!(g.device_descriptor(hs)[0], 17);
         let g = FakeGadget::new().with_malformation(Malformation::Replace {
-            desc_type: USB_DT_DEVICE,
+            desc_type: DT_DEVICE,
             index: 0,
             bytes: vec![1, 2, 3],
         });
         let p = SetupPacket {
             request_type: 0x80,
-            request: USB_REQ_GET_DESCRIPTOR,
+            request: REQ_GET_DESCRIPTOR,
             value: 0x0100,
             index: 0,
             length: 64,

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::error::Error;
-use crate::ffs::{Speed, USB_DIR_IN};
 use crate::gadget;
 use crate::support::{
     check, clone, join, pattern, read_thread, round_trip, setup, stream_clean, transfer_ok, verify,
     wait_ep0_event, write_thread, Ctx, Setup, IO_TIMEOUT, MAX_SOCKET_TRANSFER,
 };
+use udc_ch9::{Speed, DIR_IN};
 
 /// Sizes for the read/write cases, around the packet size and up to 8 MiB.
 /// Without scatter-gather f_fs kmallocs each read()/write() whole, and
@@ -82,8 +82,11 @@ pub(crate) fn enumeration(ctx: &mut Ctx) -> Result<(), Error> {
             )
         },
     )?;
-    let speed =
-        Speed::from_name(&s.speed).ok_or_else(|| Error::Check(format!("unexpected speed {}", s.speed)))?;
+    // The function has descriptors for full speed and faster.
+    let speed = match s.speed.parse::<Speed>() {
+        Ok(sp) if sp >= Speed::Full => sp,
+        _ => return Err(Error::Check(format!("unexpected speed {}", s.speed))),
+    };
     let want_eps = gadget::FUNCTION.endpoints(speed);
     let eps = intf["endpoints"].as_array().cloned().unwrap_or_default();
     check(eps.len() == want_eps.len(), || {
@@ -93,7 +96,7 @@ pub(crate) fn enumeration(ctx: &mut Ctx) -> Result<(), Error> {
         // The UDC numbers the endpoints; direction and the rest are ours.
         check(
             ep["address"] == addr
-                && (addr & USB_DIR_IN != 0) == want.is_in()
+                && (addr & DIR_IN != 0) == want.is_in()
                 && ep["attributes"] == want.attributes,
             || format!("endpoint {ep}: expected {want:?} at {addr:#04x}"),
         )?;
