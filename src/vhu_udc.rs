@@ -423,10 +423,15 @@ impl VhostUserUdcBackend {
         true
     }
 
-    fn process_controlq(&self, vring: &VringRwLock) -> io::Result<()> {
+    /// Runs the driver's commands. Before each, the xferq is drained: the
+    /// command must see every transfer request made available before it
+    /// (docs/virtio-udc.md section 6), and the xferq's own notification
+    /// may not have been served yet.
+    fn process_controlq(&self, vring: &VringRwLock, xferq: &VringRwLock) -> io::Result<()> {
         loop {
             vring.disable_notification().map_err(io::Error::other)?;
             loop {
+                self.drain_xferq(xferq);
                 let mut udc = self.udc.lock();
                 let Some(mem) = udc.memory().map(|m| m.memory()) else {
                     return Ok(());
@@ -567,7 +572,7 @@ impl VhostUserBackend for VhostUserUdcBackend {
             }
         }
         match device_event {
-            CONTROLQ => self.process_controlq(&vrings[CONTROLQ as usize]),
+            CONTROLQ => self.process_controlq(&vrings[CONTROLQ as usize], &vrings[XFERQ as usize]),
             EVENTQ => {
                 // New buffers: deliver backlogged events.
                 let mut udc = self.udc.lock();

@@ -438,3 +438,28 @@ fn bad_command_line_and_config_say_what_is_wrong() {
         "{err}"
     );
 }
+
+/// A command sees every transfer made available before it, even when the
+/// xferq's notification has not been served yet: EP_DISABLE's completions
+/// for requests queued just before it are on the used ring before its
+/// response (the promise a UDC driver's ep_disable relies on, so that no
+/// request comes back after the gadget driver stopped).
+#[test]
+fn a_command_sees_transfers_queued_without_a_notification() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let b = h.buffer(4096).unwrap();
+    h.set_auto_kick(false);
+    let handles: Vec<_> = (0..3)
+        .map(|t| h.submit_buffer(0x81, 0, &b, 100 + t).unwrap())
+        .collect();
+    h.ep_disable(0x81).unwrap();
+    let done = h.poll_completions().unwrap();
+    assert_eq!(done.len(), 3, "completions before the response: {done:?}");
+    for x in handles {
+        assert!(!h.is_in_flight(x), "{x:?} still in flight after EP_DISABLE");
+    }
+    for c in &done {
+        assert_eq!(c.status_code(), Some(Status::Shutdown), "{c:?}");
+    }
+}
