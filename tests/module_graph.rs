@@ -7,7 +7,9 @@
 //! crate's `src/`; its imports are the `crate::` paths in its code (comments
 //! left out). Paths to items of the crate root (`main.rs`, `lib.rs`) show as
 //! `(root)`; the root's own edges are left out, since it declares every
-//! module.
+//! module. Inside a folder module the same holds one level down: its files
+//! import each other (`super::x`, `crate::folder::x`) without a cycle, and
+//! its `mod.rs` plays the root.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -64,6 +66,11 @@ fn code(text: &str) -> String {
 /// through it: `crate::a::B` gives (a, B), `crate::{a::B, c}` gives (a, B)
 /// and (c, c).
 fn crate_paths(code: &str) -> Vec<(String, String)> {
+    prefixed_paths(code, "crate::")
+}
+
+/// [`crate_paths`] for any path prefix (`super::`, `crate::device::`).
+fn prefixed_paths(code: &str, prefix: &str) -> Vec<(String, String)> {
     let ident = |s: &str| -> String {
         s.chars()
             .take_while(|c| c.is_alphanumeric() || *c == '_')
@@ -71,9 +78,9 @@ fn crate_paths(code: &str) -> Vec<(String, String)> {
     };
     let mut out = Vec::new();
     let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
+    while let Some(i) = rest.find(prefix) {
         let before = rest[..i].chars().last();
-        rest = &rest[i + "crate::".len()..];
+        rest = &rest[i + prefix.len()..];
         if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
             continue; // `udc_crate::` or similar, not this crate.
         }
@@ -157,6 +164,53 @@ fn graph(src: &Path) -> Graph {
     g
 }
 
+/// The graph inside folder module `folder` of crate source `src`: its
+/// files (`mod.rs` as the root) and their imports of each other.
+fn folder_graph(src: &Path, folder: &Path) -> Graph {
+    let Ok(entries) = fs::read_dir(folder) else {
+        return Graph::new();
+    };
+    let files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    let stem = |p: &Path| p.file_stem().unwrap().to_string_lossy().to_string();
+    let siblings: BTreeSet<String> = files.iter().map(|p| stem(p)).filter(|s| s != "mod").collect();
+    let rel = folder.strip_prefix(src).unwrap();
+    let crate_prefix = format!("crate::{}::", rel.to_string_lossy().replace('/', "::"));
+    let mut g = Graph::new();
+    for f in &files {
+        let from = stem(f);
+        if from == "mod" {
+            continue; // It declares and re-exports every file.
+        }
+        let code = code(&fs::read_to_string(f).unwrap());
+        let edges = g.entry(from.clone()).or_default();
+        let paths = prefixed_paths(&code, "super::")
+            .into_iter()
+            .chain(prefixed_paths(&code, &crate_prefix));
+        for (first, name) in paths {
+            if siblings.contains(&first) && first != from {
+                edges.entry(first).or_default().insert(name);
+            }
+        }
+    }
+    g
+}
+
+/// Every folder module below `src`, at any depth.
+fn folders(src: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = fs::read_dir(src) else { return };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && p.file_name().is_some_and(|n| n != "bin") {
+            out.push(p.clone());
+            folders(&p, out);
+        }
+    }
+}
+
 /// A cycle through the graph, if it has one.
 fn find_cycle(g: &Graph) -> Option<Vec<String>> {
     fn visit(
@@ -210,6 +264,19 @@ fn workspace_sources() -> Vec<PathBuf> {
 fn no_crate_has_an_import_cycle() {
     let mut failures = Vec::new();
     for src in workspace_sources() {
+        let mut inner = Vec::new();
+        folders(&src, &mut inner);
+        for folder in inner {
+            let g = folder_graph(&src, &folder);
+            println!("{}:", folder.display());
+            for (from, edges) in &g {
+                let to: Vec<&str> = edges.keys().map(String::as_str).collect();
+                println!("  {from} -> {}", to.join(", "));
+            }
+            if let Some(c) = find_cycle(&g) {
+                failures.push(format!("{}: {}", folder.display(), c.join(" -> ")));
+            }
+        }
         let g = graph(&src);
         println!("{}:", src.display());
         for (from, edges) in &g {
@@ -254,4 +321,16 @@ fn the_cycle_finder_finds_cycles() {
     fs::write(src.join("c.rs"), "use crate::Args;\n").unwrap();
     let g = graph(src);
     assert_eq!(g["c"][ROOT].iter().collect::<Vec<_>>(), ["Args"]);
+
+    // Inside a folder: files that import each other, by `super::` or by
+    // the folder's crate path.
+    fs::write(src.join("b/other.rs"), "use super::inner::W;\n").unwrap();
+    fs::write(src.join("b/inner.rs"), "pub struct W;\nuse crate::b::other::V;\n").unwrap();
+    let g = folder_graph(src, &src.join("b"));
+    assert_eq!(
+        find_cycle(&g),
+        Some(vec!["inner".into(), "other".into(), "inner".into()])
+    );
+    fs::write(src.join("b/inner.rs"), "pub struct W;\nuse super::X;\n").unwrap();
+    assert_eq!(find_cycle(&folder_graph(src, &src.join("b"))), None);
 }

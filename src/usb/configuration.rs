@@ -11,19 +11,8 @@ use serde::Serialize;
 use super::endpoint::{parse_companion, parse_endpoint};
 use super::error::{field, DescriptorError};
 use super::interface::{check_alternate_settings, check_interface_numbers, parse_interface, Interface};
-use super::read::{le16, need, split_descriptors};
+use super::read::{le16, need, split_descriptors, RawDescriptor};
 use super::*;
-
-/// A descriptor this host does not interpret (class-specific ones, mostly),
-/// kept so that tools can show it and class drivers could parse it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RawDescriptor {
-    /// Offset inside the configuration (or BOS) it came from.
-    pub offset: usize,
-    pub descriptor_type: u8,
-    /// The whole descriptor, bLength and bDescriptorType included.
-    pub bytes: Vec<u8>,
-}
 
 /// An interface association: interfaces that form one function, which a host
 /// binds to one driver.

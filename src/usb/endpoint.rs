@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use super::error::DescriptorError;
-use super::read::{le16, need};
+use super::read::{le16, need, RawDescriptor};
 use super::{DIR_IN, ENDPOINT_DESC_SIZE, SS_EP_COMP_DESC_SIZE};
 
 /// The SuperSpeed endpoint companion's fields (USB 3.2 table 9-27).
@@ -40,7 +40,7 @@ pub struct Endpoint {
     pub companion: Option<SsCompanion>,
     /// Descriptors between this endpoint and the next endpoint or interface
     /// (CS_ENDPOINT, SSP isochronous companions...).
-    pub extra: Vec<super::configuration::RawDescriptor>,
+    pub extra: Vec<RawDescriptor>,
 }
 
 impl Endpoint {

@@ -8,10 +8,9 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::configuration::RawDescriptor;
 use super::endpoint::Endpoint;
 use super::error::DescriptorError;
-use super::read::need;
+use super::read::{need, RawDescriptor};
 use super::rules::validate_endpoint;
 use super::{Speed, INTERFACE_DESC_SIZE};
 

@@ -34,9 +34,10 @@ pub use udc_ch9::request::*;
 pub use udc_ch9::{ParseSpeedError, Recipient, RequestKind, SetupPacket, Speed};
 
 pub use bos::{parse_bos, Bos, DeviceCapability};
-pub use configuration::{parse_configuration, Configuration, Iad, RawDescriptor};
+pub use configuration::{parse_configuration, Configuration, Iad};
 pub use device::{check_max_packet_size0, parse_device_descriptor, DeviceDescriptor};
 pub use endpoint::{Endpoint, SsCompanion};
 pub use error::DescriptorError;
 pub use interface::Interface;
+pub use read::RawDescriptor;
 pub use string::{parse_langids, parse_string_descriptor};

@@ -2,7 +2,20 @@
 //! Reading descriptor bytes: little-endian fields and the walk along
 //! bLength that splits a configuration or BOS into descriptors.
 
+use serde::Serialize;
+
 use super::error::DescriptorError;
+
+/// A descriptor this host does not interpret (class-specific ones, mostly),
+/// kept so that tools can show it and class drivers could parse it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RawDescriptor {
+    /// Offset inside the configuration (or BOS) it came from.
+    pub offset: usize,
+    pub descriptor_type: u8,
+    /// The whole descriptor, bLength and bDescriptorType included.
+    pub bytes: Vec<u8>,
+}
 
 /// The little-endian u16 at `at`; the caller has checked the length.
 pub(super) fn le16(b: &[u8], at: usize) -> u16 {
