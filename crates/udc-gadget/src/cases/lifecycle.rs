@@ -32,7 +32,7 @@ use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};
 use crate::support::{
     check, expect_errno, insmod_and_rebind, io_err, open_endpoint, pattern, read_thread, round_trip, run,
-    setup, transfer_ok, verify, virtio_udc_ko, wait_device_queue, wait_ep0_event, write_thread, Ctx,
+    setup, transfer_ok, verify, virtio_udc_ko, wait_device_queue, wait_ep0_event, write_thread, Ctx, Setup,
     CONFIGURE_TIMEOUT, IO_TIMEOUT,
 };
 
@@ -128,8 +128,19 @@ pub(crate) fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
         || "a UDC is still registered after rmmod".into(),
     )?;
     // Every queued request came back, with an error.
+    queued_requests_failed(ctx, &mut s, 10, "nobody read it")?;
+    insmod_and_rebind(ctx, &ko, &mut s.g)?;
+    ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
+    round_trip(ctx, &s, 7100)?;
+    Ok(())
+}
+
+/// The two reads and the write a case queued all came back within `secs`
+/// seconds, each with an error (noted): none moved data, as `why` says
+/// none could.
+fn queued_requests_failed(ctx: &mut Ctx, s: &mut Setup, secs: u64, why: &str) -> Result<(), Error> {
     for k in 0..2 {
-        match s.g.rx.wait_read(Duration::from_secs(10)) {
+        match s.g.rx.wait_read(Duration::from_secs(secs)) {
             Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
             Ok(Some(b)) => {
                 return Err(Error::Check(format!(
@@ -139,22 +150,15 @@ pub(crate) fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
             }
             Ok(None) => {
                 return Err(Error::Check(format!(
-                    "queued read {k} did not complete within 10 s"
+                    "queued read {k} did not complete within {secs} s"
                 )))
             }
         }
     }
-    match s.g.tx.flush(Duration::from_secs(10)) {
+    match s.g.tx.flush(Duration::from_secs(secs)) {
         Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
-        Ok(()) => {
-            return Err(Error::Check(
-                "the queued write completed although nobody read it".into(),
-            ))
-        }
+        Ok(()) => return Err(Error::Check(format!("the queued write completed although {why}"))),
     }
-    insmod_and_rebind(ctx, &ko, &mut s.g)?;
-    ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
-    round_trip(ctx, &s, 7100)?;
     Ok(())
 }
 
@@ -174,30 +178,7 @@ pub(crate) fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
     thread::sleep(Duration::from_millis(200));
     ctx.host.ok(json!({"op": "crash"}))?;
     let start = Instant::now();
-    for k in 0..2 {
-        match s.g.rx.wait_read(Duration::from_secs(15)) {
-            Err(e) => ctx.notes.push(format!("queued read {k} ended with: {e}")),
-            Ok(Some(b)) => {
-                return Err(Error::Check(format!(
-                    "queued read {k} completed with {} bytes",
-                    b.len()
-                )))
-            }
-            Ok(None) => {
-                return Err(Error::Check(format!(
-                    "queued read {k} did not complete within 15 s"
-                )))
-            }
-        }
-    }
-    match s.g.tx.flush(Duration::from_secs(15)) {
-        Err(e) => ctx.notes.push(format!("queued write ended with: {e}")),
-        Ok(()) => {
-            return Err(Error::Check(
-                "the queued write completed although the daemon died".into(),
-            ))
-        }
-    }
+    queued_requests_failed(ctx, &mut s, 15, "the daemon died")?;
     ctx.notes.push(format!(
         "queued requests failed {:?} after the crash",
         start.elapsed()
