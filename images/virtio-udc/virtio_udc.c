@@ -45,9 +45,9 @@
 #include <linux/usb/gadget.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_udc.h>
 #include <linux/workqueue.h>
-
-#include "virtio_udc.h"
 
 #define DRIVER_DESC	"virtio USB device controller"
 
