@@ -35,14 +35,17 @@ if [ ! -f "$tree/.done" ]; then
     touch "$tree/.done"
 fi
 
-# The files where a submission puts them: the driver and its uapi header.
+# The files where a submission puts them: the driver, its uapi header and its
+# Kconfig entry (kept apart from the tree's own Kconfig, which it would join).
 src="$here/virtio-udc"
 mkdir -p "$tree/include/uapi/linux"
 cp "$src/virtio_udc.c" "$tree/drivers/usb/gadget/udc/virtio_udc.c"
 cp "$src/include/uapi/linux/virtio_udc.h" "$tree/include/uapi/linux/virtio_udc.h"
+cp "$src/Kconfig" "$tree/drivers/usb/gadget/udc/Kconfig.virtio_udc"
 status=0
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet -f \
-    drivers/usb/gadget/udc/virtio_udc.c include/uapi/linux/virtio_udc.h) || status=1
+    drivers/usb/gadget/udc/virtio_udc.c include/uapi/linux/virtio_udc.h \
+    drivers/usb/gadget/udc/Kconfig.virtio_udc) || status=1
 # What is not submitted: the out-of-tree compat headers.
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --no-tree -f "$src"/compat/*.h) || status=1
 # virtio_udc.c has no kernel-version conditionals: those live in compat/.
@@ -61,7 +64,7 @@ doc=$(cd "$tree" && perl scripts/kernel-doc -none -Wall drivers/usb/gadget/udc/v
     include/uapi/linux/virtio_udc.h 2>&1) || status=1
 [ -z "$doc" ] || { printf '%s\n' "$doc"; status=1; }
 if [ $status = 0 ]; then
-    say "virtio_udc.c, uapi virtio_udc.h: checkpatch --strict and kernel-doc -Wall clean"
+    say "virtio_udc.c, uapi virtio_udc.h, Kconfig: checkpatch --strict and kernel-doc -Wall clean"
     say "patches/linux: checkpatch --strict clean"
 fi
 exit $status

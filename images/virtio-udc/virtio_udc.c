@@ -1550,5 +1550,5 @@ static struct virtio_driver virtio_udc_driver = {
 module_virtio_driver(virtio_udc_driver);
 
 MODULE_DESCRIPTION(DRIVER_DESC);
-MODULE_AUTHOR("The virtio-udc developers");
+MODULE_AUTHOR("virtio-udc developers <virtio-udc@localhost>");
 MODULE_LICENSE("GPL");
