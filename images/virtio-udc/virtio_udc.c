@@ -17,13 +17,27 @@
  * (completions, setup, reset, disconnect, suspend, resume), as those may
  * queue or dequeue requests.
  *
- * Commands are synchronous: the gadget API calls that need the device
- * (usb_ep_enable from a set_alt handler, usb_ep_dequeue under f_fs's
- * spinlock, pullup from usb_gadget_deactivate) run in atomic context, so the
- * driver busy-waits for the command's response, as virtio-net does for its
- * control queue. The device answers commands without waiting for the host,
- * so the wait is short; a device that does not answer within
- * VUDC_CMD_TIMEOUT_MS is treated as gone.
+ * Commands are synchronous, and the device answers them without waiting
+ * for the host. How the driver waits depends on its caller:
+ *
+ * - Callers that may sleep wait on a completion that the controlq's
+ *   interrupt signals (vudc_cmd_sleep()): the pullup operation, which the
+ *   UDC core calls with its connect_lock mutex held, and the driver's own
+ *   recovery and PM paths. They are serialised by vudc->cmd_mutex.
+ * - The endpoint operations, get_frame, wakeup and set_selfpowered may be
+ *   called in atomic context (the gadget API says so; usb_ep_enable runs
+ *   from a set_alt handler inside our eventq interrupt, usb_ep_dequeue under
+ *   f_fs's spinlock, set_selfpowered under composite's), and so does the
+ *   stall of a refused SETUP. Those commands are sent with vudc->lock held
+ *   and polled for (vudc_cmd_atomic()), as virtio-net polls its control
+ *   queue. The poll is bounded: a device that does not answer within
+ *   VUDC_CMD_TIMEOUT_MS is treated as gone.
+ *
+ * Each path has its own command buffer, so a sleeping command may be in
+ * flight while an atomic one is sent; whichever path finds a response on
+ * the controlq first marks its command finished. The recovery work has a
+ * third buffer for its unbounded wait for a back end, so that a pullup
+ * during that wait fails at once instead of queueing behind it.
  *
  * A device that loses its back end (the vhost-user daemon exits) sets
  * VIRTIO_CONFIG_S_NEEDS_RESET: the driver fails every request, tells the
@@ -31,13 +45,14 @@
  * until a back end answers again; then it reconnects if the gadget wanted.
  */
 
-#include <linux/delay.h>
+#include <linux/completion.h>
 #include <linux/device.h>
 #include <linux/dma-mapping.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
 #include <linux/list.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -126,13 +141,30 @@ struct virtio_udc_req {
 	unsigned int nr_seg_pages;
 };
 
+/*
+ * The command buffers: one for each way of waiting, and one for the
+ * recovery work's question whether a back end serves the device again.
+ */
+enum {
+	VUDC_CMD_ATOMIC,
+	VUDC_CMD_SLEEP,
+	VUDC_CMD_PROBE,
+	VUDC_NUM_CMDS,
+};
+
 /**
- * struct virtio_udc_cmd - the one command buffer (commands are serialised)
+ * struct virtio_udc_cmd - one command buffer
  * @req: read by the device
+ * @done: signalled when the response has been collected
+ * @len: used length the device reported
+ * @finished: the response has been collected
  * @resp: written by the device
  */
 struct virtio_udc_cmd {
 	struct virtio_udc_ctrl_req req;
+	struct completion done;
+	unsigned int len;
+	bool finished;
 	struct virtio_udc_ctrl_resp resp;
 };
 
@@ -146,7 +178,8 @@ struct virtio_udc_cmd {
  * @cvq: controlq
  * @evq: eventq
  * @xvq: xferq
- * @cmd: command buffer
+ * @cmds: command buffers, VUDC_CMD_*
+ * @cmd_mutex: serialises the commands of callers that sleep
  * @events: eventq buffers
  * @eps: ep0 first, then the endpoints in configuration-space order
  * @num_eps: valid entries in @eps
@@ -157,6 +190,7 @@ struct virtio_udc_cmd {
  * @ep0_in: direction of the pending control transfer's data stage
  * @pullup: the gadget wants to be connected
  * @dead: the device stopped answering; nothing more goes to it
+ * @epoch: counts the times the device was given up for dead
  * @recovering: the device is being reset after it needed one
  * @removing: the driver is unbinding; no recovery is started
  * @reset_work: resets the device when it needs a reset
@@ -170,7 +204,8 @@ struct virtio_udc {
 	struct virtqueue *cvq;
 	struct virtqueue *evq;
 	struct virtqueue *xvq;
-	struct virtio_udc_cmd *cmd;
+	struct virtio_udc_cmd *cmds;
+	struct mutex cmd_mutex;	/* serialises vudc_cmd_sleep() */
 	struct virtio_udc_event *events;
 	struct virtio_udc_ep eps[VIRTIO_UDC_MAX_EPS];
 	unsigned int num_eps;
@@ -181,6 +216,7 @@ struct virtio_udc {
 	bool ep0_in;
 	bool pullup;
 	bool dead;
+	unsigned int epoch;
 	bool recovering;
 	bool removing;
 	struct work_struct reset_work;
@@ -415,58 +451,116 @@ static void vudc_mark_dead(struct virtio_udc *vudc)
 	 * resets them before use.
 	 */
 	vudc->dead = true;
+	vudc->epoch++;
+	/* A sleeping command will get no response: wake it. */
+	complete(&vudc->cmds[VUDC_CMD_SLEEP].done);
 	for (i = 0; i < vudc->num_eps; i++)
 		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
 }
 
-/*
- * Send one command and wait for its response. Returns the errno for the
- * device's status; *value receives the response's value when not NULL.
- */
-static int vudc_cmd(struct virtio_udc *vudc, struct virtio_udc_ctrl_req *req, u32 *value)
+/* Collect the responses the device has put on the controlq. */
+static void vudc_collect_cmds(struct virtio_udc *vudc)
 	__must_hold(&vudc->lock)
 {
-	struct virtio_udc_cmd *cmd = vudc->cmd;
-	struct scatterlist out, in, *sgs[2];
+	struct virtio_udc_cmd *cmd;
 	unsigned int len;
+
+	while ((cmd = virtqueue_get_buf(vudc->cvq, &len))) {
+		cmd->len = len;
+		cmd->finished = true;
+		complete(&cmd->done);
+	}
+}
+
+static void vudc_controlq_done(struct virtqueue *vq)
+{
+	struct virtio_udc *vudc = vq->vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc_collect_cmds(vudc);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+}
+
+/* Put @req on the controlq in @cmd and notify the device. */
+static int vudc_cmd_start(struct virtio_udc *vudc, struct virtio_udc_cmd *cmd,
+			  const struct virtio_udc_ctrl_req *req)
+	__must_hold(&vudc->lock)
+{
+	struct scatterlist out, in, *sgs[2] = { &out, &in };
+	int ret;
+
+	cmd->req = *req;
+	memset(&cmd->resp, 0, sizeof(cmd->resp));
+	cmd->len = 0;
+	cmd->finished = false;
+	reinit_completion(&cmd->done);
+	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
+	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
+	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
+	if (ret)
+		return ret;
+	if (unlikely(!virtqueue_kick(vudc->cvq)))
+		return -ENODEV;
+	return 0;
+}
+
+/* The device did not answer: it is gone. */
+static int vudc_cmd_gone(struct virtio_udc *vudc, const struct virtio_udc_ctrl_req *req)
+	__must_hold(&vudc->lock)
+{
+	dev_err(&vudc->vdev->dev, "command %u: no response; failing all requests\n",
+		le16_to_cpu(req->opcode));
+	vudc_mark_dead(vudc);
+	return -ESHUTDOWN;
+}
+
+/* The errno for a finished command's status; *value gets its value. */
+static int vudc_cmd_result(struct virtio_udc *vudc, struct virtio_udc_cmd *cmd, u32 *value)
+{
+	if (cmd->len < sizeof(cmd->resp)) {
+		dev_warn_ratelimited(&vudc->vdev->dev, "command %u: short response\n",
+				     le16_to_cpu(cmd->req.opcode));
+		return -EIO;
+	}
+	if (value)
+		*value = le32_to_cpu(cmd->resp.value);
+	return vudc_status_to_errno(le32_to_cpu(cmd->resp.status));
+}
+
+/*
+ * Send one command from a caller that may be in atomic context, and poll
+ * for its response with the lock held, for at most VUDC_CMD_TIMEOUT_MS.
+ * Returns the errno for the device's status; *value receives the
+ * response's value when not NULL.
+ */
+static int vudc_cmd_atomic(struct virtio_udc *vudc, const struct virtio_udc_ctrl_req *req,
+			   u32 *value)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_cmd *cmd = &vudc->cmds[VUDC_CMD_ATOMIC];
 	ktime_t deadline;
 	int ret;
 
 	if (vudc->dead || vudc->recovering)
 		return -ESHUTDOWN;
 
-	cmd->req = *req;
-	memset(&cmd->resp, 0, sizeof(cmd->resp));
-	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
-	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
-	sgs[0] = &out;
-	sgs[1] = &in;
-	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
+	ret = vudc_cmd_start(vudc, cmd, req);
+	if (ret == -ENODEV)
+		return vudc_cmd_gone(vudc, req);
 	if (ret)
 		return ret;
-	if (unlikely(!virtqueue_kick(vudc->cvq)))
-		goto gone;
 
 	deadline = ktime_add_ms(ktime_get(), VUDC_CMD_TIMEOUT_MS);
-	while (!virtqueue_get_buf(vudc->cvq, &len)) {
+	for (;;) {
+		vudc_collect_cmds(vudc);
+		if (cmd->finished)
+			break;
 		if (virtqueue_is_broken(vudc->cvq) || ktime_after(ktime_get(), deadline))
-			goto gone;
+			return vudc_cmd_gone(vudc, req);
 		cpu_relax();
 	}
-	if (len < sizeof(cmd->resp)) {
-		dev_warn_ratelimited(&vudc->vdev->dev, "command %u: short response\n",
-				     le16_to_cpu(req->opcode));
-		return -EIO;
-	}
-	if (value)
-		*value = le32_to_cpu(cmd->resp.value);
-	return vudc_status_to_errno(le32_to_cpu(cmd->resp.status));
-
-gone:
-	dev_err(&vudc->vdev->dev, "command %u: no response; failing all requests\n",
-		le16_to_cpu(req->opcode));
-	vudc_mark_dead(vudc);
-	return -ESHUTDOWN;
+	return vudc_cmd_result(vudc, cmd, value);
 }
 
 static int vudc_simple_cmd(struct virtio_udc *vudc, u16 opcode, u8 ep, u32 value, u32 *result)
@@ -478,7 +572,56 @@ static int vudc_simple_cmd(struct virtio_udc *vudc, u16 opcode, u8 ep, u32 value
 		.value = cpu_to_le32(value),
 	};
 
-	return vudc_cmd(vudc, &req, result);
+	return vudc_cmd_atomic(vudc, &req, result);
+}
+
+/*
+ * Send one command from a caller that may sleep, without the lock, and
+ * sleep until the controlq interrupt reports its response, for at most
+ * VUDC_CMD_TIMEOUT_MS. Returns as vudc_cmd_atomic() does.
+ */
+static int vudc_cmd_sleep(struct virtio_udc *vudc, u16 opcode, u32 value, u32 *result)
+{
+	struct virtio_udc_cmd *cmd = &vudc->cmds[VUDC_CMD_SLEEP];
+	struct virtio_udc_ctrl_req req = {
+		.opcode = cpu_to_le16(opcode),
+		.value = cpu_to_le32(value),
+	};
+	unsigned long flags;
+	unsigned int epoch;
+	int ret;
+
+	mutex_lock(&vudc->cmd_mutex);
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (vudc->dead || vudc->recovering) {
+		ret = -ESHUTDOWN;
+		goto unlock;
+	}
+	epoch = vudc->epoch;
+	ret = vudc_cmd_start(vudc, cmd, &req);
+	if (ret == -ENODEV)
+		ret = vudc_cmd_gone(vudc, &req);
+	if (ret)
+		goto unlock;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+
+	wait_for_completion_timeout(&cmd->done, msecs_to_jiffies(VUDC_CMD_TIMEOUT_MS));
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (vudc->epoch != epoch) {
+		/* Given up for dead meanwhile, perhaps reset already. */
+		ret = -ESHUTDOWN;
+		goto unlock;
+	}
+	vudc_collect_cmds(vudc);
+	if (cmd->finished)
+		ret = vudc_cmd_result(vudc, cmd, result);
+	else
+		ret = vudc_cmd_gone(vudc, &req);
+unlock:
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	mutex_unlock(&vudc->cmd_mutex);
+	return ret;
 }
 
 /* --------------------------------------------------------------------- */
@@ -529,7 +672,7 @@ static int virtio_udc_ep_enable(struct usb_ep *ep, const struct usb_endpoint_des
 	req.interval = desc->bInterval;
 	req.max_burst = burst;
 	req.mult = mult;
-	ret = vudc_cmd(vudc, &req, NULL);
+	ret = vudc_cmd_atomic(vudc, &req, NULL);
 	if (ret) {
 		dev_dbg(&vudc->vdev->dev, "%s: enable failed: %d\n", ep->name, ret);
 		goto out;
@@ -768,7 +911,7 @@ static int virtio_udc_ep_dequeue(struct usb_ep *ep, struct usb_request *req)
 	cmd.opcode = cpu_to_le16(VIRTIO_UDC_CMD_XFER_CANCEL);
 	cmd.ep = vreq->wire.hdr.ep;
 	cmd.tag = cpu_to_le64(vreq->tag);
-	ret = vudc_cmd(vudc, &cmd, NULL);
+	ret = vudc_cmd_atomic(vudc, &cmd, NULL);
 	/*
 	 * CANCELLED, or the completion that beat the cancel (NOT_FOUND), is on
 	 * the used ring now; a dead device had its requests taken back.
@@ -921,14 +1064,15 @@ static void vudc_bus_gone(struct virtio_udc *vudc)
 		vudc_ep_disabled(vudc, &vudc->eps[i]);
 }
 
+/* The UDC core calls this with its connect_lock mutex held: it may sleep. */
 static int virtio_udc_pullup(struct usb_gadget *gadget, int is_on)
 {
 	struct virtio_udc *vudc = gadget_to_vudc(gadget);
 	unsigned long flags;
 	int ret;
 
+	ret = vudc_cmd_sleep(vudc, VIRTIO_UDC_CMD_PULLUP, !!is_on, NULL);
 	spin_lock_irqsave(&vudc->lock, flags);
-	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_PULLUP, 0, !!is_on, NULL);
 	if (!ret)
 		vudc->pullup = !!is_on;
 	if (!is_on) {
@@ -1164,41 +1308,35 @@ static int vudc_post_event_bufs(struct virtio_udc *vudc);
 /*
  * Wait, sleeping, until the device answers a command: after a reset that
  * followed the loss of the back end, that is when a new one serves it.
+ * The wait has no bound (a back end may take long to come back); it ends
+ * early when the driver is unbinding.
  */
 static bool vudc_wait_for_backend(struct virtio_udc *vudc)
 {
-	struct virtio_udc_cmd *cmd = vudc->cmd;
-	struct scatterlist out, in, *sgs[2] = { &out, &in };
+	struct virtio_udc_cmd *cmd = &vudc->cmds[VUDC_CMD_PROBE];
+	struct virtio_udc_ctrl_req req = {
+		.opcode = cpu_to_le16(VIRTIO_UDC_CMD_GET_FRAME),
+	};
 	unsigned long flags;
-	unsigned int len;
 	bool answered = false;
 	int ret;
 
-	memset(cmd, 0, sizeof(*cmd));
-	cmd->req.opcode = cpu_to_le16(VIRTIO_UDC_CMD_GET_FRAME);
-	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
-	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
-
 	spin_lock_irqsave(&vudc->lock, flags);
-	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
-	if (!ret)
-		virtqueue_kick(vudc->cvq);
+	ret = vudc_cmd_start(vudc, cmd, &req);
 	spin_unlock_irqrestore(&vudc->lock, flags);
-	if (ret)
-		return false;
 
-	while (!answered) {
+	while (!ret && !answered) {
+		wait_for_completion_timeout(&cmd->done, msecs_to_jiffies(VUDC_RECOVERY_POLL_MS));
 		spin_lock_irqsave(&vudc->lock, flags);
 		if (vudc->removing || virtqueue_is_broken(vudc->cvq)) {
 			spin_unlock_irqrestore(&vudc->lock, flags);
-			return false;
+			break;
 		}
-		answered = virtqueue_get_buf(vudc->cvq, &len);
+		vudc_collect_cmds(vudc);
+		answered = cmd->finished;
 		spin_unlock_irqrestore(&vudc->lock, flags);
-		if (!answered)
-			msleep(VUDC_RECOVERY_POLL_MS);
 	}
-	return true;
+	return answered;
 }
 
 static void vudc_reset_work(struct work_struct *work)
@@ -1207,7 +1345,7 @@ static void vudc_reset_work(struct work_struct *work)
 	struct virtio_device *vdev = vudc->vdev;
 	struct usb_gadget_driver *driver;
 	unsigned long flags;
-	bool was_connected;
+	bool was_connected, reconnect;
 	int ret;
 
 	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET))
@@ -1270,13 +1408,14 @@ static void vudc_reset_work(struct work_struct *work)
 
 	spin_lock_irqsave(&vudc->lock, flags);
 	vudc->recovering = false;
+	reconnect = vudc->pullup && vudc->driver;
+	spin_unlock_irqrestore(&vudc->lock, flags);
 	dev_info(&vdev->dev, "device reset; a back end serves it again\n");
-	if (vudc->pullup && vudc->driver) {
-		ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_PULLUP, 0, 1, NULL);
+	if (reconnect) {
+		ret = vudc_cmd_sleep(vudc, VIRTIO_UDC_CMD_PULLUP, 1, NULL);
 		if (ret)
 			dev_warn(&vdev->dev, "cannot connect again: %d\n", ret);
 	}
-	spin_unlock_irqrestore(&vudc->lock, flags);
 }
 
 static void virtio_udc_config_changed(struct virtio_device *vdev)
@@ -1291,7 +1430,7 @@ static int vudc_find_vqs(struct virtio_udc *vudc)
 {
 	struct virtqueue *vqs[VIRTIO_UDC_NUM_VQS];
 	struct virtqueue_info vqs_info[VIRTIO_UDC_NUM_VQS] = {
-		[VIRTIO_UDC_VQ_CONTROL] = { .name = "control" },
+		[VIRTIO_UDC_VQ_CONTROL] = { .name = "control", .callback = vudc_controlq_done },
 		[VIRTIO_UDC_VQ_EVENT] = { .name = "event", .callback = vudc_eventq_done },
 		[VIRTIO_UDC_VQ_XFER] = { .name = "xfer", .callback = vudc_xferq_done },
 	};
@@ -1395,7 +1534,7 @@ static void virtio_udc_gadget_release(struct device *dev)
 	struct virtio_udc *vudc = gadget_to_vudc(gadget);
 
 	kfree(vudc->events);
-	kfree(vudc->cmd);
+	kfree(vudc->cmds);
 	kfree(vudc);
 }
 
@@ -1403,6 +1542,7 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 {
 	struct virtio_udc *vudc;
 	struct usb_gadget *gadget;
+	unsigned int i;
 	u8 max_speed;
 	int ret;
 
@@ -1416,14 +1556,17 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 	vudc = kzalloc(sizeof(*vudc), GFP_KERNEL);
 	if (!vudc)
 		return -ENOMEM;
-	vudc->cmd = kzalloc(sizeof(*vudc->cmd), GFP_KERNEL);
+	vudc->cmds = kcalloc(VUDC_NUM_CMDS, sizeof(*vudc->cmds), GFP_KERNEL);
 	vudc->events = kcalloc(VUDC_EVENT_BUFS, sizeof(*vudc->events), GFP_KERNEL);
-	if (!vudc->cmd || !vudc->events) {
+	if (!vudc->cmds || !vudc->events) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
+	for (i = 0; i < VUDC_NUM_CMDS; i++)
+		init_completion(&vudc->cmds[i].done);
 
 	spin_lock_init(&vudc->lock);
+	mutex_init(&vudc->cmd_mutex);
 	INIT_LIST_HEAD(&vudc->backlog);
 	INIT_WORK(&vudc->reset_work, vudc_reset_work);
 	vudc->vdev = vdev;
@@ -1494,7 +1637,7 @@ err_vqs:
 	vdev->config->del_vqs(vdev);
 err_free:
 	kfree(vudc->events);
-	kfree(vudc->cmd);
+	kfree(vudc->cmds);
 	kfree(vudc);
 	return ret;
 }
