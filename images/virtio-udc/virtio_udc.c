@@ -116,12 +116,17 @@ struct virtio_udc_ep {
  * @in_flight: the device owns it
  * @is_in: data moves to the host
  * @mapped: the driver mapped it and unmaps it on completion
+ * @seg_pages: pages holding the segments when they do not fit in @wire
+ * @nr_seg_pages: number of @seg_pages
  * @wire: header and the first segments, read by the device
  * @wire.hdr: the transfer request header
  * @wire.segs: segments that fit next to the header
- * @status: written by the device
- * @seg_pages: pages holding the segments when they do not fit in @wire
- * @nr_seg_pages: number of @seg_pages
+ * @status: written by the device, in a cacheline of its own (the last)
+ *
+ * On a platform without coherent DMA, a cacheline the device writes must
+ * hold nothing the CPU writes while the device owns it, or a write-back
+ * of that line would undo the device's write: hence @status starts a
+ * cacheline and the structure's alignment pads the rest of it.
  */
 struct virtio_udc_req {
 	struct usb_request req;
@@ -132,13 +137,13 @@ struct virtio_udc_req {
 	bool in_flight;
 	bool is_in;
 	bool mapped;
+	void **seg_pages;
+	unsigned int nr_seg_pages;
 	struct {
 		struct virtio_udc_xfer_req hdr;
 		struct virtio_udc_seg segs[VUDC_INLINE_SEGS];
 	} wire;
-	struct virtio_udc_xfer_status status;
-	void **seg_pages;
-	unsigned int nr_seg_pages;
+	struct virtio_udc_xfer_status status ____cacheline_aligned;
 };
 
 /*
@@ -158,14 +163,15 @@ enum {
  * @done: signalled when the response has been collected
  * @len: used length the device reported
  * @finished: the response has been collected
- * @resp: written by the device
+ * @resp: written by the device, in a cacheline of its own (see
+ *	struct virtio_udc_req)
  */
 struct virtio_udc_cmd {
 	struct virtio_udc_ctrl_req req;
 	struct completion done;
 	unsigned int len;
 	bool finished;
-	struct virtio_udc_ctrl_resp resp;
+	struct virtio_udc_ctrl_resp resp ____cacheline_aligned;
 };
 
 /**
@@ -180,7 +186,8 @@ struct virtio_udc_cmd {
  * @xvq: xferq
  * @cmds: command buffers, VUDC_CMD_*
  * @cmd_mutex: serialises the commands of callers that sleep
- * @events: eventq buffers
+ * @events: eventq buffers, an allocation of their own: only the device
+ *	writes them
  * @eps: ep0 first, then the endpoints in configuration-space order
  * @num_eps: valid entries in @eps
  * @backlog: requests waiting for room on the xferq, oldest first
