@@ -118,6 +118,8 @@ struct virtio_udc_ep {
  * @mapped: the driver mapped it and unmaps it on completion
  * @seg_pages: pages holding the segments when they do not fit in @wire
  * @nr_seg_pages: number of @seg_pages
+ * @out_sgs: the device-readable part when @seg_pages are used: the header,
+ *	then one entry per page (@nr_seg_pages + 1 entries)
  * @wire: header and the first segments, read by the device
  * @wire.hdr: the transfer request header
  * @wire.segs: segments that fit next to the header
@@ -139,6 +141,7 @@ struct virtio_udc_req {
 	bool mapped;
 	void **seg_pages;
 	unsigned int nr_seg_pages;
+	struct scatterlist *out_sgs;
 	struct {
 		struct virtio_udc_xfer_req hdr;
 		struct virtio_udc_seg segs[VUDC_INLINE_SEGS];
@@ -287,8 +290,39 @@ static void vudc_free_seg_pages(struct virtio_udc_req *vreq)
 	for (i = 0; i < vreq->nr_seg_pages; i++)
 		free_page((unsigned long)vreq->seg_pages[i]);
 	kfree(vreq->seg_pages);
+	kfree(vreq->out_sgs);
 	vreq->seg_pages = NULL;
+	vreq->out_sgs = NULL;
 	vreq->nr_seg_pages = 0;
+}
+
+/*
+ * Room for @nents segments, with the gadget driver's @gfp: pages for the
+ * segments when they do not fit next to the header. Called before the
+ * request is mapped, so @nents is an upper bound.
+ */
+static int vudc_alloc_seg_pages(struct virtio_udc_req *vreq, unsigned int nents, gfp_t gfp)
+{
+	unsigned int pages, i;
+
+	if (nents <= VUDC_INLINE_SEGS)
+		return 0;
+	pages = DIV_ROUND_UP(nents, VUDC_SEGS_PER_PAGE);
+	vreq->seg_pages = kcalloc(pages, sizeof(*vreq->seg_pages), gfp);
+	vreq->out_sgs = kmalloc_array(pages + 1, sizeof(*vreq->out_sgs), gfp);
+	if (!vreq->seg_pages || !vreq->out_sgs)
+		goto nomem;
+	for (i = 0; i < pages; i++) {
+		vreq->seg_pages[i] = (void *)__get_free_page(gfp);
+		if (!vreq->seg_pages[i])
+			goto nomem;
+		vreq->nr_seg_pages++;
+	}
+	return 0;
+
+nomem:
+	vudc_free_seg_pages(vreq);
+	return -ENOMEM;
 }
 
 /*
@@ -364,42 +398,26 @@ static void vudc_drain_xferq(struct virtio_udc *vudc)
 	} while (!virtqueue_enable_cb(vudc->xvq));
 }
 
-/* Hand one request to the device. */
+/*
+ * Hand one request to the device. Under the lock, also from the xferq
+ * interrupt (the backlog), so the ring's indirect descriptors are
+ * allocated GFP_ATOMIC; everything else was allocated at queue time.
+ */
 static int vudc_submit(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
 	__must_hold(&vudc->lock)
 {
-	struct scatterlist *sgs[2], status_sg, *out;
-	struct scatterlist out_inline[1];
-	struct scatterlist *out_pages = NULL;
+	struct scatterlist *sgs[2], status_sg, out_inline;
 	unsigned int num_segs = le32_to_cpu(vreq->wire.hdr.num_segs);
-	unsigned int i;
 	int ret;
 
-	if (!vreq->nr_seg_pages) {
-		sg_init_one(out_inline, &vreq->wire,
+	if (!vreq->nr_seg_pages)
+		sg_init_one(&out_inline, &vreq->wire,
 			    sizeof(vreq->wire.hdr) + num_segs * sizeof(struct virtio_udc_seg));
-		out = out_inline;
-	} else {
-		out_pages = kmalloc_array(vreq->nr_seg_pages + 1, sizeof(*out_pages), GFP_ATOMIC);
-		if (!out_pages)
-			return -ENOMEM;
-		sg_init_table(out_pages, vreq->nr_seg_pages + 1);
-		sg_set_buf(&out_pages[0], &vreq->wire.hdr, sizeof(vreq->wire.hdr));
-		for (i = 0; i < vreq->nr_seg_pages; i++) {
-			unsigned int n = min_t(unsigned int, num_segs - i * VUDC_SEGS_PER_PAGE,
-					       VUDC_SEGS_PER_PAGE);
-
-			sg_set_buf(&out_pages[i + 1], vreq->seg_pages[i],
-				   n * sizeof(struct virtio_udc_seg));
-		}
-		out = out_pages;
-	}
 	sg_init_one(&status_sg, &vreq->status, sizeof(vreq->status));
-	sgs[0] = out;
+	sgs[0] = vreq->nr_seg_pages ? vreq->out_sgs : &out_inline;
 	sgs[1] = &status_sg;
 
 	ret = virtqueue_add_sgs(vudc->xvq, sgs, 1, 1, vreq, GFP_ATOMIC);
-	kfree(out_pages);
 	if (ret)
 		return ret;
 	vreq->in_flight = true;
@@ -754,13 +772,16 @@ static void virtio_udc_free_request(struct usb_ep *ep, struct usb_request *req)
 	kfree(vreq);
 }
 
-/* Fill in the segment list from the request's DMA mapping. */
+/*
+ * Fill in the segment list from the request's DMA mapping, in the room
+ * vudc_alloc_seg_pages() made for at least as many segments.
+ */
 static int vudc_build_segs(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
 {
 	struct usb_request *req = &vreq->req;
 	struct virtio_udc_seg *seg;
 	struct scatterlist *sg;
-	unsigned int num_segs, i;
+	unsigned int num_segs, pages, i;
 
 	if (!req->length)
 		num_segs = 0;
@@ -772,20 +793,20 @@ static int vudc_build_segs(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
 	if (num_segs > vudc->max_segments)
 		return -EINVAL;
 
-	if (num_segs > VUDC_INLINE_SEGS) {
-		unsigned int pages = DIV_ROUND_UP(num_segs, VUDC_SEGS_PER_PAGE);
-
-		vreq->seg_pages = kcalloc(pages, sizeof(*vreq->seg_pages), GFP_ATOMIC);
-		if (!vreq->seg_pages)
-			return -ENOMEM;
-		for (i = 0; i < pages; i++) {
-			vreq->seg_pages[i] = (void *)__get_free_page(GFP_ATOMIC);
-			if (!vreq->seg_pages[i]) {
-				vudc_free_seg_pages(vreq);
-				return -ENOMEM;
-			}
-			vreq->nr_seg_pages++;
-		}
+	if (num_segs <= VUDC_INLINE_SEGS) {
+		/* The mapping merged entries: the header has room for them. */
+		vudc_free_seg_pages(vreq);
+	} else {
+		pages = DIV_ROUND_UP(num_segs, VUDC_SEGS_PER_PAGE);
+		if (WARN_ON_ONCE(pages > vreq->nr_seg_pages))
+			return -EINVAL;
+		/* Only the pages in use go to the device. */
+		sg_init_table(vreq->out_sgs, pages + 1);
+		sg_set_buf(&vreq->out_sgs[0], &vreq->wire.hdr, sizeof(vreq->wire.hdr));
+		for (i = 0; i < pages; i++)
+			sg_set_buf(&vreq->out_sgs[i + 1], vreq->seg_pages[i],
+				   min_t(unsigned int, num_segs - i * VUDC_SEGS_PER_PAGE,
+					 VUDC_SEGS_PER_PAGE) * sizeof(struct virtio_udc_seg));
 	}
 
 	if (num_segs == 1 && !req->num_mapped_sgs) {
@@ -816,6 +837,7 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 	struct virtio_udc *vudc = vep->vudc;
 	struct virtio_udc_xfer_req *hdr = &vreq->wire.hdr;
 	unsigned long flags;
+	unsigned int nents;
 	u8 addr;
 	int ret;
 
@@ -824,18 +846,27 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 	if (req->length && !req->buf && !req->num_sgs)
 		return -EINVAL;
 
+	/*
+	 * Allocate with the caller's gfp before taking the lock: the
+	 * mapping can only merge entries, so the CPU-side count is enough.
+	 */
+	nents = !req->length ? 0 : req->num_sgs ? req->num_sgs : 1;
+	ret = vudc_alloc_seg_pages(vreq, min(nents, vudc->max_segments), gfp);
+	if (ret)
+		return ret;
+
 	spin_lock_irqsave(&vudc->lock, flags);
 	if (!vudc->driver || vudc->dead || vudc->recovering ||
 	    vudc->gadget.speed == USB_SPEED_UNKNOWN) {
 		ret = -ESHUTDOWN;
-		goto out;
+		goto free;
 	}
 	if (vep_is_ep0(vep)) {
 		addr = vudc->ep0_in ? USB_DIR_IN : USB_DIR_OUT;
 	} else {
 		if (!vep->enabled) {
 			ret = -ESHUTDOWN;
-			goto out;
+			goto free;
 		}
 		addr = vep->addr;
 	}
@@ -847,7 +878,7 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 
 	ret = usb_gadget_map_request_by_dev(vudc->dma_dev, req, vreq->is_in);
 	if (ret)
-		goto out;
+		goto free;
 	vreq->mapped = true;
 
 	ret = vudc_build_segs(vudc, vreq);
@@ -872,7 +903,6 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 		}
 		if (ret != -ENOSPC) {
 			list_del_init(&vreq->queue);
-			vudc_free_seg_pages(vreq);
 			goto unmap;
 		}
 	}
@@ -883,6 +913,8 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 unmap:
 	usb_gadget_unmap_request_by_dev(vudc->dma_dev, req, vreq->is_in);
 	vreq->mapped = false;
+free:
+	vudc_free_seg_pages(vreq);
 out:
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	return ret;
