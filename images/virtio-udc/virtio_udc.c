@@ -43,6 +43,8 @@
  * VIRTIO_CONFIG_S_NEEDS_RESET: the driver fails every request, tells the
  * gadget driver the bus is gone, resets the device and waits, sleeping,
  * until a back end answers again; then it reconnects if the gadget wanted.
+ * System sleep goes through the same steps, without the wait: see
+ * vudc_quiesce().
  */
 
 #include <linux/completion.h>
@@ -202,7 +204,8 @@ struct virtio_udc_cmd {
  * @dead: the device stopped answering; nothing more goes to it
  * @epoch: counts the times the device was given up for dead
  * @recovering: the device is being reset after it needed one
- * @removing: the driver is unbinding; no recovery is started
+ * @stopping: the driver is unbinding or the system suspending; no
+ *	recovery is started and a recovery under way gives up
  * @reset_work: resets the device when it needs a reset
  */
 struct virtio_udc {
@@ -228,7 +231,7 @@ struct virtio_udc {
 	bool dead;
 	unsigned int epoch;
 	bool recovering;
-	bool removing;
+	bool stopping;
 	struct work_struct reset_work;
 };
 
@@ -1367,7 +1370,7 @@ static bool vudc_wait_for_backend(struct virtio_udc *vudc)
 	while (!ret && !answered) {
 		wait_for_completion_timeout(&cmd->done, msecs_to_jiffies(VUDC_RECOVERY_POLL_MS));
 		spin_lock_irqsave(&vudc->lock, flags);
-		if (vudc->removing || virtqueue_is_broken(vudc->cvq)) {
+		if (vudc->stopping || virtqueue_is_broken(vudc->cvq)) {
 			spin_unlock_irqrestore(&vudc->lock, flags);
 			break;
 		}
@@ -1378,24 +1381,36 @@ static bool vudc_wait_for_backend(struct virtio_udc *vudc)
 	return answered;
 }
 
-static void vudc_reset_work(struct work_struct *work)
+/*
+ * Recovery from a lost back end and system sleep share two halves, shaped
+ * like the virtio core's reset_prepare and reset_done driver callbacks:
+ * vudc_quiesce() takes every request back, tells the gadget driver the bus
+ * is gone, resets the device and deletes the queues; vudc_restart(), once
+ * the features are negotiated again, sets the queues up, posts the event
+ * buffers and sets DRIVER_OK. vudc_reconnect() then pulls up again if the
+ * gadget wanted to be connected.
+ *
+ * For system sleep, the virtio core's virtio_device_freeze() and
+ * virtio_device_restore() call them through .freeze and .restore and do
+ * the reset and the status and feature negotiation in between. A lost
+ * back end is noticed by the driver, which has to start the reset itself,
+ * and Linux 6.12 has no core path a driver can call for that: struct
+ * virtio_driver has no reset_prepare/reset_done (they came in 6.14, with
+ * virtio_device_reset_prepare() and virtio_device_reset_done(), for
+ * virtio-pci's function level reset), and virtio_device_restore() exists
+ * only with CONFIG_PM_SLEEP. So the recovery work does that step itself,
+ * in vudc_renegotiate(), as virtio_device_restore() does it. With 6.14 as
+ * the oldest kernel, the two halves become .reset_prepare and .reset_done
+ * and the recovery work calls the core's two functions instead.
+ */
+static void vudc_quiesce(struct virtio_udc *vudc)
 {
-	struct virtio_udc *vudc = container_of(work, struct virtio_udc, reset_work);
 	struct virtio_device *vdev = vudc->vdev;
 	struct usb_gadget_driver *driver;
 	unsigned long flags;
-	bool was_connected, reconnect;
-	int ret;
-
-	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET))
-		return;
+	bool was_connected;
 
 	spin_lock_irqsave(&vudc->lock, flags);
-	if (vudc->removing || vudc->recovering) {
-		spin_unlock_irqrestore(&vudc->lock, flags);
-		return;
-	}
-	dev_warn(&vdev->dev, "device needs a reset (its back end went away); failing all requests\n");
 	vudc_mark_dead(vudc);
 	vudc->recovering = true;
 	was_connected = vudc->gadget.speed != USB_SPEED_UNKNOWN;
@@ -1409,52 +1424,103 @@ static void vudc_reset_work(struct work_struct *work)
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	usb_gadget_set_state(&vudc->gadget, USB_STATE_NOTATTACHED);
 
-	/*
-	 * Start over as probe did: reset, then the status bits and the
-	 * features the core negotiated then, before the queues.
-	 */
 	virtio_reset_device(vdev);
-	vdev->config->del_vqs(vdev);
+	if (vudc->cvq) {
+		vdev->config->del_vqs(vdev);
+		spin_lock_irqsave(&vudc->lock, flags);
+		vudc->cvq = NULL;
+		vudc->evq = NULL;
+		vudc->xvq = NULL;
+		spin_unlock_irqrestore(&vudc->lock, flags);
+	}
+}
+
+/* What virtio_device_restore() does between the halves: see above. */
+static int vudc_renegotiate(struct virtio_device *vdev)
+{
+	int ret;
+
 	virtio_add_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
 	ret = vdev->config->finalize_features(vdev);
-	if (!ret) {
-		virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
-		if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_FEATURES_OK))
-			ret = -ENODEV;
-	}
-	if (ret) {
-		dev_err(&vdev->dev, "the device refused its features again: %d\n", ret);
-		return;
-	}
+	if (ret)
+		return ret;
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_FEATURES_OK))
+		return -ENODEV;
+	return 0;
+}
+
+static int vudc_restart(struct virtio_udc *vudc)
+{
+	struct virtio_device *vdev = vudc->vdev;
+	unsigned long flags;
+	int ret;
+
 	ret = vudc_find_vqs(vudc);
 	if (ret) {
 		dev_err(&vdev->dev, "cannot set the queues up again: %d\n", ret);
-		return;
+		return ret;
 	}
 	ret = vudc_post_event_bufs(vudc);
 	if (ret) {
 		dev_err(&vdev->dev, "cannot post event buffers: %d\n", ret);
-		return;
+		return ret;
 	}
 	spin_lock_irqsave(&vudc->lock, flags);
 	vudc->dead = false;
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	virtio_device_ready(vdev);
 	virtqueue_kick(vudc->evq);
+	return 0;
+}
 
-	if (!vudc_wait_for_backend(vudc))
-		return;
+static void vudc_reconnect(struct virtio_udc *vudc)
+{
+	unsigned long flags;
+	bool reconnect;
+	int ret;
 
 	spin_lock_irqsave(&vudc->lock, flags);
 	vudc->recovering = false;
 	reconnect = vudc->pullup && vudc->driver;
 	spin_unlock_irqrestore(&vudc->lock, flags);
-	dev_info(&vdev->dev, "device reset; a back end serves it again\n");
 	if (reconnect) {
 		ret = vudc_cmd_sleep(vudc, VIRTIO_UDC_CMD_PULLUP, 1, NULL);
 		if (ret)
-			dev_warn(&vdev->dev, "cannot connect again: %d\n", ret);
+			dev_warn(&vudc->vdev->dev, "cannot connect again: %d\n", ret);
 	}
+}
+
+static void vudc_reset_work(struct work_struct *work)
+{
+	struct virtio_udc *vudc = container_of(work, struct virtio_udc, reset_work);
+	struct virtio_device *vdev = vudc->vdev;
+	unsigned long flags;
+	bool busy;
+	int ret;
+
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET))
+		return;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	busy = vudc->stopping || vudc->recovering;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	if (busy)
+		return;
+
+	dev_warn(&vdev->dev, "device needs a reset (its back end went away); failing all requests\n");
+	vudc_quiesce(vudc);
+	ret = vudc_renegotiate(vdev);
+	if (ret) {
+		dev_err(&vdev->dev, "the device refused its features again: %d\n", ret);
+		return;
+	}
+	if (vudc_restart(vudc))
+		return;
+	if (!vudc_wait_for_backend(vudc))
+		return;
+	dev_info(&vdev->dev, "device reset; a back end serves it again\n");
+	vudc_reconnect(vudc);
 }
 
 static void virtio_udc_config_changed(struct virtio_device *vdev)
@@ -1689,7 +1755,7 @@ static void virtio_udc_remove(struct virtio_device *vdev)
 	unsigned int i;
 
 	spin_lock_irqsave(&vudc->lock, flags);
-	vudc->removing = true;
+	vudc->stopping = true;
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	cancel_work_sync(&vudc->reset_work);
 
@@ -1703,12 +1769,49 @@ static void virtio_udc_remove(struct virtio_device *vdev)
 	vudc->dead = true;
 	for (i = 0; i < vudc->num_eps; i++)
 		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
-	while ((vreq = virtqueue_detach_unused_buf(vudc->xvq)))
+	while (vudc->xvq && (vreq = virtqueue_detach_unused_buf(vudc->xvq)))
 		;
 	spin_unlock_irqrestore(&vudc->lock, flags);
 
-	vdev->config->del_vqs(vdev);
+	/* A recovery that gave up may have left no queues. */
+	if (vudc->cvq)
+		vdev->config->del_vqs(vdev);
 	usb_put_gadget(&vudc->gadget);
+}
+
+/*
+ * System sleep: the device loses its state, so the gadget is disconnected
+ * and every request fails, as when the back end goes away; after resume
+ * the gadget connects again if it wanted to be connected, and the host
+ * enumerates it again.
+ */
+static int virtio_udc_freeze(struct virtio_device *vdev)
+{
+	struct virtio_udc *vudc = vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->stopping = true;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	cancel_work_sync(&vudc->reset_work);
+	vudc_quiesce(vudc);
+	return 0;
+}
+
+static int virtio_udc_restore(struct virtio_device *vdev)
+{
+	struct virtio_udc *vudc = vdev->priv;
+	unsigned long flags;
+	int ret;
+
+	ret = vudc_restart(vudc);
+	if (ret)
+		return ret;
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->stopping = false;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	vudc_reconnect(vudc);
+	return 0;
 }
 
 static const struct virtio_device_id id_table[] = {
@@ -1728,6 +1831,8 @@ static struct virtio_driver virtio_udc_driver = {
 	.probe			= virtio_udc_probe,
 	.remove			= virtio_udc_remove,
 	.config_changed		= virtio_udc_config_changed,
+	.freeze			= pm_sleep_ptr(virtio_udc_freeze),
+	.restore		= pm_sleep_ptr(virtio_udc_restore),
 };
 module_virtio_driver(virtio_udc_driver);
 
