@@ -273,8 +273,11 @@ fi
 
 # ---------------------------------------------------------------- module --
 
-modsrc=(virtio_udc.c virtio_udc.h Kbuild Makefile)
-mod_key=$( (echo "$kernel_id"; for f in "${modsrc[@]}"; do sha256sum "$here/virtio-udc/$f"; done) |
+# Every file the module's build reads: the driver, its uapi header, Kbuild and
+# the compat headers (as paths relative to images/virtio-udc).
+mapfile -t modsrc < <(cd "$here/virtio-udc" && find . -type f \( -name '*.c' -o -name '*.h' \
+    -o -name Kbuild -o -name Makefile -o -name Kconfig \) ! -name '*.mod.c' | LC_ALL=C sort)
+mod_key=$( (echo "$kernel_id"; for f in "${modsrc[@]}"; do (cd "$here/virtio-udc" && sha256sum "$f"); done) |
     sha256sum | cut -c1-16)
 modbuild="$cache/module/$mod_key"
 if [ -f "$modbuild/virtio_udc.ko" ]; then
@@ -283,7 +286,7 @@ else
     say "virtio_udc.ko: building against $release"
     rm -rf "$modbuild"
     mkdir -p "$modbuild"
-    for f in "${modsrc[@]}"; do cp "$here/virtio-udc/$f" "$modbuild/"; done
+    (cd "$here/virtio-udc" && cp --parents "${modsrc[@]}" "$modbuild/")
     make -s -C "$modbuild" KDIR="$kdir" modules >&2 || die "virtio_udc.ko did not build against $kdir"
 fi
 modinfo -F vermagic "$modbuild/virtio_udc.ko" | grep -q "^$release " ||

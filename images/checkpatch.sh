@@ -35,12 +35,24 @@ if [ ! -f "$tree/.done" ]; then
     touch "$tree/.done"
 fi
 
-dest="$tree/drivers/usb/gadget/udc"
-cp "$here/virtio-udc/virtio_udc.c" "$here/virtio-udc/virtio_udc.h" "$dest/"
+# The files where a submission puts them: the driver, its uapi header and its
+# Kconfig entry (kept apart from the tree's own Kconfig, which it would join).
+src="$here/virtio-udc"
+mkdir -p "$tree/include/uapi/linux"
+cp "$src/virtio_udc.c" "$tree/drivers/usb/gadget/udc/virtio_udc.c"
+cp "$src/include/uapi/linux/virtio_udc.h" "$tree/include/uapi/linux/virtio_udc.h"
+cp "$src/Kconfig" "$tree/drivers/usb/gadget/udc/Kconfig.virtio_udc"
 status=0
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet -f \
-    drivers/usb/gadget/udc/virtio_udc.c drivers/usb/gadget/udc/virtio_udc.h) || status=1
-(cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --no-tree -f "$here/virtio-udc/compat/find_vqs.h") || status=1
+    drivers/usb/gadget/udc/virtio_udc.c include/uapi/linux/virtio_udc.h \
+    drivers/usb/gadget/udc/Kconfig.virtio_udc) || status=1
+# What is not submitted: the out-of-tree compat headers.
+(cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --no-tree -f "$src"/compat/*.h) || status=1
+# virtio_udc.c has no kernel-version conditionals: those live in compat/.
+if grep -nE '^#[[:space:]]*if.*(LINUX_VERSION_CODE|KERNEL_VERSION)' "$src/virtio_udc.c"; then
+    say "virtio_udc.c tests the kernel version: move that to compat/"
+    status=1
+fi
 # The f_fs fix series, as a maintainer runs checkpatch on a patch. The
 # tree here is not a git repository, so the Fixes: commit ids cannot be
 # looked up (they were checked against the kernel's history by hand).
@@ -49,10 +61,10 @@ for p in "$here"/../patches/linux/*.patch; do
     (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --ignore UNKNOWN_COMMIT_ID "$p") || status=1
 done
 doc=$(cd "$tree" && perl scripts/kernel-doc -none -Wall drivers/usb/gadget/udc/virtio_udc.c \
-    drivers/usb/gadget/udc/virtio_udc.h 2>&1) || status=1
+    include/uapi/linux/virtio_udc.h 2>&1) || status=1
 [ -z "$doc" ] || { printf '%s\n' "$doc"; status=1; }
 if [ $status = 0 ]; then
-    say "virtio_udc.c, virtio_udc.h: checkpatch --strict and kernel-doc -Wall clean"
+    say "virtio_udc.c, uapi virtio_udc.h, Kconfig: checkpatch --strict and kernel-doc -Wall clean"
     say "patches/linux: checkpatch --strict clean"
 fi
 exit $status

@@ -336,24 +336,82 @@ fn device_id_matches_the_spec() {
     assert!(SPEC.contains(&format!("| {} | xferq |", XFERQ)));
 }
 
-/// The QEMU patch defines the device ID, queue count and config size once;
-/// they must be the spec's.
+/// The QEMU series defines the device ID once, in standard-headers'
+/// virtio_ids.h where QEMU keeps virtio IDs, and the queue count and config
+/// size in the device's header; they must be the spec's.
 #[test]
 fn qemu_patch_matches_the_spec() {
-    let patch = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/qemu/patches"))
+    let patches: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/qemu/patches"))
         .expect("qemu/patches")
         .filter_map(|e| e.ok())
         .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .find(|t| t.contains("+#define VIRTIO_ID_UDC"))
-        .expect("a QEMU patch defines VIRTIO_ID_UDC");
-    let define = |name: &str| -> u64 {
-        let line = patch
-            .lines()
-            .find(|l| l.starts_with(&format!("+#define {name} ")))
-            .unwrap_or_else(|| panic!("the QEMU patch does not define {name}"));
-        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+        .collect();
+    // `+#define NAME VALUE` lines of the patches that add NAME.
+    let defines = |name: &str| -> Vec<(usize, u64)> {
+        let mut out = Vec::new();
+        for (i, p) in patches.iter().enumerate() {
+            for line in p.lines() {
+                let w: Vec<&str> = line.split_whitespace().collect();
+                if w.len() >= 3 && w[0] == "+#define" && w[1] == name {
+                    out.push((i, w[2].parse().unwrap()));
+                }
+            }
+        }
+        out
     };
-    assert_eq!(define("VIRTIO_ID_UDC"), u64::from(VIRTIO_ID_UDC));
-    assert_eq!(define("VIRTIO_UDC_NUM_VQS"), NUM_QUEUES as u64);
-    assert_eq!(define("VIRTIO_UDC_CONFIG_SIZE"), CONFIG_SIZE as u64);
+    let id = defines("VIRTIO_ID_UDC");
+    assert_eq!(id.len(), 1, "the QEMU series defines VIRTIO_ID_UDC once: {id:?}");
+    assert_eq!(id[0].1, u64::from(VIRTIO_ID_UDC));
+    let ids_patch = &patches[id[0].0];
+    assert!(
+        ids_patch.contains("+++ b/include/standard-headers/linux/virtio_ids.h"),
+        "VIRTIO_ID_UDC belongs in include/standard-headers/linux/virtio_ids.h"
+    );
+    let one = |name: &str| -> u64 {
+        let d = defines(name);
+        assert_eq!(d.len(), 1, "the QEMU series defines {name} once: {d:?}");
+        d[0].1
+    };
+    assert_eq!(one("VIRTIO_UDC_NUM_VQS"), NUM_QUEUES as u64);
+    assert_eq!(one("VIRTIO_UDC_CONFIG_SIZE"), CONFIG_SIZE as u64);
+}
+
+/// The series is numbered 1/N to N/N in file order and every patch is
+/// signed off by its author.
+#[test]
+fn qemu_series_is_numbered_and_signed_off() {
+    let mut names: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/qemu/patches"))
+        .expect("qemu/patches")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".patch"))
+        .collect();
+    names.sort();
+    let n = names.len();
+    for (i, name) in names.iter().enumerate() {
+        assert!(
+            name.starts_with(&format!("{:04}-", i + 1)),
+            "{name}: expected number {}",
+            i + 1
+        );
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("qemu/patches")
+                .join(name),
+        )
+        .unwrap();
+        assert!(
+            text.contains(&format!("Subject: [PATCH {}/{n}] ", i + 1)),
+            "{name}: its Subject is not [PATCH {}/{n}]",
+            i + 1
+        );
+        let author = text
+            .lines()
+            .find_map(|l| l.strip_prefix("From: "))
+            .unwrap_or_else(|| panic!("{name}: no From: line"));
+        assert!(
+            text.contains(&format!("\nSigned-off-by: {author}\n")),
+            "{name}: not signed off by its author {author}"
+        );
+    }
 }

@@ -1,20 +1,32 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! The guest driver's C header (images/virtio-udc/virtio_udc.h) against the
-//! wire format's single source of truth, docs/virtio-udc.md: every
-//! documented structure, field and constant is in the header with the
-//! documented offset, size or value, as the C compiler lays it out, and the
-//! header has nothing the spec does not document.
+//! The guest driver's C header (the uapi header
+//! images/virtio-udc/include/uapi/linux/virtio_udc.h, and the device ID in
+//! images/virtio-udc/compat/virtio_ids.h, the line a submission adds to
+//! <linux/virtio_ids.h>) against the wire format's single source of truth,
+//! docs/virtio-udc.md: every documented structure, field and constant is in
+//! the headers with the documented offset, size or value, as the C compiler
+//! lays it out, and the headers have nothing the spec does not document.
 //!
-//! The test writes a small C program that includes the header and prints
+//! The test writes a small C program that includes the headers and prints
 //! `offsetof`/`sizeof` of every field the spec's tables name and the value
 //! of every constant, compiles it with the host's C compiler and compares.
+//! The uapi header compiles in user space as it is (`<linux/const.h>`,
+//! `<linux/types.h>` from the host's kernel headers), as a uapi header must.
 
 use std::collections::BTreeMap;
 use std::process::Command;
 
 const SPEC: &str = include_str!("../docs/virtio-udc.md");
-const HEADER: &str = include_str!("../images/virtio-udc/virtio_udc.h");
-const HEADER_PATH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/images/virtio-udc/virtio_udc.h");
+const HEADER: &str = include_str!("../images/virtio-udc/include/uapi/linux/virtio_udc.h");
+const HEADER_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/images/virtio-udc/include/uapi/linux/virtio_udc.h"
+);
+const IDS: &str = include_str!("../images/virtio-udc/compat/virtio_ids.h");
+const IDS_PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/images/virtio-udc/compat/virtio_ids.h"
+);
 
 /// (struct, field, offset, size) rows of the spec's tables.
 type FieldRows = Vec<(String, String, usize, usize)>;
@@ -123,7 +135,7 @@ fn header_struct_fields() -> BTreeMap<String, Vec<String>> {
 /// Compiles and runs the probe program; returns its output lines.
 fn run_probe(fields: &[(String, String, usize, usize)], consts: &[String]) -> Vec<String> {
     let mut c = String::from("#include <stddef.h>\n#include <stdio.h>\n");
-    c += &format!("#include \"{HEADER_PATH}\"\n\nint main(void)\n{{\n");
+    c += &format!("#include \"{HEADER_PATH}\"\n#include \"{IDS_PATH}\"\n\nint main(void)\n{{\n");
     for (s, f, _, _) in fields {
         c += &format!(
             "\tprintf(\"F {s} {f} %zu %zu\\n\", offsetof(struct {s}, {f}), sizeof(((struct {s} *)0)->{f}));\n"
@@ -140,17 +152,11 @@ fn run_probe(fields: &[(String, String, usize, usize)], consts: &[String]) -> Ve
     c += "\treturn 0;\n}\n";
 
     let dir = tempfile::tempdir().unwrap();
-    // The header is kernel code and takes BIT() from <linux/bits.h>, which
-    // user space does not have: give the probe the kernel's definition.
-    std::fs::create_dir(dir.path().join("linux")).unwrap();
-    std::fs::write(dir.path().join("linux/bits.h"), "#define BIT(nr) (1UL << (nr))\n").unwrap();
     let src = dir.path().join("probe.c");
     let bin = dir.path().join("probe");
     std::fs::write(&src, c).unwrap();
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let out = Command::new(&cc)
-        .arg("-I")
-        .arg(dir.path())
         .args(["-std=gnu11", "-Wall", "-Werror", "-o"])
         .arg(&bin)
         .arg(&src)
@@ -206,13 +212,13 @@ fn c_header_has_nothing_the_spec_lacks() {
     let (fields, _) = spec_structs();
     let spec_consts = spec_constants();
     let extras = header_extras();
-    for line in HEADER.lines() {
+    for line in HEADER.lines().chain(IDS.lines()) {
         let mut words = line.split_whitespace();
         if words.next() != Some("#define") {
             continue;
         }
         let name = words.next().unwrap();
-        if name == "_VIRTIO_UDC_H" {
+        if name == "_LINUX_VIRTIO_UDC_H" || name == "_VIRTIO_UDC_COMPAT_VIRTIO_IDS_H" {
             continue;
         }
         assert!(
@@ -232,6 +238,21 @@ fn c_header_has_nothing_the_spec_lacks() {
             "struct {s}: the header's fields differ from the spec's table"
         );
     }
+}
+
+/// The uapi header is user-space clean: `_BITUL`, not the kernel-only `BIT`,
+/// and the device ID in the virtio_ids-style file, not in the wire header.
+#[test]
+fn c_header_is_a_uapi_header() {
+    assert!(!HEADER.contains("BIT("), "uapi headers use _BITUL(), not BIT()");
+    assert!(!HEADER.contains("<linux/bits.h>"));
+    assert!(!HEADER.contains("#define VIRTIO_ID_UDC"));
+    assert_eq!(
+        IDS.lines()
+            .filter(|l| l.starts_with("#define VIRTIO_ID_UDC"))
+            .count(),
+        1
+    );
 }
 
 #[test]

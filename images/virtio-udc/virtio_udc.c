@@ -17,27 +17,44 @@
  * (completions, setup, reset, disconnect, suspend, resume), as those may
  * queue or dequeue requests.
  *
- * Commands are synchronous: the gadget API calls that need the device
- * (usb_ep_enable from a set_alt handler, usb_ep_dequeue under f_fs's
- * spinlock, pullup from usb_gadget_deactivate) run in atomic context, so the
- * driver busy-waits for the command's response, as virtio-net does for its
- * control queue. The device answers commands without waiting for the host,
- * so the wait is short; a device that does not answer within
- * VUDC_CMD_TIMEOUT_MS is treated as gone.
+ * Commands are synchronous, and the device answers them without waiting
+ * for the host. How the driver waits depends on its caller:
+ *
+ * - Callers that may sleep wait on a completion that the controlq's
+ *   interrupt signals (vudc_cmd_sleep()): the pullup operation, which the
+ *   UDC core calls with its connect_lock mutex held, and the driver's own
+ *   recovery and PM paths. They are serialised by vudc->cmd_mutex.
+ * - The endpoint operations, get_frame, wakeup and set_selfpowered may be
+ *   called in atomic context (the gadget API says so; usb_ep_enable runs
+ *   from a set_alt handler inside our eventq interrupt, usb_ep_dequeue under
+ *   f_fs's spinlock, set_selfpowered under composite's), and so does the
+ *   stall of a refused SETUP. Those commands are sent with vudc->lock held
+ *   and polled for (vudc_cmd_atomic()), as virtio-net polls its control
+ *   queue. The poll is bounded: a device that does not answer within
+ *   VUDC_CMD_TIMEOUT_MS is treated as gone.
+ *
+ * Each path has its own command buffer, so a sleeping command may be in
+ * flight while an atomic one is sent; whichever path finds a response on
+ * the controlq first marks its command finished. The recovery work has a
+ * third buffer for its unbounded wait for a back end, so that a pullup
+ * during that wait fails at once instead of queueing behind it.
  *
  * A device that loses its back end (the vhost-user daemon exits) sets
  * VIRTIO_CONFIG_S_NEEDS_RESET: the driver fails every request, tells the
  * gadget driver the bus is gone, resets the device and waits, sleeping,
  * until a back end answers again; then it reconnects if the gadget wanted.
+ * System sleep goes through the same steps, without the wait: see
+ * vudc_quiesce().
  */
 
-#include <linux/delay.h>
+#include <linux/completion.h>
 #include <linux/device.h>
 #include <linux/dma-mapping.h>
 #include <linux/kernel.h>
 #include <linux/ktime.h>
 #include <linux/list.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/scatterlist.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
@@ -45,9 +62,9 @@
 #include <linux/usb/gadget.h>
 #include <linux/virtio.h>
 #include <linux/virtio_config.h>
+#include <linux/virtio_ids.h>
+#include <linux/virtio_udc.h>
 #include <linux/workqueue.h>
-
-#include "virtio_udc.h"
 
 #define DRIVER_DESC	"virtio USB device controller"
 
@@ -101,12 +118,19 @@ struct virtio_udc_ep {
  * @in_flight: the device owns it
  * @is_in: data moves to the host
  * @mapped: the driver mapped it and unmaps it on completion
+ * @seg_pages: pages holding the segments when they do not fit in @wire
+ * @nr_seg_pages: number of @seg_pages
+ * @out_sgs: the device-readable part when @seg_pages are used: the header,
+ *	then one entry per page (@nr_seg_pages + 1 entries)
  * @wire: header and the first segments, read by the device
  * @wire.hdr: the transfer request header
  * @wire.segs: segments that fit next to the header
- * @status: written by the device
- * @seg_pages: pages holding the segments when they do not fit in @wire
- * @nr_seg_pages: number of @seg_pages
+ * @status: written by the device, in a cacheline of its own (the last)
+ *
+ * On a platform without coherent DMA, a cacheline the device writes must
+ * hold nothing the CPU writes while the device owns it, or a write-back
+ * of that line would undo the device's write: hence @status starts a
+ * cacheline and the structure's alignment pads the rest of it.
  */
 struct virtio_udc_req {
 	struct usb_request req;
@@ -117,23 +141,42 @@ struct virtio_udc_req {
 	bool in_flight;
 	bool is_in;
 	bool mapped;
+	void **seg_pages;
+	unsigned int nr_seg_pages;
+	struct scatterlist *out_sgs;
 	struct {
 		struct virtio_udc_xfer_req hdr;
 		struct virtio_udc_seg segs[VUDC_INLINE_SEGS];
 	} wire;
-	struct virtio_udc_xfer_status status;
-	void **seg_pages;
-	unsigned int nr_seg_pages;
+	struct virtio_udc_xfer_status status ____cacheline_aligned;
+};
+
+/*
+ * The command buffers: one for each way of waiting, and one for the
+ * recovery work's question whether a back end serves the device again.
+ */
+enum {
+	VUDC_CMD_ATOMIC,
+	VUDC_CMD_SLEEP,
+	VUDC_CMD_PROBE,
+	VUDC_NUM_CMDS,
 };
 
 /**
- * struct virtio_udc_cmd - the one command buffer (commands are serialised)
+ * struct virtio_udc_cmd - one command buffer
  * @req: read by the device
- * @resp: written by the device
+ * @done: signalled when the response has been collected
+ * @len: used length the device reported
+ * @finished: the response has been collected
+ * @resp: written by the device, in a cacheline of its own (see
+ *	struct virtio_udc_req)
  */
 struct virtio_udc_cmd {
 	struct virtio_udc_ctrl_req req;
-	struct virtio_udc_ctrl_resp resp;
+	struct completion done;
+	unsigned int len;
+	bool finished;
+	struct virtio_udc_ctrl_resp resp ____cacheline_aligned;
 };
 
 /**
@@ -146,8 +189,10 @@ struct virtio_udc_cmd {
  * @cvq: controlq
  * @evq: eventq
  * @xvq: xferq
- * @cmd: command buffer
- * @events: eventq buffers
+ * @cmds: command buffers, VUDC_CMD_*
+ * @cmd_mutex: serialises the commands of callers that sleep
+ * @events: eventq buffers, an allocation of their own: only the device
+ *	writes them
  * @eps: ep0 first, then the endpoints in configuration-space order
  * @num_eps: valid entries in @eps
  * @backlog: requests waiting for room on the xferq, oldest first
@@ -157,8 +202,10 @@ struct virtio_udc_cmd {
  * @ep0_in: direction of the pending control transfer's data stage
  * @pullup: the gadget wants to be connected
  * @dead: the device stopped answering; nothing more goes to it
+ * @epoch: counts the times the device was given up for dead
  * @recovering: the device is being reset after it needed one
- * @removing: the driver is unbinding; no recovery is started
+ * @stopping: the driver is unbinding or the system suspending; no
+ *	recovery is started and a recovery under way gives up
  * @reset_work: resets the device when it needs a reset
  */
 struct virtio_udc {
@@ -170,7 +217,8 @@ struct virtio_udc {
 	struct virtqueue *cvq;
 	struct virtqueue *evq;
 	struct virtqueue *xvq;
-	struct virtio_udc_cmd *cmd;
+	struct virtio_udc_cmd *cmds;
+	struct mutex cmd_mutex;	/* serialises vudc_cmd_sleep() */
 	struct virtio_udc_event *events;
 	struct virtio_udc_ep eps[VIRTIO_UDC_MAX_EPS];
 	unsigned int num_eps;
@@ -181,8 +229,9 @@ struct virtio_udc {
 	bool ep0_in;
 	bool pullup;
 	bool dead;
+	unsigned int epoch;
 	bool recovering;
-	bool removing;
+	bool stopping;
 	struct work_struct reset_work;
 };
 
@@ -244,8 +293,39 @@ static void vudc_free_seg_pages(struct virtio_udc_req *vreq)
 	for (i = 0; i < vreq->nr_seg_pages; i++)
 		free_page((unsigned long)vreq->seg_pages[i]);
 	kfree(vreq->seg_pages);
+	kfree(vreq->out_sgs);
 	vreq->seg_pages = NULL;
+	vreq->out_sgs = NULL;
 	vreq->nr_seg_pages = 0;
+}
+
+/*
+ * Room for @nents segments, with the gadget driver's @gfp: pages for the
+ * segments when they do not fit next to the header. Called before the
+ * request is mapped, so @nents is an upper bound.
+ */
+static int vudc_alloc_seg_pages(struct virtio_udc_req *vreq, unsigned int nents, gfp_t gfp)
+{
+	unsigned int pages, i;
+
+	if (nents <= VUDC_INLINE_SEGS)
+		return 0;
+	pages = DIV_ROUND_UP(nents, VUDC_SEGS_PER_PAGE);
+	vreq->seg_pages = kcalloc(pages, sizeof(*vreq->seg_pages), gfp);
+	vreq->out_sgs = kmalloc_array(pages + 1, sizeof(*vreq->out_sgs), gfp);
+	if (!vreq->seg_pages || !vreq->out_sgs)
+		goto nomem;
+	for (i = 0; i < pages; i++) {
+		vreq->seg_pages[i] = (void *)__get_free_page(gfp);
+		if (!vreq->seg_pages[i])
+			goto nomem;
+		vreq->nr_seg_pages++;
+	}
+	return 0;
+
+nomem:
+	vudc_free_seg_pages(vreq);
+	return -ENOMEM;
 }
 
 /*
@@ -321,42 +401,26 @@ static void vudc_drain_xferq(struct virtio_udc *vudc)
 	} while (!virtqueue_enable_cb(vudc->xvq));
 }
 
-/* Hand one request to the device. */
+/*
+ * Hand one request to the device. Under the lock, also from the xferq
+ * interrupt (the backlog), so the ring's indirect descriptors are
+ * allocated GFP_ATOMIC; everything else was allocated at queue time.
+ */
 static int vudc_submit(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
 	__must_hold(&vudc->lock)
 {
-	struct scatterlist *sgs[2], status_sg, *out;
-	struct scatterlist out_inline[1];
-	struct scatterlist *out_pages = NULL;
+	struct scatterlist *sgs[2], status_sg, out_inline;
 	unsigned int num_segs = le32_to_cpu(vreq->wire.hdr.num_segs);
-	unsigned int i;
 	int ret;
 
-	if (!vreq->nr_seg_pages) {
-		sg_init_one(out_inline, &vreq->wire,
+	if (!vreq->nr_seg_pages)
+		sg_init_one(&out_inline, &vreq->wire,
 			    sizeof(vreq->wire.hdr) + num_segs * sizeof(struct virtio_udc_seg));
-		out = out_inline;
-	} else {
-		out_pages = kmalloc_array(vreq->nr_seg_pages + 1, sizeof(*out_pages), GFP_ATOMIC);
-		if (!out_pages)
-			return -ENOMEM;
-		sg_init_table(out_pages, vreq->nr_seg_pages + 1);
-		sg_set_buf(&out_pages[0], &vreq->wire.hdr, sizeof(vreq->wire.hdr));
-		for (i = 0; i < vreq->nr_seg_pages; i++) {
-			unsigned int n = min_t(unsigned int, num_segs - i * VUDC_SEGS_PER_PAGE,
-					       VUDC_SEGS_PER_PAGE);
-
-			sg_set_buf(&out_pages[i + 1], vreq->seg_pages[i],
-				   n * sizeof(struct virtio_udc_seg));
-		}
-		out = out_pages;
-	}
 	sg_init_one(&status_sg, &vreq->status, sizeof(vreq->status));
-	sgs[0] = out;
+	sgs[0] = vreq->nr_seg_pages ? vreq->out_sgs : &out_inline;
 	sgs[1] = &status_sg;
 
 	ret = virtqueue_add_sgs(vudc->xvq, sgs, 1, 1, vreq, GFP_ATOMIC);
-	kfree(out_pages);
 	if (ret)
 		return ret;
 	vreq->in_flight = true;
@@ -415,58 +479,116 @@ static void vudc_mark_dead(struct virtio_udc *vudc)
 	 * resets them before use.
 	 */
 	vudc->dead = true;
+	vudc->epoch++;
+	/* A sleeping command will get no response: wake it. */
+	complete(&vudc->cmds[VUDC_CMD_SLEEP].done);
 	for (i = 0; i < vudc->num_eps; i++)
 		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
 }
 
-/*
- * Send one command and wait for its response. Returns the errno for the
- * device's status; *value receives the response's value when not NULL.
- */
-static int vudc_cmd(struct virtio_udc *vudc, struct virtio_udc_ctrl_req *req, u32 *value)
+/* Collect the responses the device has put on the controlq. */
+static void vudc_collect_cmds(struct virtio_udc *vudc)
 	__must_hold(&vudc->lock)
 {
-	struct virtio_udc_cmd *cmd = vudc->cmd;
-	struct scatterlist out, in, *sgs[2];
+	struct virtio_udc_cmd *cmd;
 	unsigned int len;
+
+	while ((cmd = virtqueue_get_buf(vudc->cvq, &len))) {
+		cmd->len = len;
+		cmd->finished = true;
+		complete(&cmd->done);
+	}
+}
+
+static void vudc_controlq_done(struct virtqueue *vq)
+{
+	struct virtio_udc *vudc = vq->vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc_collect_cmds(vudc);
+	spin_unlock_irqrestore(&vudc->lock, flags);
+}
+
+/* Put @req on the controlq in @cmd and notify the device. */
+static int vudc_cmd_start(struct virtio_udc *vudc, struct virtio_udc_cmd *cmd,
+			  const struct virtio_udc_ctrl_req *req)
+	__must_hold(&vudc->lock)
+{
+	struct scatterlist out, in, *sgs[2] = { &out, &in };
+	int ret;
+
+	cmd->req = *req;
+	memset(&cmd->resp, 0, sizeof(cmd->resp));
+	cmd->len = 0;
+	cmd->finished = false;
+	reinit_completion(&cmd->done);
+	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
+	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
+	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
+	if (ret)
+		return ret;
+	if (unlikely(!virtqueue_kick(vudc->cvq)))
+		return -ENODEV;
+	return 0;
+}
+
+/* The device did not answer: it is gone. */
+static int vudc_cmd_gone(struct virtio_udc *vudc, const struct virtio_udc_ctrl_req *req)
+	__must_hold(&vudc->lock)
+{
+	dev_err(&vudc->vdev->dev, "command %u: no response; failing all requests\n",
+		le16_to_cpu(req->opcode));
+	vudc_mark_dead(vudc);
+	return -ESHUTDOWN;
+}
+
+/* The errno for a finished command's status; *value gets its value. */
+static int vudc_cmd_result(struct virtio_udc *vudc, struct virtio_udc_cmd *cmd, u32 *value)
+{
+	if (cmd->len < sizeof(cmd->resp)) {
+		dev_warn_ratelimited(&vudc->vdev->dev, "command %u: short response\n",
+				     le16_to_cpu(cmd->req.opcode));
+		return -EIO;
+	}
+	if (value)
+		*value = le32_to_cpu(cmd->resp.value);
+	return vudc_status_to_errno(le32_to_cpu(cmd->resp.status));
+}
+
+/*
+ * Send one command from a caller that may be in atomic context, and poll
+ * for its response with the lock held, for at most VUDC_CMD_TIMEOUT_MS.
+ * Returns the errno for the device's status; *value receives the
+ * response's value when not NULL.
+ */
+static int vudc_cmd_atomic(struct virtio_udc *vudc, const struct virtio_udc_ctrl_req *req,
+			   u32 *value)
+	__must_hold(&vudc->lock)
+{
+	struct virtio_udc_cmd *cmd = &vudc->cmds[VUDC_CMD_ATOMIC];
 	ktime_t deadline;
 	int ret;
 
 	if (vudc->dead || vudc->recovering)
 		return -ESHUTDOWN;
 
-	cmd->req = *req;
-	memset(&cmd->resp, 0, sizeof(cmd->resp));
-	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
-	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
-	sgs[0] = &out;
-	sgs[1] = &in;
-	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
+	ret = vudc_cmd_start(vudc, cmd, req);
+	if (ret == -ENODEV)
+		return vudc_cmd_gone(vudc, req);
 	if (ret)
 		return ret;
-	if (unlikely(!virtqueue_kick(vudc->cvq)))
-		goto gone;
 
 	deadline = ktime_add_ms(ktime_get(), VUDC_CMD_TIMEOUT_MS);
-	while (!virtqueue_get_buf(vudc->cvq, &len)) {
+	for (;;) {
+		vudc_collect_cmds(vudc);
+		if (cmd->finished)
+			break;
 		if (virtqueue_is_broken(vudc->cvq) || ktime_after(ktime_get(), deadline))
-			goto gone;
+			return vudc_cmd_gone(vudc, req);
 		cpu_relax();
 	}
-	if (len < sizeof(cmd->resp)) {
-		dev_warn_ratelimited(&vudc->vdev->dev, "command %u: short response\n",
-				     le16_to_cpu(req->opcode));
-		return -EIO;
-	}
-	if (value)
-		*value = le32_to_cpu(cmd->resp.value);
-	return vudc_status_to_errno(le32_to_cpu(cmd->resp.status));
-
-gone:
-	dev_err(&vudc->vdev->dev, "command %u: no response; failing all requests\n",
-		le16_to_cpu(req->opcode));
-	vudc_mark_dead(vudc);
-	return -ESHUTDOWN;
+	return vudc_cmd_result(vudc, cmd, value);
 }
 
 static int vudc_simple_cmd(struct virtio_udc *vudc, u16 opcode, u8 ep, u32 value, u32 *result)
@@ -478,7 +600,56 @@ static int vudc_simple_cmd(struct virtio_udc *vudc, u16 opcode, u8 ep, u32 value
 		.value = cpu_to_le32(value),
 	};
 
-	return vudc_cmd(vudc, &req, result);
+	return vudc_cmd_atomic(vudc, &req, result);
+}
+
+/*
+ * Send one command from a caller that may sleep, without the lock, and
+ * sleep until the controlq interrupt reports its response, for at most
+ * VUDC_CMD_TIMEOUT_MS. Returns as vudc_cmd_atomic() does.
+ */
+static int vudc_cmd_sleep(struct virtio_udc *vudc, u16 opcode, u32 value, u32 *result)
+{
+	struct virtio_udc_cmd *cmd = &vudc->cmds[VUDC_CMD_SLEEP];
+	struct virtio_udc_ctrl_req req = {
+		.opcode = cpu_to_le16(opcode),
+		.value = cpu_to_le32(value),
+	};
+	unsigned long flags;
+	unsigned int epoch;
+	int ret;
+
+	mutex_lock(&vudc->cmd_mutex);
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (vudc->dead || vudc->recovering) {
+		ret = -ESHUTDOWN;
+		goto unlock;
+	}
+	epoch = vudc->epoch;
+	ret = vudc_cmd_start(vudc, cmd, &req);
+	if (ret == -ENODEV)
+		ret = vudc_cmd_gone(vudc, &req);
+	if (ret)
+		goto unlock;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+
+	wait_for_completion_timeout(&cmd->done, msecs_to_jiffies(VUDC_CMD_TIMEOUT_MS));
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	if (vudc->epoch != epoch) {
+		/* Given up for dead meanwhile, perhaps reset already. */
+		ret = -ESHUTDOWN;
+		goto unlock;
+	}
+	vudc_collect_cmds(vudc);
+	if (cmd->finished)
+		ret = vudc_cmd_result(vudc, cmd, result);
+	else
+		ret = vudc_cmd_gone(vudc, &req);
+unlock:
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	mutex_unlock(&vudc->cmd_mutex);
+	return ret;
 }
 
 /* --------------------------------------------------------------------- */
@@ -529,7 +700,7 @@ static int virtio_udc_ep_enable(struct usb_ep *ep, const struct usb_endpoint_des
 	req.interval = desc->bInterval;
 	req.max_burst = burst;
 	req.mult = mult;
-	ret = vudc_cmd(vudc, &req, NULL);
+	ret = vudc_cmd_atomic(vudc, &req, NULL);
 	if (ret) {
 		dev_dbg(&vudc->vdev->dev, "%s: enable failed: %d\n", ep->name, ret);
 		goto out;
@@ -604,13 +775,16 @@ static void virtio_udc_free_request(struct usb_ep *ep, struct usb_request *req)
 	kfree(vreq);
 }
 
-/* Fill in the segment list from the request's DMA mapping. */
+/*
+ * Fill in the segment list from the request's DMA mapping, in the room
+ * vudc_alloc_seg_pages() made for at least as many segments.
+ */
 static int vudc_build_segs(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
 {
 	struct usb_request *req = &vreq->req;
 	struct virtio_udc_seg *seg;
 	struct scatterlist *sg;
-	unsigned int num_segs, i;
+	unsigned int num_segs, pages, i;
 
 	if (!req->length)
 		num_segs = 0;
@@ -622,20 +796,20 @@ static int vudc_build_segs(struct virtio_udc *vudc, struct virtio_udc_req *vreq)
 	if (num_segs > vudc->max_segments)
 		return -EINVAL;
 
-	if (num_segs > VUDC_INLINE_SEGS) {
-		unsigned int pages = DIV_ROUND_UP(num_segs, VUDC_SEGS_PER_PAGE);
-
-		vreq->seg_pages = kcalloc(pages, sizeof(*vreq->seg_pages), GFP_ATOMIC);
-		if (!vreq->seg_pages)
-			return -ENOMEM;
-		for (i = 0; i < pages; i++) {
-			vreq->seg_pages[i] = (void *)__get_free_page(GFP_ATOMIC);
-			if (!vreq->seg_pages[i]) {
-				vudc_free_seg_pages(vreq);
-				return -ENOMEM;
-			}
-			vreq->nr_seg_pages++;
-		}
+	if (num_segs <= VUDC_INLINE_SEGS) {
+		/* The mapping merged entries: the header has room for them. */
+		vudc_free_seg_pages(vreq);
+	} else {
+		pages = DIV_ROUND_UP(num_segs, VUDC_SEGS_PER_PAGE);
+		if (WARN_ON_ONCE(pages > vreq->nr_seg_pages))
+			return -EINVAL;
+		/* Only the pages in use go to the device. */
+		sg_init_table(vreq->out_sgs, pages + 1);
+		sg_set_buf(&vreq->out_sgs[0], &vreq->wire.hdr, sizeof(vreq->wire.hdr));
+		for (i = 0; i < pages; i++)
+			sg_set_buf(&vreq->out_sgs[i + 1], vreq->seg_pages[i],
+				   min_t(unsigned int, num_segs - i * VUDC_SEGS_PER_PAGE,
+					 VUDC_SEGS_PER_PAGE) * sizeof(struct virtio_udc_seg));
 	}
 
 	if (num_segs == 1 && !req->num_mapped_sgs) {
@@ -666,6 +840,7 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 	struct virtio_udc *vudc = vep->vudc;
 	struct virtio_udc_xfer_req *hdr = &vreq->wire.hdr;
 	unsigned long flags;
+	unsigned int nents;
 	u8 addr;
 	int ret;
 
@@ -674,18 +849,27 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 	if (req->length && !req->buf && !req->num_sgs)
 		return -EINVAL;
 
+	/*
+	 * Allocate with the caller's gfp before taking the lock: the
+	 * mapping can only merge entries, so the CPU-side count is enough.
+	 */
+	nents = !req->length ? 0 : req->num_sgs ? req->num_sgs : 1;
+	ret = vudc_alloc_seg_pages(vreq, min(nents, vudc->max_segments), gfp);
+	if (ret)
+		return ret;
+
 	spin_lock_irqsave(&vudc->lock, flags);
 	if (!vudc->driver || vudc->dead || vudc->recovering ||
 	    vudc->gadget.speed == USB_SPEED_UNKNOWN) {
 		ret = -ESHUTDOWN;
-		goto out;
+		goto free;
 	}
 	if (vep_is_ep0(vep)) {
 		addr = vudc->ep0_in ? USB_DIR_IN : USB_DIR_OUT;
 	} else {
 		if (!vep->enabled) {
 			ret = -ESHUTDOWN;
-			goto out;
+			goto free;
 		}
 		addr = vep->addr;
 	}
@@ -697,7 +881,7 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 
 	ret = usb_gadget_map_request_by_dev(vudc->dma_dev, req, vreq->is_in);
 	if (ret)
-		goto out;
+		goto free;
 	vreq->mapped = true;
 
 	ret = vudc_build_segs(vudc, vreq);
@@ -722,7 +906,6 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 		}
 		if (ret != -ENOSPC) {
 			list_del_init(&vreq->queue);
-			vudc_free_seg_pages(vreq);
 			goto unmap;
 		}
 	}
@@ -733,6 +916,8 @@ static int virtio_udc_ep_queue(struct usb_ep *ep, struct usb_request *req, gfp_t
 unmap:
 	usb_gadget_unmap_request_by_dev(vudc->dma_dev, req, vreq->is_in);
 	vreq->mapped = false;
+free:
+	vudc_free_seg_pages(vreq);
 out:
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	return ret;
@@ -768,7 +953,7 @@ static int virtio_udc_ep_dequeue(struct usb_ep *ep, struct usb_request *req)
 	cmd.opcode = cpu_to_le16(VIRTIO_UDC_CMD_XFER_CANCEL);
 	cmd.ep = vreq->wire.hdr.ep;
 	cmd.tag = cpu_to_le64(vreq->tag);
-	ret = vudc_cmd(vudc, &cmd, NULL);
+	ret = vudc_cmd_atomic(vudc, &cmd, NULL);
 	/*
 	 * CANCELLED, or the completion that beat the cancel (NOT_FOUND), is on
 	 * the used ring now; a dead device had its requests taken back.
@@ -921,14 +1106,15 @@ static void vudc_bus_gone(struct virtio_udc *vudc)
 		vudc_ep_disabled(vudc, &vudc->eps[i]);
 }
 
+/* The UDC core calls this with its connect_lock mutex held: it may sleep. */
 static int virtio_udc_pullup(struct usb_gadget *gadget, int is_on)
 {
 	struct virtio_udc *vudc = gadget_to_vudc(gadget);
 	unsigned long flags;
 	int ret;
 
+	ret = vudc_cmd_sleep(vudc, VIRTIO_UDC_CMD_PULLUP, !!is_on, NULL);
 	spin_lock_irqsave(&vudc->lock, flags);
-	ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_PULLUP, 0, !!is_on, NULL);
 	if (!ret)
 		vudc->pullup = !!is_on;
 	if (!is_on) {
@@ -1164,61 +1350,67 @@ static int vudc_post_event_bufs(struct virtio_udc *vudc);
 /*
  * Wait, sleeping, until the device answers a command: after a reset that
  * followed the loss of the back end, that is when a new one serves it.
+ * The wait has no bound (a back end may take long to come back); it ends
+ * early when the driver is unbinding.
  */
 static bool vudc_wait_for_backend(struct virtio_udc *vudc)
 {
-	struct virtio_udc_cmd *cmd = vudc->cmd;
-	struct scatterlist out, in, *sgs[2] = { &out, &in };
+	struct virtio_udc_cmd *cmd = &vudc->cmds[VUDC_CMD_PROBE];
+	struct virtio_udc_ctrl_req req = {
+		.opcode = cpu_to_le16(VIRTIO_UDC_CMD_GET_FRAME),
+	};
 	unsigned long flags;
-	unsigned int len;
 	bool answered = false;
 	int ret;
 
-	memset(cmd, 0, sizeof(*cmd));
-	cmd->req.opcode = cpu_to_le16(VIRTIO_UDC_CMD_GET_FRAME);
-	sg_init_one(&out, &cmd->req, sizeof(cmd->req));
-	sg_init_one(&in, &cmd->resp, sizeof(cmd->resp));
-
 	spin_lock_irqsave(&vudc->lock, flags);
-	ret = virtqueue_add_sgs(vudc->cvq, sgs, 1, 1, cmd, GFP_ATOMIC);
-	if (!ret)
-		virtqueue_kick(vudc->cvq);
+	ret = vudc_cmd_start(vudc, cmd, &req);
 	spin_unlock_irqrestore(&vudc->lock, flags);
-	if (ret)
-		return false;
 
-	while (!answered) {
+	while (!ret && !answered) {
+		wait_for_completion_timeout(&cmd->done, msecs_to_jiffies(VUDC_RECOVERY_POLL_MS));
 		spin_lock_irqsave(&vudc->lock, flags);
-		if (vudc->removing || virtqueue_is_broken(vudc->cvq)) {
+		if (vudc->stopping || virtqueue_is_broken(vudc->cvq)) {
 			spin_unlock_irqrestore(&vudc->lock, flags);
-			return false;
+			break;
 		}
-		answered = virtqueue_get_buf(vudc->cvq, &len);
+		vudc_collect_cmds(vudc);
+		answered = cmd->finished;
 		spin_unlock_irqrestore(&vudc->lock, flags);
-		if (!answered)
-			msleep(VUDC_RECOVERY_POLL_MS);
 	}
-	return true;
+	return answered;
 }
 
-static void vudc_reset_work(struct work_struct *work)
+/*
+ * Recovery from a lost back end and system sleep share two halves, shaped
+ * like the virtio core's reset_prepare and reset_done driver callbacks:
+ * vudc_quiesce() takes every request back, tells the gadget driver the bus
+ * is gone, resets the device and deletes the queues; vudc_restart(), once
+ * the features are negotiated again, sets the queues up, posts the event
+ * buffers and sets DRIVER_OK. vudc_reconnect() then pulls up again if the
+ * gadget wanted to be connected.
+ *
+ * For system sleep, the virtio core's virtio_device_freeze() and
+ * virtio_device_restore() call them through .freeze and .restore and do
+ * the reset and the status and feature negotiation in between. A lost
+ * back end is noticed by the driver, which has to start the reset itself,
+ * and Linux 6.12 has no core path a driver can call for that: struct
+ * virtio_driver has no reset_prepare/reset_done (they came in 6.14, with
+ * virtio_device_reset_prepare() and virtio_device_reset_done(), for
+ * virtio-pci's function level reset), and virtio_device_restore() exists
+ * only with CONFIG_PM_SLEEP. So the recovery work does that step itself,
+ * in vudc_renegotiate(), as virtio_device_restore() does it. With 6.14 as
+ * the oldest kernel, the two halves become .reset_prepare and .reset_done
+ * and the recovery work calls the core's two functions instead.
+ */
+static void vudc_quiesce(struct virtio_udc *vudc)
 {
-	struct virtio_udc *vudc = container_of(work, struct virtio_udc, reset_work);
 	struct virtio_device *vdev = vudc->vdev;
 	struct usb_gadget_driver *driver;
 	unsigned long flags;
 	bool was_connected;
-	int ret;
-
-	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET))
-		return;
 
 	spin_lock_irqsave(&vudc->lock, flags);
-	if (vudc->removing || vudc->recovering) {
-		spin_unlock_irqrestore(&vudc->lock, flags);
-		return;
-	}
-	dev_warn(&vdev->dev, "device needs a reset (its back end went away); failing all requests\n");
 	vudc_mark_dead(vudc);
 	vudc->recovering = true;
 	was_connected = vudc->gadget.speed != USB_SPEED_UNKNOWN;
@@ -1232,51 +1424,103 @@ static void vudc_reset_work(struct work_struct *work)
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	usb_gadget_set_state(&vudc->gadget, USB_STATE_NOTATTACHED);
 
-	/*
-	 * Start over as probe did: reset, then the status bits and the
-	 * features the core negotiated then, before the queues.
-	 */
 	virtio_reset_device(vdev);
-	vdev->config->del_vqs(vdev);
+	if (vudc->cvq) {
+		vdev->config->del_vqs(vdev);
+		spin_lock_irqsave(&vudc->lock, flags);
+		vudc->cvq = NULL;
+		vudc->evq = NULL;
+		vudc->xvq = NULL;
+		spin_unlock_irqrestore(&vudc->lock, flags);
+	}
+}
+
+/* What virtio_device_restore() does between the halves: see above. */
+static int vudc_renegotiate(struct virtio_device *vdev)
+{
+	int ret;
+
 	virtio_add_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER);
 	ret = vdev->config->finalize_features(vdev);
-	if (!ret) {
-		virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
-		if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_FEATURES_OK))
-			ret = -ENODEV;
-	}
-	if (ret) {
-		dev_err(&vdev->dev, "the device refused its features again: %d\n", ret);
-		return;
-	}
+	if (ret)
+		return ret;
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_FEATURES_OK))
+		return -ENODEV;
+	return 0;
+}
+
+static int vudc_restart(struct virtio_udc *vudc)
+{
+	struct virtio_device *vdev = vudc->vdev;
+	unsigned long flags;
+	int ret;
+
 	ret = vudc_find_vqs(vudc);
 	if (ret) {
 		dev_err(&vdev->dev, "cannot set the queues up again: %d\n", ret);
-		return;
+		return ret;
 	}
 	ret = vudc_post_event_bufs(vudc);
 	if (ret) {
 		dev_err(&vdev->dev, "cannot post event buffers: %d\n", ret);
-		return;
+		return ret;
 	}
 	spin_lock_irqsave(&vudc->lock, flags);
 	vudc->dead = false;
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	virtio_device_ready(vdev);
 	virtqueue_kick(vudc->evq);
+	return 0;
+}
 
-	if (!vudc_wait_for_backend(vudc))
-		return;
+static void vudc_reconnect(struct virtio_udc *vudc)
+{
+	unsigned long flags;
+	bool reconnect;
+	int ret;
 
 	spin_lock_irqsave(&vudc->lock, flags);
 	vudc->recovering = false;
-	dev_info(&vdev->dev, "device reset; a back end serves it again\n");
-	if (vudc->pullup && vudc->driver) {
-		ret = vudc_simple_cmd(vudc, VIRTIO_UDC_CMD_PULLUP, 0, 1, NULL);
-		if (ret)
-			dev_warn(&vdev->dev, "cannot connect again: %d\n", ret);
-	}
+	reconnect = vudc->pullup && vudc->driver;
 	spin_unlock_irqrestore(&vudc->lock, flags);
+	if (reconnect) {
+		ret = vudc_cmd_sleep(vudc, VIRTIO_UDC_CMD_PULLUP, 1, NULL);
+		if (ret)
+			dev_warn(&vudc->vdev->dev, "cannot connect again: %d\n", ret);
+	}
+}
+
+static void vudc_reset_work(struct work_struct *work)
+{
+	struct virtio_udc *vudc = container_of(work, struct virtio_udc, reset_work);
+	struct virtio_device *vdev = vudc->vdev;
+	unsigned long flags;
+	bool busy;
+	int ret;
+
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_NEEDS_RESET))
+		return;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	busy = vudc->stopping || vudc->recovering;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	if (busy)
+		return;
+
+	dev_warn(&vdev->dev, "device needs a reset (its back end went away); failing all requests\n");
+	vudc_quiesce(vudc);
+	ret = vudc_renegotiate(vdev);
+	if (ret) {
+		dev_err(&vdev->dev, "the device refused its features again: %d\n", ret);
+		return;
+	}
+	if (vudc_restart(vudc))
+		return;
+	if (!vudc_wait_for_backend(vudc))
+		return;
+	dev_info(&vdev->dev, "device reset; a back end serves it again\n");
+	vudc_reconnect(vudc);
 }
 
 static void virtio_udc_config_changed(struct virtio_device *vdev)
@@ -1291,7 +1535,7 @@ static int vudc_find_vqs(struct virtio_udc *vudc)
 {
 	struct virtqueue *vqs[VIRTIO_UDC_NUM_VQS];
 	struct virtqueue_info vqs_info[VIRTIO_UDC_NUM_VQS] = {
-		[VIRTIO_UDC_VQ_CONTROL] = { .name = "control" },
+		[VIRTIO_UDC_VQ_CONTROL] = { .name = "control", .callback = vudc_controlq_done },
 		[VIRTIO_UDC_VQ_EVENT] = { .name = "event", .callback = vudc_eventq_done },
 		[VIRTIO_UDC_VQ_XFER] = { .name = "xfer", .callback = vudc_xferq_done },
 	};
@@ -1395,7 +1639,7 @@ static void virtio_udc_gadget_release(struct device *dev)
 	struct virtio_udc *vudc = gadget_to_vudc(gadget);
 
 	kfree(vudc->events);
-	kfree(vudc->cmd);
+	kfree(vudc->cmds);
 	kfree(vudc);
 }
 
@@ -1403,6 +1647,7 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 {
 	struct virtio_udc *vudc;
 	struct usb_gadget *gadget;
+	unsigned int i;
 	u8 max_speed;
 	int ret;
 
@@ -1416,14 +1661,17 @@ static int virtio_udc_probe(struct virtio_device *vdev)
 	vudc = kzalloc(sizeof(*vudc), GFP_KERNEL);
 	if (!vudc)
 		return -ENOMEM;
-	vudc->cmd = kzalloc(sizeof(*vudc->cmd), GFP_KERNEL);
+	vudc->cmds = kcalloc(VUDC_NUM_CMDS, sizeof(*vudc->cmds), GFP_KERNEL);
 	vudc->events = kcalloc(VUDC_EVENT_BUFS, sizeof(*vudc->events), GFP_KERNEL);
-	if (!vudc->cmd || !vudc->events) {
+	if (!vudc->cmds || !vudc->events) {
 		ret = -ENOMEM;
 		goto err_free;
 	}
+	for (i = 0; i < VUDC_NUM_CMDS; i++)
+		init_completion(&vudc->cmds[i].done);
 
 	spin_lock_init(&vudc->lock);
+	mutex_init(&vudc->cmd_mutex);
 	INIT_LIST_HEAD(&vudc->backlog);
 	INIT_WORK(&vudc->reset_work, vudc_reset_work);
 	vudc->vdev = vdev;
@@ -1494,7 +1742,7 @@ err_vqs:
 	vdev->config->del_vqs(vdev);
 err_free:
 	kfree(vudc->events);
-	kfree(vudc->cmd);
+	kfree(vudc->cmds);
 	kfree(vudc);
 	return ret;
 }
@@ -1507,7 +1755,7 @@ static void virtio_udc_remove(struct virtio_device *vdev)
 	unsigned int i;
 
 	spin_lock_irqsave(&vudc->lock, flags);
-	vudc->removing = true;
+	vudc->stopping = true;
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	cancel_work_sync(&vudc->reset_work);
 
@@ -1521,12 +1769,49 @@ static void virtio_udc_remove(struct virtio_device *vdev)
 	vudc->dead = true;
 	for (i = 0; i < vudc->num_eps; i++)
 		vudc_nuke_waiting(vudc, &vudc->eps[i], -ESHUTDOWN);
-	while ((vreq = virtqueue_detach_unused_buf(vudc->xvq)))
+	while (vudc->xvq && (vreq = virtqueue_detach_unused_buf(vudc->xvq)))
 		;
 	spin_unlock_irqrestore(&vudc->lock, flags);
 
-	vdev->config->del_vqs(vdev);
+	/* A recovery that gave up may have left no queues. */
+	if (vudc->cvq)
+		vdev->config->del_vqs(vdev);
 	usb_put_gadget(&vudc->gadget);
+}
+
+/*
+ * System sleep: the device loses its state, so the gadget is disconnected
+ * and every request fails, as when the back end goes away; after resume
+ * the gadget connects again if it wanted to be connected, and the host
+ * enumerates it again.
+ */
+static int virtio_udc_freeze(struct virtio_device *vdev)
+{
+	struct virtio_udc *vudc = vdev->priv;
+	unsigned long flags;
+
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->stopping = true;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	cancel_work_sync(&vudc->reset_work);
+	vudc_quiesce(vudc);
+	return 0;
+}
+
+static int virtio_udc_restore(struct virtio_device *vdev)
+{
+	struct virtio_udc *vudc = vdev->priv;
+	unsigned long flags;
+	int ret;
+
+	ret = vudc_restart(vudc);
+	if (ret)
+		return ret;
+	spin_lock_irqsave(&vudc->lock, flags);
+	vudc->stopping = false;
+	spin_unlock_irqrestore(&vudc->lock, flags);
+	vudc_reconnect(vudc);
+	return 0;
 }
 
 static const struct virtio_device_id id_table[] = {
@@ -1546,9 +1831,11 @@ static struct virtio_driver virtio_udc_driver = {
 	.probe			= virtio_udc_probe,
 	.remove			= virtio_udc_remove,
 	.config_changed		= virtio_udc_config_changed,
+	.freeze			= pm_sleep_ptr(virtio_udc_freeze),
+	.restore		= pm_sleep_ptr(virtio_udc_restore),
 };
 module_virtio_driver(virtio_udc_driver);
 
 MODULE_DESCRIPTION(DRIVER_DESC);
-MODULE_AUTHOR("The virtio-udc developers");
+MODULE_AUTHOR("virtio-udc developers <virtio-udc@localhost>");
 MODULE_LICENSE("GPL");

@@ -1,19 +1,17 @@
-/* SPDX-License-Identifier: GPL-2.0 OR BSD-3-Clause */
+/* SPDX-License-Identifier: ((GPL-2.0 WITH Linux-syscall-note) OR BSD-3-Clause) */
 /*
  * virtio-udc: a virtual USB device controller.
  *
  * The wire format between the driver and the device. The single source of
  * truth is docs/virtio-udc.md in the virtio-udc project; every definition
- * below follows it exactly and a test there checks that they agree.
+ * below follows it exactly and a test there checks that they agree. The
+ * device ID, VIRTIO_ID_UDC, belongs in <linux/virtio_ids.h>.
  */
-#ifndef _VIRTIO_UDC_H
-#define _VIRTIO_UDC_H
+#ifndef _LINUX_VIRTIO_UDC_H
+#define _LINUX_VIRTIO_UDC_H
 
-#include <linux/bits.h>
+#include <linux/const.h>
 #include <linux/types.h>
-
-/* Section 1: device ID (provisional) */
-#define VIRTIO_ID_UDC				63
 
 /* Section 3: virtqueues */
 #define VIRTIO_UDC_VQ_CONTROL			0
@@ -22,13 +20,13 @@
 #define VIRTIO_UDC_NUM_VQS			3
 
 /* Section 4: configuration space */
-#define VIRTIO_UDC_CONFIG_F_SG			BIT(0)
-#define VIRTIO_UDC_CONFIG_F_REMOTE_WAKEUP	BIT(1)
+#define VIRTIO_UDC_CONFIG_F_SG			_BITUL(0)
+#define VIRTIO_UDC_CONFIG_F_REMOTE_WAKEUP	_BITUL(1)
 
-#define VIRTIO_UDC_EP_CAP_CONTROL		BIT(0)
-#define VIRTIO_UDC_EP_CAP_ISO			BIT(1)
-#define VIRTIO_UDC_EP_CAP_BULK			BIT(2)
-#define VIRTIO_UDC_EP_CAP_INT			BIT(3)
+#define VIRTIO_UDC_EP_CAP_CONTROL		_BITUL(0)
+#define VIRTIO_UDC_EP_CAP_ISO			_BITUL(1)
+#define VIRTIO_UDC_EP_CAP_BULK			_BITUL(2)
+#define VIRTIO_UDC_EP_CAP_INT			_BITUL(3)
 
 #define VIRTIO_UDC_MAX_EPS			30
 
@@ -78,7 +76,7 @@ struct virtio_udc_config {
 /* Section 5: transfers on the xferq */
 #define VIRTIO_UDC_XFER_OP_TRANSFER		0x0001
 
-#define VIRTIO_UDC_XFER_F_ZERO			BIT(0)
+#define VIRTIO_UDC_XFER_F_ZERO			_BITUL(0)
 
 /**
  * struct virtio_udc_xfer_req - transfer request header
@@ -208,4 +206,4 @@ struct virtio_udc_event {
 #define VIRTIO_UDC_S_BUSY			9
 #define VIRTIO_UDC_S_NOT_FOUND			10
 
-#endif /* _VIRTIO_UDC_H */
+#endif /* _LINUX_VIRTIO_UDC_H */
