@@ -93,6 +93,14 @@ fn a_head_posted_a_million_times_costs_nothing() {
         log_len < 1 << 20,
         "the daemon logged {log_len} bytes for one repeated mistake"
     );
+    // One more after a quiet second: its line says how many were left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    h.xferq().republish(x.head).unwrap();
+    h.xferq().force_kick().unwrap();
+    let deadline = Instant::now() + T;
+    while h.xferq().take_used_raw().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the last repost came back");
+    }
     assert!(
         d.log_text().contains("more like it suppressed"),
         "the log says what it left out"
@@ -130,4 +138,78 @@ fn a_head_outside_the_queue_is_dropped_and_the_device_goes_on() {
     let (_, got) = d.ctl().read_in("ep1in", 512);
     assert!(got == data(512, 3));
     assert!(h.wait_completion(x, T).unwrap().is_ok());
+}
+
+/// The bytes of the xferq's used ring.
+fn used_ring(h: &mut udc_harness::Harness) -> Vec<u8> {
+    let (_, _, used) = h.xferq().ring_addrs();
+    let len = 4 + 8 * usize::from(h.xferq().size()) + 2;
+    h.memory().read(used, len).unwrap()
+}
+
+/// After GET_VRING_BASE nothing of the device touches guest memory: host
+/// data for a queued OUT request waits, the used ring stays as it was. When
+/// the frontend starts the ring again, the transfer completes.
+#[test]
+fn a_stopped_queue_is_not_touched_until_it_runs_again() {
+    const XFERQ: usize = 2;
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let b = h.buffer(4096).unwrap();
+    h.write_buffer(&b, &[0xaa; 4096]).unwrap();
+    let x = h.submit_buffer(0x02, 0, &b, 1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let base = h.stop_queue(XFERQ).unwrap();
+    let used_before = used_ring(&mut h);
+
+    let mut ctl = d.ctl();
+    let r = ctl.req(json!({"op": "transfer", "ep": "ep2out", "data": "AQIDBA==", "timeout_ms": 1000}));
+    assert_eq!(
+        r["ok"], false,
+        "host data cannot move while the ring is stopped: {r}"
+    );
+    assert_eq!(
+        h.read_buffer(&b).unwrap(),
+        vec![0xaa; 4096],
+        "the buffer was written"
+    );
+    assert_eq!(used_ring(&mut h), used_before, "the used ring was written");
+    assert!(h.is_in_flight(x));
+    ctl.ok(json!({"op": "status"}));
+
+    h.restart_queue(XFERQ, base).unwrap();
+    h.xferq().force_kick().unwrap();
+    let want = data(4096, 5);
+    let r = ctl.write_out("ep2out", &want, false);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(4096));
+    assert!(h.read_buffer(&b).unwrap() == want);
+}
+
+/// When the frontend goes, the daemon unmaps its memory.
+#[test]
+fn the_frontend_s_memory_is_unmapped_when_it_goes() {
+    let d = Daemon::start(&[]);
+    let mapped = || {
+        std::fs::read_to_string(format!("/proc/{}/maps", d.pid()))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("udc-harness-guest-ram"))
+            .count()
+    };
+    let (mut h, _g) = d.configured();
+    assert!(
+        mapped() > 0,
+        "the daemon maps the guest's memory while it is connected"
+    );
+    h.disconnect().unwrap();
+    let start = Instant::now();
+    while mapped() > 0 {
+        assert!(
+            start.elapsed() < T,
+            "the guest's memory is still mapped after the frontend went"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.ctl().ok(json!({"op": "status"}));
 }
