@@ -201,6 +201,8 @@ impl Udc {
         let mut g = self.lock();
         g.g.connection += 1;
         g.reset();
+        // The frontend's memory goes with it: nothing may reach it now.
+        g.forget_memory();
         g.g.rings.clear();
     }
 

@@ -138,6 +138,9 @@ pub struct VringRings {
     /// The xferq heads the device holds, so that a head posted again
     /// before it came back is refused instead of queued twice.
     xfer_heads: InFlight,
+    /// Completions kept while a queue is stopped (at most one per head in
+    /// flight), returned when the queues run again.
+    held: Vec<Output<ChainToken>>,
 }
 
 /// Why a descriptor head cannot be taken.
@@ -195,7 +198,7 @@ impl Rings for VringRings {
     /// Statuses on the xferq, events on the eventq, in order, then one
     /// notification per queue.
     fn deliver(&mut self, mem: Option<&GuestMem>, outputs: Vec<Output<ChainToken>>) {
-        if outputs.is_empty() && self.events.is_empty() {
+        if outputs.is_empty() && self.events.is_empty() && self.held.is_empty() {
             return;
         }
         let Some(mem) = mem.map(|m| m.memory()) else {
@@ -210,6 +213,21 @@ impl Rings for VringRings {
                 }
             }
             return;
+        }
+        if !self.running() {
+            // A stopped ring is not ours to write (GET_VRING_BASE): keep
+            // what is done until the frontend starts the rings again.
+            for o in outputs {
+                match o {
+                    Output::Event(e) => self.push_event(e),
+                    done => self.held.push(done),
+                }
+            }
+            return;
+        }
+        let mut outputs = outputs;
+        if !self.held.is_empty() {
+            outputs.splice(0..0, std::mem::take(&mut self.held));
         }
         let mut xfer_used = false;
         for o in outputs {
@@ -244,6 +262,7 @@ impl Rings for VringRings {
         self.vrings.clear();
         self.events.clear();
         self.xfer_heads.clear();
+        self.held.clear();
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
@@ -252,6 +271,12 @@ impl Rings for VringRings {
 }
 
 impl VringRings {
+    /// Whether every ring is started (the frontend may stop them with
+    /// GET_VRING_BASE and start them again).
+    fn running(&self) -> bool {
+        self.vrings.len() == NUM_QUEUES && self.vrings.iter().all(|v| v.get_ref().get_queue().ready())
+    }
+
     fn push_event(&mut self, e: VirtioUdcEvent) {
         if self.events.len() == EVENT_BACKLOG {
             let lost = self.events.pop_front();
@@ -262,7 +287,7 @@ impl VringRings {
 
     /// Moves backlogged events into eventq buffers the driver posted.
     fn flush_events(&mut self, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>) {
-        if self.events.is_empty() || self.vrings.len() < NUM_QUEUES {
+        if self.events.is_empty() || !self.running() {
             return;
         }
         let vring = self.vrings[EVENTQ as usize].clone();
@@ -523,6 +548,18 @@ impl VhostUserBackend for VhostUserUdcBackend {
         udc.rings::<VringRings>().clear();
     }
 
+    /// GET_VRING_BASE stopped queue `index`: from now on nothing of the
+    /// device touches guest memory, until the frontend starts the rings
+    /// again (the next kick finds them all ready).
+    fn stop_vring(&self, index: u32) -> io::Result<()> {
+        let mut udc = self.udc.lock();
+        if udc.connection() == self.connection {
+            debug!("queue {index} stopped");
+            udc.set_dma_stopped(true);
+        }
+        Ok(())
+    }
+
     fn set_event_idx(&self, enabled: bool) {
         self.udc.lock().rings::<VringRings>().event_idx = enabled;
     }
@@ -569,6 +606,12 @@ impl VhostUserBackend for VhostUserUdcBackend {
             let rings = udc.rings::<VringRings>();
             if rings.vrings.is_empty() {
                 rings.vrings = vrings.to_vec();
+            }
+            let running = rings.running();
+            if udc.dma_stopped() && running {
+                // The frontend started the rings again: what was held is
+                // returned when this guard drops, and data moves again.
+                udc.set_dma_stopped(false);
             }
         }
         match device_event {

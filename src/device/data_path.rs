@@ -351,7 +351,9 @@ impl<T: Debug> Device<T> {
             return;
         }
         self.eps[i].paused_until = None;
-        let Some(mem) = self.mem.clone() else { return };
+        let Some(mem) = self.dma_memory().cloned() else {
+            return;
+        };
         let mem = mem.memory();
         let mps = usize::from(en.max_packet);
         let is_in = ep_is_in(self.eps[i].cap.addr);

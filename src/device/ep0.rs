@@ -28,7 +28,7 @@ impl<T: Debug> Device<T> {
             self.control = Some(ctl);
             return self.complete_guest(None, g, Status::Invalid);
         }
-        let Some(mem) = self.mem.clone() else {
+        let Some(mem) = self.dma_memory().cloned() else {
             self.control = Some(ctl);
             return self.complete_guest(None, g, Status::DmaFault);
         };

@@ -111,7 +111,7 @@ impl<T: Debug> Device<T> {
         }
         if let Some(d) = plan.out_poison {
             note(format!("out_poison {}", udc_patterns::fmt_duration(d)));
-            if let Some(mem) = self.mem.as_ref().map(|m| m.memory()) {
+            if let Some(mem) = self.dma_memory().map(|m| m.memory()) {
                 if let Err(err) = race::poison(&*mem, &g.req.segments, g.req.length as usize) {
                     warn!("{}: cannot poison request tag {tag:#x}: {err}", ep_name(ep));
                 }
@@ -171,7 +171,7 @@ impl<T: Debug> Device<T> {
 
     /// IN race detector: the buffer's blocks now against when the DMA began.
     pub(super) fn check_in_race(&mut self, i: usize, g: &GuestReq<T>, before: &[u64]) {
-        let Some(mem) = self.mem.as_ref().map(|m| m.memory()) else {
+        let Some(mem) = self.dma_memory().map(|m| m.memory()) else {
             return;
         };
         let after = match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {

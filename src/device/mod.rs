@@ -151,6 +151,9 @@ pub enum BusState {
 pub struct Device<T> {
     cfg: ControllerConfig,
     mem: Option<GuestMem>,
+    /// The transport stopped a queue (the frontend's GET_VRING_BASE): no
+    /// data moves to or from guest memory until it runs again.
+    dma_stopped: bool,
     pullup: bool,
     host_attached: bool,
     state: BusState,
@@ -205,6 +208,7 @@ impl<T: Debug> Device<T> {
         Device {
             cfg,
             mem: None,
+            dma_stopped: false,
             pullup: false,
             host_attached: true,
             state: BusState::Detached,
@@ -245,6 +249,43 @@ impl<T: Debug> Device<T> {
 
     pub fn memory(&self) -> Option<&GuestMem> {
         self.mem.as_ref()
+    }
+
+    /// Guest memory for the data path: none while DMA is stopped.
+    pub(super) fn dma_memory(&self) -> Option<&GuestMem> {
+        self.mem.as_ref().filter(|_| !self.dma_stopped)
+    }
+
+    /// The frontend went away: its memory is not ours to keep mapped.
+    pub fn forget_memory(&mut self) {
+        self.mem = None;
+    }
+
+    /// Stops or restarts every access to guest memory by the data path (the
+    /// transport stopped a queue, or runs them all again). Requests stay
+    /// queued meanwhile; when DMA restarts, data moves again.
+    pub fn set_dma_stopped(&mut self, stopped: bool) {
+        if self.dma_stopped == stopped {
+            return;
+        }
+        self.dma_stopped = stopped;
+        info!(
+            "DMA {}",
+            if stopped {
+                "stopped: a queue stopped"
+            } else {
+                "runs again"
+            }
+        );
+        if !stopped {
+            for i in 0..self.eps.len() {
+                self.pump(i);
+            }
+        }
+    }
+
+    pub fn dma_stopped(&self) -> bool {
+        self.dma_stopped
     }
 
     /// Takes what the transport must deliver, in order.

@@ -363,6 +363,35 @@ impl DriverQueue {
         Ok(head)
     }
 
+    /// A hostile driver's move: publishes `head` on the available ring
+    /// again, whatever its state (in flight, free, or past the queue's
+    /// end), to test a device's defences. Nothing is allocated or tracked;
+    /// read what comes back with [`Self::take_used_raw`]. Does not kick.
+    pub fn republish(&mut self, head: u16) -> Result<()> {
+        let slot = u64::from(self.next_avail.0 % self.size);
+        self.write_bytes(self.avail + 4 + 2 * slot, &head.to_le_bytes())?;
+        self.next_avail += Wrapping(1);
+        fence(Ordering::Release);
+        self.store_u16(self.avail + 2, self.next_avail.0)
+    }
+
+    /// The used entries since the last look, as `(id, used_len)`, taken
+    /// without any check and without freeing anything: for a test that
+    /// made the device return what [`Self::republish`] posted. Chains in
+    /// flight whose entries this takes stay in flight as far as
+    /// [`Self::poll_used`] knows.
+    pub fn take_used_raw(&mut self) -> Result<Vec<(u32, u32)>> {
+        let used_idx = Wrapping(self.load_u16(self.used + 2)?);
+        let mut out = Vec::new();
+        while self.last_used != used_idx {
+            let slot = u64::from(self.last_used.0 % self.size);
+            let elem = self.used + 4 + 8 * slot;
+            out.push((self.read_u32(elem)?, self.read_u32(elem + 4)?));
+            self.last_used += Wrapping(1);
+        }
+        Ok(out)
+    }
+
     /// Notifies the device unless it asked not to be (VRING_USED_F_NO_NOTIFY,
     /// or avail_event with EVENT_IDX). Returns whether it kicked.
     pub fn kick(&mut self) -> Result<bool> {

@@ -305,6 +305,34 @@ impl Harness {
         Ok(())
     }
 
+    /// Stops queue `i` as QEMU does when the VM stops (GET_VRING_BASE);
+    /// returns the device's next available index.
+    pub fn stop_queue(&mut self, i: usize) -> Result<u32> {
+        let fe = self.frontend_mut()?;
+        fe.get_vring_base(i).map_err(Error::vhost("GET_VRING_BASE"))
+    }
+
+    /// Starts a stopped queue again at available index `base`, as QEMU does
+    /// when the VM continues (the rings where they were).
+    pub fn restart_queue(&mut self, i: usize, base: u32) -> Result<()> {
+        let q = self.queue(i);
+        let cfg = q.config_data(|g| self.host_addr(g));
+        let (call, kick) = (
+            q.call_fd().try_clone().map_err(|e| Error::io("dup", e))?,
+            q.kick_fd().try_clone().map_err(|e| Error::io("dup", e))?,
+        );
+        let fe = self.frontend_mut()?;
+        fe.set_vring_addr(i, &cfg)
+            .map_err(Error::vhost("SET_VRING_ADDR"))?;
+        fe.set_vring_base(i, base as u16)
+            .map_err(Error::vhost("SET_VRING_BASE"))?;
+        fe.set_vring_call(i, &call)
+            .map_err(Error::vhost("SET_VRING_CALL"))?;
+        fe.set_vring_kick(i, &kick)
+            .map_err(Error::vhost("SET_VRING_KICK"))?;
+        Ok(())
+    }
+
     // ----- accessors -------------------------------------------------------
 
     /// The device's configuration space as read at connect time.

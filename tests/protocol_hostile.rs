@@ -1,0 +1,215 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Protocol tier: a hostile guest. The daemon must bound what a guest can
+//! make it keep and keep serving the next good request.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+/// One descriptor head posted again and again while the device holds it:
+/// each copy comes back at once with used length 0, the daemon's memory and
+/// log stay small, the control socket keeps answering, and the request that
+/// really owns the head completes normally at the end.
+#[test]
+fn a_head_posted_a_million_times_costs_nothing() {
+    const REPOSTS: usize = 1_000_000;
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let data_in = data(4096, 7);
+    let b = h.buffer(4096).unwrap();
+    h.write_buffer(&b, &data_in).unwrap();
+    // The host does not read yet: the request stays in the device.
+    let x = h.submit_buffer(0x81, 0, &b, 1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+
+    let pid = d.pid();
+    let rss_before = rss_kib(pid);
+    let mut ctl = d.ctl();
+    let mut slowest_status = Duration::ZERO;
+    let mut returned = 0usize;
+    let batch = usize::from(h.xferq().size()) / 2;
+    let start = Instant::now();
+    let mut posted = 0;
+    while posted < REPOSTS {
+        let n = batch.min(REPOSTS - posted);
+        for _ in 0..n {
+            h.xferq().republish(x.head).unwrap();
+        }
+        h.xferq().force_kick().unwrap();
+        posted += n;
+        // Every copy comes back before the next batch, so the ring never
+        // holds more than the queue's worth.
+        let deadline = Instant::now() + T;
+        while returned < posted {
+            for (id, len) in h.xferq().take_used_raw().unwrap() {
+                assert_eq!(
+                    (id, len),
+                    (u32::from(x.head), 0),
+                    "a reposted head comes back empty"
+                );
+                returned += 1;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{returned} of {posted} reposts came back"
+            );
+        }
+        if posted % (batch * 200) == 0 {
+            let t = Instant::now();
+            ctl.ok(json!({"op": "status"}));
+            slowest_status = slowest_status.max(t.elapsed());
+        }
+    }
+    let took = start.elapsed();
+    let rss_after = rss_kib(pid);
+    let log_len = std::fs::metadata(d.dir.path().join("daemon.log")).unwrap().len();
+    let st = ctl.ok(json!({"op": "status"}));
+    eprintln!(
+        "{REPOSTS} reposts of head {} in {took:?} ({:.0}/s); daemon RSS {rss_before} -> {rss_after} KiB; \
+         slowest status {slowest_status:?}; daemon log {log_len} bytes; lock {}",
+        x.head,
+        REPOSTS as f64 / took.as_secs_f64(),
+        st["lock"]
+    );
+    assert!(rss_after < 64 * 1024, "daemon RSS {rss_after} KiB");
+    assert!(
+        slowest_status < Duration::from_millis(100),
+        "status took {slowest_status:?}"
+    );
+    assert!(
+        log_len < 1 << 20,
+        "the daemon logged {log_len} bytes for one repeated mistake"
+    );
+    // One more after a quiet second: its line says how many were left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    h.xferq().republish(x.head).unwrap();
+    h.xferq().force_kick().unwrap();
+    let deadline = Instant::now() + T;
+    while h.xferq().take_used_raw().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the last repost came back");
+    }
+    assert!(
+        d.log_text().contains("more like it suppressed"),
+        "the log says what it left out"
+    );
+
+    // The request that owns the head is untouched and completes.
+    let (r, got) = ctl.read_in("ep1in", 4096);
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(got == data_in, "the held request's data");
+    assert!(h.wait_completion(x, T).unwrap().is_ok());
+}
+
+/// A head past the queue's end cannot be returned at all: the device drops
+/// it and goes on.
+#[test]
+fn a_head_outside_the_queue_is_dropped_and_the_device_goes_on() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let size = h.xferq().size();
+    for head in [size, size + 5, u16::MAX] {
+        h.xferq().republish(head).unwrap();
+    }
+    h.xferq().force_kick().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        h.xferq().take_used_raw().unwrap(),
+        vec![],
+        "nothing to return for them"
+    );
+    assert!(d.log_text().contains("is outside the queue"), "{}", d.log_text());
+
+    let b = h.buffer(512).unwrap();
+    h.write_buffer(&b, &data(512, 3)).unwrap();
+    let x = h.submit_buffer(0x81, 0, &b, 9).unwrap();
+    let (_, got) = d.ctl().read_in("ep1in", 512);
+    assert!(got == data(512, 3));
+    assert!(h.wait_completion(x, T).unwrap().is_ok());
+}
+
+/// The bytes of the xferq's used ring.
+fn used_ring(h: &mut udc_harness::Harness) -> Vec<u8> {
+    let (_, _, used) = h.xferq().ring_addrs();
+    let len = 4 + 8 * usize::from(h.xferq().size()) + 2;
+    h.memory().read(used, len).unwrap()
+}
+
+/// After GET_VRING_BASE nothing of the device touches guest memory: host
+/// data for a queued OUT request waits, the used ring stays as it was. When
+/// the frontend starts the ring again, the transfer completes.
+#[test]
+fn a_stopped_queue_is_not_touched_until_it_runs_again() {
+    const XFERQ: usize = 2;
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let b = h.buffer(4096).unwrap();
+    h.write_buffer(&b, &[0xaa; 4096]).unwrap();
+    let x = h.submit_buffer(0x02, 0, &b, 1).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let base = h.stop_queue(XFERQ).unwrap();
+    let used_before = used_ring(&mut h);
+
+    let mut ctl = d.ctl();
+    let r = ctl.req(json!({"op": "transfer", "ep": "ep2out", "data": "AQIDBA==", "timeout_ms": 1000}));
+    assert_eq!(
+        r["ok"], false,
+        "host data cannot move while the ring is stopped: {r}"
+    );
+    assert_eq!(
+        h.read_buffer(&b).unwrap(),
+        vec![0xaa; 4096],
+        "the buffer was written"
+    );
+    assert_eq!(used_ring(&mut h), used_before, "the used ring was written");
+    assert!(h.is_in_flight(x));
+    ctl.ok(json!({"op": "status"}));
+
+    h.restart_queue(XFERQ, base).unwrap();
+    h.xferq().force_kick().unwrap();
+    let want = data(4096, 5);
+    let r = ctl.write_out("ep2out", &want, false);
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(4096));
+    assert!(h.read_buffer(&b).unwrap() == want);
+}
+
+/// When the frontend goes, the daemon unmaps its memory.
+#[test]
+fn the_frontend_s_memory_is_unmapped_when_it_goes() {
+    let d = Daemon::start(&[]);
+    let mapped = || {
+        std::fs::read_to_string(format!("/proc/{}/maps", d.pid()))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("udc-harness-guest-ram"))
+            .count()
+    };
+    let (mut h, _g) = d.configured();
+    assert!(
+        mapped() > 0,
+        "the daemon maps the guest's memory while it is connected"
+    );
+    h.disconnect().unwrap();
+    let start = Instant::now();
+    while mapped() > 0 {
+        assert!(
+            start.elapsed() < T,
+            "the guest's memory is still mapped after the frontend went"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    d.ctl().ok(json!({"op": "status"}));
+}
