@@ -200,16 +200,6 @@ fn malformed_lines_are_answered_and_the_socket_goes_on() {
     d.ctl().ok(json!({"op": "status"}));
 }
 
-/// Resident memory of process `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn five_hundred_clients_with_long_lines_cost_bounded_memory() {
     let d = Daemon::start(&[]);

@@ -9,16 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// Resident memory of process `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 /// One descriptor head posted again and again while the device holds it:
 /// each copy comes back at once with used length 0, the daemon's memory and
 /// log stay small, the control socket keeps answering, and the request that

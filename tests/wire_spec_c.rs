@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-const SPEC: &str = include_str!("../docs/virtio-udc.md");
+mod spec;
+
+use spec::{spec_constants, spec_structs, SPEC};
 const HEADER: &str = include_str!("../images/virtio-udc/include/uapi/linux/virtio_udc.h");
 const HEADER_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -32,66 +34,18 @@ const IDS_PATH: &str = concat!(
 type FieldRows = Vec<(String, String, usize, usize)>;
 
 /// Field rows and struct sizes from the spec tables.
-fn spec_structs() -> (FieldRows, BTreeMap<String, usize>) {
+fn spec_rows() -> (FieldRows, BTreeMap<String, usize>) {
     let mut fields = Vec::new();
     let mut sizes = BTreeMap::new();
-    let mut current: Option<String> = None;
-    for line in SPEC.lines() {
-        if let Some(name) = line.strip_prefix("### struct ") {
-            current = Some(name.trim().to_string());
-            continue;
+    for (name, (rows, size)) in spec_structs() {
+        if size > 0 {
+            sizes.insert(name.clone(), size);
         }
-        let Some(name) = current.clone() else { continue };
-        if line.starts_with("## ") || line.starts_with("### ") {
-            current = None;
-            continue;
-        }
-        if let Some(rest) = line
-            .strip_prefix("Size: ")
-            .or_else(|| line.strip_prefix("Total size: "))
-        {
-            sizes.insert(
-                name.clone(),
-                rest.split_whitespace().next().unwrap().parse().unwrap(),
-            );
-            continue;
-        }
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() < 6 {
-            continue;
-        }
-        if let (Ok(off), Ok(size)) = (cells[1].parse::<usize>(), cells[2].parse::<usize>()) {
-            fields.push((name, cells[4].to_string(), off, size));
+        for (field, off, len) in rows {
+            fields.push((name.clone(), field, off, len));
         }
     }
     (fields, sizes)
-}
-
-/// `| value | NAME |` rows; bit tables give `1 << bit`.
-fn spec_constants() -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut bits = false;
-    for line in SPEC.lines() {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        if cells.len() < 4 {
-            continue;
-        }
-        if cells[1] == "bit" || cells[1] == "value" {
-            bits = cells[1] == "bit";
-            continue;
-        }
-        let name = cells[2];
-        if !name.starts_with("VIRTIO_UDC_") {
-            continue;
-        }
-        let raw = cells[1];
-        let v = match raw.strip_prefix("0x") {
-            Some(h) => u64::from_str_radix(h, 16).unwrap(),
-            None => raw.parse().unwrap(),
-        };
-        out.insert(name.to_string(), if bits { 1 << v } else { v });
-    }
-    out
 }
 
 /// The header's own definitions that the spec names in prose or tables of
@@ -178,7 +132,7 @@ fn run_probe(fields: &[(String, String, usize, usize)], consts: &[String]) -> Ve
 
 #[test]
 fn c_header_matches_the_spec() {
-    let (fields, sizes) = spec_structs();
+    let (fields, sizes) = spec_rows();
     let spec_consts = spec_constants();
     let mut consts: Vec<String> = spec_consts.keys().cloned().collect();
     consts.extend(header_extras().keys().map(|k| k.to_string()));
@@ -209,7 +163,7 @@ fn c_header_matches_the_spec() {
 
 #[test]
 fn c_header_has_nothing_the_spec_lacks() {
-    let (fields, _) = spec_structs();
+    let (fields, _) = spec_rows();
     let spec_consts = spec_constants();
     let extras = header_extras();
     for line in HEADER.lines().chain(IDS.lines()) {

@@ -195,6 +195,16 @@ impl Ctl {
     }
 }
 
+/// Resident memory of process `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
 /// Deterministic test data of `len` bytes, different per `seed`.
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
     let mut v = vec![0u8; len];

@@ -329,3 +329,24 @@ pub(crate) fn insmod_and_rebind(ctx: &mut Ctx, ko: &str, g: &mut TestGadget) -> 
     }
     Ok(())
 }
+
+/// The symbolic name of an errno value the cases and the bench meet, as
+/// the kernel's headers spell it.
+pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EPERM => "EPERM",
+        libc::EIO => "EIO",
+        libc::ENOMEM => "ENOMEM",
+        libc::EBUSY => "EBUSY",
+        libc::ENODEV => "ENODEV",
+        libc::EINVAL => "EINVAL",
+        libc::ENOTTY => "ENOTTY",
+        libc::EPIPE => "EPIPE",
+        libc::EPROTO => "EPROTO",
+        libc::EOVERFLOW => "EOVERFLOW",
+        libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::ESHUTDOWN => "ESHUTDOWN",
+        _ => return None,
+    })
+}

@@ -23,18 +23,10 @@ use crate::support::{check, io_err, pattern};
 
 /// The name of an errno, for the report lines.
 fn errno_name(e: &io::Error) -> String {
-    let name = match e.raw_os_error() {
-        Some(libc::EPERM) => "EPERM",
-        Some(libc::EINVAL) => "EINVAL",
-        Some(libc::ENODEV) => "ENODEV",
-        Some(libc::EOPNOTSUPP) => "EOPNOTSUPP",
-        Some(libc::ENOTTY) => "ENOTTY",
-        Some(libc::EBUSY) => "EBUSY",
-        Some(libc::ENOMEM) => "ENOMEM",
-        Some(n) => return format!("errno{n}"),
-        None => return "unknown".into(),
-    };
-    name.into()
+    match e.raw_os_error() {
+        Some(n) => crate::support::errno_name(n).map_or_else(|| format!("errno{n}"), String::from),
+        None => "unknown".into(),
+    }
 }
 
 /// The first file named `name` under `dir`, depth first.

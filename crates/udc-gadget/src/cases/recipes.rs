@@ -69,15 +69,7 @@ fn io_result<T>(h: thread::JoinHandle<std::io::Result<T>>, what: &str) -> Result
 }
 
 fn errno_name(e: i32) -> String {
-    match e {
-        libc::EPIPE => "EPIPE".into(),
-        libc::EOVERFLOW => "EOVERFLOW".into(),
-        libc::EPROTO => "EPROTO".into(),
-        libc::EIO => "EIO".into(),
-        libc::ESHUTDOWN => "ESHUTDOWN".into(),
-        libc::ECONNRESET => "ECONNRESET".into(),
-        n => format!("errno {n}"),
-    }
+    crate::support::errno_name(e).map_or_else(|| format!("errno {e}"), String::from)
 }
 
 /// One OUT transfer of `n` bytes read by FunctionFS read(); returns the
