@@ -777,17 +777,6 @@ impl FakeGadget {
         Ok(())
     }
 
-    /// Handles every event already delivered, reaps ep0 and fires a due
-    /// delayed status; never waits.
-    pub fn process_pending(&mut self, h: &mut Harness) -> Result<()> {
-        self.reap_ep0(h)?;
-        self.fire_delayed(h)?;
-        while let Some(ev) = h.try_event()? {
-            self.handle_event(h, &ev)?;
-        }
-        self.reap_ep0(h)
-    }
-
     /// Processes events until `done(self)` holds, or errors after `timeout`.
     pub fn run_until(
         &mut self,
@@ -854,18 +843,6 @@ impl FakeGadget {
         self.ep0_pending.len()
     }
 
-    /// Whether a delayed status stage is waiting.
-    pub fn status_pending(&self) -> bool {
-        self.delayed.is_some()
-    }
-
-    /// Sends a delayed status stage now (as `usb_composite_setup_continue`).
-    pub fn complete_delayed_status(&mut self, h: &mut Harness) -> Result<()> {
-        match self.delayed.take() {
-            Some((_, setup, set_config)) => self.ack(h, setup, set_config),
-            None => Err(Error::Gadget("no delayed status pending".into())),
-        }
-    }
 }
 
 #[cfg(test)]

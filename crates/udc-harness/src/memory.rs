@@ -329,11 +329,6 @@ impl Allocator {
         self.alloc_within(0, u64::MAX, len, align)
     }
 
-    /// Allocates `len` bytes, page-aligned.
-    pub fn alloc_pages(&mut self, len: u64) -> Result<u64> {
-        self.alloc(len, PAGE_SIZE)
-    }
-
     /// Allocates `len` bytes aligned to `align` inside `[lo, hi)`.
     pub fn alloc_within(&mut self, lo: u64, hi: u64, len: u64, align: u64) -> Result<u64> {
         if align == 0 || !align.is_power_of_two() {
@@ -378,11 +373,6 @@ impl Allocator {
         let len = self.used.remove(&gpa).ok_or(Error::BadFree(gpa))?;
         self.insert_free(gpa, len);
         Ok(())
-    }
-
-    /// Length of the allocation at `gpa`, if there is one.
-    pub fn allocation_len(&self, gpa: u64) -> Option<u64> {
-        self.used.get(&gpa).copied()
     }
 
     /// Bytes not allocated.

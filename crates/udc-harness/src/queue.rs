@@ -198,11 +198,6 @@ impl DriverQueue {
         self.strict_interrupts = on;
     }
 
-    /// Writes the available ring's flags (e.g. VRING_AVAIL_F_NO_INTERRUPT).
-    pub fn set_avail_flags(&self, flags: u16) -> Result<()> {
-        self.store_u16(self.avail, flags)
-    }
-
     /// Free descriptors.
     pub fn num_free(&self) -> usize {
         self.free.len()
@@ -236,11 +231,6 @@ impl DriverQueue {
     /// The available ring's index as the driver last published it.
     pub fn avail_idx(&self) -> u16 {
         self.next_avail.0
-    }
-
-    /// The used ring's index as the driver last consumed it.
-    pub fn last_used_idx(&self) -> u16 {
-        self.last_used.0
     }
 
     fn store_u16(&self, gpa: u64, v: u16) -> Result<()> {
