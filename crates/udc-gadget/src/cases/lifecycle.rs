@@ -328,12 +328,27 @@ pub fn run_ordering(ctx: &mut Ctx, state: State, op: Op) -> Result<(), Error> {
         }
         State::DriverRemoved => run("rmmod", &["virtio_udc"])?,
         State::DaemonGone => {
+            let disables = |g: &TestGadget| {
+                let log = g.ep0_log.lock().unwrap();
+                log.events.iter().filter(|e| *e == "disable").count()
+            };
+            let before = disables(&g);
             // The runner starts it again 4 s later (docs/control-socket.md).
             ctx.host.ok(json!({"op": "crash", "down_ms": 4000}))?;
             // The driver learns the back end is gone and ends what it had.
             check(a.wait(libc::POLLIN, Duration::from_secs(3)), || {
                 "the pending transfer did not end within 3 s of the daemon's death".into()
             })?;
+            // It fails the requests first and tells the gadget driver of
+            // the disconnect just after, as UDC drivers do: the state is
+            // reached when FunctionFS has disabled the function.
+            let start = Instant::now();
+            while disables(&g) == before {
+                check(start.elapsed() < Duration::from_secs(5), || {
+                    "FunctionFS saw no DISABLE within 5 s of the daemon's death".into()
+                })?;
+                thread::sleep(Duration::from_millis(20));
+            }
         }
         _ => {}
     }
