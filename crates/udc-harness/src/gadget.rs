@@ -842,7 +842,6 @@ impl FakeGadget {
     pub fn ep0_in_flight(&self) -> usize {
         self.ep0_pending.len()
     }
-
 }
 
 #[cfg(test)]
