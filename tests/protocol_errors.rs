@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use udc_harness::harness::ctrl_req;
 use udc_harness::wire::*;
 use udc_harness::{seg, xfer_bytes, xfer_req, BufferSpec, Harness, HarnessOptions, RawDesc};
 
@@ -266,4 +267,71 @@ fn halt_and_wedge_as_the_host_sees_them() {
     assert_eq!(u32::from(h.set_halt(0x81, 1).unwrap().status), VIRTIO_UDC_S_BUSY);
     ctl.read_in("ep1in", 64);
     assert!(h.wait_completion(x, T).unwrap().is_ok());
+}
+
+/// Chains in shapes the spec does not allow, and one it does through an
+/// indirect table: each answered, and the daemon goes on.
+#[test]
+fn chains_of_the_wrong_shape_are_answered() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    let b = h.alloc_buffer(&BufferSpec::contiguous(4096)).unwrap();
+    let good = b.segments[0].0;
+    let request = xfer_bytes(&xfer_req(0x81, 0, 16, 1, 3), &[seg(good, 16)]);
+
+    // A readable descriptor after the writable part.
+    let x = h
+        .submit_raw(&[
+            RawDesc::Readable(request.clone()),
+            RawDesc::Writable(8),
+            RawDesc::Readable(vec![0; 16]),
+        ])
+        .unwrap();
+    let c = h.wait_completion(x, T).unwrap();
+    assert_eq!(
+        (c.status, c.used_len),
+        (VIRTIO_UDC_S_INVALID, 8),
+        "readable after writable: {c:?}"
+    );
+    still_serving(&mut h, &mut ctl, "readable after writable");
+
+    // Nothing readable: no header at all.
+    let x = h.submit_raw(&[RawDesc::Writable(64)]).unwrap();
+    let c = h.wait_completion(x, T).unwrap();
+    assert_eq!(
+        (c.status, c.used_len),
+        (VIRTIO_UDC_S_INVALID, 8),
+        "all writable: {c:?}"
+    );
+    still_serving(&mut h, &mut ctl, "an all-writable chain");
+
+    // Through an indirect table: a good request, served.
+    h.write_buffer(&b, &[0x5a; 16]).unwrap();
+    let x = h
+        .submit_raw_indirect(&[RawDesc::Readable(request), RawDesc::Writable(8)])
+        .unwrap();
+    assert_eq!(ctl.read_in("ep1in", 4096).1, vec![0x5a; 16]);
+    assert!(h.wait_completion(x, T).unwrap().is_ok());
+
+    // A command without room for its response: returned with used length 0.
+    let cmd = ctrl_req(VIRTIO_UDC_CMD_GET_FRAME);
+    let r = h
+        .raw_command_chain(
+            &[RawDesc::Readable(vm_memory::ByteValued::as_slice(&cmd).to_vec())],
+            T,
+        )
+        .unwrap();
+    assert_eq!(r.used_len, 0, "a command without room for its response");
+    let r = h
+        .raw_command_chain(
+            &[
+                RawDesc::Readable(vm_memory::ByteValued::as_slice(&cmd).to_vec()),
+                RawDesc::Writable(4),
+            ],
+            T,
+        )
+        .unwrap();
+    assert_eq!(r.used_len, 0, "a command with 4 bytes for its 8-byte response");
+    still_serving(&mut h, &mut ctl, "commands without room for their response");
 }
