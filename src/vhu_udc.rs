@@ -20,7 +20,7 @@ use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatu
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use virtio_queue::{DescriptorChain, QueueT};
+use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryLoadGuard};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
@@ -333,6 +333,17 @@ fn signal(vring: &VringRwLock, event_idx: bool) {
     }
 }
 
+/// How a drain of the xferq ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drained {
+    /// Nothing more to take now.
+    Empty,
+    /// A queue's worth taken; there may be more.
+    More,
+    /// The available index is beyond the queue: nothing can be taken.
+    Broken,
+}
+
 /// The VhostUserBackend of one connection.
 #[derive(Clone)]
 pub struct VhostUserUdcBackend {
@@ -371,8 +382,11 @@ impl VhostUserUdcBackend {
     fn process_xferq(&self, vring: &VringRwLock) -> io::Result<()> {
         loop {
             vring.disable_notification().map_err(io::Error::other)?;
-            self.drain_xferq(vring);
-            if !vring.enable_notification().map_err(io::Error::other)? {
+            let drained = self.drain_xferq(vring);
+            let more = vring.enable_notification().map_err(io::Error::other)?;
+            // A broken ring always looks as if it had more: do not spin on
+            // it (this thread serves the other queues too).
+            if !more || drained == Drained::Broken {
                 return Ok(());
             }
         }
@@ -382,23 +396,36 @@ impl VhostUserUdcBackend {
     /// hold of the device lock: a guest can keep posting while the device
     /// drains, and the control socket, the timers and the other queues must
     /// get their turn in between.
-    fn drain_xferq(&self, vring: &VringRwLock) {
-        while self.drain_xferq_batch(vring) {}
+    fn drain_xferq(&self, vring: &VringRwLock) -> Drained {
+        loop {
+            match self.drain_xferq_batch(vring) {
+                Drained::More => continue,
+                done => return done,
+            }
+        }
     }
 
-    /// One hold's worth of [`Self::drain_xferq`]; true if the queue may
-    /// hold more.
-    fn drain_xferq_batch(&self, vring: &VringRwLock) -> bool {
+    /// One hold's worth of [`Self::drain_xferq`].
+    fn drain_xferq_batch(&self, vring: &VringRwLock) -> Drained {
         let mut udc = self.udc.lock();
         let Some(mem) = udc.memory().map(|m| m.memory()) else {
-            return false;
+            return Drained::Empty;
         };
         let cfg = udc.config().clone();
         let limit = cfg.segment_limit();
         let size = vring.get_ref().get_queue().size();
+        if vring.get_ref().get_queue().is_valid(&*mem) {
+            // An avail index more than a queue's worth ahead of the device
+            // names entries that do not exist: take nothing until the
+            // driver resets the device.
+            if let Err(e) = vring.get_mut().get_queue_mut().iter(mem.clone()) {
+                crate::guest_warn!("xferq: {e}: the driver's ring is broken; nothing is taken until a reset");
+                return Drained::Broken;
+            }
+        }
         for _ in 0..size {
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
-            let Some(chain) = chain else { return false };
+            let Some(chain) = chain else { return Drained::Empty };
             let head = chain.head_index();
             if let Err(why) = udc.rings::<VringRings>().xfer_heads.claim(head, size) {
                 // Returned with used length 0 (no status written: the chain
@@ -445,7 +472,7 @@ impl VhostUserUdcBackend {
                 }
             }
         }
-        true
+        Drained::More
     }
 
     /// Runs the driver's commands. Before each, the xferq is drained: the

@@ -203,3 +203,33 @@ fn the_frontend_s_memory_is_unmapped_when_it_goes() {
     }
     d.ctl().ok(json!({"op": "status"}));
 }
+
+/// An available index more than a queue's worth ahead names entries that
+/// do not exist: the device takes nothing more from that ring, says so, and
+/// serves the other queues and the control socket; a new connection (the
+/// driver's reset) works again.
+#[test]
+fn an_avail_index_past_the_queue_stops_only_that_ring() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let size = h.xferq().size();
+    let next = h.xferq().avail_idx();
+    h.xferq().set_avail_idx_raw(next.wrapping_add(size + 10)).unwrap();
+    h.xferq().force_kick().unwrap();
+    let start = Instant::now();
+    while !d.log_text().contains("the driver's ring is broken") {
+        assert!(start.elapsed() < T, "the daemon did not say the ring is broken");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.command_ok(udc_harness::ctrl_req(udc_harness::wire::VIRTIO_UDC_CMD_GET_FRAME))
+        .unwrap();
+    d.ctl().ok(json!({"op": "status"}));
+
+    h.disconnect().unwrap();
+    let (mut h, _g) = d.configured();
+    let b = h.buffer(512).unwrap();
+    h.write_buffer(&b, &data(512, 4)).unwrap();
+    let x = h.submit_buffer(0x81, 0, &b, 1).unwrap();
+    assert!(d.ctl().read_in("ep1in", 512).1 == data(512, 4));
+    assert!(h.wait_completion(x, T).unwrap().is_ok());
+}

@@ -365,6 +365,13 @@ impl DriverQueue {
         self.store_u16(self.avail + 2, self.next_avail.0)
     }
 
+    /// A hostile driver's move: writes `idx` as the available index,
+    /// whatever it names. Does not kick.
+    pub fn set_avail_idx_raw(&mut self, idx: u16) -> Result<()> {
+        fence(Ordering::Release);
+        self.store_u16(self.avail + 2, idx)
+    }
+
     /// The used entries since the last look, as `(id, used_len)`, taken
     /// without any check and without freeing anything: for a test that
     /// made the device return what [`Self::republish`] posted. Chains in
