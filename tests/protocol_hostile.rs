@@ -233,3 +233,47 @@ fn an_avail_index_past_the_queue_stops_only_that_ring() {
     assert!(d.ctl().read_in("ep1in", 512).1 == data(512, 4));
     assert!(h.wait_completion(x, T).unwrap().is_ok());
 }
+
+/// The frontend dies in the middle of DMA with a host stream running: the
+/// daemon stops the stream, forgets the requests, and serves the next
+/// frontend from a clean state.
+#[test]
+fn the_frontend_dying_mid_stream_leaves_a_clean_daemon() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    ctl.ok(json!({"op": "stream_start", "ep": "ep2out", "pattern": "prbs:5", "transfer_size": 65536, "depth": 4}));
+    let bufs: Vec<_> = (0..4).map(|_| h.buffer(65536).unwrap()).collect();
+    for (k, b) in bufs.iter().enumerate() {
+        h.submit_buffer(0x02, 0, b, k as u64).unwrap();
+    }
+    // Some data has moved; more is queued on both sides.
+    std::thread::sleep(Duration::from_millis(50));
+    drop(bufs);
+    h.disconnect().unwrap();
+
+    let start = Instant::now();
+    loop {
+        let r = ctl.ok(json!({"op": "streams"}));
+        let running = r["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["running"] == true);
+        if !running {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "the stream still runs after the frontend died: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (mut h, _g) = d.configured();
+    let b = h.buffer(4096).unwrap();
+    let x = h.submit_buffer(0x02, 0, &b, 1).unwrap();
+    let want = data(4096, 8);
+    assert_eq!(ctl.write_out("ep2out", &want, false)["ok"], true);
+    assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(4096));
+    assert!(h.read_buffer(&b).unwrap() == want);
+}
