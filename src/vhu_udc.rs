@@ -342,6 +342,8 @@ enum Drained {
     More,
     /// The available index is beyond the queue: nothing can be taken.
     Broken,
+    /// The connection ended, the memory is gone or the ring is stopped.
+    Stopped,
 }
 
 /// The VhostUserBackend of one connection.
@@ -384,9 +386,10 @@ impl VhostUserUdcBackend {
             vring.disable_notification().map_err(io::Error::other)?;
             let drained = self.drain_xferq(vring);
             let more = vring.enable_notification().map_err(io::Error::other)?;
-            // A broken ring always looks as if it had more: do not spin on
-            // it (this thread serves the other queues too).
-            if !more || drained == Drained::Broken {
+            // A broken ring, or one nothing can be taken from now, always
+            // looks as if it had more: do not spin on it (this thread
+            // serves the other queues, and must see its exit event).
+            if !more || matches!(drained, Drained::Broken | Drained::Stopped) {
                 return Ok(());
             }
         }
@@ -408,8 +411,14 @@ impl VhostUserUdcBackend {
     /// One hold's worth of [`Self::drain_xferq`].
     fn drain_xferq_batch(&self, vring: &VringRwLock) -> Drained {
         let mut udc = self.udc.lock();
+        // Nothing can be taken from a ring of an ended connection, without
+        // guest memory, or stopped by the frontend; a later kick or
+        // connection takes it up.
+        if udc.connection() != self.connection || !vring.get_ref().get_queue().ready() {
+            return Drained::Stopped;
+        }
         let Some(mem) = udc.memory().map(|m| m.memory()) else {
-            return Drained::Empty;
+            return Drained::Stopped;
         };
         let cfg = udc.config().clone();
         let limit = cfg.segment_limit();
