@@ -106,16 +106,7 @@ pub(crate) fn unbind_rebind(ctx: &mut Ctx) -> Result<(), Error> {
 pub(crate) fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
     let ko = virtio_udc_ko()?;
     let mut s = setup(ctx)?;
-    // Requests the host never serves: two reads and a write.
-    for _ in 0..2 {
-        s.g.rx
-            .submit_read(65536)
-            .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
-    }
-    s.g.tx
-        .submit_write(Bytes::from(pattern(7000, 0, 65536)))
-        .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
-    thread::sleep(Duration::from_millis(200));
+    queue_unserved(&mut s, 7000)?;
     let start = Instant::now();
     run("rmmod", &["virtio_udc"])?;
     ctx.notes
@@ -132,6 +123,21 @@ pub(crate) fn rmmod_insmod(ctx: &mut Ctx) -> Result<(), Error> {
     insmod_and_rebind(ctx, &ko, &mut s.g)?;
     ctx.host.wait_configured(CONFIGURE_TIMEOUT)?;
     round_trip(ctx, &s, 7100)?;
+    Ok(())
+}
+
+/// Queues requests the host never serves: two 64 KiB reads and a 64 KiB
+/// write of pattern `seed`, and gives the device time to see them.
+fn queue_unserved(s: &mut Setup, seed: u64) -> Result<(), Error> {
+    for _ in 0..2 {
+        s.g.rx
+            .submit_read(65536)
+            .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
+    }
+    s.g.tx
+        .submit_write(Bytes::from(pattern(seed, 0, 65536)))
+        .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
+    thread::sleep(Duration::from_millis(200));
     Ok(())
 }
 
@@ -167,15 +173,7 @@ fn queued_requests_failed(ctx: &mut Ctx, s: &mut Setup, secs: u64, why: &str) ->
 /// host enumerates again and data moves.
 pub(crate) fn daemon_crash(ctx: &mut Ctx) -> Result<(), Error> {
     let mut s = setup(ctx)?;
-    for _ in 0..2 {
-        s.g.rx
-            .submit_read(65536)
-            .map_err(|e| Error::Check(format!("io_submit read: {e}")))?;
-    }
-    s.g.tx
-        .submit_write(Bytes::from(pattern(8000, 0, 65536)))
-        .map_err(|e| Error::Check(format!("io_submit write: {e}")))?;
-    thread::sleep(Duration::from_millis(200));
+    queue_unserved(&mut s, 8000)?;
     ctx.host.ok(json!({"op": "crash"}))?;
     let start = Instant::now();
     queued_requests_failed(ctx, &mut s, 15, "the daemon died")?;
