@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the kernel's own style checks on the guest driver, as a maintainer
-# would before taking it as drivers/usb/gadget/udc/virtio_udc.c, and on the
+# would before taking it as drivers/usb/gadget/udc/virtio/, and on the
 # f_fs fix series in patches/linux:
 # scripts/checkpatch.pl --strict (inside a kernel tree, so it knows the
 # kernel's identifiers) and scripts/kernel-doc -Wall. The kernel scripts come
@@ -38,19 +38,21 @@ fi
 # The files where a submission puts them: the driver, its uapi header and its
 # Kconfig entry (kept apart from the tree's own Kconfig, which it would join).
 src="$here/virtio-udc"
-mkdir -p "$tree/include/uapi/linux"
-cp "$src/virtio_udc.c" "$tree/drivers/usb/gadget/udc/virtio_udc.c"
+drv=drivers/usb/gadget/udc/virtio
+mkdir -p "$tree/include/uapi/linux" "$tree/$drv"
+rm -f "$tree/drivers/usb/gadget/udc/virtio_udc.c"
+cp "$src"/vudc_core.c "$src"/vudc_udc.c "$src"/vudc.h "$tree/$drv/"
 cp "$src/include/uapi/linux/virtio_udc.h" "$tree/include/uapi/linux/virtio_udc.h"
 cp "$src/Kconfig" "$tree/drivers/usb/gadget/udc/Kconfig.virtio_udc"
 status=0
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet -f \
-    drivers/usb/gadget/udc/virtio_udc.c include/uapi/linux/virtio_udc.h \
+    $drv/vudc_core.c $drv/vudc_udc.c $drv/vudc.h include/uapi/linux/virtio_udc.h \
     drivers/usb/gadget/udc/Kconfig.virtio_udc) || status=1
 # What is not submitted: the out-of-tree compat headers.
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --no-tree -f "$src"/compat/*.h) || status=1
-# virtio_udc.c has no kernel-version conditionals: those live in compat/.
-if grep -nE '^#[[:space:]]*if.*(LINUX_VERSION_CODE|KERNEL_VERSION)' "$src/virtio_udc.c"; then
-    say "virtio_udc.c tests the kernel version: move that to compat/"
+# The driver has no kernel-version conditionals: those live in compat/.
+if grep -nE '^#[[:space:]]*if.*(LINUX_VERSION_CODE|KERNEL_VERSION)' "$src"/vudc_core.c "$src"/vudc_udc.c "$src"/vudc.h; then
+    say "the driver tests the kernel version: move that to compat/"
     status=1
 fi
 # The f_fs fix series, as a maintainer runs checkpatch on a patch. The
@@ -60,11 +62,11 @@ for p in "$here"/../patches/linux/*.patch; do
     [ -f "$p" ] || continue
     (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --ignore UNKNOWN_COMMIT_ID "$p") || status=1
 done
-doc=$(cd "$tree" && perl scripts/kernel-doc -none -Wall drivers/usb/gadget/udc/virtio_udc.c \
+doc=$(cd "$tree" && perl scripts/kernel-doc -none -Wall $drv/vudc_core.c $drv/vudc_udc.c $drv/vudc.h \
     include/uapi/linux/virtio_udc.h 2>&1) || status=1
 [ -z "$doc" ] || { printf '%s\n' "$doc"; status=1; }
 if [ $status = 0 ]; then
-    say "virtio_udc.c, uapi virtio_udc.h, Kconfig: checkpatch --strict and kernel-doc -Wall clean"
+    say "the driver (vudc_core.c, vudc_udc.c, vudc.h), uapi virtio_udc.h, Kconfig: checkpatch --strict and kernel-doc -Wall clean"
     say "patches/linux: checkpatch --strict clean"
 fi
 exit $status

@@ -2,7 +2,7 @@
 /*
  * Out-of-tree builds only: kernels 6.9 and 6.10 take virtqueue callbacks
  * and names as two arrays; 6.11 replaced them with struct virtqueue_info,
- * which virtio_udc.c uses. Kbuild force-includes this file when the
+ * which the driver uses. Kbuild force-includes this file when the
  * kernel it builds against has no struct virtqueue_info, so the driver
  * itself stays written for the current API.
  */

@@ -4,7 +4,7 @@
  * include/uapi/linux/virtio_ids.h, next to the others. 63 is provisional
  * (docs/virtio-udc.md, section 1), not allocated by the virtio
  * specification. Kbuild force-includes this file while the kernel it
- * builds against has no VIRTIO_ID_UDC, so virtio_udc.c takes the ID from
+ * builds against has no VIRTIO_ID_UDC, so the driver takes the ID from
  * <linux/virtio_ids.h> as every virtio driver does; this is the only
  * definition of it on the C side.
  */
