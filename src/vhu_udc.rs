@@ -140,7 +140,7 @@ pub struct VringRings {
     xfer_heads: InFlight,
     /// Completions kept while a queue is stopped (at most one per head in
     /// flight), returned when the queues run again.
-    held: Vec<Output<ChainToken>>,
+    kept_while_stopped: Vec<Output<ChainToken>>,
 }
 
 /// Why a descriptor head cannot be taken.
@@ -198,7 +198,7 @@ impl Rings for VringRings {
     /// Statuses on the xferq, events on the eventq, in order, then one
     /// notification per queue.
     fn deliver(&mut self, mem: Option<&GuestMem>, outputs: Vec<Output<ChainToken>>) {
-        if outputs.is_empty() && self.events.is_empty() && self.held.is_empty() {
+        if outputs.is_empty() && self.events.is_empty() && self.kept_while_stopped.is_empty() {
             return;
         }
         let Some(mem) = mem.map(|m| m.memory()) else {
@@ -220,14 +220,14 @@ impl Rings for VringRings {
             for o in outputs {
                 match o {
                     Output::Event(e) => self.push_event(e),
-                    done => self.held.push(done),
+                    done => self.kept_while_stopped.push(done),
                 }
             }
             return;
         }
         let mut outputs = outputs;
-        if !self.held.is_empty() {
-            outputs.splice(0..0, std::mem::take(&mut self.held));
+        if !self.kept_while_stopped.is_empty() {
+            outputs.splice(0..0, std::mem::take(&mut self.kept_while_stopped));
         }
         let mut xfer_used = false;
         for o in outputs {
@@ -262,7 +262,7 @@ impl Rings for VringRings {
         self.vrings.clear();
         self.events.clear();
         self.xfer_heads.clear();
-        self.held.clear();
+        self.kept_while_stopped.clear();
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
