@@ -433,6 +433,11 @@ impl VhostUserUdcBackend {
             }
         }
         for _ in 0..size {
+            if udc.budget_spent() {
+                // The rest in the next hold: the requests read and the data
+                // they moved were this hold's budget of guest-memory work.
+                return Drained::More;
+            }
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
             let Some(chain) = chain else { return Drained::Empty };
             let head = chain.head_index();
@@ -450,6 +455,7 @@ impl VhostUserUdcBackend {
                 continue;
             }
             let parts = split_chain(&mem, chain, self.max_readable, XFER_STATUS_SIZE);
+            udc.spend(parts.readable.len() as u64);
             let token = ChainToken {
                 head,
                 status_at: parts.writable.clone(),
