@@ -343,6 +343,9 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
             },
             diagnostics: outside,
         });
+        if let Some(p) = &f.privileges {
+            cases.push(crate::soak::unprivileged_case(p, n));
+        }
         if f.daemon_restarts > 0 {
             eprintln!("udc-vm: the daemon was started again {} times", f.daemon_restarts);
         }
