@@ -20,7 +20,6 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::ktap::{Case, Outcome};
-use crate::user::Privileges;
 use crate::vm::{self, Mode};
 use crate::{Error, VmArgs};
 
@@ -118,26 +117,6 @@ pub fn faults_in_daemon_log(log: &str) -> BTreeMap<String, u64> {
         }
     }
     m
-}
-
-/// The `unprivileged` case of a boot run with `--user`.
-pub fn unprivileged_case(p: &Privileges, boot: usize) -> Case {
-    let mut diagnostics = p.lines.clone();
-    diagnostics.extend(p.problems.iter().map(|x| format!("PRIVILEGED: {x}")));
-    Case {
-        suite: "udc-vm".into(),
-        name: if boot <= 1 {
-            "unprivileged".into()
-        } else {
-            format!("unprivileged (boot {boot})")
-        },
-        outcome: if p.problems.is_empty() && !p.lines.is_empty() {
-            Outcome::Pass
-        } else {
-            Outcome::Fail
-        },
-        diagnostics,
-    }
 }
 
 /// Copies the guest's `soak:` lines to stderr as they arrive.
@@ -359,7 +338,7 @@ pub fn run(a: &VmArgs, s: &SoakArgs) -> Result<ExitCode, Error> {
         },
     ];
     if let Some(p) = &f.privileges {
-        cases.push(unprivileged_case(p, 1));
+        cases.push(crate::suite::unprivileged_case(p, 1));
     }
     let mut record = report.clone();
     for c in &cases {
@@ -423,19 +402,5 @@ mod tests {
         assert_eq!(m.get("stall"), Some(&2));
         assert_eq!(m.get("short"), Some(&1));
         assert_eq!(m.values().sum::<u64>(), 3);
-    }
-
-    #[test]
-    fn the_unprivileged_case_needs_a_record_and_no_problem() {
-        let mut p = Privileges::default();
-        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Fail);
-        p.lines.push("daemon (pid 7): Uid: 998 998 998 998".into());
-        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Pass);
-        p.problems
-            .push("qemu (pid 8): CapEff: 1: it holds capabilities".into());
-        let c = unprivileged_case(&p, 2);
-        assert_eq!(c.outcome, Outcome::Fail);
-        assert_eq!(c.name, "unprivileged (boot 2)");
-        assert!(c.diagnostics.iter().any(|d| d.starts_with("PRIVILEGED: qemu")));
     }
 }

@@ -392,9 +392,22 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     }
     let interactive = matches!(mode, Mode::Interactive);
     let initrd = initrd(o, mode)?;
-    if let Some(r) = &o.run_as {
-        r.prepare(&o.out, &[&o.image.bzimage, &initrd, &o.qemu, &o.daemon])?;
-    }
+    // With --user, the daemon runs from a copy in the run's directory: the
+    // build tree it comes from may be closed to that user (a checkout
+    // under /root).
+    let staged;
+    let o = match &o.run_as {
+        Some(r) => {
+            let daemon = o.out.join("vhost-device-udc");
+            let _ = std::fs::remove_file(&daemon);
+            std::fs::copy(&o.daemon, &daemon)
+                .map_err(|e| Error::Io(format!("{} to {}: {e}", o.daemon.display(), daemon.display())))?;
+            r.prepare(&o.out, &[&o.image.bzimage, &initrd, &o.qemu])?;
+            staged = VmOptions { daemon, ..o.clone() };
+            &staged
+        }
+        None => o,
+    };
     let mut privileges = o.run_as.as_ref().map(|_| Privileges::default());
     eprintln!("udc-vm: console log: {}", p.console.display());
     eprintln!("udc-vm: daemon log:  {}", p.daemon_log.display());
