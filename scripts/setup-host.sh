@@ -46,3 +46,27 @@ for tool in fmt clippy; do
     fi
 done
 say "rustc $ver, cargo $(cargo --version | awk '{print $2}'), rustfmt and clippy present"
+
+# The VM tier's unprivileged runs (`udc-vm --user udc-runner`, the soak in
+# make test): a system user with no login shell and no home, whose own
+# group is its only group. udc-vm (root) starts QEMU and the daemon as it.
+if [ "$(id -u)" = 0 ]; then
+    if ! getent passwd udc-runner >/dev/null; then
+        say "creating the system user udc-runner (QEMU and the daemon run as it in the VM tier)"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --comment "virtio-udc VM runs" udc-runner
+    fi
+    # The daemon's one extra: /dev/udmabuf (host DMABUFs of guest memory)
+    # through group udmabuf, which udc-vm keeps as the daemon's only
+    # supplementary group. Only where the device exists.
+    if [ -c /dev/udmabuf ]; then
+        getent group udmabuf >/dev/null || groupadd --system udmabuf
+        rule=/etc/udev/rules.d/60-udmabuf.rules
+        want='KERNEL=="udmabuf", GROUP="udmabuf", MODE="0660"'
+        if [ "$(cat "$rule" 2>/dev/null)" != "$want" ]; then
+            say "/dev/udmabuf: group udmabuf, mode 0660 ($rule)"
+            echo "$want" > "$rule"
+        fi
+        chgrp udmabuf /dev/udmabuf && chmod 0660 /dev/udmabuf
+    fi
+fi

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use log::{error, info, warn};
+use nix::sys::stat::{umask, Mode};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
@@ -168,7 +169,14 @@ fn listen(socket_path: Option<&Path>, socket_fd: Option<i32>) -> Result<Listener
         path: path.clone(),
         source,
     })?;
-    Listener::new(&path, false).map_err(|source| Error::Listen { path, source })
+    // Mode 0600, never wider even for a moment (bound under a umask that
+    // allows only the owner): whoever connects is the frontend, and the
+    // frontend hands over the guest's memory. QEMU runs as the daemon's
+    // user (or root). No other thread creates files at this point.
+    let old_umask = umask(Mode::from_bits_truncate(0o177));
+    let listener = Listener::new(&path, false);
+    umask(old_umask);
+    listener.map_err(|source| Error::Listen { path, source })
 }
 
 /// Starts the configured streams once the gadget is configured, and again

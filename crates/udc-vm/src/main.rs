@@ -11,7 +11,9 @@ mod kernel_log;
 mod ktap;
 mod locate;
 mod matrix;
+mod soak;
 mod suite;
+mod user;
 mod vm;
 
 use std::path::PathBuf;
@@ -93,6 +95,15 @@ enum Cmd {
     /// The suite on a list of kernels and FunctionFS builds: one table of
     /// kernel and f_fs against case (markdown and CSV).
     Matrix(matrix::MatrixArgs),
+    /// Read/write and DMABUF transfers both ways for a set time under
+    /// seeded random delays and faults, every byte checked; reports
+    /// transfers, bytes, faults, corruptions and kernel warnings.
+    Soak {
+        #[command(flatten)]
+        vm: VmArgs,
+        #[command(flatten)]
+        soak: soak::SoakArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -180,6 +191,13 @@ struct VmArgs {
     /// Directory for the logs and sockets (default: a new one under /tmp).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run QEMU and the daemon as this unprivileged user (udc-vm itself
+    /// runs as root): no supplementary groups but the one that may open
+    /// the host's /dev/udmabuf, no capabilities; the run's directory
+    /// becomes the user's, and how they ran is checked and recorded
+    /// (OUT/privileges.txt; the `unprivileged` case).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -205,6 +223,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Bench { vm, bench } => bench::run(&vm, &bench),
         Cmd::Matrix(m) => matrix::run(&m),
+        Cmd::Soak { vm, soak } => soak::run(&vm, &soak),
     };
     match result {
         Ok(code) => code,
@@ -262,6 +281,7 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         ffs,
         stop_marker: None,
         quiet_timeout: None,
+        run_as: a.user.as_deref().map(user::RunAs::lookup).transpose()?,
     })
 }
 

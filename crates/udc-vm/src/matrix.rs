@@ -199,6 +199,7 @@ fn column_args(m: &MatrixArgs, c: &Column, out: &Path) -> Result<VmArgs, Error> 
         accel: "tcg".into(),
         timeout: m.timeout,
         out: Some(out.to_path_buf()),
+        user: None,
     })
 }
 

@@ -343,6 +343,9 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
             },
             diagnostics: outside,
         });
+        if let Some(p) = &f.privileges {
+            cases.push(unprivileged_case(p, n));
+        }
         if f.daemon_restarts > 0 {
             eprintln!("udc-vm: the daemon was started again {} times", f.daemon_restarts);
         }
@@ -416,6 +419,26 @@ pub struct Results {
     pub errors: Vec<String>,
     pub seconds: f64,
     console_tail: String,
+}
+
+/// The `unprivileged` case of a boot run with `--user`.
+pub fn unprivileged_case(p: &crate::user::Privileges, boot: usize) -> Case {
+    let mut diagnostics = p.lines.clone();
+    diagnostics.extend(p.problems.iter().map(|x| format!("PRIVILEGED: {x}")));
+    Case {
+        suite: "udc-vm".into(),
+        name: if boot <= 1 {
+            "unprivileged".into()
+        } else {
+            format!("unprivileged (boot {boot})")
+        },
+        outcome: if p.problems.is_empty() && !p.lines.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        diagnostics,
+    }
 }
 
 /// Runs the suite on each controller asked for.
@@ -608,5 +631,19 @@ mod tests {
         assert_eq!(errs, ["--expect-fail d: the case did not run"]);
         assert!("nocolon".parse::<Expectation>().is_err());
         assert!(":x".parse::<Expectation>().is_err());
+    }
+
+    #[test]
+    fn the_unprivileged_case_needs_a_record_and_no_problem() {
+        let mut p = crate::user::Privileges::default();
+        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Fail);
+        p.lines.push("daemon (pid 7): Uid: 998 998 998 998".into());
+        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Pass);
+        p.problems
+            .push("qemu (pid 8): CapEff: 1: it holds capabilities".into());
+        let c = unprivileged_case(&p, 2);
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert_eq!(c.name, "unprivileged (boot 2)");
+        assert!(c.diagnostics.iter().any(|d| d.starts_with("PRIVILEGED: qemu")));
     }
 }
