@@ -23,8 +23,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ffs::FfsArgs;
-use crate::suite::{Expectation, TestArgs};
-use crate::vm::{Mode, VmOptions};
+use crate::suite::{Controllers, Expectation, TestArgs};
+use crate::vm::{Accel, BusSpeed, Coherency, Mode, VmOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,8 +75,8 @@ enum Cmd {
         /// Which controllers to boot: the default one with scatter-gather,
         /// one without (the daemon's --no-sg, where FunctionFS must refuse
         /// DMABUFs and read/write take the linear path), or both in turn.
-        #[arg(long, default_value = "both", value_parser = ["both", "sg", "no-sg"])]
-        controller: String,
+        #[arg(long, value_enum, default_value_t = Controllers::Both)]
+        controller: Controllers,
         /// CASE:TEXT (repeatable): CASE must fail and show TEXT among its
         /// reasons (a known kernel bug, asserted); it then counts as
         /// passed, and fails if it passes.
@@ -166,8 +166,8 @@ struct VmArgs {
     /// device sees the buffers themselves) or swiotlb (swiotlb=force: every
     /// mapping bounces, so the device sees bounce buffers and data moves
     /// only at the DMA API's sync and unmap points).
-    #[arg(long, default_value = "direct", value_parser = ["direct", "swiotlb"])]
-    coherency: String,
+    #[arg(long, value_enum, default_value_t = Coherency::Direct)]
+    coherency: Coherency,
     /// Guest memory.
     #[arg(long, default_value = "1G")]
     memory: String,
@@ -175,15 +175,15 @@ struct VmArgs {
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// USB bus speed the host connects at.
-    #[arg(long, default_value = "super", value_parser = ["full", "high", "super"])]
-    speed: String,
+    #[arg(long, value_enum, default_value_t = BusSpeed::Super)]
+    speed: BusSpeed,
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     append: String,
     /// Accelerator: tcg everywhere; kvm where /dev/kvm works (auto: kvm
     /// when /dev/kvm opens, which some hosts allow without supporting it).
-    #[arg(long, default_value = "tcg", value_parser = ["auto", "kvm", "tcg"])]
-    accel: String,
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
     /// Seconds before the guest is stopped (default: 900 for test and
     /// commands, none for a shell).
     #[arg(long)]
@@ -271,9 +271,9 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         daemon_args,
         memory: a.memory.clone(),
         cpus: a.cpus,
-        speed: a.speed.clone(),
+        speed: a.speed,
         append,
-        accel: a.accel.clone(),
+        accel: a.accel,
         timeout: a.timeout.or(default_timeout).map(Duration::from_secs),
         out: std::path::absolute(&out).unwrap_or(out),
         echo_results: echo,
@@ -322,7 +322,7 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u6
         eprintln!("udc-vm: injection seed {s} (--seed {s} gives the same injected events again)");
     }
     let mut append = a.append.clone();
-    if a.coherency == "swiotlb" {
+    if a.coherency == Coherency::Swiotlb {
         append = format!("{append} swiotlb=force").trim().to_string();
     }
     if a.debug_kernel_options {

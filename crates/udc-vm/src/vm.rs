@@ -18,6 +18,40 @@ use crate::locate::Image;
 use crate::user::{Privileges, RunAs};
 use crate::Error;
 
+/// The USB bus speed the host connects at (the daemon's --speed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusSpeed {
+    Full,
+    High,
+    Super,
+}
+
+/// How QEMU runs the guest's CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// kvm when /dev/kvm opens (which some hosts allow without supporting it).
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// How the guest's DMA reaches the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Coherency {
+    /// dma-direct: the device sees the buffers themselves.
+    Direct,
+    /// swiotlb=force: every mapping bounces.
+    Swiotlb,
+}
+
+/// A value's name as the command line spells it.
+pub fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("no value is skipped")
+        .get_name()
+        .to_string()
+}
+
 /// Most daemon restarts in one boot before the runner gives up on it.
 const MAX_DAEMON_RESTARTS: u32 = 5;
 
@@ -49,9 +83,9 @@ pub struct VmOptions {
     pub daemon_args: Vec<String>,
     pub memory: String,
     pub cpus: u32,
-    pub speed: String,
+    pub speed: BusSpeed,
     pub append: String,
-    pub accel: String,
+    pub accel: Accel,
     pub timeout: Option<Duration>,
     pub out: PathBuf,
     /// Copy the results port to stdout as it arrives.
@@ -175,10 +209,10 @@ fn kvm_usable() -> bool {
 
 /// The QEMU command line (without the binary).
 pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> Vec<String> {
-    let kvm = match o.accel.as_str() {
-        "kvm" => true,
-        "tcg" => false,
-        _ => kvm_usable(),
+    let kvm = match o.accel {
+        Accel::Kvm => true,
+        Accel::Tcg => false,
+        Accel::Auto => kvm_usable(),
     };
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
@@ -261,7 +295,7 @@ impl Daemon {
             // from a lost back end; the socket is reachable only from this
             // run's QEMU (0600, in the run's own directory).
             .arg("--control-allow-crash")
-            .args(["--speed", &o.speed])
+            .args(["--speed", &value_name(o.speed)])
             .args(&o.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Io(e.to_string()))?)
@@ -599,9 +633,9 @@ pub(crate) mod tests {
             daemon_args: vec![],
             memory: "2G".into(),
             cpus: 2,
-            speed: "super".into(),
+            speed: BusSpeed::Super,
             append: "udmabuf.size_limit_mb=128".into(),
-            accel: "tcg".into(),
+            accel: Accel::Tcg,
             timeout: None,
             out: "/out".into(),
             echo_results: false,
