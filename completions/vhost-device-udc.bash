@@ -23,7 +23,7 @@ _vhost__device__udc() {
 
     case "${cmd}" in
         vhost__device__udc)
-            opts="-s -h -V --socket-path --socket-fd --print-capabilities --control-socket --once --config --speed --max-speed --no-sg --no-auto-enumerate --inject --seed --control-socket-mode --control-socket-group --control-allow-uid --control-allow-crash --control-file-dir --log-level --help --version"
+            opts="-s -h -V --socket-path --socket-fd --print-capabilities --control-socket --pcap --pcap-snaplen --once --config --speed --max-speed --no-sg --no-auto-enumerate --inject --seed --control-socket-mode --control-socket-group --control-allow-uid --control-allow-crash --control-file-dir --log-level --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -42,6 +42,14 @@ _vhost__device__udc() {
                     return 0
                     ;;
                 --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pcap)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pcap-snaplen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

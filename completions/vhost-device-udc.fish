@@ -1,6 +1,8 @@
 complete -c vhost-device-udc -s s -l socket-path -d 'vhost-user socket to listen on; QEMU connects to it with `-chardev socket,path=PATH -device vhost-user-udc-pci,chardev=...`' -r -F
 complete -c vhost-device-udc -l socket-fd -d 'A listening Unix socket to serve instead of --socket-path, passed open by a supervisor (vhost-user.rst\'s backend program conventions); the daemon owns it from then on and never removes its path' -r
 complete -c vhost-device-udc -l control-socket -d 'Unix socket for the control protocol (docs/control-socket.md): list the device, send control requests, run transfers and streams, read statistics, change the host\'s behaviour' -r -F
+complete -c vhost-device-udc -l pcap -d 'Capture every transfer on the bus, as the host sees it, into this new file: usbmon\'s pcap format, which Wireshark and tshark read (docs/capture.md). The control socket\'s `capture` starts and stops one at run time' -r -F
+complete -c vhost-device-udc -l pcap-snaplen -d 'Data bytes kept per captured event; longer transfers are cut (their length is still recorded)' -r
 complete -c vhost-device-udc -l config -d 'TOML file describing the controller, the host and traffic streams (see docs/configuration.md). Command-line options override it' -r -F
 complete -c vhost-device-udc -l speed -d 'Host port speed: full, high or super. The bus runs at the lower of this and --max-speed. Default: high' -r
 complete -c vhost-device-udc -l max-speed -d 'Fastest speed the controller advertises to the guest: full, high or super. Default: super' -r

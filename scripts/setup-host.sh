@@ -9,9 +9,10 @@ need_apt=()
 # The VM tier's tools too: the runner's tests unpack cpio archives, the
 # image build needs busybox-static, kmod, dwarves (pahole, for the module's
 # BTF), xz/zstd for modules, perl for checkpatch; python3 runs QEMU's smoke
-# test. qemu/build.sh installs QEMU's own build dependencies.
+# test; tshark dissects the bus captures (docs/capture.md). qemu/build.sh
+# installs QEMU's own build dependencies.
 for pkg in build-essential pkg-config ca-certificates cpio busybox-static kmod dwarves \
-    xz-utils zstd file bc perl python3; do
+    xz-utils zstd file bc perl python3 tshark; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -21,6 +22,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
     say "installing ${need_apt[*]}"
     apt-get update -q
+    # tshark asks whether non-root users may capture: they need not.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
 fi
 

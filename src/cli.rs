@@ -45,6 +45,18 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
 
+    /// Capture every transfer on the bus, as the host sees it, into this new
+    /// file: usbmon's pcap format, which Wireshark and tshark read
+    /// (docs/capture.md). The control socket's `capture` starts and stops
+    /// one at run time.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Data bytes kept per captured event; longer transfers are cut (their
+    /// length is still recorded).
+    #[arg(long, value_name = "BYTES", default_value_t = crate::capture::DEFAULT_SNAPLEN)]
+    pub pcap_snaplen: u32,
+
     /// Serve one vhost-user connection and exit when it ends, instead of
     /// waiting for the frontend to reconnect.
     #[arg(long)]

@@ -35,6 +35,8 @@ enum Error {
     ControlSocket { path: PathBuf, source: StartError },
     #[error("cannot listen on {}: {source}", .path.display())]
     SocketPath { path: PathBuf, source: SocketPathError },
+    #[error("--pcap: {0}")]
+    Capture(vhost_device_udc::host::HostError),
     #[error("--socket-fd: {0}")]
     SocketFd(SocketFdError),
     #[error("cannot listen on {}: {source}", .path.display())]
@@ -96,6 +98,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             .map_err(Error::TimerThread)?;
     }
     let host = Host::new(udc.clone(), host_cfg.clone());
+    if let Some(p) = &cli.pcap {
+        host.start_capture(p, cli.pcap_snaplen).map_err(Error::Capture)?;
+    }
     let traffic = Traffic::new(host.clone());
     let _control = match &cli.control_socket {
         Some(p) => Some(

@@ -719,6 +719,18 @@ impl<T: Debug> Device<T> {
         true
     }
 
+    /// The address the host gave the device (0 before SET_ADDRESS).
+    pub fn address(&self) -> u8 {
+        self.address
+    }
+
+    /// The transfer type (USB's bmAttributes numbering) of an enabled
+    /// endpoint.
+    pub fn ep_type(&self, ep: u8) -> Option<u8> {
+        let i = self.ep_index(ep)?;
+        self.eps[i].enabled.map(|e| e.ep_type)
+    }
+
     /// Max packet size of an enabled endpoint.
     pub fn max_packet(&self, ep: u8) -> Option<u16> {
         let i = self.ep_index(ep)?;
