@@ -198,6 +198,13 @@ struct VmArgs {
     /// (OUT/privileges.txt; the `unprivileged` case).
     #[arg(long, value_name = "NAME")]
     user: Option<String>,
+    /// Capture the bus into FILE, as the host saw it, in usbmon's pcap
+    /// format for Wireshark (docs/capture.md). Each later daemon start (a
+    /// restart, the next boot) writes FILE-2, FILE-3, ... beside it. FILE
+    /// must not exist; with --user, its directory must be the user's (the
+    /// run's --out is).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -282,6 +289,10 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         stop_marker: None,
         quiet_timeout: None,
         run_as: a.user.as_deref().map(user::RunAs::lookup).transpose()?,
+        pcap: a
+            .pcap
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
     })
 }
 

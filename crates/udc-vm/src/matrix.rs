@@ -201,6 +201,7 @@ fn column_args(m: &MatrixArgs, c: &Column, out: &Path) -> Result<VmArgs, Error> 
         timeout: m.timeout,
         out: Some(out.to_path_buf()),
         user: None,
+        pcap: None,
     })
 }
 

@@ -105,6 +105,26 @@ pub struct VmOptions {
     /// Run QEMU and the daemon as this user (`--user`), and record how
     /// they ran.
     pub run_as: Option<RunAs>,
+    /// `--pcap FILE`: the daemon captures the bus (see [`pcap_path`]).
+    pub pcap: Option<PathBuf>,
+}
+
+/// Daemons started with a capture in this run of udc-vm.
+static CAPTURES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Where the next daemon's capture goes: `file` for the first, then
+/// `file-2`, `file-3`, ... (before the extension): a restarted daemon and
+/// the next boot each write their own, and none overwrites another.
+fn pcap_path(file: &Path, n: u32) -> PathBuf {
+    if n == 1 {
+        return file.to_path_buf();
+    }
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match file.extension() {
+        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    file.with_file_name(name)
 }
 
 /// What the guest runs.
@@ -286,8 +306,7 @@ impl Daemon {
             // Its one extra: the group that may open the host's /dev/udmabuf.
             r.apply(&mut cmd, r.udmabuf_gid.as_slice());
         }
-        let mut child = cmd
-            .arg("--socket-path")
+        cmd.arg("--socket-path")
             .arg(&p.vhost_sock)
             .arg("--control-socket")
             .arg(&p.control_sock)
@@ -296,7 +315,13 @@ impl Daemon {
             // run's QEMU (0600, in the run's own directory).
             .arg("--control-allow-crash")
             .args(["--speed", &value_name(o.speed)])
-            .args(&o.daemon_args)
+            .args(&o.daemon_args);
+        if let Some(f) = &o.pcap {
+            let path = pcap_path(f, CAPTURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+            eprintln!("udc-vm: bus capture: {}", path.display());
+            cmd.arg("--pcap").arg(path);
+        }
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Io(e.to_string()))?)
             .stderr(log)
@@ -617,6 +642,14 @@ impl ResultsWatch {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn each_daemon_start_captures_into_its_own_file() {
+        let f = Path::new("/out/bus.pcap");
+        assert_eq!(pcap_path(f, 1), Path::new("/out/bus.pcap"));
+        assert_eq!(pcap_path(f, 2), Path::new("/out/bus-2.pcap"));
+        assert_eq!(pcap_path(Path::new("/out/bus"), 3), Path::new("/out/bus-3"));
+    }
+
     use super::*;
 
     pub(crate) fn opts() -> VmOptions {
@@ -648,6 +681,7 @@ pub(crate) mod tests {
             stop_marker: None,
             quiet_timeout: None,
             run_as: None,
+            pcap: None,
         }
     }
 
