@@ -205,10 +205,38 @@ struct VmArgs {
     /// run's --out is).
     #[arg(long, value_name = "FILE")]
     pcap: Option<PathBuf>,
+    /// Extra argument for QEMU (repeatable, added at the end of its
+    /// command line), e.g. --qemu-opt=-d --qemu-opt=guest_errors.
+    #[arg(long = "qemu-opt", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_opts: Vec<String>,
+    /// Start QEMU's gdb stub on this TCP port (default 1234) and boot the
+    /// kernel with nokaslr; the gdb command line to attach is printed.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "1234")]
+    gdb: Option<u16>,
+    /// Print the daemon's and QEMU's command lines for the first boot, and
+    /// exit without starting anything.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let vm_args = match &cli.cmd {
+        Cmd::Run { vm, .. } | Cmd::Test { vm, .. } | Cmd::Bench { vm, .. } | Cmd::Soak { vm, .. } => Some(vm),
+        Cmd::Matrix(_) => None,
+    };
+    if let Some(vm) = vm_args.filter(|v| v.dry_run) {
+        return match options(vm, None, false) {
+            Ok(o) => {
+                print!("{}", vm::dry_run(&o));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("udc-vm: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match cli.cmd {
         Cmd::Run { vm, command } => run(&vm, &command),
         Cmd::Test {
@@ -293,6 +321,9 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
             .pcap
             .as_ref()
             .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        qemu_opts: a.qemu_opts.clone(),
+        gdb: a.gdb,
+        vmlinux: a.kdir.as_ref().map(|k| k.join("vmlinux")),
     })
 }
 
@@ -333,6 +364,10 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u6
         eprintln!("udc-vm: injection seed {s} (--seed {s} gives the same injected events again)");
     }
     let mut append = a.append.clone();
+    if a.gdb.is_some() {
+        // gdb's symbols match the kernel only where it was linked to run.
+        append = format!("{append} nokaslr").trim().to_string();
+    }
     if a.coherency == Coherency::Swiotlb {
         append = format!("{append} swiotlb=force").trim().to_string();
     }

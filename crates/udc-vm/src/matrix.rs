@@ -202,6 +202,9 @@ fn column_args(m: &MatrixArgs, c: &Column, out: &Path) -> Result<VmArgs, Error> 
         out: Some(out.to_path_buf()),
         user: None,
         pcap: None,
+        qemu_opts: Vec::new(),
+        gdb: None,
+        dry_run: false,
     })
 }
 

@@ -107,6 +107,12 @@ pub struct VmOptions {
     pub run_as: Option<RunAs>,
     /// `--pcap FILE`: the daemon captures the bus (see [`pcap_path`]).
     pub pcap: Option<PathBuf>,
+    /// `--qemu-opt`: added at the end of QEMU's command line.
+    pub qemu_opts: Vec<String>,
+    /// `--gdb PORT`: QEMU's gdb stub.
+    pub gdb: Option<u16>,
+    /// The kernel with debug information, where known (a --kdir tree's).
+    pub vmlinux: Option<PathBuf>,
 }
 
 /// Daemons started with a capture in this run of udc-vm.
@@ -285,6 +291,81 @@ pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> 
     } else {
         push(&["-serial", &format!("file:{}", p.console.display())]);
     }
+    if let Some(port) = o.gdb {
+        push(&["-gdb", &format!("tcp::{port}")]);
+    }
+    a.extend(o.qemu_opts.iter().cloned());
+    a
+}
+
+/// How to attach gdb to the guest's kernel through QEMU's stub: the
+/// kernel's vmlinux with debug information, and the kernel's own gdb
+/// scripts for module symbols (lx-symbols).
+pub fn gdb_hint(o: &VmOptions, port: u16) -> String {
+    let vmlinux = match o.vmlinux.as_ref().filter(|v| v.is_file()) {
+        Some(v) => v.display().to_string(),
+        None => format!(
+            "/usr/lib/debug/boot/vmlinux-{} (from linux-image-{}-dbg)",
+            o.image.release, o.image.release
+        ),
+    };
+    format!(
+        "udc-vm: gdb stub on port {port}; attach with\n  gdb -ex 'target remote :{port}' -ex 'lx-symbols' {vmlinux}\n\
+         (lx-symbols needs the kernel tree's scripts/gdb: add-auto-load-safe-path, or source vmlinux-gdb.py)"
+    )
+}
+
+/// `--dry-run`: the daemon's and QEMU's command lines for the first boot,
+/// as they would run, with the initramfs the boot would build.
+pub fn dry_run(o: &VmOptions) -> String {
+    let p = Paths::new(&o.out);
+    let quote = |a: &[String]| a.iter().map(|s| shell_word(s)).collect::<Vec<_>>().join(" ");
+    let daemon = daemon_args(o, &p, o.pcap.as_deref().map(|f| pcap_path(f, 1)));
+    let qemu = qemu_args(o, &p, &o.out.join("initrd.img"), false);
+    let mut s = format!(
+        "{} {}\n{} {}\n",
+        shell_word(&o.daemon.display().to_string()),
+        quote(&daemon),
+        shell_word(&o.qemu.display().to_string()),
+        quote(&qemu)
+    );
+    if let Some(port) = o.gdb {
+        s += &gdb_hint(o, port);
+        s.push('\n');
+    }
+    s
+}
+
+/// `s` as one shell word.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The daemon's arguments for one start (`pcap`: this start's capture).
+fn daemon_args(o: &VmOptions, p: &Paths, pcap: Option<PathBuf>) -> Vec<String> {
+    let mut a = vec![
+        "--socket-path".to_string(),
+        p.vhost_sock.display().to_string(),
+        "--control-socket".into(),
+        p.control_sock.display().to_string(),
+        // The guest's cases end the daemon on purpose to test recovery
+        // from a lost back end; the socket is reachable only from this
+        // run's QEMU (0600, in the run's own directory).
+        "--control-allow-crash".into(),
+        "--speed".into(),
+        value_name(o.speed),
+    ];
+    a.extend(o.daemon_args.iter().cloned());
+    if let Some(f) = pcap {
+        a.extend(["--pcap".into(), f.display().to_string()]);
+    }
     a
 }
 
@@ -306,22 +387,13 @@ impl Daemon {
             // Its one extra: the group that may open the host's /dev/udmabuf.
             r.apply(&mut cmd, r.udmabuf_gid.as_slice());
         }
-        cmd.arg("--socket-path")
-            .arg(&p.vhost_sock)
-            .arg("--control-socket")
-            .arg(&p.control_sock)
-            // The guest's cases end the daemon on purpose to test recovery
-            // from a lost back end; the socket is reachable only from this
-            // run's QEMU (0600, in the run's own directory).
-            .arg("--control-allow-crash")
-            .args(["--speed", &value_name(o.speed)])
-            .args(&o.daemon_args);
-        if let Some(f) = &o.pcap {
+        let pcap = o.pcap.as_ref().map(|f| {
             let path = pcap_path(f, CAPTURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
             eprintln!("udc-vm: bus capture: {}", path.display());
-            cmd.arg("--pcap").arg(path);
-        }
+            path
+        });
         let mut child = cmd
+            .args(daemon_args(o, p, pcap))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Io(e.to_string()))?)
             .stderr(log)
@@ -477,6 +549,9 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     let mut daemon = Daemon::start(o, &p)?;
     daemon.record(o, &p, &mut privileges);
     let args = qemu_args(o, &p, &initrd, interactive);
+    if let Some(port) = o.gdb {
+        eprintln!("{}", gdb_hint(o, port));
+    }
     std::fs::write(
         o.out.join("qemu.cmdline"),
         format!("{} {}\n", o.qemu.display(), args.join(" ")),
@@ -643,6 +718,30 @@ impl ResultsWatch {
 #[cfg(test)]
 pub(crate) mod tests {
     #[test]
+    fn a_dry_run_prints_both_command_lines_with_the_debug_hooks() {
+        let mut o = opts();
+        o.qemu_opts = vec!["-d".into(), "guest_errors".into()];
+        o.gdb = Some(4321);
+        o.pcap = Some("/out/bus.pcap".into());
+        o.daemon_args = vec!["--inject=latency=1ms".into()];
+        let text = dry_run(&o);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("/d --socket-path /out/udc.sock"), "{text}");
+        assert!(
+            lines[0].ends_with("--inject=latency=1ms --pcap /out/bus.pcap"),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("/q -machine q35"), "{text}");
+        assert!(lines[1].ends_with("-gdb tcp::4321 -d guest_errors"), "{text}");
+        assert!(text.contains("gdb -ex 'target remote :4321'"), "{text}");
+        assert_eq!(
+            CAPTURES.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "a dry run starts no capture"
+        );
+    }
+
+    #[test]
     fn each_daemon_start_captures_into_its_own_file() {
         let f = Path::new("/out/bus.pcap");
         assert_eq!(pcap_path(f, 1), Path::new("/out/bus.pcap"));
@@ -682,6 +781,9 @@ pub(crate) mod tests {
             quiet_timeout: None,
             run_as: None,
             pcap: None,
+            qemu_opts: vec![],
+            gdb: None,
+            vmlinux: None,
         }
     }
 
