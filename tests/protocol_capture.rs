@@ -122,3 +122,59 @@ fn tshark_reads_the_enumeration_and_the_bulk_bytes() {
         "the stalled transfer as -EPIPE: {rows:?}"
     );
 }
+
+/// The control socket starts and stops a capture at run time, only into
+/// --control-file-dir and only as a new file; `status` shows it running.
+#[test]
+fn the_control_socket_starts_and_stops_a_capture() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    let d = Daemon::start_at(dir.path(), &["--control-file-dir", files.to_str().unwrap()]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    let outside = dir.path().join("bus.pcap");
+    let r = ctl.req(json!({"op": "capture", "action": "start", "path": outside}));
+    assert!(r["error"].as_str().unwrap().contains("outside"), "{r}");
+    let pcap = files.join("bus.pcap");
+    let r = ctl.ok(json!({"op": "capture", "action": "start", "path": pcap, "snaplen": 64}));
+    assert_eq!(r["capture"]["snaplen"], 64, "{r}");
+    let r = ctl.req(json!({"op": "capture", "action": "start", "path": files.join("other.pcap")}));
+    assert!(r["error"].as_str().unwrap().contains("already running"), "{r}");
+    assert_eq!(ctl.ok(json!({"op": "status"}))["capture"]["path"], json!(pcap));
+
+    let b = h.buffer(1000).unwrap();
+    h.write_buffer(&b, &data(1000, 1)).unwrap();
+    let x = h.submit_buffer(0x81, 0, &b, 1).unwrap();
+    let (r, _) = ctl.read_in("ep1in", 1000);
+    assert_eq!(r["status"], "ok", "{r}");
+    h.wait_completion(x, T).unwrap();
+    let r = ctl.ok(json!({"op": "capture", "action": "stop"}));
+    assert_eq!(
+        r["capture"]["events"], 2,
+        "one transfer's submission and completion: {r}"
+    );
+    assert!(ctl.ok(json!({"op": "status"}))["capture"].is_null());
+    let r = ctl.req(json!({"op": "capture", "action": "start", "path": pcap}));
+    assert!(
+        r["error"].as_str().unwrap().contains("exists"),
+        "never over a file: {r}"
+    );
+
+    let rows = tshark_fields(
+        &pcap,
+        &[
+            "usb.urb_type",
+            "usb.endpoint_address",
+            "usb.urb_len",
+            "usb.capdata",
+        ],
+    );
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(
+        (rows[1][0].as_str(), rows[1][1].as_str(), rows[1][2].as_str()),
+        ("'C'", "0x81", "1000")
+    );
+    // The snap length: 64 of the 1000 bytes kept.
+    assert_eq!(rows[1][3].replace(':', "").len(), 128, "{rows:?}");
+}

@@ -111,6 +111,15 @@ enum Request {
     Bus {
         action: String,
     },
+    /// The bus capture (docs/capture.md): `start` into a new `path` inside
+    /// --control-file-dir, `stop`.
+    Capture {
+        action: String,
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default)]
+        snaplen: Option<u32>,
+    },
     Hold {
         ep: String,
         #[serde(default)]
@@ -518,6 +527,11 @@ fn handle(
             Ok(json!({"ok": true, "settings": g.injection().to_map(), "log": g.inject_log()}))
         }
         Request::Bus { action } => bus(action, host),
+        Request::Capture {
+            action,
+            path,
+            snaplen,
+        } => capture(&action, path.as_deref(), snaplen, policy, host),
         Request::Crash { down_ms } => {
             policy.check_crash()?;
             crash(down_ms)
@@ -606,6 +620,30 @@ fn release(
 }
 
 /// `status`: the device, its endpoints and what the host knows.
+fn capture(
+    action: &str,
+    path: Option<&str>,
+    snaplen: Option<u32>,
+    policy: &ControlPolicy,
+    host: &Host,
+) -> Result<Value, RequestError> {
+    match action {
+        "start" => {
+            let path = path.ok_or("capture start needs a path")?;
+            let real = policy.check_capture_path(path).map_err(RequestError::Bad)?;
+            let info = host.start_capture(&real, snaplen.unwrap_or(crate::capture::DEFAULT_SNAPLEN))?;
+            Ok(json!({"ok": true, "capture": info}))
+        }
+        "stop" => match host.stop_capture() {
+            Some(info) => Ok(json!({"ok": true, "capture": info})),
+            None => Err("no capture is running".into()),
+        },
+        other => Err(RequestError::Bad(format!(
+            "capture action {other:?}: start or stop"
+        ))),
+    }
+}
+
 fn status(host: &Host) -> Result<Value, RequestError> {
     let dev = host.udc().lock().status();
     let holds = host.udc().lock_holds();
@@ -621,6 +659,7 @@ fn status(host: &Host) -> Result<Value, RequestError> {
     Ok(json!({
         "ok": true,
         "device": dev,
+        "capture": host.capture_info(),
         "lock": {
             "holds": holds.count,
             "longest_hold_us": holds.longest.as_micros() as u64,
