@@ -9,10 +9,11 @@ need_apt=()
 # The VM tier's tools too: the runner's tests unpack cpio archives, the
 # image build needs busybox-static, kmod, dwarves (pahole, for the module's
 # BTF), xz/zstd for modules, perl for checkpatch; python3 runs QEMU's smoke
-# test; tshark dissects the bus captures (docs/capture.md). qemu/build.sh
+# test; tshark dissects the bus captures (docs/capture.md); usb.ids names
+# vendors for `ctl lsusb`. qemu/build.sh
 # installs QEMU's own build dependencies.
 for pkg in build-essential pkg-config ca-certificates cpio busybox-static kmod dwarves \
-    xz-utils zstd file bc perl python3 tshark; do
+    xz-utils zstd file bc perl python3 tshark usb.ids; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then

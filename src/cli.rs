@@ -14,8 +14,18 @@ use crate::control::ControlArgs;
 /// driver registers a UDC; any gadget bound to it is enumerated here and its
 /// endpoints carry real data to and from guest memory.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(
+    version,
+    about,
+    long_about,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    /// Without a command, the daemon runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// vhost-user socket to listen on; QEMU connects to it with
     /// `-chardev socket,path=PATH -device vhost-user-udc-pci,chardev=...`.
     #[arg(
@@ -71,6 +81,39 @@ pub struct Cli {
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
+}
+
+/// What `vhost-device-udc` does instead of running the daemon.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Talk to a running daemon through its control socket.
+    Ctl {
+        /// The daemon's --control-socket.
+        #[arg(short = 'c', long, value_name = "PATH")]
+        control_socket: PathBuf,
+        #[command(subcommand)]
+        request: CtlRequest,
+    },
+}
+
+/// What `ctl` asks.
+#[derive(clap::Subcommand, Debug)]
+pub enum CtlRequest {
+    /// The device the host enumerated, as lsusb prints it (names from
+    /// /usr/share/misc/usb.ids where the usb.ids package is installed).
+    Lsusb {
+        /// Every descriptor, as `lsusb -v`.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// The daemon's status (docs/control-socket.md), as JSON.
+    Status,
+    /// One request of docs/control-socket.md, as a JSON line; the answer
+    /// is printed.
+    Raw {
+        /// e.g. '{"op":"bus","action":"reset"}'
+        request: String,
+    },
 }
 
 /// `--print-capabilities`: what vhost-user.rst's backend program

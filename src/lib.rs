@@ -27,6 +27,7 @@ pub mod enumerate;
 pub mod host;
 pub mod inject;
 pub mod log_limit;
+pub mod lsusb;
 pub mod race;
 pub mod request;
 pub mod socket_path;

@@ -12,8 +12,9 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use vhost_device_udc::cli::{capabilities, Cli};
+use vhost_device_udc::cli::{capabilities, Cli, Command, CtlRequest};
 use vhost_device_udc::config::{ConfigError, DaemonConfig};
+use vhost_device_udc::control::client;
 use vhost_device_udc::control::{AccessError, ControlPolicy, ControlServer, StartError};
 use vhost_device_udc::host::Host;
 use vhost_device_udc::socket_path::{claim_socket_path, listener_from_fd, SocketFdError, SocketPathError};
@@ -60,6 +61,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let cli = Cli::parse();
+    if let Some(Command::Ctl {
+        control_socket,
+        request,
+    }) = &cli.command
+    {
+        return ctl(control_socket, request);
+    }
     env_logger::Builder::new()
         .filter_level(cli.log_level)
         .parse_default_env()
@@ -155,6 +163,43 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let _ = std::fs::remove_file(p);
             }
             return Ok(());
+        }
+    }
+}
+
+/// `vhost-device-udc ctl`: one request to a running daemon, its answer on
+/// stdout (an lsusb text as text, anything else as JSON); a failed request
+/// exits 1 with the daemon's reason.
+fn ctl(path: &Path, request: &CtlRequest) -> ExitCode {
+    let req = match request {
+        CtlRequest::Lsusb { verbose } => serde_json::json!({"op": "lsusb", "verbose": verbose}),
+        CtlRequest::Status => serde_json::json!({"op": "status"}),
+        CtlRequest::Raw { request } => match serde_json::from_str(request) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("vhost-device-udc ctl: the request is not JSON: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match client::request(path, &req) {
+        Ok(answer) if answer["ok"] == false => {
+            eprintln!(
+                "vhost-device-udc ctl: {}",
+                answer["error"].as_str().unwrap_or("failed")
+            );
+            ExitCode::FAILURE
+        }
+        Ok(answer) => {
+            match answer["text"].as_str() {
+                Some(text) if matches!(request, CtlRequest::Lsusb { .. }) => print!("{text}"),
+                _ => println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vhost-device-udc ctl: {e}");
+            ExitCode::FAILURE
         }
     }
 }

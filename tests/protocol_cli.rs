@@ -98,3 +98,62 @@ fn s_is_short_for_socket_path() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `vhost-device-udc ctl lsusb [-v]` shows the enumerated device as lsusb
+/// does, with usb.ids' names; `ctl` against no daemon says so and fails.
+#[test]
+fn ctl_lsusb_shows_the_device_the_host_saw() {
+    let d = Daemon::start(&["--speed", "super"]);
+    let (_h, _g) = d.configured();
+    let ctl = |args: &[&str]| {
+        Command::new(daemon_binary())
+            .arg("ctl")
+            .arg("-c")
+            .arg(&d.control)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = ctl(&["lsusb"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        std::path::Path::new("/usr/share/misc/usb.ids").exists(),
+        "usb.ids is missing: scripts/setup-host.sh installs it (apt-get install usb.ids)"
+    );
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("Bus 001 Device 001: ID 1d6b:0104 Linux Foundation"),
+        "{text}"
+    );
+
+    let out = ctl(&["lsusb", "-v"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "idVendor",
+        "  idVendor           0x1d6b Linux Foundation",
+        "bcdUSB",
+        "Configuration Descriptor:",
+        "Interface Descriptor:",
+        "bEndpointAddress     0x81 EP 1 IN",
+        "bEndpointAddress     0x02 EP 2 OUT",
+        "Transfer Type            Bulk",
+        "1x 1024 bytes",
+    ] {
+        assert!(text.contains(want), "lsusb -v lacks {want:?}:\n{text}");
+    }
+
+    let out = ctl(&["raw", r#"{"op":"bus","action":"warp"}"#]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warp"), "{out:?}");
+
+    let out = Command::new(daemon_binary())
+        .args(["ctl", "-c", "/nonexistent/udc.ctl", "status"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot connect to /nonexistent/udc.ctl"),
+        "{out:?}"
+    );
+}

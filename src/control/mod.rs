@@ -9,6 +9,7 @@
 //! the daemon keep (threads, line buffers) is bounded here.
 
 mod access;
+pub mod client;
 
 pub use access::{AccessError, ControlArgs, ControlPolicy};
 
@@ -62,6 +63,11 @@ const MAX_SOCKET_TRANSFER: usize = 16 << 20;
 enum Request {
     Status {},
     Descriptors {},
+    /// The enumerated device as `lsusb` (or `lsusb -v`) prints it.
+    Lsusb {
+        #[serde(default)]
+        verbose: bool,
+    },
     Enumerate {},
     Control {
         request_type: u8,
@@ -469,6 +475,20 @@ fn handle(
             status,
         } => release(ep, handle, actual, status, host),
         Request::Status {} => status(host),
+        Request::Lsusb { verbose } => {
+            let view = host.view();
+            match view.enumerated {
+                Some(e) => {
+                    let text = crate::lsusb::render(&e, verbose, &crate::lsusb::UsbIds::system());
+                    Ok(json!({"ok": true, "text": text}))
+                }
+                None => Err(RequestError::Bad(
+                    view.last_error
+                        .map(|e| format!("not enumerated: {e}"))
+                        .unwrap_or_else(|| "not enumerated yet".into()),
+                )),
+            }
+        }
         Request::Descriptors {} => {
             let view = host.view();
             match view.enumerated {
