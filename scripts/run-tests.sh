@@ -79,7 +79,17 @@ vm() {
     run "$name" target/release/udc-vm test --qemu "$qemu" --image "$image" "$@"
 }
 mkdir -p target/vm
-vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml
+rm -f target/vm/super.ktap
+vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml --ktap target/vm/super.ktap
+# Its KTAP document, read by the kernel's own parser (kunit.py parse): every
+# case the document counts, no parse error.
+ktap_check() {
+    local kunit
+    kunit=$(images/kunit-parser.sh | tail -1) && [ -f "$kunit" ] || return 1
+    [ -s target/vm/super.ktap ] || { echo "ktap: no document at target/vm/super.ktap"; return 1; }
+    python3 scripts/ktap-check.py "$kunit" target/vm/super.ktap
+}
+run "KTAP of the SuperSpeed run, read by kunit.py parse" ktap_check
 # The high-speed run captures the bus (docs/capture.md); tshark must find
 # the guest gadget's device descriptor and bulk data in it, nothing malformed.
 rm -f target/vm/high.pcap target/vm/high-[0-9]*.pcap

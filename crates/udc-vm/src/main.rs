@@ -9,6 +9,7 @@ mod ffs;
 mod junit;
 mod kernel_log;
 mod ktap;
+mod ktap_write;
 mod locate;
 mod matrix;
 mod soak;
@@ -72,6 +73,11 @@ enum Cmd {
         /// Write JUnit XML here.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Write the whole run as one KTAP document here (each suite a
+        /// subtest, kselftest's totals); the exit status is then
+        /// kselftest's: 0 all passed, 1 a failure, 4 skips.
+        #[arg(long, value_name = "FILE")]
+        ktap: Option<PathBuf>,
         /// Which controllers to boot: the default one with scatter-gather,
         /// one without (the daemon's --no-sg, where FunctionFS must refuse
         /// DMABUFs and read/write take the linear path), or both in turn.
@@ -243,6 +249,7 @@ fn main() -> ExitCode {
             vm,
             filter,
             junit,
+            ktap,
             controller,
             expect_fail,
         } => options(&vm, Some(900), true).and_then(|o| {
@@ -251,6 +258,7 @@ fn main() -> ExitCode {
                 &TestArgs {
                     filter,
                     junit,
+                    ktap,
                     controller,
                     expect_fail,
                 },

@@ -381,6 +381,7 @@ pub fn run(m: &MatrixArgs) -> Result<ExitCode, Error> {
                     &TestArgs {
                         filter: Some(m.filter.clone()),
                         junit: None,
+                        ktap: None,
                         controller: m.controller,
                         expect_fail: Vec::new(),
                     },

@@ -58,6 +58,7 @@ impl FromStr for Expectation {
 pub struct TestArgs {
     pub filter: Option<String>,
     pub junit: Option<PathBuf>,
+    pub ktap: Option<PathBuf>,
     pub controller: Controllers,
     pub expect_fail: Vec<Expectation>,
 }
@@ -509,6 +510,18 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
         std::fs::write(path, xml).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         eprintln!("udc-vm: JUnit XML: {}", path.display());
     }
+    if let Some(path) = &a.ktap {
+        let mut header = vec![
+            format!("udc-vm test: kernel {}", o.image.release),
+            format!("f_fs: {}", o.ffs.summary()),
+        ];
+        if let Some(seed) = o.inject_seed {
+            header.push(format!("injection seed {seed}"));
+        }
+        let doc = crate::ktap_write::document(&report.cases, &report.errors, &header);
+        std::fs::write(path, doc).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        eprintln!("udc-vm: KTAP: {}", path.display());
+    }
     for c in report.cases.iter().filter(|c| c.outcome == Outcome::Fail) {
         println!("# FAILED: {} / {}", c.suite, c.name);
         let lines: Vec<&str> = c.diagnostics.iter().flat_map(|d| d.lines()).collect();
@@ -545,7 +558,14 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
     if let (Some(seed), true) = (o.inject_seed, report.failed() > 0) {
         println!("udc-vm: injection seed {seed}: run again with --seed {seed} to reproduce");
     }
-    // A skipped case is not a pass: the suite must run whole.
+    // A skipped case is not a pass: the suite must run whole. With --ktap
+    // the status is kselftest's (4 for skips), for the CI that reads it.
+    if a.ktap.is_some() {
+        return Ok(ExitCode::from(crate::ktap_write::exit_status(
+            &report.cases,
+            &report.errors,
+        )));
+    }
     Ok(if report.failed() == 0 && report.skipped() == 0 {
         ExitCode::SUCCESS
     } else {
