@@ -57,6 +57,13 @@ impl ChainParts {
 /// its device-writable regions (those that cover the first `max_writable`
 /// bytes). The rest is ignored, so a driver cannot make the device keep
 /// more than that for a request however long its chain.
+///
+/// A chain that does not end is refused (INVALID). virtio-queue walks at
+/// most a table's worth of descriptors and stops without a word at a loop,
+/// a `next` past the table, an indirect table inside another or one whose
+/// length is not a multiple of 16; what it yielded up to there would
+/// otherwise pass for a whole request (a looping status descriptor after a
+/// good header made a request the device served).
 fn split_chain<M>(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<M>,
@@ -72,7 +79,11 @@ where
         writable: Vec::new(),
         error: None,
     };
+    // The walk ended where the chain does only if the last descriptor it
+    // yielded has no successor; an empty walk never found the chain at all.
+    let mut ended = false;
     for desc in chain {
+        ended = !desc.has_next();
         let len = desc.len() as usize;
         if desc.is_write_only() {
             let room = max_writable.saturating_sub(parts.writable_len());
@@ -107,6 +118,13 @@ where
                 ),
             ));
         }
+    }
+    if !ended {
+        parts.error.get_or_insert(Rejected::new(
+            Status::Invalid,
+            "the descriptor chain does not end (a loop, a next index past its table, \
+             or an indirect table nested or not a multiple of 16 bytes)",
+        ));
     }
     parts
 }
@@ -829,6 +847,46 @@ mod tests {
             parts.error.is_some(),
             "the readable descriptor at the end is out of order"
         );
+    }
+
+    /// A chain whose walk stops before a descriptor without NEXT (a loop,
+    /// a link past the table) is refused even though a header and room for
+    /// the status were seen; the same chain ending properly is accepted.
+    #[test]
+    fn a_chain_that_does_not_end_is_refused() {
+        let m = mem();
+        let q = MockSplitQueue::new(&m, 16);
+        let hdr = RawDescriptor::from(SplitDescriptor::new(0x8000, 24, VRING_DESC_F_NEXT as u16, 0));
+        let status = RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, VRING_DESC_F_WRITE as u16, 0));
+        let whole = split_chain(
+            &m,
+            q.build_desc_chain(&[hdr, status]).unwrap(),
+            64,
+            XFER_STATUS_SIZE,
+        );
+        assert!(whole.error.is_none());
+        let link = (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16;
+        for next in [1u16, 0, 16, 999] {
+            let chain = q.build_desc_chain(&[hdr, status]).unwrap();
+            // The chain is read as it is walked: relink the status now.
+            q.desc_table()
+                .store(
+                    1,
+                    RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, link, next)),
+                )
+                .unwrap();
+            let parts = split_chain(&m, chain, 64, XFER_STATUS_SIZE);
+            let err = parts
+                .error
+                .as_ref()
+                .unwrap_or_else(|| panic!("status linked to {next}: accepted"));
+            assert_eq!(err.status, Status::Invalid, "status linked to {next}");
+            assert_eq!(
+                parts.writable_len(),
+                XFER_STATUS_SIZE,
+                "the status can still be written"
+            );
+        }
     }
 
     #[test]

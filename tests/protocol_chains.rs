@@ -1,0 +1,434 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! Protocol tier: descriptor chains a hostile guest writes by hand. Loops,
+//! links past the table, an indirect table inside another or of a length
+//! that is not a whole number of descriptors, eventq buffers too short for
+//! an event or not writable: each is refused, nothing is written outside
+//! the buffers the guest named, and the daemon serves the next good
+//! request.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use udc_harness::wire::*;
+use udc_harness::{
+    seg, xfer_bytes, xfer_req, FakeGadget, Harness, HarnessOptions, RawChain, RawNext, RawRingDesc, SENTINEL,
+    VIRTIO_RING_F_INDIRECT_DESC,
+};
+
+/// A daemon and a configured gadget whose driver negotiated indirect
+/// descriptors (the device offers them; tables are then the driver's to
+/// write).
+fn configured_with_indirect(d: &Daemon) -> (Harness, FakeGadget) {
+    let mut h = d.harness_with(HarnessOptions {
+        extra_features: VIRTIO_RING_F_INDIRECT_DESC,
+        ..HarnessOptions::default()
+    });
+    let mut g = FakeGadget::new();
+    g.connect_and_configure(&mut h, T).expect("enumeration");
+    (h, g)
+}
+
+/// A good IN transfer right after a bad chain: the daemon still serves,
+/// and what the host reads is this request's data, so a bad chain the
+/// device had queued on ep1in instead of refusing would show here.
+fn still_serving(h: &mut Harness, ctl: &mut Ctl, what: &str) {
+    let b = h.buffer(300).unwrap();
+    h.write_buffer(&b, &data(300, 77)).unwrap();
+    let x = h.submit_buffer(0x81, 0, &b, 7777).unwrap();
+    let (r, got) = ctl.read_in("ep1in", 4096);
+    assert_eq!(r["status"], "ok", "after {what}: {r}");
+    assert!(
+        got == data(300, 77),
+        "after {what}: the host read {} other bytes",
+        got.len()
+    );
+    assert!(h.wait_completion(x, T).unwrap().is_ok(), "after {what}");
+    h.free_buffer(b).unwrap();
+}
+
+/// The guest memory one hand-made request uses: its header (an IN request
+/// on ep1in for 16 bytes of `data`), a status buffer, a second status
+/// buffer and room for two indirect tables. Status buffers start as
+/// [`SENTINEL`].
+struct Parts {
+    hdr: u64,
+    status: u64,
+    status2: u64,
+    table: u64,
+    table2: u64,
+}
+
+const HDR_LEN: u32 = 24 + 16;
+
+impl Parts {
+    fn new(h: &mut Harness) -> Parts {
+        let data = h.alloc(16, 16).unwrap();
+        h.memory().write(data, &[0x3c; 16]).unwrap();
+        let hdr = h.alloc(u64::from(HDR_LEN), 16).unwrap();
+        let bytes = xfer_bytes(&xfer_req(0x81, 0, 16, 1, 0xbad), &[seg(data, 16)]);
+        h.memory().write(hdr, &bytes).unwrap();
+        let p = Parts {
+            hdr,
+            status: h.alloc(8, 16).unwrap(),
+            status2: h.alloc(8, 16).unwrap(),
+            table: h.alloc(16 * 8, 16).unwrap(),
+            table2: h.alloc(16 * 8, 16).unwrap(),
+        };
+        p.reset_status(h);
+        p
+    }
+
+    fn reset_status(&self, h: &Harness) {
+        h.memory().write(self.status, &[SENTINEL; 8]).unwrap();
+        h.memory().write(self.status2, &[SENTINEL; 8]).unwrap();
+    }
+
+    fn chain(&self, ring: Vec<RawRingDesc>, tables: Vec<(u64, Vec<RawRingDesc>)>) -> RawChain {
+        RawChain {
+            ring,
+            tables,
+            status_at: Some(self.status),
+        }
+    }
+}
+
+/// How a refused chain must come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// Status INVALID in the chain's status buffer, used length 8.
+    Invalid,
+    /// Used length 0 and the status buffer untouched: the chain as the
+    /// device can walk it has no room for a status.
+    NoRoom,
+}
+
+fn submit_and_check(h: &mut Harness, ctl: &mut Ctl, p: &Parts, what: &str, chain: RawChain, want: Refused) {
+    p.reset_status(h);
+    let x = h.submit_raw_chain(&chain).unwrap();
+    let c = h.wait_completion(x, T).unwrap();
+    match want {
+        Refused::Invalid => {
+            assert_eq!(
+                (c.status, c.actual, c.used_len),
+                (VIRTIO_UDC_S_INVALID, 0, 8),
+                "{what}: {c:?}"
+            )
+        }
+        Refused::NoRoom => {
+            assert_eq!(c.used_len, 0, "{what}: {c:?}");
+            assert_eq!(
+                h.memory().read(p.status, 8).unwrap(),
+                vec![SENTINEL; 8],
+                "{what}: status written"
+            );
+        }
+    }
+    assert_eq!(
+        h.memory().read(p.status2, 8).unwrap(),
+        vec![SENTINEL; 8],
+        "{what}: a second writable buffer was written"
+    );
+    still_serving(h, ctl, what);
+}
+
+/// Chains whose `next` links never end: a writable descriptor linked to
+/// itself after a good header, the whole chain linked back to its head, a
+/// readable descriptor linked to itself, and a link past the descriptor
+/// table. The device walks at most a queue's worth of descriptors, sees
+/// the chain does not end, and refuses it; the request in it never reaches
+/// the endpoint.
+#[test]
+fn descriptor_loops_and_dangling_links_are_refused() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    let p = Parts::new(&mut h);
+    let size = h.xferq().size();
+    let (r, w) = (RawRingDesc::readable, RawRingDesc::writable);
+
+    let cases = [
+        (
+            "a status descriptor linked to itself",
+            vec![
+                r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                w(p.status, 8, RawNext::Desc(1)),
+            ],
+            Refused::Invalid,
+        ),
+        (
+            "a chain linked back to its head",
+            vec![
+                r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                w(p.status, 8, RawNext::Desc(0)),
+            ],
+            Refused::Invalid,
+        ),
+        (
+            "a header descriptor linked to itself",
+            vec![r(p.hdr, HDR_LEN, RawNext::Desc(0))],
+            Refused::NoRoom,
+        ),
+        (
+            "a link past the descriptor table",
+            vec![
+                r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                w(p.status, 8, RawNext::Index(size + 3)),
+            ],
+            Refused::Invalid,
+        ),
+    ];
+    for (what, ring, want) in cases {
+        submit_and_check(&mut h, &mut ctl, &p, what, p.chain(ring, vec![]), want);
+    }
+    // A command in a loop gets its INVALID response and the controlq goes on.
+    let cmd = h.alloc(24, 16).unwrap();
+    h.memory()
+        .write(
+            cmd,
+            vm_memory::ByteValued::as_slice(&udc_harness::ctrl_req(VIRTIO_UDC_CMD_GET_FRAME)),
+        )
+        .unwrap();
+    p.reset_status(&h);
+    let head = h
+        .controlq()
+        .add_raw_chain(
+            &[r(cmd, 24, RawNext::Desc(1)), w(p.status, 8, RawNext::Desc(1))],
+            8,
+        )
+        .unwrap();
+    h.controlq().force_kick().unwrap();
+    let used = h.controlq().wait_used(T).unwrap();
+    assert_eq!(used, vec![(head, 8)], "the looping command comes back");
+    assert_eq!(
+        u32::from_le_bytes(h.memory().read(p.status, 4).unwrap().try_into().unwrap()),
+        VIRTIO_UDC_S_INVALID,
+        "a looping command is answered INVALID"
+    );
+    h.command_ok(udc_harness::ctrl_req(VIRTIO_UDC_CMD_GET_FRAME))
+        .unwrap();
+    assert!(
+        d.log_text().contains("does not end"),
+        "the log names the broken chain"
+    );
+}
+
+/// Indirect tables the virtio specification forbids: a loop inside one,
+/// one inside another (VIRTQ_DESC_F_INDIRECT in a table), and tables whose
+/// length is not a multiple of 16, at the head and at the end of a direct
+/// chain. Each is refused; the daemon serves on.
+#[test]
+fn bad_indirect_tables_are_refused() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = configured_with_indirect(&d);
+    let mut ctl = d.ctl();
+    let p = Parts::new(&mut h);
+    let (r, w, ind) = (
+        RawRingDesc::readable,
+        RawRingDesc::writable,
+        RawRingDesc::indirect,
+    );
+
+    // Sanity: the same parts, well formed, are a request the device serves.
+    p.reset_status(&h);
+    let good = p.chain(
+        vec![ind(p.table, 32, RawNext::End)],
+        vec![(
+            p.table,
+            vec![r(p.hdr, HDR_LEN, RawNext::Desc(1)), w(p.status, 8, RawNext::End)],
+        )],
+    );
+    let x = h.submit_raw_chain(&good).unwrap();
+    assert_eq!(ctl.read_in("ep1in", 4096).1, vec![0x3c; 16]);
+    assert!(h.wait_completion(x, T).unwrap().is_ok());
+
+    let cases = [
+        (
+            "a loop inside an indirect table",
+            vec![ind(p.table, 32, RawNext::End)],
+            vec![(
+                p.table,
+                vec![
+                    r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                    w(p.status, 8, RawNext::Desc(1)),
+                ],
+            )],
+            Refused::Invalid,
+        ),
+        (
+            "an indirect table inside an indirect table, after the status",
+            vec![ind(p.table, 48, RawNext::End)],
+            vec![
+                (
+                    p.table,
+                    vec![
+                        r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                        w(p.status, 8, RawNext::Desc(2)),
+                        ind(p.table2, 16, RawNext::End),
+                    ],
+                ),
+                (p.table2, vec![w(p.status2, 8, RawNext::End)]),
+            ],
+            Refused::Invalid,
+        ),
+        (
+            "an indirect table inside an indirect table, holding the status",
+            vec![ind(p.table, 32, RawNext::End)],
+            vec![
+                (
+                    p.table,
+                    vec![
+                        r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                        ind(p.table2, 16, RawNext::End),
+                    ],
+                ),
+                (p.table2, vec![w(p.status2, 8, RawNext::End)]),
+            ],
+            Refused::NoRoom,
+        ),
+        (
+            "an indirect table of 40 bytes at the head",
+            vec![ind(p.table, 40, RawNext::End)],
+            vec![(
+                p.table,
+                vec![
+                    r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                    w(p.status, 8, RawNext::End),
+                    w(p.status2, 8, RawNext::End),
+                ],
+            )],
+            Refused::NoRoom,
+        ),
+        (
+            "an indirect table of 24 bytes after the status",
+            vec![
+                r(p.hdr, HDR_LEN, RawNext::Desc(1)),
+                w(p.status, 8, RawNext::Desc(2)),
+                ind(p.table, 24, RawNext::End),
+            ],
+            vec![(
+                p.table,
+                vec![w(p.status2, 8, RawNext::End), w(p.status2, 8, RawNext::End)],
+            )],
+            Refused::Invalid,
+        ),
+    ];
+    for (what, ring, tables, want) in cases {
+        submit_and_check(&mut h, &mut ctl, &p, what, p.chain(ring, tables), want);
+    }
+}
+
+/// Which bus event the control socket makes next: suspend and resume in
+/// turn, each one event.
+struct Toggle {
+    suspended: bool,
+}
+
+impl Toggle {
+    /// Makes the next event happen and returns its type.
+    fn next(&mut self, ctl: &mut Ctl) -> u16 {
+        self.suspended = !self.suspended;
+        if self.suspended {
+            ctl.ok(json!({"op": "bus", "action": "suspend"}));
+            VIRTIO_UDC_EVT_SUSPEND
+        } else {
+            ctl.ok(json!({"op": "bus", "action": "resume"}));
+            VIRTIO_UDC_EVT_RESUME
+        }
+    }
+}
+
+/// Eventq buffers the device cannot put an event in: shorter than an event
+/// (16 bytes), device-readable, short pieces, and a writable pair linked
+/// in a loop. Each comes back unused and unwritten (nor a byte around it),
+/// the event waits, and the next good buffer gets it.
+#[test]
+fn short_or_read_only_event_buffers_are_returned_unused() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    let mut toggle = Toggle { suspended: false };
+
+    // Use up the harness's own event buffers, so the device meets only the
+    // buffers this test posts.
+    h.set_event_repost(false);
+    while h.posted_event_buffers() > 0 {
+        let ty = toggle.next(&mut ctl);
+        assert_eq!(u16::from(h.next_event(T).unwrap().expect("an event").type_), ty);
+    }
+
+    // One arena, every buffer inside it with guard bytes around it.
+    const GUARD: u8 = 0xee;
+    let arena = h.alloc(4096, 4096).unwrap();
+    h.memory().fill(arena, 4096, GUARD).unwrap();
+    let at = |i: u64| arena + 256 * i + 64;
+    let (r, w) = (RawRingDesc::readable, RawRingDesc::writable);
+    let bad: Vec<(&str, Vec<RawRingDesc>)> = vec![
+        ("8 writable bytes", vec![w(at(0), 8, RawNext::End)]),
+        (
+            "15 writable bytes",
+            vec![w(at(1), EVENT_SIZE as u32 - 1, RawNext::End)],
+        ),
+        ("16 device-readable bytes", vec![r(at(2), 16, RawNext::End)]),
+        (
+            "a readable and a short writable",
+            vec![r(at(3), 16, RawNext::Desc(1)), w(at(3) + 32, 8, RawNext::End)],
+        ),
+        (
+            "a writable pair in a loop",
+            vec![w(at(4), 8, RawNext::Desc(1)), w(at(4) + 32, 8, RawNext::Desc(0))],
+        ),
+        ("no bytes at all", vec![w(at(5), 0, RawNext::End)]),
+    ];
+    let mut heads = Vec::new();
+    for (_, ring) in &bad {
+        let chain = RawChain {
+            ring: ring.clone(),
+            ..RawChain::default()
+        };
+        heads.push(h.post_raw_event_chain(&chain).unwrap());
+    }
+    let want = toggle.next(&mut ctl);
+    let back = h.raw_event_returns(bad.len(), T).unwrap();
+    assert_eq!(back.len(), bad.len(), "every bad buffer comes back: {back:?}");
+    for ((what, _), &(head, len)) in bad.iter().zip(&back) {
+        assert_eq!(len, 0, "{what} (head {head}) came back with used length {len}");
+    }
+    assert_eq!(
+        back.iter().map(|b| b.0).collect::<Vec<_>>(),
+        heads,
+        "in the order posted"
+    );
+    assert_eq!(
+        h.memory().read(arena, 4096).unwrap(),
+        vec![GUARD; 4096],
+        "an event was written into or around a buffer too small for it"
+    );
+    assert!(h.try_event().unwrap().is_none(), "no event without a good buffer");
+
+    // A good buffer posted later gets the event that waited.
+    let good = h.alloc(EVENT_SIZE as u64, 16).unwrap();
+    h.memory().fill(good, EVENT_SIZE, GUARD).unwrap();
+    let chain = RawChain {
+        ring: vec![w(good, EVENT_SIZE as u32, RawNext::End)],
+        ..RawChain::default()
+    };
+    let head = h.post_raw_event_chain(&chain).unwrap();
+    assert_eq!(
+        h.raw_event_returns(1, T).unwrap(),
+        vec![(head, EVENT_SIZE as u32)]
+    );
+    let ev: VirtioUdcEvent = h.memory().read_obj(good).unwrap();
+    assert_eq!(u16::from(ev.type_), want, "the waiting event, in the good buffer");
+
+    // And the eventq and the xferq go on as before.
+    h.set_event_repost(true);
+    h.post_event_buffers(16).unwrap();
+    let ty = toggle.next(&mut ctl);
+    assert_eq!(u16::from(h.next_event(T).unwrap().expect("an event").type_), ty);
+    if toggle.suspended {
+        let ty = toggle.next(&mut ctl);
+        assert_eq!(u16::from(h.next_event(T).unwrap().expect("an event").type_), ty);
+    }
+    still_serving(&mut h, &mut ctl, "bad event buffers");
+}
