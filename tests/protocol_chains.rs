@@ -8,6 +8,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::*;
 use serde_json::json;
 use udc_harness::wire::*;
@@ -431,4 +433,140 @@ fn short_or_read_only_event_buffers_are_returned_unused() {
         assert_eq!(u16::from(h.next_event(T).unwrap().expect("an event").type_), ty);
     }
     still_serving(&mut h, &mut ctl, "bad event buffers");
+}
+
+/// The longest hold of the device lock so far, as `status` reports it.
+fn longest_hold(ctl: &mut Ctl) -> Duration {
+    let st = ctl.ok(json!({"op": "status"}));
+    Duration::from_micros(
+        st["lock"]["longest_hold_us"]
+            .as_u64()
+            .expect("lock figures in status"),
+    )
+}
+
+/// Entries of the largest indirect table (its length is a u32 of bytes,
+/// but virtio-queue counts entries in a u16).
+const TABLE_ENTRIES: usize = 65_535;
+
+/// Writes the largest indirect table whose 16-byte entries are linked each
+/// to the next and the last back to the first, so a walk never meets a
+/// descriptor without NEXT; `writable` picks the direction of them all.
+fn looping_table(h: &mut Harness, buf: u64, writable: bool) -> RawRingDesc {
+    let table = h.alloc(16 * TABLE_ENTRIES as u64, 16).unwrap();
+    let entries: Vec<RawRingDesc> = (0..TABLE_ENTRIES)
+        .map(|i| {
+            let next = RawNext::Desc((i + 1) % TABLE_ENTRIES);
+            if writable {
+                RawRingDesc::writable(buf, 16, next)
+            } else {
+                RawRingDesc::readable(buf, 16, next)
+            }
+        })
+        .collect();
+    udc_harness::write_raw_indirect_table(h.memory().mmap(), table, &entries).unwrap();
+    RawRingDesc::indirect(table, 16 * TABLE_ENTRIES as u32, RawNext::End)
+}
+
+/// The most descriptor walking a guest can ask of the xferq at once: a
+/// queue's worth of heads, each naming the largest looping indirect table.
+/// Every one is refused, the control socket answers meanwhile and the
+/// device lock is never held for long (before the walk was bounded per
+/// hold: 1.3 s, with `status` waiting as long).
+#[test]
+fn a_queue_of_the_longest_indirect_loops_does_not_stall_the_device() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = configured_with_indirect(&d);
+    let mut ctl = d.ctl();
+    let p = Parts::new(&mut h);
+    let head = looping_table(&mut h, p.hdr, false);
+    let n = usize::from(h.xferq().size());
+    let chain = RawChain {
+        ring: vec![head],
+        ..RawChain::default()
+    };
+    h.set_auto_kick(false);
+    for _ in 0..n {
+        h.submit_raw_chain(&chain).unwrap();
+    }
+    let start = std::time::Instant::now();
+    h.kick_xferq().unwrap();
+    h.set_auto_kick(true);
+    let mut slowest = Duration::ZERO;
+    let mut refused = 0;
+    while refused < n {
+        let t = std::time::Instant::now();
+        ctl.ok(json!({"op": "status"}));
+        slowest = slowest.max(t.elapsed());
+        for c in h.poll_completions().unwrap() {
+            assert_eq!(c.used_len, 0, "a chain with nothing writable: {c:?}");
+            refused += 1;
+        }
+        assert!(start.elapsed() < T, "{refused} of {n} chains came back");
+    }
+    let took = start.elapsed();
+    let longest = longest_hold(&mut ctl);
+    eprintln!("{n} looping tables of {TABLE_ENTRIES} in {took:?}; slowest status {slowest:?}; longest lock hold {longest:?}");
+    assert!(
+        longest < Duration::from_millis(250),
+        "the device lock was held for {longest:?}"
+    );
+    assert!(slowest < Duration::from_millis(250), "status took {slowest:?}");
+    still_serving(&mut h, &mut ctl, "a queue of the longest indirect loops");
+}
+
+/// The same on the eventq: a queue's worth of event buffers, each the
+/// largest looping indirect table of writable descriptors. The device walks
+/// at most 64 descriptors of an eventq chain, refuses them all when an
+/// event comes, and the next good buffer gets the event.
+#[test]
+fn a_queue_of_looping_event_buffers_does_not_stall_the_device() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = configured_with_indirect(&d);
+    let mut ctl = d.ctl();
+    let mut toggle = Toggle { suspended: false };
+    h.set_event_repost(false);
+    while h.posted_event_buffers() > 0 {
+        let ty = toggle.next(&mut ctl);
+        assert_eq!(u16::from(h.next_event(T).unwrap().expect("an event").type_), ty);
+    }
+    let buf = h.alloc(16, 16).unwrap();
+    h.memory().fill(buf, 16, 0xee).unwrap();
+    let head = looping_table(&mut h, buf, true);
+    let n = usize::from(h.eventq().size()) - 1;
+    let chain = RawChain {
+        ring: vec![head],
+        ..RawChain::default()
+    };
+    for _ in 0..n {
+        h.post_raw_event_chain(&chain).unwrap();
+    }
+    let start = std::time::Instant::now();
+    let want = toggle.next(&mut ctl);
+    let back = h.raw_event_returns(n, T).unwrap();
+    let took = start.elapsed();
+    assert_eq!(back.len(), n, "every looping buffer comes back");
+    assert!(back.iter().all(|&(_, len)| len == 0), "a looping buffer was used");
+    assert_eq!(
+        h.memory().read(buf, 16).unwrap(),
+        vec![0xee; 16],
+        "an event was written into a loop"
+    );
+    let longest = longest_hold(&mut ctl);
+    eprintln!("{n} looping event buffers of {TABLE_ENTRIES} in {took:?}; longest lock hold {longest:?}");
+    assert!(
+        longest < Duration::from_millis(250),
+        "the device lock was held for {longest:?}"
+    );
+    h.set_event_repost(true);
+    h.post_event_buffers(16).unwrap();
+    assert_eq!(
+        u16::from(h.next_event(T).unwrap().expect("the waiting event").type_),
+        want
+    );
+    if toggle.suspended {
+        let ty = toggle.next(&mut ctl);
+        assert_eq!(u16::from(h.next_event(T).unwrap().expect("an event").type_), ty);
+    }
+    still_serving(&mut h, &mut ctl, "a queue of looping event buffers");
 }
