@@ -27,7 +27,7 @@ use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventF
 
 use crate::device::{GuestMem, Output};
 use crate::request::{self, Rejected};
-use crate::udc::{ChainToken, Rings, Udc};
+use crate::udc::{ChainToken, Rings, Udc, UdcGuard};
 use crate::wire::*;
 
 type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
@@ -386,8 +386,11 @@ enum Drained {
     More,
     /// The available index is beyond the queue: nothing can be taken.
     Broken,
-    /// The connection ended, the memory is gone or the ring is stopped.
+    /// The memory is gone or the ring is stopped.
     Stopped,
+    /// The connection ended or the device was reset: the rings are no
+    /// longer the device's to write, not even their notification flags.
+    Gone,
 }
 
 /// The VhostUserBackend of one connection.
@@ -425,10 +428,25 @@ impl VhostUserUdcBackend {
         let _ = self.exit.1.notify();
     }
 
+    /// Whether this backend may take chains from the driver's rings: its
+    /// connection is the current one, and no device reset came since the
+    /// rings were installed. A drain that a RESET_DEVICE overtook went on
+    /// taking the old rings' chains for the new device; their completions,
+    /// dropped for want of rings, left their heads marked in flight, and
+    /// the driver's first requests after the reset came back unserved.
+    fn serves_rings(&self, udc: &mut UdcGuard<'_>) -> bool {
+        udc.connection() == self.connection && !udc.rings::<VringRings>().vrings.is_empty()
+    }
+
     fn process_xferq(&self, vring: &VringRwLock) -> io::Result<()> {
         loop {
             vring.disable_notification().map_err(io::Error::other)?;
             let drained = self.drain_xferq(vring);
+            if drained == Drained::Gone {
+                // The driver that set the flag is gone; its successor's
+                // rings start with notifications on.
+                return Ok(());
+            }
             let more = vring.enable_notification().map_err(io::Error::other)?;
             // A broken ring, or one nothing can be taken from now, always
             // looks as if it had more: do not spin on it (this thread
@@ -461,10 +479,13 @@ impl VhostUserUdcBackend {
     /// One hold's worth of [`Self::drain_xferq`].
     fn drain_xferq_batch(&self, vring: &VringRwLock) -> Drained {
         let mut udc = self.udc.lock();
-        // Nothing can be taken from a ring of an ended connection, without
-        // guest memory, or stopped by the frontend; a later kick or
-        // connection takes it up.
-        if udc.connection() != self.connection || !vring.get_ref().get_queue().ready() {
+        // Nothing can be taken from a ring of an ended connection, of a
+        // reset device, without guest memory, or stopped by the frontend; a
+        // later kick or connection takes it up.
+        if !self.serves_rings(&mut udc) {
+            return Drained::Gone;
+        }
+        if !vring.get_ref().get_queue().ready() {
             return Drained::Stopped;
         }
         let Some(mem) = udc.memory().map(|m| m.memory()) else {
@@ -549,6 +570,12 @@ impl VhostUserUdcBackend {
             loop {
                 self.drain_xferq(xferq);
                 let mut udc = self.udc.lock();
+                if !self.serves_rings(&mut udc) {
+                    return Ok(());
+                }
+                if !vring.get_ref().get_queue().ready() {
+                    break;
+                }
                 let Some(mem) = udc.memory().map(|m| m.memory()) else {
                     return Ok(());
                 };
@@ -642,7 +669,17 @@ impl VhostUserBackend for VhostUserUdcBackend {
             return;
         }
         udc.reset();
-        udc.rings::<VringRings>().clear();
+        let rings = udc.rings::<VringRings>();
+        // vhost-user-backend leaves the queues started through
+        // RESET_DEVICE. Stop them, so that nothing takes a chain from a
+        // ring, or writes one, before the frontend sets it up again
+        // (SET_VRING_KICK starts it): a controlq kick during the set-up
+        // drained the xferq at its old ring's address and index, in memory
+        // the driver was already reusing for its new rings.
+        for v in &rings.vrings {
+            v.set_queue_ready(false);
+        }
+        rings.clear();
     }
 
     /// GET_VRING_BASE stopped queue `index`: from now on nothing of the

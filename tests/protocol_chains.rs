@@ -570,3 +570,57 @@ fn a_queue_of_looping_event_buffers_does_not_stall_the_device() {
     }
     still_serving(&mut h, &mut ctl, "a queue of looping event buffers");
 }
+
+/// RESET_DEVICE while the device is still walking a queue's worth of the
+/// longest looping tables: the drain stops with the reset, and no used
+/// entry is written after it (the rings are the reset driver's, no longer
+/// the device's).
+#[test]
+fn reset_device_stops_a_drain_in_progress() {
+    let d = Daemon::start(&[]);
+    let mut opts = HarnessOptions {
+        extra_features: VIRTIO_RING_F_INDIRECT_DESC,
+        ..HarnessOptions::default()
+    };
+    opts.protocol_features |= vhost::vhost_user::VhostUserProtocolFeatures::RESET_DEVICE;
+    let mut h = d.harness_with(opts);
+    let mut g = FakeGadget::new();
+    g.connect_and_configure(&mut h, T).unwrap();
+    let mut ctl = d.ctl();
+    let p = Parts::new(&mut h);
+    let head = looping_table(&mut h, p.hdr, false);
+    let chain = RawChain {
+        ring: vec![head],
+        ..RawChain::default()
+    };
+    h.set_auto_kick(false);
+    let n = usize::from(h.xferq().size());
+    for _ in 0..n {
+        h.submit_raw_chain(&chain).unwrap();
+    }
+    h.kick_xferq().unwrap();
+    h.set_auto_kick(true);
+    // Some are refused, most not yet (a queue's worth takes about a second).
+    let start = std::time::Instant::now();
+    while h.poll_completions().unwrap().is_empty() {
+        assert!(start.elapsed() < T, "the device took none of the chains");
+    }
+    h.reset_device().unwrap();
+    let (_, _, used) = h.xferq().ring_addrs();
+    let used_len = 4 + 8 * n + 2;
+    let after_reset = h.memory().read(used, used_len).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let idx = |b: &[u8]| u16::from_le_bytes([b[2], b[3]]);
+    let later = h.memory().read(used, used_len).unwrap();
+    assert_eq!(
+        idx(&later),
+        idx(&after_reset),
+        "used entries written after RESET_DEVICE"
+    );
+    assert!(later == after_reset, "the used ring changed after RESET_DEVICE");
+
+    h.reinitialize().unwrap();
+    let mut g = FakeGadget::new();
+    g.connect_and_configure(&mut h, T).unwrap();
+    still_serving(&mut h, &mut ctl, "a reset in the middle of a drain");
+}
