@@ -10,7 +10,8 @@
 #           SuperSpeed (controllers with and without scatter-gather),
 #           high speed and full speed, again under seeded random latency,
 #           the udmabuf device tests and the zero-copy tests, which need
-#           the guest kernel's /dev/udmabuf; the reproducers of f_fs's bugs
+#           the guest kernel's /dev/udmabuf; a 60 s soak under random
+#           faults with QEMU and the daemon unprivileged; the reproducers of f_fs's bugs
 #           on the stock module (expected failures) and with the fix series
 #           of patches/linux (clean, with the whole catalogue under
 #           swiotlb=force and the DMABUF lifecycle matrix); a short bench.
@@ -86,6 +87,21 @@ vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk
 # DMABUF-next-to-read/write case with every mapping bounced.
 vm "VM suite, random latency (seed 1)" --speed super --controller sg --inject latency=0..2ms \
     --inject nak=5% --inject nak_time=1ms --seed 1 --out target/vm/latency --junit target/vm/latency.xml
+# The soak, short: read/write and DMABUF transfers both ways for 60 s under
+# seeded random latency, NAKs, stalls, babble, protocol and I/O errors and
+# short packets, every byte checked at both ends, no corruption, no kernel
+# warning; with QEMU and the daemon as the unprivileged udc-runner (created
+# by scripts/setup-host.sh), which the run shows from /proc and the sockets
+# (its `unprivileged` case). `make soak DURATION=2h` runs it longer.
+if [ -n "$qemu" ] && [ -n "$image" ]; then
+    soak_out=$(TAG=soak; . scripts/common.sh; run_dir_for udc-runner target/vm/soak)
+    run "soak, 60 s under random faults, as the unprivileged udc-runner (seed 1)" target/release/udc-vm soak \
+        --qemu "$qemu" --image "$image" --duration 60s --seed 1 --user udc-runner --out "$soak_out"
+else
+    echo "=== soak: cannot run: QEMU or the guest image did not build (see above)"
+    failed+=("soak")
+    echo "udc-vm: 0 passed, 1 failed, 0 skipped" >> "$log"
+fi
 # FunctionFS: the bugs the suite found in Debian's f_fs (docs/kernel-bugs.md)
 # and the fix series (patches/linux/, loaded with --ffs-patch). First each
 # reproducer on the stock module, where it must fail for its bug (an

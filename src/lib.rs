@@ -17,6 +17,8 @@
 //! - [`zerocopy`]: host DMABUFs over guest pages; [`config`]: the TOML file.
 //! - [`log_limit`]: rate limits for log lines a guest can trigger.
 
+pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod device;

@@ -505,7 +505,12 @@ impl VhostUserUdcBackend {
         }
         let mut walked = 0;
         for _ in 0..size {
-            if walked >= DESCRIPTORS_PER_HOLD {
+            if udc.budget_spent() || walked >= DESCRIPTORS_PER_HOLD {
+                // The rest in the next hold: the requests read and the data
+                // they moved were this hold's budget of guest-memory work,
+                // or the descriptors walked its budget of walking (a walk
+                // through zero-length or writable descriptors reads no
+                // bytes, so spends nothing of the first).
                 return Drained::More;
             }
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
@@ -526,6 +531,7 @@ impl VhostUserUdcBackend {
             }
             let parts = split_chain(&mem, chain, self.max_readable, XFER_STATUS_SIZE, usize::MAX);
             walked += parts.walked;
+            udc.spend(parts.readable.len() as u64);
             let token = ChainToken {
                 head,
                 status_at: parts.writable.clone(),

@@ -625,6 +625,8 @@ fn status(host: &Host) -> Result<Value, RequestError> {
             "holds": holds.count,
             "longest_hold_us": holds.longest.as_micros() as u64,
             "mean_hold_us": holds.total.as_micros().checked_div(u128::from(holds.count)).unwrap_or(0) as u64,
+            "holds_over_1ms": holds.over_1ms,
+            "holds_over_10ms": holds.over_10ms,
         },
         "host": {
             "config": host_config_json(host),

@@ -11,7 +11,9 @@ mod kernel_log;
 mod ktap;
 mod locate;
 mod matrix;
+mod soak;
 mod suite;
+mod user;
 mod vm;
 
 use std::path::PathBuf;
@@ -21,8 +23,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ffs::FfsArgs;
-use crate::suite::{Expectation, TestArgs};
-use crate::vm::{Mode, VmOptions};
+use crate::suite::{Controllers, Expectation, TestArgs};
+use crate::vm::{Accel, BusSpeed, Coherency, Mode, VmOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,8 +75,8 @@ enum Cmd {
         /// Which controllers to boot: the default one with scatter-gather,
         /// one without (the daemon's --no-sg, where FunctionFS must refuse
         /// DMABUFs and read/write take the linear path), or both in turn.
-        #[arg(long, default_value = "both", value_parser = ["both", "sg", "no-sg"])]
-        controller: String,
+        #[arg(long, value_enum, default_value_t = Controllers::Both)]
+        controller: Controllers,
         /// CASE:TEXT (repeatable): CASE must fail and show TEXT among its
         /// reasons (a known kernel bug, asserted); it then counts as
         /// passed, and fails if it passes.
@@ -93,6 +95,15 @@ enum Cmd {
     /// The suite on a list of kernels and FunctionFS builds: one table of
     /// kernel and f_fs against case (markdown and CSV).
     Matrix(matrix::MatrixArgs),
+    /// Read/write and DMABUF transfers both ways for a set time under
+    /// seeded random delays and faults, every byte checked; reports
+    /// transfers, bytes, faults, corruptions and kernel warnings.
+    Soak {
+        #[command(flatten)]
+        vm: VmArgs,
+        #[command(flatten)]
+        soak: soak::SoakArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,8 +166,8 @@ struct VmArgs {
     /// device sees the buffers themselves) or swiotlb (swiotlb=force: every
     /// mapping bounces, so the device sees bounce buffers and data moves
     /// only at the DMA API's sync and unmap points).
-    #[arg(long, default_value = "direct", value_parser = ["direct", "swiotlb"])]
-    coherency: String,
+    #[arg(long, value_enum, default_value_t = Coherency::Direct)]
+    coherency: Coherency,
     /// Guest memory.
     #[arg(long, default_value = "1G")]
     memory: String,
@@ -164,15 +175,15 @@ struct VmArgs {
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// USB bus speed the host connects at.
-    #[arg(long, default_value = "super", value_parser = ["full", "high", "super"])]
-    speed: String,
+    #[arg(long, value_enum, default_value_t = BusSpeed::Super)]
+    speed: BusSpeed,
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     append: String,
     /// Accelerator: tcg everywhere; kvm where /dev/kvm works (auto: kvm
     /// when /dev/kvm opens, which some hosts allow without supporting it).
-    #[arg(long, default_value = "tcg", value_parser = ["auto", "kvm", "tcg"])]
-    accel: String,
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
     /// Seconds before the guest is stopped (default: 900 for test and
     /// commands, none for a shell).
     #[arg(long)]
@@ -180,6 +191,13 @@ struct VmArgs {
     /// Directory for the logs and sockets (default: a new one under /tmp).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run QEMU and the daemon as this unprivileged user (udc-vm itself
+    /// runs as root): no supplementary groups but the one that may open
+    /// the host's /dev/udmabuf, no capabilities; the run's directory
+    /// becomes the user's, and how they ran is checked and recorded
+    /// (OUT/privileges.txt; the `unprivileged` case).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -205,6 +223,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Bench { vm, bench } => bench::run(&vm, &bench),
         Cmd::Matrix(m) => matrix::run(&m),
+        Cmd::Soak { vm, soak } => soak::run(&vm, &soak),
     };
     match result {
         Ok(code) => code,
@@ -252,9 +271,9 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         daemon_args,
         memory: a.memory.clone(),
         cpus: a.cpus,
-        speed: a.speed.clone(),
+        speed: a.speed,
         append,
-        accel: a.accel.clone(),
+        accel: a.accel,
         timeout: a.timeout.or(default_timeout).map(Duration::from_secs),
         out: std::path::absolute(&out).unwrap_or(out),
         echo_results: echo,
@@ -262,6 +281,7 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         ffs,
         stop_marker: None,
         quiet_timeout: None,
+        run_as: a.user.as_deref().map(user::RunAs::lookup).transpose()?,
     })
 }
 
@@ -302,7 +322,7 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u6
         eprintln!("udc-vm: injection seed {s} (--seed {s} gives the same injected events again)");
     }
     let mut append = a.append.clone();
-    if a.coherency == "swiotlb" {
+    if a.coherency == Coherency::Swiotlb {
         append = format!("{append} swiotlb=force").trim().to_string();
     }
     if a.debug_kernel_options {

@@ -58,8 +58,7 @@ impl FromStr for Expectation {
 pub struct TestArgs {
     pub filter: Option<String>,
     pub junit: Option<PathBuf>,
-    /// both, sg or no-sg.
-    pub controller: String,
+    pub controller: Controllers,
     pub expect_fail: Vec<Expectation>,
 }
 
@@ -73,9 +72,20 @@ struct Controller {
     out: PathBuf,
 }
 
-fn controllers(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<Controller> {
+/// Which controllers a run boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Controllers {
+    /// The default with scatter-gather, then one without.
+    Both,
+    Sg,
+    /// The daemon's --no-sg: FunctionFS must refuse DMABUFs, read/write
+    /// take the linear path.
+    NoSg,
+}
+
+fn controllers(o: &VmOptions, filter: Option<&str>, controller: Controllers) -> Vec<Controller> {
     let mut cs = Vec::new();
-    if controller != "no-sg" {
+    if controller != Controllers::NoSg {
         cs.push(Controller {
             label: "",
             daemon_args: o.daemon_args.clone(),
@@ -84,7 +94,7 @@ fn controllers(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<Con
             out: o.out.clone(),
         });
     }
-    if controller != "sg" {
+    if controller != Controllers::Sg {
         let mut daemon_args = o.daemon_args.clone();
         daemon_args.push("--no-sg".into());
         cs.push(Controller {
@@ -92,7 +102,7 @@ fn controllers(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<Con
             daemon_args,
             filter: Some(filter.unwrap_or(NO_SG_FILTER).to_string()),
             guest_binaries: false,
-            out: if controller == "no-sg" {
+            out: if controller == Controllers::NoSg {
                 o.out.clone()
             } else {
                 o.out.join("no-sg")
@@ -343,6 +353,9 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
             },
             diagnostics: outside,
         });
+        if let Some(p) = &f.privileges {
+            cases.push(unprivileged_case(p, n));
+        }
         if f.daemon_restarts > 0 {
             eprintln!("udc-vm: the daemon was started again {} times", f.daemon_restarts);
         }
@@ -418,9 +431,29 @@ pub struct Results {
     console_tail: String,
 }
 
+/// The `unprivileged` case of a boot run with `--user`.
+pub fn unprivileged_case(p: &crate::user::Privileges, boot: usize) -> Case {
+    let mut diagnostics = p.lines.clone();
+    diagnostics.extend(p.problems.iter().map(|x| format!("PRIVILEGED: {x}")));
+    Case {
+        suite: "udc-vm".into(),
+        name: if boot <= 1 {
+            "unprivileged".into()
+        } else {
+            format!("unprivileged (boot {boot})")
+        },
+        outcome: if p.problems.is_empty() && !p.lines.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        diagnostics,
+    }
+}
+
 /// Runs the suite on each controller asked for.
 pub fn collect(o: &VmOptions, a: &TestArgs) -> Result<Results, Error> {
-    let cs = controllers(o, a.filter.as_deref(), &a.controller);
+    let cs = controllers(o, a.filter.as_deref(), a.controller);
     let mut all = Found::default();
     for (n, c) in cs.iter().enumerate() {
         if cs.len() > 1 {
@@ -528,7 +561,7 @@ mod tests {
     fn both_controllers_by_default() {
         let mut o = vm::tests::opts();
         o.daemon_args = vec!["--config=udc.toml".into()];
-        let cs = controllers(&o, None, "both");
+        let cs = controllers(&o, None, Controllers::Both);
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0].daemon_args, ["--config=udc.toml"]);
         assert!(cs[0].guest_binaries && cs[0].filter.is_none());
@@ -541,11 +574,11 @@ mod tests {
     #[test]
     fn a_filter_and_one_controller_give_one() {
         let o = vm::tests::opts();
-        let cs = controllers(&o, Some("bulk"), "sg");
+        let cs = controllers(&o, Some("bulk"), Controllers::Sg);
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].filter.as_deref(), Some("bulk"));
         assert!(!cs[0].guest_binaries);
-        let cs = controllers(&o, Some("bulk"), "no-sg");
+        let cs = controllers(&o, Some("bulk"), Controllers::NoSg);
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].out, o.out);
     }
@@ -608,5 +641,19 @@ mod tests {
         assert_eq!(errs, ["--expect-fail d: the case did not run"]);
         assert!("nocolon".parse::<Expectation>().is_err());
         assert!(":x".parse::<Expectation>().is_err());
+    }
+
+    #[test]
+    fn the_unprivileged_case_needs_a_record_and_no_problem() {
+        let mut p = crate::user::Privileges::default();
+        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Fail);
+        p.lines.push("daemon (pid 7): Uid: 998 998 998 998".into());
+        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Pass);
+        p.problems
+            .push("qemu (pid 8): CapEff: 1: it holds capabilities".into());
+        let c = unprivileged_case(&p, 2);
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert_eq!(c.name, "unprivileged (boot 2)");
+        assert!(c.diagnostics.iter().any(|d| d.starts_with("PRIVILEGED: qemu")));
     }
 }

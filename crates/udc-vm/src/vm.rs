@@ -15,7 +15,42 @@ use std::time::{Duration, Instant};
 use crate::cpio;
 use crate::ffs::{Ffs, GuestFile};
 use crate::locate::Image;
+use crate::user::{Privileges, RunAs};
 use crate::Error;
+
+/// The USB bus speed the host connects at (the daemon's --speed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusSpeed {
+    Full,
+    High,
+    Super,
+}
+
+/// How QEMU runs the guest's CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// kvm when /dev/kvm opens (which some hosts allow without supporting it).
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// How the guest's DMA reaches the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Coherency {
+    /// dma-direct: the device sees the buffers themselves.
+    Direct,
+    /// swiotlb=force: every mapping bounces.
+    Swiotlb,
+}
+
+/// A value's name as the command line spells it.
+pub fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("no value is skipped")
+        .get_name()
+        .to_string()
+}
 
 /// Most daemon restarts in one boot before the runner gives up on it.
 const MAX_DAEMON_RESTARTS: u32 = 5;
@@ -48,9 +83,9 @@ pub struct VmOptions {
     pub daemon_args: Vec<String>,
     pub memory: String,
     pub cpus: u32,
-    pub speed: String,
+    pub speed: BusSpeed,
     pub append: String,
-    pub accel: String,
+    pub accel: Accel,
     pub timeout: Option<Duration>,
     pub out: PathBuf,
     /// Copy the results port to stdout as it arrives.
@@ -67,6 +102,9 @@ pub struct VmOptions {
     /// Stop the guest when the results port shows nothing new for this
     /// long (a case that hangs without the kernel noticing).
     pub quiet_timeout: Option<Duration>,
+    /// Run QEMU and the daemon as this user (`--user`), and record how
+    /// they ran.
+    pub run_as: Option<RunAs>,
 }
 
 /// What the guest runs.
@@ -111,6 +149,9 @@ pub struct Finished {
     /// Why the runner stopped the guest early for [`VmOptions::stop_marker`]
     /// or [`VmOptions::quiet_timeout`].
     pub stopped: Option<String>,
+    /// With [`VmOptions::run_as`]: how the daemon (each start) and QEMU
+    /// ran, read from /proc, and their sockets.
+    pub privileges: Option<Privileges>,
 }
 
 /// How long a guest that said it stopped may go on printing (the kernel's
@@ -168,10 +209,10 @@ fn kvm_usable() -> bool {
 
 /// The QEMU command line (without the binary).
 pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> Vec<String> {
-    let kvm = match o.accel.as_str() {
-        "kvm" => true,
-        "tcg" => false,
-        _ => kvm_usable(),
+    let kvm = match o.accel {
+        Accel::Kvm => true,
+        Accel::Tcg => false,
+        Accel::Auto => kvm_usable(),
     };
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
@@ -240,7 +281,12 @@ impl Daemon {
             .map_err(|e| Error::Io(format!("{}: {e}", p.daemon_log.display())))?;
         let _ = std::fs::remove_file(&p.vhost_sock);
         let _ = std::fs::remove_file(&p.control_sock);
-        let mut child = Command::new(&o.daemon)
+        let mut cmd = Command::new(&o.daemon);
+        if let Some(r) = &o.run_as {
+            // Its one extra: the group that may open the host's /dev/udmabuf.
+            r.apply(&mut cmd, r.udmabuf_gid.as_slice());
+        }
+        let mut child = cmd
             .arg("--socket-path")
             .arg(&p.vhost_sock)
             .arg("--control-socket")
@@ -249,7 +295,7 @@ impl Daemon {
             // from a lost back end; the socket is reachable only from this
             // run's QEMU (0600, in the run's own directory).
             .arg("--control-allow-crash")
-            .args(["--speed", &o.speed])
+            .args(["--speed", &value_name(o.speed)])
             .args(&o.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Io(e.to_string()))?)
@@ -274,6 +320,15 @@ impl Daemon {
             sleep(Duration::from_millis(20));
         }
         Ok(Daemon { child })
+    }
+
+    /// Records how the daemon runs and its sockets' owner and mode.
+    fn record(&self, o: &VmOptions, p: &Paths, privileges: &mut Option<Privileges>) {
+        if let (Some(r), Some(rec)) = (&o.run_as, privileges.as_mut()) {
+            rec.process("daemon", self.child.id(), r, r.udmabuf_gid.as_slice());
+            rec.socket("vhost-user socket", &p.vhost_sock, r);
+            rec.socket("control socket", &p.control_sock, r);
+        }
     }
 
     fn stop(mut self) {
@@ -371,6 +426,23 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     }
     let interactive = matches!(mode, Mode::Interactive);
     let initrd = initrd(o, mode)?;
+    // With --user, the daemon runs from a copy in the run's directory: the
+    // build tree it comes from may be closed to that user (a checkout
+    // under /root).
+    let staged;
+    let o = match &o.run_as {
+        Some(r) => {
+            let daemon = o.out.join("vhost-device-udc");
+            let _ = std::fs::remove_file(&daemon);
+            std::fs::copy(&o.daemon, &daemon)
+                .map_err(|e| Error::Io(format!("{} to {}: {e}", o.daemon.display(), daemon.display())))?;
+            r.prepare(&o.out, &[&o.image.bzimage, &initrd, &o.qemu])?;
+            staged = VmOptions { daemon, ..o.clone() };
+            &staged
+        }
+        None => o,
+    };
+    let mut privileges = o.run_as.as_ref().map(|_| Privileges::default());
     eprintln!("udc-vm: console log: {}", p.console.display());
     eprintln!("udc-vm: daemon log:  {}", p.daemon_log.display());
     if !interactive {
@@ -378,6 +450,7 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     }
 
     let mut daemon = Daemon::start(o, &p)?;
+    daemon.record(o, &p, &mut privileges);
     let args = qemu_args(o, &p, &initrd, interactive);
     std::fs::write(
         o.out.join("qemu.cmdline"),
@@ -387,6 +460,10 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     let qlog = File::create(&p.qemu_log).map_err(|e| Error::Io(e.to_string()))?;
     let mut qemu_cmd = Command::new(&o.qemu);
     qemu_cmd.args(&args);
+    if let Some(r) = &o.run_as {
+        // No supplementary group at all: QEMU needs none.
+        r.apply(&mut qemu_cmd, &[]);
+    }
     if !interactive {
         qemu_cmd
             .stdin(Stdio::null())
@@ -396,6 +473,10 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     let mut qemu = qemu_cmd
         .spawn()
         .map_err(|e| Error::Missing(format!("cannot start {}: {e}", o.qemu.display())))?;
+    // spawn() returns after the exec: /proc shows QEMU itself.
+    if let (Some(r), Some(rec)) = (&o.run_as, privileges.as_mut()) {
+        rec.process("qemu", qemu.id(), r, &[]);
+    }
 
     let start = Instant::now();
     let mut restarts = 0;
@@ -427,6 +508,7 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
                 sleep(d.min(Duration::from_secs(60)));
             }
             daemon = Daemon::start(o, &p)?;
+            daemon.record(o, &p, &mut privileges);
         }
         if o.echo_results {
             echo_new(&p.results, &mut echoed);
@@ -463,6 +545,17 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
             .filter(|(_, at)| at.elapsed() >= STUCK_GRACE)
             .map(|(l, _)| l),
         stopped: results.stopped,
+        privileges: privileges.inspect(|r| {
+            let text = r
+                .lines
+                .iter()
+                .chain(&r.problems)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n";
+            let _ = std::fs::write(o.out.join("privileges.txt"), text);
+        }),
     })
 }
 
@@ -540,9 +633,9 @@ pub(crate) mod tests {
             daemon_args: vec![],
             memory: "2G".into(),
             cpus: 2,
-            speed: "super".into(),
+            speed: BusSpeed::Super,
             append: "udmabuf.size_limit_mb=128".into(),
-            accel: "tcg".into(),
+            accel: Accel::Tcg,
             timeout: None,
             out: "/out".into(),
             echo_results: false,
@@ -554,6 +647,7 @@ pub(crate) mod tests {
             },
             stop_marker: None,
             quiet_timeout: None,
+            run_as: None,
         }
     }
 
