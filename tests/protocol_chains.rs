@@ -449,18 +449,19 @@ fn longest_hold(ctl: &mut Ctl) -> Duration {
 /// but virtio-queue counts entries in a u16).
 const TABLE_ENTRIES: usize = 65_535;
 
-/// Writes the largest indirect table whose 16-byte entries are linked each
-/// to the next and the last back to the first, so a walk never meets a
-/// descriptor without NEXT; `writable` picks the direction of them all.
-fn looping_table(h: &mut Harness, buf: u64, writable: bool) -> RawRingDesc {
+/// Writes the largest indirect table whose entries (`len` bytes at `buf`)
+/// are linked each to the next and the last back to the first, so a walk
+/// never meets a descriptor without NEXT; `writable` picks the direction
+/// of them all.
+fn looping_table(h: &mut Harness, buf: u64, len: u32, writable: bool) -> RawRingDesc {
     let table = h.alloc(16 * TABLE_ENTRIES as u64, 16).unwrap();
     let entries: Vec<RawRingDesc> = (0..TABLE_ENTRIES)
         .map(|i| {
             let next = RawNext::Desc((i + 1) % TABLE_ENTRIES);
             if writable {
-                RawRingDesc::writable(buf, 16, next)
+                RawRingDesc::writable(buf, len, next)
             } else {
-                RawRingDesc::readable(buf, 16, next)
+                RawRingDesc::readable(buf, len, next)
             }
         })
         .collect();
@@ -469,7 +470,9 @@ fn looping_table(h: &mut Harness, buf: u64, writable: bool) -> RawRingDesc {
 }
 
 /// The most descriptor walking a guest can ask of the xferq at once: a
-/// queue's worth of heads, each naming the largest looping indirect table.
+/// queue's worth of heads, each naming the largest looping indirect table
+/// of zero-length descriptors (a walk that reads no bytes, so spends
+/// nothing of a hold's budget of guest-memory work).
 /// Every one is refused, the control socket answers meanwhile and the
 /// device lock is never held for long (before the walk was bounded per
 /// hold: 1.3 s, with `status` waiting as long).
@@ -479,7 +482,7 @@ fn a_queue_of_the_longest_indirect_loops_does_not_stall_the_device() {
     let (mut h, _g) = configured_with_indirect(&d);
     let mut ctl = d.ctl();
     let p = Parts::new(&mut h);
-    let head = looping_table(&mut h, p.hdr, false);
+    let head = looping_table(&mut h, p.hdr, 0, false);
     let n = usize::from(h.xferq().size());
     let chain = RawChain {
         ring: vec![head],
@@ -532,7 +535,7 @@ fn a_queue_of_looping_event_buffers_does_not_stall_the_device() {
     }
     let buf = h.alloc(16, 16).unwrap();
     h.memory().fill(buf, 16, 0xee).unwrap();
-    let head = looping_table(&mut h, buf, true);
+    let head = looping_table(&mut h, buf, 16, true);
     let n = usize::from(h.eventq().size()) - 1;
     let chain = RawChain {
         ring: vec![head],
@@ -588,7 +591,7 @@ fn reset_device_stops_a_drain_in_progress() {
     g.connect_and_configure(&mut h, T).unwrap();
     let mut ctl = d.ctl();
     let p = Parts::new(&mut h);
-    let head = looping_table(&mut h, p.hdr, false);
+    let head = looping_table(&mut h, p.hdr, 0, false);
     let chain = RawChain {
         ring: vec![head],
         ..RawChain::default()
