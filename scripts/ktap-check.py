@@ -7,6 +7,7 @@ the document's `# Totals:` line says: every case, none lost, no parse error.
     scripts/ktap-check.py KUNIT_PY FILE.ktap
 """
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,8 @@ def statuses(group):
 
 
 def main():
-    kunit, ktap = sys.argv[1], sys.argv[2]
+    # kunit.py changes to the kernel tree's root before it opens the file.
+    kunit, ktap = sys.argv[1], os.path.abspath(sys.argv[2])
     text = open(ktap, encoding="utf-8").read()
     m = re.search(r"^# Totals: pass:(\d+) fail:(\d+) xfail:\d+ xpass:\d+ skip:(\d+) error:(\d+)$", text, re.M)
     if not m:
@@ -33,8 +35,15 @@ def main():
         errors = [l for l in out.stdout.splitlines() if "[ERROR]" in l or "Could not find" in l]
         if errors:
             sys.exit(f"{ktap}: kunit.py parse reports:\n" + "\n".join(errors))
+        # kunit.py exits 1 for failed cases, which the totals account for;
+        # anything else, or no JSON, is the parser giving up on the document.
+        try:
+            result = json.load(open(js.name))
+        except ValueError:
+            sys.exit(f"{ktap}: kunit.py parse wrote no JSON (exit {out.returncode}); it said:\n"
+                     + out.stdout[-3000:] + out.stderr[-3000:])
         got = {"PASS": 0, "FAIL": 0, "SKIP": 0}
-        for s in statuses(json.load(open(js.name))):
+        for s in statuses(result):
             got[s] = got.get(s, 0) + 1
     print(f"ktap: {ktap}: kunit.py parse finds {got}, the document's totals say {want}")
     if got != want or sum(want.values()) == 0:
