@@ -498,7 +498,22 @@ impl VhostUserUdcBackend {
                     return Ok(());
                 };
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
+                let Some(chain) = chain else {
+                    // A stopped ring, or an available index beyond the
+                    // queue, gives nothing yet looks as if it had more for
+                    // ever: waiting for more would spin this thread, which
+                    // serves the other queues too. Take it up at a later
+                    // kick (after a reset, for a broken ring).
+                    if vring.get_mut().get_queue_mut().iter(mem.clone()).is_err() {
+                        if vring.get_ref().get_queue().ready() {
+                            crate::guest_warn!(
+                                "controlq: the driver's available index is beyond the queue: nothing taken"
+                            );
+                        }
+                        return Ok(());
+                    }
+                    break;
+                };
                 let head = chain.head_index();
                 let parts = split_chain(&mem, chain, CTRL_REQ_SIZE, CTRL_RESP_SIZE);
                 let (status, value, writable) = match parts.error {
