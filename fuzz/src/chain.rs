@@ -30,7 +30,7 @@ use vm_memory::{Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, Guest
 use vmm_sys_util::epoll::EventSet;
 
 use crate::descriptors::SPEEDS;
-use crate::device_ops::{address, guest_memory, injection, request_bytes, xfer_bytes, EPS};
+use crate::device_ops::{address, injection, request_bytes, xfer_bytes, EPS, REGIONS};
 use crate::Input;
 
 /// Entries per queue: small, so the rings wrap and fill.
@@ -38,13 +38,25 @@ const QSIZE: u16 = 16;
 const DESC_F_NEXT: u16 = 1;
 const DESC_F_WRITE: u16 = 2;
 const DESC_F_INDIRECT: u16 = 4;
-/// Where the guest puts request bytes and buffers: region 0 above the rings.
+/// Where the guest puts request bytes, buffers and indirect tables.
 const DATA: u64 = 0x4000;
 const DATA_END: u64 = 0x2_0000;
 const MAX_OPS: usize = 300;
 
+/// The rings live in a region of their own, away from every address the
+/// input can name (see [`address`]): what the device writes for the guest
+/// (statuses, events, OUT data) then never lands on them, and what the
+/// used ring says is the device's own doing.
+const RINGS: u64 = 0x10_0000;
+
 fn ring_base(q: u16) -> u64 {
-    u64::from(q) * 0x1000
+    RINGS + u64::from(q) * 0x1000
+}
+
+fn chain_memory() -> GuestMemoryMmap<()> {
+    let mut ranges: Vec<(GuestAddress, usize)> = REGIONS.iter().map(|&(a, l)| (GuestAddress(a), l)).collect();
+    ranges.push((GuestAddress(RINGS), NUM_QUEUES * 0x1000));
+    GuestMemoryMmap::from_ranges(&ranges).expect("mapping the chain target's guest memory")
 }
 fn desc_table(q: u16) -> u64 {
     ring_base(q)
@@ -97,7 +109,7 @@ impl Harness {
             max_segments: input.pick(&[16384, 16384, 64, 2]),
             ..ControllerConfig::default()
         };
-        let mem = GuestMemoryAtomic::new(guest_memory());
+        let mem = GuestMemoryAtomic::new(chain_memory());
         let udc = Udc::new(cfg, Box::<VringRings>::default());
         let backend = VhostUserUdcBackend::new(udc.clone()).expect("an eventfd for the backend");
         backend.update_memory(mem.clone()).expect("memory update");

@@ -47,13 +47,14 @@ pub fn guest_memory() -> GuestMemoryMmap<()> {
 }
 
 /// A guest address: mostly inside a region, sometimes in the hole, past
-/// the end or anywhere.
+/// the end, or far beyond memory (the top bit set: overflows and
+/// wrap-around, and never an address of the chain target's rings).
 pub fn address(input: &mut Input) -> u64 {
     match input.u8() % 8 {
-        0..=3 => u64::from(input.u16()) & 0x1_ffff,
-        4 | 5 => 0x4_0000 + (u64::from(input.u16()) & 0x1_ffff),
+        0..=3 => u64::from(input.u16()),
+        4 | 5 => 0x4_0000 + u64::from(input.u16()),
         6 => 0x2_0000 + u64::from(input.u16()),
-        _ => input.u64(),
+        _ => input.u64() | 1 << 63,
     }
 }
 
