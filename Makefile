@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all setup build test demo bench fuzz debug-kernel clean
+.PHONY: all setup build test soak demo bench fuzz debug-kernel clean
 
 all: build
 
@@ -18,6 +18,14 @@ test: setup
 
 demo: setup
 	@scripts/demo.sh
+
+# The soak: read/write and DMABUF transfers both ways under seeded random
+# delays and faults for DURATION (60s, 10m, 2h), every byte checked, with
+# QEMU and the daemon as the unprivileged udc-runner (scripts/setup-host.sh
+# creates it). SOAK_ARGS adds udc-vm options, e.g. SOAK_ARGS="--seed 7".
+DURATION ?= 10m
+soak: setup
+	@scripts/soak.sh $(DURATION) $(SOAK_ARGS)
 
 bench: setup
 	$(CARGO) run --release -q -p udc-harness --bin udc-proto-bench -- $(BENCH_ARGS)

@@ -300,8 +300,10 @@ export RUSTFLAGS="-C target-feature=+crt-static"
 (cd "$root" && cargo build -q --release --target "$target" -p udc-gadget >&2) ||
     die "the guest tool udc-gadget did not build"
 gadget_bin="$root/target/$target/release/udc-gadget"
+# json-render-diagnostics: the executables' names on stdout, a compile
+# error rendered on stderr where the user sees it.
 udmabuf_tests=$(cd "$root" && cargo test -q --release --target "$target" -p udmabuf --test device --no-run \
-    --message-format=json 2>/dev/null | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    --message-format=json-render-diagnostics | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$udmabuf_tests" ] || die "the udmabuf device tests did not build"
 # The daemon and its zero-copy tests, which need /dev/udmabuf: the guest's
 # kernel has it, the build machines' does not.
@@ -309,7 +311,7 @@ udmabuf_tests=$(cd "$root" && cargo test -q --release --target "$target" -p udma
     die "vhost-device-udc did not build for the guest"
 daemon_bin="$root/target/$target/release/vhost-device-udc"
 zerocopy_tests=$(cd "$root" && cargo test -q --release --target "$target" -p vhost-device-udc --test zerocopy_udmabuf \
-    --no-run --message-format=json 2>/dev/null | grep '"name":"zerocopy_udmabuf"' |
+    --no-run --message-format=json-render-diagnostics | grep '"name":"zerocopy_udmabuf"' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$zerocopy_tests" ] || die "the zero-copy udmabuf tests did not build"
 unset RUSTFLAGS

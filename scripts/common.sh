@@ -16,3 +16,19 @@ install_packages() {
     apt-get update -q >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2
 }
+
+# run_dir_for USER DIR: prints DIR when USER can reach it (a `udc-vm
+# --user USER` run gives the run's directory to USER, who must be able to
+# enter every directory above it), else a new directory under /tmp, saying
+# so: a checkout under /root, say, is closed to other users.
+run_dir_for() {
+    local user=$1 dir=$2
+    mkdir -p "$dir"
+    if setpriv --reuid "$user" --regid "$user" --clear-groups test -x "$(dirname "$(realpath "$dir")")" 2>/dev/null; then
+        echo "$dir"
+    else
+        dir=$(mktemp -d /tmp/udc-vm-run.XXXXXX)
+        say "$user cannot reach $2: this run's logs go to $dir"
+        echo "$dir"
+    fi
+}

@@ -12,7 +12,8 @@
 #           SuperSpeed (controllers with and without scatter-gather),
 #           high speed and full speed, again under seeded random latency,
 #           the udmabuf device tests and the zero-copy tests, which need
-#           the guest kernel's /dev/udmabuf; the reproducers of f_fs's bugs
+#           the guest kernel's /dev/udmabuf; a 60 s soak under random
+#           faults with QEMU and the daemon unprivileged; the reproducers of f_fs's bugs
 #           on the stock module (expected failures) and with the fix series
 #           of patches/linux (clean, with the whole catalogue under
 #           swiotlb=force and the DMABUF lifecycle matrix); a short bench.
@@ -87,14 +88,59 @@ vm() {
     run "$name" target/release/udc-vm test --qemu "$qemu" --image "$image" "$@"
 }
 mkdir -p target/vm
-vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml
-vm "VM suite, high speed" --speed high --controller sg --filter enumeration,bulk,short --out target/vm/high --junit target/vm/high.xml
+rm -f target/vm/super.ktap
+vm "VM suite, SuperSpeed" --speed super --out target/vm/super --junit target/vm/super.xml --ktap target/vm/super.ktap
+# Its KTAP document, read by the kernel's own parser (kunit.py parse): every
+# case the document counts, no parse error.
+ktap_check() {
+    local kunit
+    kunit=$(images/kunit-parser.sh | tail -1) && [ -f "$kunit" ] || return 1
+    [ -s target/vm/super.ktap ] || { echo "ktap: no document at target/vm/super.ktap"; return 1; }
+    python3 scripts/ktap-check.py "$kunit" target/vm/super.ktap
+}
+run "KTAP of the SuperSpeed run, read by kunit.py parse" ktap_check
+# The high-speed run captures the bus (docs/capture.md); tshark must find
+# the guest gadget's device descriptor and bulk data in it, nothing malformed.
+rm -f target/vm/high.pcap target/vm/high-[0-9]*.pcap
+vm "VM suite, high speed" --speed high --controller sg --filter enumeration,bulk,short --out target/vm/high \
+    --junit target/vm/high.xml --pcap target/vm/high.pcap
+pcap_check() {
+    local f=target/vm/high.pcap vendor bulk bad
+    [ -s "$f" ] || { echo "capture: nothing at $f"; return 1; }
+    vendor=$(tshark -r "$f" -Y usb.idVendor -T fields -e usb.idVendor 2>/dev/null | head -1)
+    bulk=$(tshark -r "$f" -Y "usb.transfer_type == 0x03 && usb.urb_type == 'C'" -T fields -e usb.urb_len 2>/dev/null |
+        awk '{ s += $1 } END { print s + 0 }')
+    bad=$(tshark -r "$f" -Y "_ws.malformed || _ws.expert.severity >= error" 2>/dev/null | wc -l)
+    echo "capture: $f: device 0x1d6b? idVendor $vendor; $bulk bulk bytes completed; $bad malformed or error events"
+    [ "$vendor" = 0x1d6b ] && [ "$bulk" -gt 0 ] && [ "$bad" = 0 ]
+}
+if command -v tshark >/dev/null; then
+    run "bus capture of the high-speed run, read by tshark" pcap_check
+else
+    echo "=== bus capture: cannot run: no tshark (scripts/setup-host.sh installs it)"
+    failed+=("bus capture")
+fi
 vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk,short --out target/vm/full --junit target/vm/full.xml
 # Injection and coherency (docs/injection.md, docs/recipes.md): the whole
 # scatter-gather catalogue under seeded random latency and NAKs, and the
 # DMABUF-next-to-read/write case with every mapping bounced.
 vm "VM suite, random latency (seed 1)" --speed super --controller sg --inject latency=0..2ms \
     --inject nak=5% --inject nak_time=1ms --seed 1 --out target/vm/latency --junit target/vm/latency.xml
+# The soak, short: read/write and DMABUF transfers both ways for 60 s under
+# seeded random latency, NAKs, stalls, babble, protocol and I/O errors and
+# short packets, every byte checked at both ends, no corruption, no kernel
+# warning; with QEMU and the daemon as the unprivileged udc-runner (created
+# by scripts/setup-host.sh), which the run shows from /proc and the sockets
+# (its `unprivileged` case). `make soak DURATION=2h` runs it longer.
+if [ -n "$qemu" ] && [ -n "$image" ]; then
+    soak_out=$(TAG=soak; . scripts/common.sh; run_dir_for udc-runner target/vm/soak)
+    run "soak, 60 s under random faults, as the unprivileged udc-runner (seed 1)" target/release/udc-vm soak \
+        --qemu "$qemu" --image "$image" --duration 60s --seed 1 --user udc-runner --out "$soak_out"
+else
+    echo "=== soak: cannot run: QEMU or the guest image did not build (see above)"
+    failed+=("soak")
+    echo "udc-vm: 0 passed, 1 failed, 0 skipped" >> "$log"
+fi
 # FunctionFS: the bugs the suite found in Debian's f_fs (docs/kernel-bugs.md)
 # and the fix series (patches/linux/, loaded with --ffs-patch). First each
 # reproducer on the stock module, where it must fail for its bug (an

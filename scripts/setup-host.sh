@@ -9,9 +9,11 @@ need_apt=()
 # The VM tier's tools too: the runner's tests unpack cpio archives, the
 # image build needs busybox-static, kmod, dwarves (pahole, for the module's
 # BTF), xz/zstd for modules, perl for checkpatch; python3 runs QEMU's smoke
-# test. qemu/build.sh installs QEMU's own build dependencies.
+# test; tshark dissects the bus captures (docs/capture.md); usb.ids names
+# vendors for `ctl lsusb`. qemu/build.sh
+# installs QEMU's own build dependencies.
 for pkg in build-essential pkg-config ca-certificates cpio busybox-static kmod dwarves \
-    xz-utils zstd file bc perl python3; do
+    xz-utils zstd file bc perl python3 tshark usb.ids; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
 done
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -21,6 +23,8 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     fi
     say "installing ${need_apt[*]}"
     apt-get update -q
+    # tshark asks whether non-root users may capture: they need not.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
 fi
 
@@ -46,3 +50,27 @@ for tool in fmt clippy; do
     fi
 done
 say "rustc $ver, cargo $(cargo --version | awk '{print $2}'), rustfmt and clippy present"
+
+# The VM tier's unprivileged runs (`udc-vm --user udc-runner`, the soak in
+# make test): a system user with no login shell and no home, whose own
+# group is its only group. udc-vm (root) starts QEMU and the daemon as it.
+if [ "$(id -u)" = 0 ]; then
+    if ! getent passwd udc-runner >/dev/null; then
+        say "creating the system user udc-runner (QEMU and the daemon run as it in the VM tier)"
+        useradd --system --user-group --no-create-home --home-dir /nonexistent \
+            --shell /usr/sbin/nologin --comment "virtio-udc VM runs" udc-runner
+    fi
+    # The daemon's one extra: /dev/udmabuf (host DMABUFs of guest memory)
+    # through group udmabuf, which udc-vm keeps as the daemon's only
+    # supplementary group. Only where the device exists.
+    if [ -c /dev/udmabuf ]; then
+        getent group udmabuf >/dev/null || groupadd --system udmabuf
+        rule=/etc/udev/rules.d/60-udmabuf.rules
+        want='KERNEL=="udmabuf", GROUP="udmabuf", MODE="0660"'
+        if [ "$(cat "$rule" 2>/dev/null)" != "$want" ]; then
+            say "/dev/udmabuf: group udmabuf, mode 0660 ($rule)"
+            echo "$want" > "$rule"
+        fi
+        chgrp udmabuf /dev/udmabuf && chmod 0660 /dev/udmabuf
+    fi
+fi

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use log::{error, info, warn};
 use serde::Serialize;
 
+use crate::capture::{Capture, CaptureInfo, Transfer, XferType};
 use crate::device::{BusState, Urb, UrbKind, UrbResult, UrbStatus};
 use crate::enumerate::{self, ControlError, ControlPipe, EnumError, Enumerated};
 use crate::udc::Udc;
@@ -24,6 +25,13 @@ pub enum HostError {
     NotPulledUp,
     #[error(transparent)]
     Enumeration(#[from] EnumError),
+    #[error("a capture is already running, into {}", .0.display())]
+    CaptureRunning(std::path::PathBuf),
+    #[error("cannot create the capture {}: {source}", .path.display())]
+    Capture {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The longest a control transfer may wait for the gadget: an hour, far
@@ -72,6 +80,8 @@ pub struct Host {
     view: Mutex<HostView>,
     next_id: AtomicU64,
     stop: AtomicBool,
+    /// The bus capture, while one runs.
+    capture: Mutex<Option<Arc<Capture>>>,
 }
 
 impl Host {
@@ -82,7 +92,44 @@ impl Host {
             view: Mutex::new(HostView::default()),
             next_id: AtomicU64::new(1),
             stop: AtomicBool::new(false),
+            capture: Mutex::new(None),
         })
+    }
+
+    /// Starts capturing every transfer into a new file at `path` (usbmon's
+    /// pcap format, src/capture.rs), data cut at `snaplen` bytes.
+    pub fn start_capture(&self, path: &std::path::Path, snaplen: u32) -> Result<CaptureInfo, HostError> {
+        let mut c = self.capture.lock().unwrap();
+        if let Some(running) = c.as_ref() {
+            return Err(HostError::CaptureRunning(running.info().path));
+        }
+        let cap = Capture::create(path, snaplen).map_err(|source| HostError::Capture {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        info!("capture: the bus into {} (snap length {snaplen})", path.display());
+        let info = cap.info();
+        *c = Some(Arc::new(cap));
+        Ok(info)
+    }
+
+    /// Stops the capture; what it wrote, if one ran. Transfers in flight
+    /// still write their completions.
+    pub fn stop_capture(&self) -> Option<CaptureInfo> {
+        let info = self.capture.lock().unwrap().take().map(|c| c.info());
+        if let Some(i) = &info {
+            info!("capture: {} events in {}", i.events, i.path.display());
+        }
+        info
+    }
+
+    /// The running capture's figures.
+    pub fn capture_info(&self) -> Option<CaptureInfo> {
+        self.capture.lock().unwrap().as_ref().map(|c| c.info())
+    }
+
+    fn capture(&self) -> Option<Arc<Capture>> {
+        self.capture.lock().unwrap().clone()
     }
 
     pub fn udc(&self) -> &Arc<Udc> {
@@ -174,11 +221,38 @@ impl Host {
     pub fn control(&self, setup: SetupPacket, data_out: Vec<u8>) -> Result<Vec<u8>, UrbStatus> {
         let timeout = self.config().control_timeout;
         let (tx, rx) = channel();
+        let Some(cap) = self.capture() else {
+            self.udc.lock().start_control(setup, data_out, tx);
+            return Self::control_result(&self.udc, &rx, timeout);
+        };
+        let t = Transfer {
+            id: cap.next_id(),
+            xfer_type: XferType::Control,
+            ep: setup.request_type & 0x80,
+            devnum: self.udc.lock().address(),
+        };
+        let out_len = data_out.len() as u32;
+        cap.submitted(t, Some(setup.to_bytes()), u32::from(setup.length), &data_out);
         self.udc.lock().start_control(setup, data_out, tx);
+        let r = Self::control_result(&self.udc, &rx, timeout);
+        match &r {
+            Ok(d) if t.ep != 0 => cap.completed(t, UrbStatus::Ok, d.len() as u32, d),
+            Ok(_) => cap.completed(t, UrbStatus::Ok, out_len, &[]),
+            Err(st) => cap.completed(t, *st, 0, &[]),
+        }
+        r
+    }
+
+    /// Waits for a control transfer's end, aborting it after `timeout`.
+    fn control_result(
+        udc: &Udc,
+        rx: &Receiver<Result<Vec<u8>, UrbStatus>>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, UrbStatus> {
         match rx.recv_timeout(timeout) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) => {
-                self.udc.lock().abort_control();
+                udc.lock().abort_control();
                 // abort_control answers on the channel; the answer may also
                 // have raced in just now.
                 rx.recv_timeout(Duration::from_millis(100))
@@ -198,10 +272,37 @@ impl Host {
     pub fn submit_with_buffer(&self, ep: u8, kind: UrbKind, buf: Vec<u8>) -> (u64, Receiver<UrbResult>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
-        self.udc
-            .lock()
-            .submit_urb(ep, Urb::new(id, kind, tx).with_buffer(buf));
+        let mut urb = Urb::new(id, kind, tx).with_buffer(buf);
+        if let Some(cap) = self.capture() {
+            urb = self.capture_urb(cap, ep, urb);
+        }
+        self.udc.lock().submit_urb(ep, urb);
         (id, rx)
+    }
+
+    /// Writes a transfer's submission into the capture, and has its
+    /// completion written when it ends.
+    fn capture_urb(&self, cap: Arc<Capture>, ep: u8, urb: Urb) -> Urb {
+        let t = {
+            let udc = self.udc.lock();
+            Transfer {
+                id: cap.next_id(),
+                // An endpoint that is not enabled fails the transfer at
+                // once; it is captured as bulk, the common case.
+                xfer_type: udc.ep_type(ep).map_or(XferType::Bulk, XferType::from_usb),
+                ep,
+                devnum: udc.address(),
+            }
+        };
+        let (length, data): (usize, &[u8]) = match &urb.kind {
+            UrbKind::In { len } => (*len, &[]),
+            UrbKind::Out { data, .. } => (data.len(), data),
+        };
+        cap.submitted(t, None, length as u32, data);
+        urb.on_finish(move |r| {
+            let data: &[u8] = if ep & 0x80 != 0 { &r.data } else { &[] };
+            cap.completed(t, r.status, r.actual as u32, data);
+        })
     }
 
     /// A transfer that the host cancels if it has not completed in `timeout`.

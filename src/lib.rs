@@ -17,6 +17,8 @@
 //! - [`zerocopy`]: host DMABUFs over guest pages; [`config`]: the TOML file.
 //! - [`log_limit`]: rate limits for log lines a guest can trigger.
 
+pub mod capture;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod device;
@@ -25,6 +27,7 @@ pub mod enumerate;
 pub mod host;
 pub mod inject;
 pub mod log_limit;
+pub mod lsusb;
 pub mod race;
 pub mod request;
 pub mod socket_path;

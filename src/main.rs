@@ -1,58 +1,27 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 //! vhost-device-udc: the vhost-user backend of virtio-udc.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 use log::{error, info, warn};
+use nix::sys::stat::{umask, Mode};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use vhost_device_udc::config::{ConfigArgs, ConfigError, DaemonConfig};
-use vhost_device_udc::control::{AccessError, ControlArgs, ControlPolicy, ControlServer, StartError};
+use vhost_device_udc::cli::{capabilities, Cli, Command, CtlRequest};
+use vhost_device_udc::config::{ConfigError, DaemonConfig};
+use vhost_device_udc::control::client;
+use vhost_device_udc::control::{AccessError, ControlPolicy, ControlServer, StartError};
 use vhost_device_udc::host::Host;
-use vhost_device_udc::socket_path::{claim_socket_path, SocketPathError};
+use vhost_device_udc::socket_path::{claim_socket_path, listener_from_fd, SocketFdError, SocketPathError};
 use vhost_device_udc::traffic::Traffic;
 use vhost_device_udc::udc::Udc;
 use vhost_device_udc::vhu_udc::{VhostUserUdcBackend, VringRings};
 use vhost_device_udc::zerocopy;
-
-/// A virtual USB device controller for QEMU guests: this daemon is the USB
-/// host, the cable and the controller's DMA engine. The guest's virtio_udc
-/// driver registers a UDC; any gadget bound to it is enumerated here and its
-/// endpoints carry real data to and from guest memory.
-#[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
-struct Cli {
-    /// vhost-user socket to listen on; QEMU connects to it with
-    /// `-chardev socket,path=PATH -device vhost-user-udc-pci,chardev=...`.
-    #[arg(long, value_name = "PATH")]
-    socket_path: PathBuf,
-
-    /// Unix socket for the control protocol (docs/control-socket.md): list
-    /// the device, send control requests, run transfers and streams, read
-    /// statistics, change the host's behaviour.
-    #[arg(long, value_name = "PATH")]
-    control_socket: Option<PathBuf>,
-
-    /// Serve one vhost-user connection and exit when it ends, instead of
-    /// waiting for the frontend to reconnect.
-    #[arg(long)]
-    once: bool,
-
-    #[command(flatten)]
-    config: ConfigArgs,
-
-    #[command(flatten)]
-    control: ControlArgs,
-
-    /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
-    #[arg(long, default_value = "info", value_name = "LEVEL")]
-    log_level: log::LevelFilter,
-}
 
 /// Why the daemon stops with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +36,10 @@ enum Error {
     ControlSocket { path: PathBuf, source: StartError },
     #[error("cannot listen on {}: {source}", .path.display())]
     SocketPath { path: PathBuf, source: SocketPathError },
+    #[error("--pcap: {0}")]
+    Capture(vhost_device_udc::host::HostError),
+    #[error("--socket-fd: {0}")]
+    SocketFd(SocketFdError),
     #[error("cannot listen on {}: {source}", .path.display())]
     Listen {
         path: PathBuf,
@@ -81,7 +54,20 @@ enum Error {
 }
 
 fn main() -> ExitCode {
+    // Before parsing: vhost-user.rst has every other option ignored, so a
+    // management tool's probe never fails on them.
+    if std::env::args_os().skip(1).any(|a| a == "--print-capabilities") {
+        println!("{}", capabilities());
+        return ExitCode::SUCCESS;
+    }
     let cli = Cli::parse();
+    if let Some(Command::Ctl {
+        control_socket,
+        request,
+    }) = &cli.command
+    {
+        return ctl(control_socket, request);
+    }
     env_logger::Builder::new()
         .filter_level(cli.log_level)
         .parse_default_env()
@@ -107,7 +93,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     let control_policy = ControlPolicy::try_from(cli.control).map_err(Error::ControlOptions)?;
 
     // First, before any thread exists: the signal mask is inherited.
-    spawn_signal_thread(vec![Some(cli.socket_path.clone()), cli.control_socket.clone()]);
+    spawn_signal_thread(vec![cli.socket_path.clone(), cli.control_socket.clone()]);
     zerocopy::report_availability();
 
     let udc = Udc::new(ctrl.clone(), Box::<VringRings>::default());
@@ -120,6 +106,9 @@ fn run(cli: Cli) -> Result<(), Error> {
             .map_err(Error::TimerThread)?;
     }
     let host = Host::new(udc.clone(), host_cfg.clone());
+    if let Some(p) = &cli.pcap {
+        host.start_capture(p, cli.pcap_snaplen).map_err(Error::Capture)?;
+    }
     let traffic = Traffic::new(host.clone());
     let _control = match &cli.control_socket {
         Some(p) => Some(
@@ -137,25 +126,17 @@ fn run(cli: Cli) -> Result<(), Error> {
         start_streams_when_configured(host.clone(), traffic.clone(), streams);
     }
 
+    let mut listener = listen(cli.socket_path.as_deref(), cli.socket_fd)?;
     info!(
         "vhost-device-udc: controller up to {} with {} endpoints, scatter-gather {}; host at {}; listening on {}",
         ctrl.max_speed,
         ctrl.endpoints.len() + 1,
         if ctrl.sg { "on" } else { "off" },
         host_cfg.speed,
-        cli.socket_path.display()
+        cli.socket_path
+            .as_ref()
+            .map_or_else(|| format!("file descriptor {}", cli.socket_fd.unwrap_or(-1)), |p| p.display().to_string())
     );
-    // One listening socket for the daemon's whole life: a frontend that
-    // reconnects at once queues on it instead of racing a re-bind.
-    // Only a stale socket is replaced: never another daemon's or a file.
-    claim_socket_path(&cli.socket_path).map_err(|source| Error::SocketPath {
-        path: cli.socket_path.clone(),
-        source,
-    })?;
-    let mut listener = Listener::new(&cli.socket_path, false).map_err(|source| Error::Listen {
-        path: cli.socket_path.clone(),
-        source,
-    })?;
     loop {
         // One daemon per connection: a VhostUserDaemon never resets its
         // owner, so serving QEMU again after it reconnects needs a new one.
@@ -178,10 +159,74 @@ fn run(cli: Cli) -> Result<(), Error> {
             Err(e) => warn!("vhost-user connection ended: {e}"),
         }
         if cli.once {
-            let _ = std::fs::remove_file(&cli.socket_path);
+            if let Some(p) = &cli.socket_path {
+                let _ = std::fs::remove_file(p);
+            }
             return Ok(());
         }
     }
+}
+
+/// `vhost-device-udc ctl`: one request to a running daemon, its answer on
+/// stdout (an lsusb text as text, anything else as JSON); a failed request
+/// exits 1 with the daemon's reason.
+fn ctl(path: &Path, request: &CtlRequest) -> ExitCode {
+    let req = match request {
+        CtlRequest::Lsusb { verbose } => serde_json::json!({"op": "lsusb", "verbose": verbose}),
+        CtlRequest::Status => serde_json::json!({"op": "status"}),
+        CtlRequest::Raw { request } => match serde_json::from_str(request) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("vhost-device-udc ctl: the request is not JSON: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match client::request(path, &req) {
+        Ok(answer) if answer["ok"] == false => {
+            eprintln!(
+                "vhost-device-udc ctl: {}",
+                answer["error"].as_str().unwrap_or("failed")
+            );
+            ExitCode::FAILURE
+        }
+        Ok(answer) => {
+            match answer["text"].as_str() {
+                Some(text) if matches!(request, CtlRequest::Lsusb { .. }) => print!("{text}"),
+                _ => println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vhost-device-udc ctl: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The vhost-user listening socket: one for the daemon's whole life, so a
+/// frontend that reconnects at once queues on it instead of racing a
+/// re-bind. A path replaces only a stale socket, never another daemon's or
+/// a file; a passed descriptor must be a listening Unix stream socket.
+fn listen(socket_path: Option<&Path>, socket_fd: Option<i32>) -> Result<Listener, Error> {
+    if let Some(fd) = socket_fd {
+        return listener_from_fd(fd).map(Listener::from).map_err(Error::SocketFd);
+    }
+    let path = socket_path
+        .expect("clap requires --socket-path without --socket-fd")
+        .to_path_buf();
+    claim_socket_path(&path).map_err(|source| Error::SocketPath {
+        path: path.clone(),
+        source,
+    })?;
+    // Mode 0600, never wider even for a moment (bound under a umask that
+    // allows only the owner): whoever connects is the frontend, and the
+    // frontend hands over the guest's memory. QEMU runs as the daemon's
+    // user (or root). No other thread creates files at this point.
+    let old_umask = umask(Mode::from_bits_truncate(0o177));
+    let listener = Listener::new(&path, false);
+    umask(old_umask);
+    listener.map_err(|source| Error::Listen { path, source })
 }
 
 /// Starts the configured streams once the gadget is configured, and again

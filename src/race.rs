@@ -19,9 +19,10 @@ pub const BLOCK: usize = 4096;
 /// The OUT detector's fill.
 pub use udc_patterns::POISON;
 
-/// The longest request the detectors look at: they run under the device
-/// lock, and a guest chooses the length (up to 4 GiB with overlapping
-/// segments). Longer requests move without detection, with a warning.
+/// The longest request the detectors look at: a guest chooses the length
+/// (up to 4 GiB with overlapping segments), and each pass is work the
+/// guest makes the daemon do. Longer requests move without detection, with
+/// a warning.
 pub const MAX_LENGTH: usize = 64 << 20;
 
 /// FNV-1a's starting state.
@@ -36,6 +37,101 @@ pub fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// A detector's pass over the first `length` bytes of a request's buffer,
+/// done a budget at a time: a guest chooses lengths up to [`MAX_LENGTH`],
+/// and the device lock is held for each step, so no hold may walk a whole
+/// buffer (docs/security.md).
+#[derive(Debug)]
+pub struct Pass {
+    kind: PassKind,
+    cursor: Cursor,
+    length: usize,
+    /// The IN detector's block hashes so far.
+    hashes: Vec<u64>,
+}
+
+/// What a [`Pass`] does to each block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassKind {
+    /// Fills it with [`POISON`] (the OUT detector, before any data arrives).
+    Poison,
+    /// Hashes it (the IN detector, at DMA start and at the end).
+    Hash,
+}
+
+/// The poison fill written per step of a poison pass: a multiple of the
+/// pattern's period, so the pattern stays aligned to the request's offsets.
+static FILL: [u8; BLOCK * 16] = {
+    let mut fill = [0u8; BLOCK * 16];
+    let mut i = 0;
+    while i < fill.len() {
+        fill[i] = POISON[i % POISON.len()];
+        i += 1;
+    }
+    fill
+};
+
+impl Pass {
+    pub fn new(kind: PassKind, length: usize) -> Self {
+        Pass {
+            kind,
+            cursor: Cursor::default(),
+            length,
+            hashes: Vec::new(),
+        }
+    }
+
+    pub fn kind(&self) -> PassKind {
+        self.kind
+    }
+
+    /// Goes on with the pass for about `budget` bytes (whole blocks, so at
+    /// most one fill over) and takes them off the budget; true when the
+    /// pass is done. An access outside guest memory ends the pass with the
+    /// error.
+    pub fn step<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &M,
+        segs: &[Segment],
+        budget: &mut u64,
+    ) -> Result<bool, DmaError> {
+        let mut buf = [0u8; BLOCK];
+        while *budget > 0 {
+            let left = self.length - self.cursor.offset as usize;
+            if left == 0 {
+                return Ok(true);
+            }
+            let n = match self.kind {
+                PassKind::Poison => {
+                    let n = left.min(FILL.len());
+                    dma::write_to_guest(mem, segs, &mut self.cursor, &FILL[..n])?;
+                    n
+                }
+                PassKind::Hash => {
+                    let n = left.min(BLOCK);
+                    dma::read_from_guest(mem, segs, &mut self.cursor, &mut buf[..n])?;
+                    self.hashes.push(block_hash(&buf[..n]));
+                    n
+                }
+            };
+            *budget = budget.saturating_sub(n as u64);
+        }
+        Ok(self.cursor.offset as usize == self.length)
+    }
+
+    /// The block hashes of a finished [`PassKind::Hash`] pass.
+    pub fn into_hashes(self) -> Vec<u64> {
+        self.hashes
+    }
+
+    /// The whole pass at once (tests, and callers that bound `length`).
+    fn run<M: GuestMemory + ?Sized>(mut self, mem: &M, segs: &[Segment]) -> Result<Self, DmaError> {
+        let mut unbounded = u64::MAX;
+        self.step(mem, segs, &mut unbounded)?;
+        Ok(self)
+    }
+}
+
 /// A hash of each [`BLOCK`]-sized block of the first `length` bytes of the
 /// request's buffer.
 pub fn block_hashes<M: GuestMemory + ?Sized>(
@@ -43,17 +139,7 @@ pub fn block_hashes<M: GuestMemory + ?Sized>(
     segs: &[Segment],
     length: usize,
 ) -> Result<Vec<u64>, DmaError> {
-    let mut cur = Cursor::default();
-    let mut buf = vec![0u8; BLOCK];
-    let mut out = Vec::with_capacity(length.div_ceil(BLOCK));
-    let mut left = length;
-    while left > 0 {
-        let n = left.min(BLOCK);
-        dma::read_from_guest(mem, segs, &mut cur, &mut buf[..n])?;
-        out.push(block_hash(&buf[..n]));
-        left -= n;
-    }
-    Ok(out)
+    Ok(Pass::new(PassKind::Hash, length).run(mem, segs)?.into_hashes())
 }
 
 /// FNV-1a over 8-byte words (and the tail bytes): a change of any byte
@@ -81,17 +167,7 @@ pub fn changed_blocks(before: &[u64], after: &[u64]) -> Vec<u64> {
 
 /// Fills the first `length` bytes of the request's buffer with [`POISON`].
 pub fn poison<M: GuestMemory + ?Sized>(mem: &M, segs: &[Segment], length: usize) -> Result<(), DmaError> {
-    let fill: Vec<u8> = POISON.iter().copied().cycle().take(BLOCK * 16).collect();
-    let mut cur = Cursor::default();
-    let mut left = length;
-    while left > 0 {
-        // The pattern stays aligned to the request's offsets: fill's length
-        // is a multiple of its period.
-        let n = left.min(fill.len());
-        dma::write_to_guest(mem, segs, &mut cur, &fill[..n])?;
-        left -= n;
-    }
-    Ok(())
+    Pass::new(PassKind::Poison, length).run(mem, segs).map(drop)
 }
 
 #[cfg(test)]
@@ -143,6 +219,46 @@ mod tests {
             .unwrap();
         assert_eq!(after, 0, "poison stops at the request's length");
         assert_eq!(m.read_obj::<u8>(GuestAddress(0xfff)).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_pass_in_steps_does_what_a_whole_pass_does() {
+        let (m, segs) = setup();
+        let whole = block_hashes(&m, &segs, 0x3800).unwrap();
+        let mut pass = Pass::new(PassKind::Hash, 0x3800);
+        let mut steps = 0;
+        loop {
+            // A budget under one block still does one block: a step always
+            // goes forward.
+            let mut budget = 100;
+            steps += 1;
+            if pass.step(&m, &segs, &mut budget).unwrap() {
+                break;
+            }
+            assert_eq!(budget, 0, "a step that is not the last spends its budget");
+        }
+        assert_eq!(steps, 4, "one block a step");
+        assert_eq!(pass.into_hashes(), whole);
+
+        // A poison step writes one fill (64 KiB) at most.
+        let segs = [
+            Segment {
+                addr: 0x10000,
+                len: 0x10000,
+            },
+            Segment {
+                addr: 0x40000,
+                len: 0x10000,
+            },
+        ];
+        let mut pass = Pass::new(PassKind::Poison, 0x20000);
+        assert!(!pass.step(&m, &segs, &mut 1).unwrap());
+        let mut b = [0u8; 8];
+        m.read_slice(&mut b, GuestAddress(0x1fff8)).unwrap();
+        assert_eq!(b, POISON, "the first fill");
+        m.read_slice(&mut b, GuestAddress(0x40000)).unwrap();
+        assert_eq!(b, [0; 8], "not the second yet");
+        assert!(pass.step(&m, &segs, &mut { u64::MAX }).unwrap());
     }
 
     #[test]

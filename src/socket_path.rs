@@ -1,14 +1,61 @@
 // SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
-//! Taking a path for a listening Unix socket without destroying anything.
+//! Where the daemon listens: a path taken without destroying anything, or
+//! a listening socket a supervisor passed.
 //!
 //! A socket path left behind by a daemon that died must be reusable, but
 //! the same path may hold another daemon's live socket or someone's file:
-//! both must survive a mistyped `--socket-path`.
+//! both must survive a mistyped `--socket-path`. A `--socket-fd` must be a
+//! listening Unix stream socket, checked before the daemon relies on it.
 
 use std::io::ErrorKind;
+use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use nix::sys::socket::{
+    getsockname, getsockopt, sockopt, AddressFamily, SockType, SockaddrLike, SockaddrStorage,
+};
+
+/// Why a passed file descriptor cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketFdError {
+    #[error("file descriptor {0} is not open")]
+    NotOpen(RawFd),
+    #[error("file descriptor {0} is not a socket")]
+    NotASocket(RawFd),
+    #[error("file descriptor {fd} is not a Unix stream socket (it is {what})")]
+    WrongKind { fd: RawFd, what: String },
+    #[error(
+        "file descriptor {0} is a Unix stream socket that is not listening (call listen() before passing it)"
+    )]
+    NotListening(RawFd),
+}
+
+/// Takes ownership of `fd`, a listening Unix stream socket a supervisor
+/// (systemd, libvirt, a test runner) passed to the daemon. Anything else is
+/// refused with what it is, and left open.
+pub fn listener_from_fd(fd: RawFd) -> Result<UnixListener, SocketFdError> {
+    if fd < 0 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return Err(SocketFdError::NotOpen(fd));
+    }
+    // SAFETY: fd is open (checked above) and stays open for this borrow.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    let ty = getsockopt(&borrowed, sockopt::SockType).map_err(|_| SocketFdError::NotASocket(fd))?;
+    let family = getsockname::<SockaddrStorage>(fd).ok().and_then(|a| a.family());
+    if family != Some(AddressFamily::Unix) || ty != SockType::Stream {
+        return Err(SocketFdError::WrongKind {
+            fd,
+            what: format!("{family:?} {ty:?}"),
+        });
+    }
+    if !getsockopt(&borrowed, sockopt::AcceptConn).unwrap_or(false) {
+        return Err(SocketFdError::NotListening(fd));
+    }
+    // SAFETY: a checked, open, listening socket the daemon was given to
+    // own; nothing else in the daemon knows this number.
+    Ok(UnixListener::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
 
 /// Why a socket path cannot be taken.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +94,32 @@ pub fn claim_socket_path(path: &Path) -> Result<(), SocketPathError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::net::UnixListener;
+    use std::os::fd::{AsRawFd, IntoRawFd};
+
+    #[test]
+    fn a_passed_fd_must_be_a_listening_unix_stream_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = std::fs::File::create(dir.path().join("f")).unwrap();
+        assert!(matches!(
+            listener_from_fd(file.as_raw_fd()),
+            Err(SocketFdError::NotASocket(_))
+        ));
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(matches!(
+            listener_from_fd(a.as_raw_fd()),
+            Err(SocketFdError::NotListening(_))
+        ));
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let e = listener_from_fd(udp.as_raw_fd()).unwrap_err();
+        assert!(e.to_string().contains("not a Unix stream socket"), "{e}");
+        assert!(matches!(listener_from_fd(-1), Err(SocketFdError::NotOpen(-1))));
+
+        let path = dir.path().join("s");
+        let fd = UnixListener::bind(&path).unwrap().into_raw_fd();
+        let l = listener_from_fd(fd).unwrap();
+        let _c = UnixStream::connect(&path).unwrap();
+        assert!(l.accept().is_ok(), "the passed socket accepts");
+    }
 
     #[test]
     fn only_a_stale_socket_is_replaced() {

@@ -10,7 +10,9 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use vm_memory::GuestAddress;
@@ -70,6 +72,10 @@ struct HoldMeter {
     count: AtomicU64,
     total_ns: AtomicU64,
     longest_ns: AtomicU64,
+    /// Holds of 1 ms or more, and of 10 ms or more: one long hold (a
+    /// preempted thread on a busy host) tells apart from many.
+    over_1ms: AtomicU64,
+    over_10ms: AtomicU64,
 }
 
 impl HoldMeter {
@@ -78,6 +84,12 @@ impl HoldMeter {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.total_ns.fetch_add(ns, Ordering::Relaxed);
         self.longest_ns.fetch_max(ns, Ordering::Relaxed);
+        if ns >= 1_000_000 {
+            self.over_1ms.fetch_add(1, Ordering::Relaxed);
+        }
+        if ns >= 10_000_000 {
+            self.over_10ms.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -87,6 +99,8 @@ pub struct LockHolds {
     pub count: u64,
     pub longest: Duration,
     pub total: Duration,
+    pub over_1ms: u64,
+    pub over_10ms: u64,
 }
 
 /// A locked device. Dropping it delivers the outputs the calls produced.
@@ -115,6 +129,18 @@ impl Drop for UdcGuard<'_> {
         self.g.deliver();
         self.udc.changed.notify_all();
         self.udc.holds.record(self.since);
+    }
+}
+
+impl<'a> UdcGuard<'a> {
+    /// A hold of the lock starts: the device gets its budget of work for it.
+    fn new(mut g: MutexGuard<'a, Inner>, udc: &'a Udc) -> Self {
+        g.dev.begin_hold();
+        UdcGuard {
+            g,
+            udc,
+            since: Instant::now(),
+        }
     }
 }
 
@@ -163,16 +189,14 @@ impl Udc {
             count: self.holds.count.load(Ordering::Relaxed),
             longest: Duration::from_nanos(self.holds.longest_ns.load(Ordering::Relaxed)),
             total: Duration::from_nanos(self.holds.total_ns.load(Ordering::Relaxed)),
+            over_1ms: self.holds.over_1ms.load(Ordering::Relaxed),
+            over_10ms: self.holds.over_10ms.load(Ordering::Relaxed),
         }
     }
 
     /// Locks the device. Outputs are delivered when the guard drops.
     pub fn lock(&self) -> UdcGuard<'_> {
-        UdcGuard {
-            g: self.inner.lock().unwrap_or_else(|p| p.into_inner()),
-            udc: self,
-            since: Instant::now(),
-        }
+        UdcGuard::new(self.inner.lock(), self)
     }
 
     /// Waits until `cond` holds or `timeout` passes; returns the guard and
@@ -182,17 +206,9 @@ impl Udc {
         timeout: Duration,
         mut cond: impl FnMut(&Device<ChainToken>) -> bool,
     ) -> (UdcGuard<'_>, bool) {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let (g, res) = self
-            .changed
-            .wait_timeout_while(g, timeout, |i| !cond(&i.dev))
-            .unwrap_or_else(|p| p.into_inner());
-        let guard = UdcGuard {
-            g,
-            udc: self,
-            since: Instant::now(),
-        };
-        (guard, !res.timed_out())
+        let mut g = self.inner.lock();
+        let res = self.changed.wait_while_for(&mut g, |i| !cond(&i.dev), timeout);
+        (UdcGuard::new(g, self), !res.timed_out())
     }
 
     /// The frontend went away: forget its rings and whatever the driver had
@@ -216,7 +232,7 @@ impl Udc {
     /// the daemon's life. Every change wakes it, so a new, earlier deadline
     /// is never missed.
     pub fn run_timers(&self) -> ! {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.inner.lock();
         loop {
             let now = Instant::now();
             match g.dev.next_deadline() {
@@ -224,18 +240,19 @@ impl Udc {
                     // As of the deadline, not of when the thread woke: a
                     // late wake-up must not stretch pauses or lower a cap.
                     let since = Instant::now();
+                    g.dev.begin_hold();
                     g.dev.tick(d);
                     g.deliver();
                     self.changed.notify_all();
                     self.holds.record(since);
+                    // Work left over from a spent budget is due at once:
+                    // hand the lock to whoever waits for it first, so this
+                    // loop cannot keep it from them.
+                    MutexGuard::unlocked_fair(&mut g, || {});
                 }
                 next => {
                     let wait = next.map_or(Duration::from_millis(200), |d| d - now);
-                    g = self
-                        .changed
-                        .wait_timeout(g, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
+                    self.changed.wait_for(&mut g, wait);
                 }
             }
         }

@@ -27,7 +27,7 @@ use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventF
 
 use crate::device::{GuestMem, Output};
 use crate::request::{self, Rejected};
-use crate::udc::{ChainToken, Rings, Udc};
+use crate::udc::{ChainToken, Rings, Udc, UdcGuard};
 use crate::wire::*;
 
 type GuestMemoryMmap = vm_memory::GuestMemoryMmap<()>;
@@ -38,6 +38,19 @@ const EVENT_BACKLOG: usize = 256;
 /// Largest queue the device accepts.
 pub const QUEUE_SIZE: usize = 1024;
 
+/// Most descriptors the device walks in one controlq or eventq chain.
+/// Their chains are tiny (a command and its response, one event buffer);
+/// without a bound, every one of a queue's worth of eventq chains could name
+/// a looping indirect table of 65,535 descriptors, and the device would walk
+/// all of them under its lock (measured: 1.3 s) before it gave up.
+const SMALL_CHAIN_DESCRIPTORS: usize = 64;
+/// Descriptors the xferq drain walks per hold of the device lock, about
+/// 1.3 ms of walking here; a hold ends after the chain that reaches it.
+/// The hold's budget of guest-memory work counts the bytes a walk reads,
+/// not the descriptors it walks: 1,024 heads naming one looping table of
+/// 65,535 zero-cost descriptors held the lock for 1.3 to 2.1 s.
+const DESCRIPTORS_PER_HOLD: usize = 1 << 16;
+
 /// A descriptor chain split into its two parts.
 struct ChainParts {
     readable: Vec<u8>,
@@ -45,6 +58,8 @@ struct ChainParts {
     /// Why the readable part could not be read, if it could not. The
     /// writable part is still there to report it in.
     error: Option<Rejected>,
+    /// Descriptors walked, for the work a batch may do per lock hold.
+    walked: usize,
 }
 
 impl ChainParts {
@@ -57,11 +72,20 @@ impl ChainParts {
 /// its device-writable regions (those that cover the first `max_writable`
 /// bytes). The rest is ignored, so a driver cannot make the device keep
 /// more than that for a request however long its chain.
+///
+/// A chain that does not end is refused (INVALID). virtio-queue walks at
+/// most a table's worth of descriptors and stops without a word at a loop,
+/// a `next` past the table, an indirect table inside another or one whose
+/// length is not a multiple of 16; what it yielded up to there would
+/// otherwise pass for a whole request (a looping status descriptor after a
+/// good header made a request the device served). So is a chain longer
+/// than `max_descs` descriptors, which is walked no further.
 fn split_chain<M>(
     mem: &GuestMemoryMmap,
     chain: DescriptorChain<M>,
     max_readable: usize,
     max_writable: usize,
+    max_descs: usize,
 ) -> ChainParts
 where
     M: std::ops::Deref,
@@ -71,8 +95,14 @@ where
         readable: Vec::new(),
         writable: Vec::new(),
         error: None,
+        walked: 0,
     };
-    for desc in chain {
+    // The walk ended where the chain does only if the last descriptor it
+    // yielded has no successor; an empty walk never found the chain at all.
+    let mut ended = false;
+    for desc in chain.take(max_descs) {
+        parts.walked += 1;
+        ended = !desc.has_next();
         let len = desc.len() as usize;
         if desc.is_write_only() {
             let room = max_writable.saturating_sub(parts.writable_len());
@@ -107,6 +137,16 @@ where
                 ),
             ));
         }
+    }
+    if !ended {
+        let why = if parts.walked == max_descs {
+            format!("the descriptor chain is longer than {max_descs} descriptors")
+        } else {
+            "the descriptor chain does not end (a loop, a next index past its table, \
+             or an indirect table nested or not a multiple of 16 bytes)"
+                .to_string()
+        };
+        parts.error.get_or_insert(Rejected::new(Status::Invalid, why));
     }
     parts
 }
@@ -296,7 +336,7 @@ impl VringRings {
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
             let Some(chain) = chain else { break };
             let head = chain.head_index();
-            let parts = split_chain(mem, chain, 0, EVENT_SIZE);
+            let parts = split_chain(mem, chain, 0, EVENT_SIZE, SMALL_CHAIN_DESCRIPTORS);
             let used = match parts.error {
                 None if parts.writable_len() >= EVENT_SIZE => {
                     write_regions(mem, &parts.writable, ev.as_slice()) as u32
@@ -338,12 +378,15 @@ fn signal(vring: &VringRwLock, event_idx: bool) {
 enum Drained {
     /// Nothing more to take now.
     Empty,
-    /// A queue's worth taken; there may be more.
+    /// A queue's worth, or a hold's worth of descriptors, taken; there may be more.
     More,
     /// The available index is beyond the queue: nothing can be taken.
     Broken,
-    /// The connection ended, the memory is gone or the ring is stopped.
+    /// The memory is gone or the ring is stopped.
     Stopped,
+    /// The connection ended or the device was reset: the rings are no
+    /// longer the device's to write, not even their notification flags.
+    Gone,
 }
 
 /// The VhostUserBackend of one connection.
@@ -381,10 +424,25 @@ impl VhostUserUdcBackend {
         let _ = self.exit.1.notify();
     }
 
+    /// Whether this backend may take chains from the driver's rings: its
+    /// connection is the current one, and no device reset came since the
+    /// rings were installed. A drain that a RESET_DEVICE overtook went on
+    /// taking the old rings' chains for the new device; their completions,
+    /// dropped for want of rings, left their heads marked in flight, and
+    /// the driver's first requests after the reset came back unserved.
+    fn serves_rings(&self, udc: &mut UdcGuard<'_>) -> bool {
+        udc.connection() == self.connection && !udc.rings::<VringRings>().vrings.is_empty()
+    }
+
     fn process_xferq(&self, vring: &VringRwLock) -> io::Result<()> {
         loop {
             vring.disable_notification().map_err(io::Error::other)?;
             let drained = self.drain_xferq(vring);
+            if drained == Drained::Gone {
+                // The driver that set the flag is gone; its successor's
+                // rings start with notifications on.
+                return Ok(());
+            }
             let more = vring.enable_notification().map_err(io::Error::other)?;
             // A broken ring, or one nothing can be taken from now, always
             // looks as if it had more: do not spin on it (this thread
@@ -395,10 +453,11 @@ impl VhostUserUdcBackend {
         }
     }
 
-    /// Takes the requests the driver posted, at most one queue's worth per
-    /// hold of the device lock: a guest can keep posting while the device
-    /// drains, and the control socket, the timers and the other queues must
-    /// get their turn in between.
+    /// Takes the requests the driver posted, at most one queue's worth (and
+    /// about [`DESCRIPTORS_PER_HOLD`] descriptors) per hold of the device
+    /// lock: a guest can keep posting while the device drains, and the
+    /// control socket, the timers and the other queues must get their turn
+    /// in between.
     fn drain_xferq(&self, vring: &VringRwLock) -> Drained {
         loop {
             match self.drain_xferq_batch(vring) {
@@ -411,10 +470,13 @@ impl VhostUserUdcBackend {
     /// One hold's worth of [`Self::drain_xferq`].
     fn drain_xferq_batch(&self, vring: &VringRwLock) -> Drained {
         let mut udc = self.udc.lock();
-        // Nothing can be taken from a ring of an ended connection, without
-        // guest memory, or stopped by the frontend; a later kick or
-        // connection takes it up.
-        if udc.connection() != self.connection || !vring.get_ref().get_queue().ready() {
+        // Nothing can be taken from a ring of an ended connection, of a
+        // reset device, without guest memory, or stopped by the frontend; a
+        // later kick or connection takes it up.
+        if !self.serves_rings(&mut udc) {
+            return Drained::Gone;
+        }
+        if !vring.get_ref().get_queue().ready() {
             return Drained::Stopped;
         }
         let Some(mem) = udc.memory().map(|m| m.memory()) else {
@@ -432,7 +494,16 @@ impl VhostUserUdcBackend {
                 return Drained::Broken;
             }
         }
+        let mut walked = 0;
         for _ in 0..size {
+            if udc.budget_spent() || walked >= DESCRIPTORS_PER_HOLD {
+                // The rest in the next hold: the requests read and the data
+                // they moved were this hold's budget of guest-memory work,
+                // or the descriptors walked its budget of walking (a walk
+                // through zero-length or writable descriptors reads no
+                // bytes, so spends nothing of the first).
+                return Drained::More;
+            }
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
             let Some(chain) = chain else { return Drained::Empty };
             let head = chain.head_index();
@@ -449,7 +520,9 @@ impl VhostUserUdcBackend {
                 }
                 continue;
             }
-            let parts = split_chain(&mem, chain, self.max_readable, XFER_STATUS_SIZE);
+            let parts = split_chain(&mem, chain, self.max_readable, XFER_STATUS_SIZE, usize::MAX);
+            walked += parts.walked;
+            udc.spend(parts.readable.len() as u64);
             let token = ChainToken {
                 head,
                 status_at: parts.writable.clone(),
@@ -494,6 +567,12 @@ impl VhostUserUdcBackend {
             loop {
                 self.drain_xferq(xferq);
                 let mut udc = self.udc.lock();
+                if !self.serves_rings(&mut udc) {
+                    return Ok(());
+                }
+                if !vring.get_ref().get_queue().ready() {
+                    break;
+                }
                 let Some(mem) = udc.memory().map(|m| m.memory()) else {
                     return Ok(());
                 };
@@ -515,7 +594,13 @@ impl VhostUserUdcBackend {
                     break;
                 };
                 let head = chain.head_index();
-                let parts = split_chain(&mem, chain, CTRL_REQ_SIZE, CTRL_RESP_SIZE);
+                let parts = split_chain(
+                    &mem,
+                    chain,
+                    CTRL_REQ_SIZE,
+                    CTRL_RESP_SIZE,
+                    SMALL_CHAIN_DESCRIPTORS,
+                );
                 let (status, value, writable) = match parts.error {
                     Some(r) => {
                         crate::guest_warn!("controlq: {r}");
@@ -596,7 +681,17 @@ impl VhostUserBackend for VhostUserUdcBackend {
             return;
         }
         udc.reset();
-        udc.rings::<VringRings>().clear();
+        let rings = udc.rings::<VringRings>();
+        // vhost-user-backend leaves the queues started through
+        // RESET_DEVICE. Stop them, so that nothing takes a chain from a
+        // ring, or writes one, before the frontend sets it up again
+        // (SET_VRING_KICK starts it): a controlq kick during the set-up
+        // drained the xferq at its old ring's address and index, in memory
+        // the driver was already reusing for its new rings.
+        for v in &rings.vrings {
+            v.set_queue_ready(false);
+        }
+        rings.clear();
     }
 
     /// GET_VRING_BASE stopped queue `index`: from now on nothing of the
@@ -781,7 +876,7 @@ mod tests {
             }
             descs.push(RawDescriptor::from(SplitDescriptor::new(0x9_0000, status_room, VRING_DESC_F_WRITE as u16, 0)));
             let chain = q.build_desc_chain(&descs).unwrap();
-            let parts = split_chain(&m, chain, request::max_xfer_readable(16384), XFER_STATUS_SIZE);
+            let parts = split_chain(&m, chain, request::max_xfer_readable(16384), XFER_STATUS_SIZE, usize::MAX);
             prop_assert_eq!(parts.writable_len(), (status_room as usize).min(XFER_STATUS_SIZE));
             if stray.is_some() {
                 prop_assert!(parts.error.is_some(), "a descriptor outside memory must be refused");
@@ -810,7 +905,13 @@ mod tests {
             )),
             RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, VRING_DESC_F_WRITE as u16, 0)),
         ];
-        let parts = split_chain(&m, q.build_desc_chain(&descs).unwrap(), 64, XFER_STATUS_SIZE);
+        let parts = split_chain(
+            &m,
+            q.build_desc_chain(&descs).unwrap(),
+            64,
+            XFER_STATUS_SIZE,
+            usize::MAX,
+        );
         assert_eq!(parts.readable.len(), 64);
         assert!(parts.error.is_none());
     }
@@ -837,13 +938,60 @@ mod tests {
             )));
         }
         descs.push(RawDescriptor::from(SplitDescriptor::new(0xa_0000, 16, 0, 0)));
-        let parts = split_chain(&m, q.build_desc_chain(&descs).unwrap(), 64, XFER_STATUS_SIZE);
+        let parts = split_chain(
+            &m,
+            q.build_desc_chain(&descs).unwrap(),
+            64,
+            XFER_STATUS_SIZE,
+            usize::MAX,
+        );
         assert_eq!(parts.writable_len(), XFER_STATUS_SIZE);
         assert_eq!(parts.writable.len(), 3, "3 + 3 + 2 bytes");
         assert!(
             parts.error.is_some(),
             "the readable descriptor at the end is out of order"
         );
+    }
+
+    /// A chain whose walk stops before a descriptor without NEXT (a loop,
+    /// a link past the table) is refused even though a header and room for
+    /// the status were seen; the same chain ending properly is accepted.
+    #[test]
+    fn a_chain_that_does_not_end_is_refused() {
+        let m = mem();
+        let q = MockSplitQueue::new(&m, 16);
+        let hdr = RawDescriptor::from(SplitDescriptor::new(0x8000, 24, VRING_DESC_F_NEXT as u16, 0));
+        let status = RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, VRING_DESC_F_WRITE as u16, 0));
+        let whole = split_chain(
+            &m,
+            q.build_desc_chain(&[hdr, status]).unwrap(),
+            64,
+            XFER_STATUS_SIZE,
+            usize::MAX,
+        );
+        assert!(whole.error.is_none());
+        let link = (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16;
+        for next in [1u16, 0, 16, 999] {
+            let chain = q.build_desc_chain(&[hdr, status]).unwrap();
+            // The chain is read as it is walked: relink the status now.
+            q.desc_table()
+                .store(
+                    1,
+                    RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, link, next)),
+                )
+                .unwrap();
+            let parts = split_chain(&m, chain, 64, XFER_STATUS_SIZE, usize::MAX);
+            let err = parts
+                .error
+                .as_ref()
+                .unwrap_or_else(|| panic!("status linked to {next}: accepted"));
+            assert_eq!(err.status, Status::Invalid, "status linked to {next}");
+            assert_eq!(
+                parts.writable_len(),
+                XFER_STATUS_SIZE,
+                "the status can still be written"
+            );
+        }
     }
 
     #[test]

@@ -44,6 +44,22 @@ print(s.makefile().readline().strip())
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The vhost-user socket hands whoever connects the guest's memory: it is
+/// the daemon's user's alone (QEMU runs as that user, or as root).
+#[test]
+fn the_vhost_user_socket_is_its_owners_alone() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "this test switches to another user and needs root (make test runs as root)"
+    );
+    let d = Daemon::start(&[]);
+    let mode = std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the vhost-user socket's mode");
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let got = connect_as_nobody(&d.socket);
+    assert!(got.contains("connect failed: Permission denied"), "{got}");
+}
+
 #[test]
 fn the_control_socket_answers_only_its_users() {
     assert!(

@@ -215,6 +215,36 @@ impl ControlPolicy {
         }
     }
 
+    /// Whether a capture may be written at `path`: only a new file directly
+    /// or below the allowed directory (the daemon writes where a client
+    /// says, so not anywhere it could write).
+    pub fn check_capture_path(&self, path: &str) -> Result<PathBuf, String> {
+        let Some(dir) = &self.file_dir else {
+            return Err(format!(
+                "{path}: captures to files are off: start the daemon with --control-file-dir DIR to allow them in DIR"
+            ));
+        };
+        let p = Path::new(path);
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Err(format!("{path}: not a file name"));
+        };
+        // The directory canonical, so neither `..` nor a link leads out;
+        // the file itself is created new (never through a link).
+        let parent = if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        };
+        let real = parent.canonicalize().map_err(|e| format!("{path}: {e}"))?;
+        if !real.starts_with(dir) {
+            return Err(format!(
+                "{path}: outside {}, the directory captures may go to",
+                dir.display()
+            ));
+        }
+        Ok(real.join(name))
+    }
+
     /// Whether a stream source (`pattern` of stream_start) may be used:
     /// patterns always, `file:PATH` only inside the allowed directory.
     pub fn check_source(&self, source: &str) -> Result<(), String> {
@@ -261,6 +291,28 @@ mod tests {
         assert!(p.check_source("prbs:7").is_ok());
         assert!(p
             .check_source("file:/etc/passwd")
+            .unwrap_err()
+            .contains("--control-file-dir"));
+    }
+
+    #[test]
+    fn captures_go_only_into_the_file_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let allowed = root.path().join("files");
+        std::fs::create_dir(&allowed).unwrap();
+        let p = ControlPolicy {
+            file_dir: Some(allowed.canonicalize().unwrap()),
+            ..ControlPolicy::default()
+        };
+        let inside = allowed.join("bus.pcap");
+        assert_eq!(
+            p.check_capture_path(inside.to_str().unwrap()).unwrap(),
+            allowed.canonicalize().unwrap().join("bus.pcap")
+        );
+        let sneaky = format!("{}/../bus.pcap", allowed.display());
+        assert!(p.check_capture_path(&sneaky).unwrap_err().contains("outside"));
+        assert!(ControlPolicy::default()
+            .check_capture_path(inside.to_str().unwrap())
             .unwrap_err()
             .contains("--control-file-dir"));
     }

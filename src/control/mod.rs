@@ -9,6 +9,7 @@
 //! the daemon keep (threads, line buffers) is bounded here.
 
 mod access;
+pub mod client;
 
 pub use access::{AccessError, ControlArgs, ControlPolicy};
 
@@ -62,6 +63,11 @@ const MAX_SOCKET_TRANSFER: usize = 16 << 20;
 enum Request {
     Status {},
     Descriptors {},
+    /// The enumerated device as `lsusb` (or `lsusb -v`) prints it.
+    Lsusb {
+        #[serde(default)]
+        verbose: bool,
+    },
     Enumerate {},
     Control {
         request_type: u8,
@@ -110,6 +116,15 @@ enum Request {
     Streams {},
     Bus {
         action: String,
+    },
+    /// The bus capture (docs/capture.md): `start` into a new `path` inside
+    /// --control-file-dir, `stop`.
+    Capture {
+        action: String,
+        #[serde(default)]
+        path: Option<String>,
+        #[serde(default)]
+        snaplen: Option<u32>,
     },
     Hold {
         ep: String,
@@ -474,6 +489,20 @@ fn handle(
             status,
         } => release(ep, handle, actual, status, host),
         Request::Status {} => status(host),
+        Request::Lsusb { verbose } => {
+            let view = host.view();
+            match view.enumerated {
+                Some(e) => {
+                    let text = crate::lsusb::render(&e, verbose, &crate::lsusb::UsbIds::system());
+                    Ok(json!({"ok": true, "text": text}))
+                }
+                None => Err(RequestError::Bad(
+                    view.last_error
+                        .map(|e| format!("not enumerated: {e}"))
+                        .unwrap_or_else(|| "not enumerated yet".into()),
+                )),
+            }
+        }
         Request::Descriptors {} => {
             let view = host.view();
             match view.enumerated {
@@ -532,6 +561,11 @@ fn handle(
             Ok(json!({"ok": true, "settings": g.injection().to_map(), "log": g.inject_log()}))
         }
         Request::Bus { action } => bus(action, host),
+        Request::Capture {
+            action,
+            path,
+            snaplen,
+        } => capture(&action, path.as_deref(), snaplen, policy, host),
         Request::Crash { down_ms } => {
             policy.check_crash()?;
             crash(down_ms)
@@ -620,6 +654,30 @@ fn release(
 }
 
 /// `status`: the device, its endpoints and what the host knows.
+fn capture(
+    action: &str,
+    path: Option<&str>,
+    snaplen: Option<u32>,
+    policy: &ControlPolicy,
+    host: &Host,
+) -> Result<Value, RequestError> {
+    match action {
+        "start" => {
+            let path = path.ok_or("capture start needs a path")?;
+            let real = policy.check_capture_path(path).map_err(RequestError::Bad)?;
+            let info = host.start_capture(&real, snaplen.unwrap_or(crate::capture::DEFAULT_SNAPLEN))?;
+            Ok(json!({"ok": true, "capture": info}))
+        }
+        "stop" => match host.stop_capture() {
+            Some(info) => Ok(json!({"ok": true, "capture": info})),
+            None => Err("no capture is running".into()),
+        },
+        other => Err(RequestError::Bad(format!(
+            "capture action {other:?}: start or stop"
+        ))),
+    }
+}
+
 fn status(host: &Host) -> Result<Value, RequestError> {
     let dev = host.udc().lock().status();
     let holds = host.udc().lock_holds();
@@ -635,10 +693,13 @@ fn status(host: &Host) -> Result<Value, RequestError> {
     Ok(json!({
         "ok": true,
         "device": dev,
+        "capture": host.capture_info(),
         "lock": {
             "holds": holds.count,
             "longest_hold_us": holds.longest.as_micros() as u64,
             "mean_hold_us": holds.total.as_micros().checked_div(u128::from(holds.count)).unwrap_or(0) as u64,
+            "holds_over_1ms": holds.over_1ms,
+            "holds_over_10ms": holds.over_10ms,
         },
         "host": {
             "config": host_config_json(host),

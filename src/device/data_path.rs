@@ -195,6 +195,8 @@ impl<T: Debug> Device<T> {
             started: false,
             chunk: None,
             chunk_left: 0,
+            poison: None,
+            hashing: None,
             snapshot: None,
         };
         if ep_num(g.req.ep) == 0 {
@@ -211,6 +213,7 @@ impl<T: Debug> Device<T> {
         }
         self.plan_injection(i, &mut g);
         self.eps[i].guest.push_back(g);
+        self.run_detectors(i);
         self.pump(i);
     }
 
@@ -275,6 +278,17 @@ impl<T: Debug> Device<T> {
             return Err(DeviceError::PartlyTransferred(EpAddress(ep)));
         }
         g.held = Some(handle);
+        // The host owns the buffer now: poison written from here on would
+        // land on its data, and hashes would race its writes. What was
+        // written stays (a reader that does not wait still sees poison).
+        let (poison, hashing) = (g.poison.take(), g.hashing.take());
+        if poison.is_some() || hashing.is_some() {
+            debug!(
+                "{}: request tag {:#x} held: its race detectors stop",
+                ep_name(ep),
+                g.req.tag
+            );
+        }
         Ok(Some(HeldRequest {
             handle,
             ep,
@@ -374,38 +388,61 @@ impl<T: Debug> Device<T> {
                 self.eps[i].paused_until = Some(t);
                 return;
             }
+            // What the data path may move in this hold of the lock; the rest
+            // waits for the next one (a tick, at once).
+            if self.budget == 0 {
+                self.eps[i].paused_until = Some(now);
+                return;
+            }
             let e = &mut self.eps[i];
             let (Some(g), Some(h)) = (e.guest.front_mut(), e.host.front_mut()) else {
                 return;
             };
-            let mut limit = usize::MAX;
+            let mut limit = usize::try_from(self.budget).unwrap_or(usize::MAX);
             if let Some(p) = &g.plan {
                 if !g.started {
+                    if g.poison.is_some() {
+                        // Its poison is not all written yet (a budget ran
+                        // out): no data before it is.
+                        e.detectors_due.get_or_insert(now);
+                        return;
+                    }
                     g.started = true;
                     g.chunk = e.inj.as_ref().and_then(|j| j.set.chunk);
                     g.chunk_left = g.chunk.map_or(0, |c| c.bytes_for(mps as u64));
                     let mut wait = p.nak.unwrap_or_default();
                     if let Some(d) = p.in_checksum {
-                        match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {
-                            Ok(hashes) => g.snapshot = Some(hashes),
-                            Err(err) => warn!("{}: in_checksum: {err}", ep_name(g.req.ep)),
-                        }
+                        g.hashing = Some(race::Pass::new(race::PassKind::Hash, g.req.length as usize));
                         wait += d;
                     }
                     if let Some(d) = p.out_poison {
                         wait += d;
                     }
+                    let hashing = g.hashing.is_some();
                     if !wait.is_zero() {
                         e.paused_until = Some(now + wait);
+                    }
+                    if hashing {
+                        // The hashes are of the buffer as the DMA starts:
+                        // taken now, as far as the budget goes.
+                        self.run_detectors(i);
+                    }
+                    if !wait.is_zero() || self.eps[i].guest.front().is_some_and(|g| g.hashing.is_some()) {
                         return;
                     }
+                    continue;
+                }
+                if g.hashing.is_some() {
+                    // The hashes are still being taken (run_detectors pumps
+                    // when they are).
+                    return;
                 }
                 if let Some(f) = p.fault {
                     if g.cursor.offset >= p.fault_at {
                         self.apply_fault(i, f);
                         continue;
                     }
-                    limit = (p.fault_at - g.cursor.offset) as usize;
+                    limit = limit.min((p.fault_at - g.cursor.offset) as usize);
                 }
                 if g.chunk_left > 0 {
                     limit = limit.min(g.chunk_left as usize);
@@ -422,6 +459,7 @@ impl<T: Debug> Device<T> {
                 step_out(&*mem, g, h, mps, limit)
             };
             e.stats.bytes += step.bytes as u64;
+            self.budget = self.budget.saturating_sub(step.bytes as u64);
             let mut pause = None;
             if step.bytes > 0 {
                 if let Some(rate) = e.rate {
@@ -464,23 +502,52 @@ impl<T: Debug> Device<T> {
         }
     }
 
-    /// A request's data is done: runs the IN race detector, then completes
-    /// it now or, if injection says so, later (in FIFO order unless a
-    /// reordering was injected).
+    /// A request's data is done: the IN race detector looks at its buffer
+    /// again, then it completes now or, if injection says so, later (in
+    /// FIFO order unless a reordering was injected).
     pub(super) fn finish_guest(&mut self, i: usize, mut g: GuestReq<T>, status: Status) {
-        if let Some(before) = g.snapshot.take() {
-            self.check_in_race(i, &g, &before);
-        }
-        let now = self.now();
-        let (latency, hold, reorder) = g
+        let check = g.snapshot.take().map(|before| InCheck {
+            before,
+            after: race::Pass::new(race::PassKind::Hash, g.req.length as usize),
+        });
+        let plain = g
             .plan
             .as_ref()
-            .map_or((Duration::ZERO, false, false), |p| (p.latency, p.hold, p.reorder));
-        if latency.is_zero() && !hold && !reorder && self.eps[i].finished.is_empty() {
+            .map_or(true, |p| p.latency.is_zero() && !p.hold && !p.reorder);
+        if check.is_none() && plain && self.eps[i].finished.is_empty() {
             return self.complete_guest(Some(i), g, status);
         }
+        let checking = check.is_some();
+        self.eps[i].finished.push_back(Finished {
+            g,
+            status,
+            due: None,
+            handle: None,
+            after_next: false,
+            check,
+        });
+        if checking {
+            // Settled when the check is done, as far as the budget goes now.
+            self.run_detectors(i);
+        } else {
+            let last = self.eps[i].finished.len() - 1;
+            self.settle(i, last);
+        }
+        self.deliver_finished(i, self.now());
+    }
+
+    /// The completion at `finished[k]` of endpoint `i` (its race check done)
+    /// gets what injection decided: a time to complete after its latency,
+    /// a hold, a reordering.
+    pub(super) fn settle(&mut self, i: usize, k: usize) {
+        let now = self.now();
+        let f = &self.eps[i].finished[k];
+        let (latency, hold, reorder) =
+            f.g.plan
+                .as_ref()
+                .map_or((Duration::ZERO, false, false), |p| (p.latency, p.hold, p.reorder));
         let mut due = now + latency;
-        if let Some(d) = self.eps[i].finished.back().and_then(|f| f.due) {
+        if let Some(d) = k.checked_sub(1).and_then(|j| self.eps[i].finished[j].due) {
             // FIFO: never before the one ahead of it.
             due = due.max(d);
         }
@@ -488,21 +555,17 @@ impl<T: Debug> Device<T> {
             self.next_hold += 1;
             self.next_hold
         });
+        let f = &mut self.eps[i].finished[k];
         if let Some(h) = handle {
             info!(
                 "{}: completion of request tag {:#x} held (release handle {h})",
-                ep_name(g.req.ep),
-                g.req.tag
+                ep_name(f.g.req.ep),
+                f.g.req.tag
             );
         }
-        self.eps[i].finished.push_back(Finished {
-            g,
-            status,
-            due: (!hold).then_some(due),
-            handle,
-            after_next: reorder,
-        });
-        self.deliver_finished(i, now);
+        f.due = (!hold).then_some(due);
+        f.handle = handle;
+        f.after_next = reorder;
     }
 
     /// Delivers the waiting completions of endpoint `i` that are due.
@@ -558,7 +621,11 @@ impl<T: Debug> Device<T> {
                 None => Some(due + REORDER_WAIT),
             }
         });
-        finished.into_iter().chain(e.paused_until).min()
+        finished
+            .into_iter()
+            .chain(e.paused_until)
+            .chain(e.detectors_due)
+            .min()
     }
 
     /// The next time [`Device::tick`] has something to do, if any.
@@ -584,9 +651,13 @@ impl<T: Debug> Device<T> {
             self.set_host_attached(true);
         }
         for i in 0..self.eps.len() {
+            let detectors = self.eps[i].detectors_due.is_some_and(|t| t <= now);
+            if detectors {
+                self.run_detectors(i);
+            }
             self.deliver_finished(i, now);
-            if self.eps[i].paused_until.is_some_and(|t| t <= now) {
-                self.eps[i].paused_until = None;
+            if detectors || self.eps[i].paused_until.is_some_and(|t| t <= now) {
+                self.eps[i].paused_until = self.eps[i].paused_until.filter(|t| *t > now);
                 self.pump(i);
             }
         }

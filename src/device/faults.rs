@@ -64,9 +64,10 @@ impl<T: Debug> Device<T> {
     pub fn inject_log(&self) -> &InjectLog {
         &self.log
     }
-    /// Decides what injection does to a request as it is queued, logs the
-    /// decisions, and poisons an OUT buffer at once (before any data can
-    /// arrive, so a reader that does not wait sees the poison).
+    /// Decides what injection does to a request as it is queued and logs the
+    /// decisions. An OUT buffer to poison gets its poison first, before any
+    /// data can arrive, so a reader that does not wait sees the poison
+    /// ([`Device::run_detectors`] writes it).
     pub(super) fn plan_injection(&mut self, i: usize, g: &mut GuestReq<T>) {
         let e = &mut self.eps[i];
         let (Some(inj), Some(en)) = (e.inj.as_mut(), e.enabled) else {
@@ -111,11 +112,7 @@ impl<T: Debug> Device<T> {
         }
         if let Some(d) = plan.out_poison {
             note(format!("out_poison {}", udc_patterns::fmt_duration(d)));
-            if let Some(mem) = self.dma_memory().map(|m| m.memory()) {
-                if let Err(err) = race::poison(&*mem, &g.req.segments, g.req.length as usize) {
-                    warn!("{}: cannot poison request tag {tag:#x}: {err}", ep_name(ep));
-                }
-            }
+            g.poison = Some(race::Pass::new(race::PassKind::Poison, g.req.length as usize));
         }
         g.plan = Some(plan);
     }
@@ -169,19 +166,84 @@ impl<T: Debug> Device<T> {
         self.finish_guest(i, g, guest);
     }
 
-    /// IN race detector: the buffer's blocks now against when the DMA began.
-    pub(super) fn check_in_race(&mut self, i: usize, g: &GuestReq<T>, before: &[u64]) {
+    /// Goes on with endpoint `i`'s race-detector passes, in the order their
+    /// requests will complete, as far as this hold's budget goes: the front
+    /// request's hashes at DMA start, the poison of queued OUT requests,
+    /// the second look at finished IN requests. What is left waits for the
+    /// next hold (`detectors_due`, a tick at once). The callers pump and
+    /// deliver afterwards.
+    pub(super) fn run_detectors(&mut self, i: usize) {
+        self.eps[i].detectors_due = None;
+        // Stopped DMA: nothing touches guest memory; restarting runs them.
         let Some(mem) = self.dma_memory().map(|m| m.memory()) else {
             return;
         };
-        let after = match race::block_hashes(&*mem, &g.req.segments, g.req.length as usize) {
-            Ok(a) => a,
-            Err(err) => return warn!("{}: in_checksum: {err}", ep_name(g.req.ep)),
-        };
-        let changed = race::changed_blocks(before, &after);
+        let ep = self.eps[i].cap.addr;
+        let mut budget = self.budget;
+        let mut left = false;
+        for g in self.eps[i].guest.iter_mut() {
+            for pass in [&mut g.hashing, &mut g.poison] {
+                let Some(p) = pass.as_mut() else { continue };
+                if budget == 0 {
+                    left = true;
+                    break;
+                }
+                match p.step(&*mem, &g.req.segments, &mut budget) {
+                    Ok(false) => left = true,
+                    Ok(true) => {
+                        let p = pass.take().expect("checked above");
+                        if p.kind() == race::PassKind::Hash {
+                            g.snapshot = Some(p.into_hashes());
+                        }
+                    }
+                    Err(err) => {
+                        warn!(
+                            "{}: request tag {:#x}: race detector: {err}: not checked",
+                            ep_name(ep),
+                            g.req.tag
+                        );
+                        *pass = None;
+                    }
+                }
+            }
+        }
+        let mut checked = Vec::new();
+        for (k, f) in self.eps[i].finished.iter_mut().enumerate() {
+            let Some(c) = f.check.as_mut() else { continue };
+            if budget == 0 {
+                left = true;
+                break;
+            }
+            match c.after.step(&*mem, &f.g.req.segments, &mut budget) {
+                Ok(false) => left = true,
+                Ok(true) => checked.push(k),
+                Err(err) => {
+                    warn!("{}: in_checksum: {err}", ep_name(f.g.req.ep));
+                    f.check = None;
+                    checked.push(k);
+                }
+            }
+        }
+        self.budget = budget;
+        for k in checked {
+            if let Some(c) = self.eps[i].finished[k].check.take() {
+                self.report_in_race(i, k, &c.before, &c.after.into_hashes());
+            }
+            self.settle(i, k);
+        }
+        if left {
+            self.eps[i].detectors_due = Some(self.now());
+        }
+    }
+
+    /// IN race detector: the buffer's blocks at the end of the DMA (`after`)
+    /// against when it began, for the completion at `finished[k]`.
+    fn report_in_race(&mut self, i: usize, k: usize, before: &[u64], after: &[u64]) {
+        let changed = race::changed_blocks(before, after);
         if changed.is_empty() {
             return;
         }
+        let g = &self.eps[i].finished[k].g;
         let detail = format!(
             "the guest CPU changed {} of {} blocks ({} bytes each) of an IN buffer while the device was reading it",
             changed.len(),
@@ -194,14 +256,15 @@ impl<T: Debug> Device<T> {
             g.req.tag,
             changed[0]
         );
-        self.log.race(RaceReport {
+        let report = RaceReport {
             ep: ep_name(self.eps[i].cap.addr),
             request: g.plan.as_ref().map_or(0, |p| p.index),
             tag: g.req.tag,
             kind: "in_changed_during_dma",
             detail,
             changed_blocks: changed.into_iter().take(32).collect(),
-        });
+        };
+        self.log.race(report);
     }
 
     /// Releases a held completion; `status` replaces the request's own.

@@ -59,6 +59,17 @@ pub struct Urb {
     pub(super) buf: Vec<u8>,
     /// Bytes moved so far.
     pub(super) moved: usize,
+    on_finish: Option<FinishHook>,
+}
+
+/// What the host side wants to see of a transfer's result before it is
+/// sent on (the bus capture), whichever of the device's paths ends it.
+pub struct FinishHook(Box<dyn FnOnce(&UrbResult) + Send>);
+
+impl std::fmt::Debug for FinishHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FinishHook")
+    }
 }
 
 impl Urb {
@@ -70,7 +81,15 @@ impl Urb {
             submitted: Instant::now(),
             buf: Vec::new(),
             moved: 0,
+            on_finish: None,
         }
+    }
+
+    /// Calls `f` with the result when the transfer ends, before the result
+    /// is sent (under the device lock: `f` must be short).
+    pub fn on_finish(mut self, f: impl FnOnce(&UrbResult) + Send + 'static) -> Self {
+        self.on_finish = Some(FinishHook(Box::new(f)));
+        self
     }
 
     /// Gives an IN transfer a buffer to fill (its allocation is reused; its
@@ -91,14 +110,18 @@ impl Urb {
             }
             UrbKind::Out { data, .. } => data,
         };
-        // The receiver may have given up; that is its business.
-        let _ = self.done.send(UrbResult {
+        let result = UrbResult {
             status,
             data,
             actual,
             submitted: self.submitted,
             completed: Instant::now(),
-        });
+        };
+        if let Some(FinishHook(f)) = self.on_finish {
+            f(&result);
+        }
+        // The receiver may have given up; that is its business.
+        let _ = self.done.send(result);
     }
 }
 

@@ -6,8 +6,11 @@
 
 use std::fs::File;
 use std::io;
+use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
+
+use nix::sys::ioctl::ioctl_num_type as IoctlNum;
 
 use udmabuf::{memfd_for_udmabuf, CreateFlags, Udmabuf};
 
@@ -26,17 +29,21 @@ impl Source {
     }
 }
 
-/// The kernel's _IOC(dir, type, nr, size) on x86-64.
-pub(crate) const fn ioc(dir: u64, ty: u8, nr: u64, size: u64) -> u64 {
-    (dir << 30) | (size << 16) | ((ty as u64) << 8) | nr
-}
-const W: u64 = 1;
-const RW: u64 = 3;
-
-const DMA_BUF_IOCTL_SYNC: u64 = ioc(W, b'b', 0, 8);
-const DMA_BUF_IOCTL_EXPORT_SYNC_FILE: u64 = ioc(RW, b'b', 2, 8);
-const DMA_HEAP_IOCTL_ALLOC: u64 = ioc(RW, b'H', 0, 24);
-const SYNC_IOC_FILE_INFO: u64 = ioc(RW, b'>', 4, 56);
+// The requests of include/uapi/linux/dma-buf.h, dma-heap.h and sync_file.h.
+// nix lays out _IOC for the target, so the numbers are right off x86-64 too.
+const DMA_BUF_IOCTL_SYNC: IoctlNum = nix::request_code_write!(b'b', 0, size_of::<u64>());
+const DMA_BUF_IOCTL_EXPORT_SYNC_FILE: IoctlNum =
+    nix::request_code_readwrite!(b'b', 2, size_of::<ExportSyncFile>());
+const DMA_HEAP_IOCTL_ALLOC: IoctlNum = nix::request_code_readwrite!(b'H', 0, size_of::<HeapAlloc>());
+const SYNC_IOC_FILE_INFO: IoctlNum = nix::request_code_readwrite!(b'>', 4, size_of::<SyncFileInfo>());
+nix::ioctl_write_ptr_bad!(dma_buf_sync, DMA_BUF_IOCTL_SYNC, u64);
+nix::ioctl_readwrite_bad!(
+    dma_buf_export_sync_file,
+    DMA_BUF_IOCTL_EXPORT_SYNC_FILE,
+    ExportSyncFile
+);
+nix::ioctl_readwrite_bad!(dma_heap_alloc, DMA_HEAP_IOCTL_ALLOC, HeapAlloc);
+nix::ioctl_readwrite_bad!(sync_file_info, SYNC_IOC_FILE_INFO, SyncFileInfo);
 
 pub const SYNC_READ: u64 = 1;
 pub const SYNC_WRITE: u64 = 2;
@@ -79,14 +86,9 @@ pub struct FenceInfo {
     pub timestamp_ns: u64,
 }
 
-fn ioctl<T>(fd: BorrowedFd<'_>, req: u64, arg: &mut T) -> io::Result<()> {
-    // SAFETY: `arg` is the structure the request's number encodes.
-    let r = unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg as *mut T) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+/// An ioctl's result as the rest of the tool's I/O reports errors.
+pub(crate) fn ioctl_result(r: nix::Result<libc::c_int>) -> io::Result<()> {
+    r.map(drop).map_err(io::Error::from)
 }
 
 /// Whether the guest kernel bounces every DMA mapping (`swiotlb=force` on
@@ -134,7 +136,8 @@ impl GuestBuf {
                     fd_flags: (libc::O_RDWR | libc::O_CLOEXEC) as u32,
                     heap_flags: 0,
                 };
-                ioctl(heap.as_fd(), DMA_HEAP_IOCTL_ALLOC, &mut a)?;
+                // SAFETY: `a` is the request's structure, alive across the call.
+                ioctl_result(unsafe { dma_heap_alloc(heap.as_raw_fd(), &mut a) })?;
                 // SAFETY: the ioctl returned a new descriptor we own.
                 unsafe { OwnedFd::from_raw_fd(a.fd as i32) }
             }
@@ -185,8 +188,8 @@ impl GuestBuf {
 
     /// DMA_BUF_IOCTL_SYNC, whatever the kernel makes of it.
     pub fn sync_always(&self, flags: u64) -> io::Result<()> {
-        let mut f = flags;
-        ioctl(self.fd(), DMA_BUF_IOCTL_SYNC, &mut f)
+        // SAFETY: the kernel reads the u64 of flags through the pointer.
+        ioctl_result(unsafe { dma_buf_sync(self.fd().as_raw_fd(), &flags) })
     }
 
     /// Writes `data` from the CPU, bracketed by DMA_BUF_IOCTL_SYNC.
@@ -253,7 +256,8 @@ impl GuestBuf {
             flags: flags as u32,
             fd: -1,
         };
-        ioctl(self.fd(), DMA_BUF_IOCTL_EXPORT_SYNC_FILE, &mut e)?;
+        // SAFETY: `e` is the request's structure, alive across the call.
+        ioctl_result(unsafe { dma_buf_export_sync_file(self.fd().as_raw_fd(), &mut e) })?;
         // SAFETY: the ioctl returned a new descriptor we own.
         Ok(unsafe { OwnedFd::from_raw_fd(e.fd) })
     }
@@ -275,7 +279,9 @@ pub fn sync_file_fences(sync: BorrowedFd<'_>) -> io::Result<Vec<FenceInfo>> {
         pad: 0,
         sync_fence_info: 0,
     };
-    ioctl(sync, SYNC_IOC_FILE_INFO, &mut info)?;
+    // SAFETY: `info` is the request's structure; with num_fences 0 the
+    // kernel only counts the fences.
+    ioctl_result(unsafe { sync_file_info(sync.as_raw_fd(), &mut info) })?;
     let empty = FenceInfo {
         obj_name: [0; 32],
         driver_name: [0; 32],
@@ -295,7 +301,9 @@ pub fn sync_file_fences(sync: BorrowedFd<'_>) -> io::Result<Vec<FenceInfo>> {
         pad: 0,
         sync_fence_info: fences.as_mut_ptr() as u64,
     };
-    ioctl(sync, SYNC_IOC_FILE_INFO, &mut info)?;
+    // SAFETY: sync_fence_info points at room for num_fences FenceInfos,
+    // alive across the call.
+    ioctl_result(unsafe { sync_file_info(sync.as_raw_fd(), &mut info) })?;
     Ok(fences)
 }
 
@@ -310,7 +318,10 @@ impl Drop for GuestBuf {
 mod tests {
     use super::*;
 
+    /// The numbers the kernel computes on x86-64 and arm64: the structures'
+    /// sizes and the directions given to nix are the uapi headers'.
     #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn ioctl_numbers_are_the_kernels() {
         assert_eq!(DMA_BUF_IOCTL_SYNC, 0x4008_6200);
         assert_eq!(DMA_BUF_IOCTL_EXPORT_SYNC_FILE, 0xc008_6202);

@@ -8,7 +8,12 @@
 //! `flags` and fails with EINVAL).
 
 use std::io;
+use std::mem::size_of;
 use std::os::fd::{AsRawFd, BorrowedFd};
+
+use nix::sys::ioctl::ioctl_num_type as IoctlNum;
+
+use crate::dmabuf::ioctl_result;
 
 /// `struct usb_ffs_dmabuf_transfer_req` of include/uapi/linux/usb/functionfs.h.
 #[repr(C, packed)]
@@ -18,32 +23,24 @@ pub struct TransferReq {
     pub length: u64,
 }
 
-const fn iow(nr: u64, size: u64) -> u64 {
-    (1 << 30) | (size << 16) | ((b'g' as u64) << 8) | nr
-}
-
-pub const FUNCTIONFS_DMABUF_ATTACH: u64 = iow(131, 4);
-pub const FUNCTIONFS_DMABUF_DETACH: u64 = iow(132, 4);
-pub const FUNCTIONFS_DMABUF_TRANSFER: u64 = iow(133, std::mem::size_of::<TransferReq>() as u64);
-
-fn check(ret: libc::c_int) -> io::Result<()> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
+pub const FUNCTIONFS_DMABUF_ATTACH: IoctlNum = nix::request_code_write!(b'g', 131, size_of::<libc::c_int>());
+pub const FUNCTIONFS_DMABUF_DETACH: IoctlNum = nix::request_code_write!(b'g', 132, size_of::<libc::c_int>());
+pub const FUNCTIONFS_DMABUF_TRANSFER: IoctlNum =
+    nix::request_code_write!(b'g', 133, size_of::<TransferReq>());
+nix::ioctl_write_ptr_bad!(ffs_dmabuf_attach, FUNCTIONFS_DMABUF_ATTACH, libc::c_int);
+nix::ioctl_write_ptr_bad!(ffs_dmabuf_detach, FUNCTIONFS_DMABUF_DETACH, libc::c_int);
+nix::ioctl_write_ptr_bad!(ffs_dmabuf_transfer, FUNCTIONFS_DMABUF_TRANSFER, TransferReq);
 
 pub fn attach(ep: BorrowedFd<'_>, dmabuf: BorrowedFd<'_>) -> io::Result<()> {
     let fd: libc::c_int = dmabuf.as_raw_fd();
     // SAFETY: the kernel reads one int through the pointer.
-    check(unsafe { libc::ioctl(ep.as_raw_fd(), FUNCTIONFS_DMABUF_ATTACH as _, &fd) })
+    ioctl_result(unsafe { ffs_dmabuf_attach(ep.as_raw_fd(), &fd) })
 }
 
 pub fn detach(ep: BorrowedFd<'_>, dmabuf: BorrowedFd<'_>) -> io::Result<()> {
     let fd: libc::c_int = dmabuf.as_raw_fd();
     // SAFETY: the kernel reads one int through the pointer.
-    check(unsafe { libc::ioctl(ep.as_raw_fd(), FUNCTIONFS_DMABUF_DETACH as _, &fd) })
+    ioctl_result(unsafe { ffs_dmabuf_detach(ep.as_raw_fd(), &fd) })
 }
 
 pub fn transfer(ep: BorrowedFd<'_>, dmabuf: BorrowedFd<'_>, length: u64, flags: u32) -> io::Result<()> {
@@ -53,7 +50,7 @@ pub fn transfer(ep: BorrowedFd<'_>, dmabuf: BorrowedFd<'_>, length: u64, flags: 
         length,
     };
     // SAFETY: the kernel reads one TransferReq through the pointer.
-    check(unsafe { libc::ioctl(ep.as_raw_fd(), FUNCTIONFS_DMABUF_TRANSFER as _, &req) })
+    ioctl_result(unsafe { ffs_dmabuf_transfer(ep.as_raw_fd(), &req) })
 }
 
 #[cfg(test)]
@@ -61,6 +58,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn ioctl_numbers_are_the_kernels() {
         // From include/uapi/linux/usb/functionfs.h, as the kernel computes them.
         assert_eq!(FUNCTIONFS_DMABUF_ATTACH, 0x4004_6783);

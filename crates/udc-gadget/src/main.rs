@@ -19,6 +19,7 @@ mod ffs_dmabuf;
 mod gadget;
 mod kmsg;
 mod ktap;
+mod soak;
 mod suite;
 mod support;
 
@@ -81,6 +82,12 @@ enum Cmd {
     /// Throughput and guest CPU time per GiB of each way of moving bulk
     /// data, on virtio-udc and dummy_hcd; `bench:` lines on stdout.
     Bench(bench::BenchArgs),
+    /// Read/write and DMABUF transfers both ways for a set time under the
+    /// daemon's injected delays and faults, every byte checked; `soak:`
+    /// lines on stdout (what `udc-vm soak` runs). Exit status 1 when a
+    /// transfer's data was wrong, an error no injected fault explains, or
+    /// the faults injected and seen differ.
+    Soak(soak::SoakArgs),
     /// Send one request to the host side's control socket and print the
     /// reply, e.g. '{"op":"inject","set":{"ep1in.hold":"next:1"}}' or
     /// '{"op":"injections"}' (docs/control-socket.md, docs/injection.md).
@@ -132,6 +139,11 @@ fn main() -> ExitCode {
         }
         Cmd::Bench(ref args) => match context(&cli).and_then(|mut ctx| bench::run(&mut ctx, args)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Cmd::Soak(ref args) => match context(&cli).and_then(|mut ctx| soak::run(&mut ctx, args)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
             Err(e) => fail(e),
         },
         Cmd::Host { ref request } => host_request(&cli, request),

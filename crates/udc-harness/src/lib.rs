@@ -41,13 +41,13 @@ pub use error::{Error, Result};
 pub use gadget::{EndpointSpec, FakeGadget, Malformation, SetupHook, SetupReply};
 pub use harness::{
     ctrl_req, seg, xfer_bytes, xfer_req, BufferSpec, Completion, CtrlRespExt, DmaBuffer, EpEnable, Harness,
-    HarnessOptions, RawCompletion, RawDesc, XferHandle, SENTINEL, VHOST_USER_F_PROTOCOL_FEATURES,
+    HarnessOptions, RawChain, RawCompletion, RawDesc, XferHandle, SENTINEL, VHOST_USER_F_PROTOCOL_FEATURES,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 pub use memory::{
     align_up, Allocator, GuestMemory, MemoryLayout, RegionInfo, DEFAULT_MEM_SIZE, HIGH_REGION_GPA, PAGE_SIZE,
 };
-pub use queue::{ChainPart, DriverQueue};
+pub use queue::{write_raw_indirect_table, ChainPart, DriverQueue, RawNext, RawRingDesc};
 pub use usb::{Event, SetupPacket};
 /// The wire format, re-exported for convenience.
 pub use vhost_device_udc::wire;

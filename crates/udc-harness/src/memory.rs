@@ -204,6 +204,17 @@ impl GuestMemory {
             .collect()
     }
 
+    /// The memfd's inode number, as /proc/PID/maps shows it for every
+    /// mapping of it (to tell whether a process still maps this memory).
+    pub fn inode(&self) -> Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(self
+            .memfd
+            .metadata()
+            .map_err(|e| Error::io("fstat memfd", e))?
+            .ino())
+    }
+
     /// One past the highest guest-physical address backed by memory.
     pub fn end(&self) -> u64 {
         self.regions.last().map(|r| r.end()).unwrap_or(0)
@@ -368,6 +379,38 @@ impl Allocator {
         self.alloc_within(s, s + l, len, align)
     }
 
+    /// The same allocator over new `ranges` (guest memory was remapped):
+    /// the allocations inside them are kept, the others forgotten (freeing
+    /// one later is an error).
+    pub fn remapped(&self, ranges: &[(u64, u64)]) -> Allocator {
+        let mut a = Allocator::new(ranges);
+        for (&gpa, &len) in &self.used {
+            a.take_exact(gpa, len);
+        }
+        a
+    }
+
+    /// Marks `[gpa, gpa + len)` allocated if it is free; returns whether
+    /// it was.
+    fn take_exact(&mut self, gpa: u64, len: u64) -> bool {
+        let Some((&start, &flen)) = self.free.range(..=gpa).next_back() else {
+            return false;
+        };
+        let (end, fend) = (gpa + len, start + flen);
+        if end > fend {
+            return false;
+        }
+        self.free.remove(&start);
+        if gpa > start {
+            self.free.insert(start, gpa - start);
+        }
+        if end < fend {
+            self.free.insert(end, fend - end);
+        }
+        self.used.insert(gpa, len);
+        true
+    }
+
     /// Returns an allocation.
     pub fn free(&mut self, gpa: u64) -> Result<()> {
         let len = self.used.remove(&gpa).ok_or(Error::BadFree(gpa))?;
@@ -465,6 +508,23 @@ mod tests {
         a.free(q).unwrap();
         a.free(r).unwrap();
         assert_eq!(a.free_extents(), 2);
+    }
+
+    #[test]
+    fn a_remapped_allocator_keeps_what_the_new_ranges_back() {
+        let mut a = Allocator::new(&[(0, 0x4000), (HIGH_REGION_GPA, 0x4000)]);
+        let low = a.alloc_in_range(0, 0x100, 16).unwrap();
+        let high = a.alloc_in_range(1, 0x100, 16).unwrap();
+        // Region 1 goes, region 0 grows.
+        let mut b = a.remapped(&[(0, 0x8000)]);
+        assert_eq!(b.allocations(), 1);
+        assert_eq!(b.free_bytes(), 0x8000 - 0x100);
+        assert!(matches!(b.free(high), Err(Error::BadFree(_))));
+        let c = b.alloc(0x100, 16).unwrap();
+        assert_ne!(c, low, "the kept allocation is not handed out again");
+        b.free(low).unwrap();
+        b.free(c).unwrap();
+        assert_eq!(b.free_extents(), 1);
     }
 
     #[test]

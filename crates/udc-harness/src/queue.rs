@@ -38,6 +38,103 @@ const POLL_SLICE: Duration = Duration::from_millis(20);
 /// One buffer of a chain: `(gpa, len, device_writable)`.
 pub type ChainPart = (u64, u32, bool);
 
+/// Where a raw descriptor's `next` points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawNext {
+    /// The chain ends here: VRING_DESC_F_NEXT clear.
+    End,
+    /// The `k`th descriptor of the same raw chain (or indirect table), so a
+    /// test can close a loop without knowing which table entries the queue
+    /// hands out.
+    Desc(usize),
+    /// VRING_DESC_F_NEXT set and `next` exactly this table index, whatever
+    /// it names (e.g. past the table's end).
+    Index(u16),
+}
+
+/// One descriptor exactly as a hostile driver writes it: any address,
+/// length, flags and link. VRING_DESC_F_NEXT comes from `next`; `flags`
+/// carries the others (VRING_DESC_F_WRITE, VRING_DESC_F_INDIRECT, or bits
+/// no spec defines).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawRingDesc {
+    pub addr: u64,
+    pub len: u32,
+    pub flags: u16,
+    pub next: RawNext,
+}
+
+impl RawRingDesc {
+    /// VRING_DESC_F_WRITE: device-writable.
+    pub const WRITE: u16 = VRING_DESC_F_WRITE;
+    /// VRING_DESC_F_INDIRECT: `addr`/`len` name an indirect table.
+    pub const INDIRECT: u16 = VRING_DESC_F_INDIRECT;
+
+    /// A device-readable buffer.
+    pub fn readable(addr: u64, len: u32, next: RawNext) -> Self {
+        RawRingDesc {
+            addr,
+            len,
+            flags: 0,
+            next,
+        }
+    }
+
+    /// A device-writable buffer.
+    pub fn writable(addr: u64, len: u32, next: RawNext) -> Self {
+        RawRingDesc {
+            addr,
+            len,
+            flags: Self::WRITE,
+            next,
+        }
+    }
+
+    /// A descriptor naming an indirect table of `len` bytes at `table`
+    /// (`len` need not be a multiple of 16).
+    pub fn indirect(table: u64, len: u32, next: RawNext) -> Self {
+        RawRingDesc {
+            addr: table,
+            len,
+            flags: Self::INDIRECT,
+            next,
+        }
+    }
+
+    /// The 16 bytes of the descriptor, `RawNext::Desc(k)` resolved through
+    /// `index_of`.
+    fn encode(&self, index_of: impl Fn(usize) -> Result<u16>) -> Result<[u8; 16]> {
+        let (flags, next) = match self.next {
+            RawNext::End => (self.flags & !VRING_DESC_F_NEXT, 0),
+            RawNext::Desc(k) => (self.flags | VRING_DESC_F_NEXT, index_of(k)?),
+            RawNext::Index(i) => (self.flags | VRING_DESC_F_NEXT, i),
+        };
+        Ok(encode_desc(self.addr, self.len, flags, next))
+    }
+}
+
+/// Writes `descs` as an indirect descriptor table at `table` (16 bytes
+/// each; `RawNext::Desc(k)` is table entry `k`), for a test to name with
+/// [`RawRingDesc::indirect`]. The caller owns the memory.
+pub fn write_raw_indirect_table(mem: &GuestMemoryMmap, table: u64, descs: &[RawRingDesc]) -> Result<()> {
+    let mut tbl = Vec::with_capacity(16 * descs.len());
+    for d in descs {
+        let enc = d.encode(|k| {
+            u16::try_from(k)
+                .ok()
+                .filter(|&k| usize::from(k) < descs.len())
+                .ok_or_else(|| Error::InvalidArgument(format!("RawNext::Desc({k}) is outside the table")))
+        })?;
+        tbl.extend_from_slice(&enc);
+    }
+    mem.write_slice(&tbl, GuestAddress(table))
+        .map_err(|source| Error::Memory {
+            gpa: table,
+            len: tbl.len(),
+            source,
+        })
+}
+
 #[derive(Clone, Debug)]
 struct InFlight {
     descs: Vec<u16>,
@@ -330,6 +427,48 @@ impl DriverQueue {
         }
         let head = descs[0];
         self.publish(head, InFlight { descs, writable })
+    }
+
+    /// A hostile driver's move: writes `descs` into free descriptors
+    /// exactly as given (loops, links past the table, indirect tables with
+    /// any length or inside other tables) and publishes the first as a
+    /// head. The chain's descriptors are tracked as one chain in flight, so
+    /// [`Self::poll_used`] frees them when the device returns the head.
+    /// `writable` is the largest used length the device may report (the
+    /// writable bytes the chain names, in the ring and in its tables). Does
+    /// not kick.
+    pub fn add_raw_chain(&mut self, descs: &[RawRingDesc], writable: u64) -> Result<u16> {
+        if descs.is_empty() {
+            return Err(Error::InvalidArgument("empty descriptor chain".into()));
+        }
+        let taken = self.take_descs(descs.len())?;
+        for (d, &at) in descs.iter().zip(&taken) {
+            let written = d
+                .encode(|k| {
+                    taken.get(k).copied().ok_or_else(|| {
+                        Error::InvalidArgument(format!("RawNext::Desc({k}) is outside the chain"))
+                    })
+                })
+                .and_then(|enc| self.write_bytes(self.desc + 16 * u64::from(at), &enc));
+            if let Err(e) = written {
+                self.free.extend(taken.iter().rev());
+                return Err(e);
+            }
+        }
+        let head = taken[0];
+        self.publish(
+            head,
+            InFlight {
+                descs: taken,
+                writable,
+            },
+        )
+    }
+
+    /// Guest memory moved (a new memory table): the rings are read and
+    /// written through `mem` from now on. The caller has copied them.
+    pub(crate) fn set_memory(&mut self, mem: Arc<GuestMemoryMmap>) {
+        self.mem = mem;
     }
 
     fn take_descs(&mut self, n: usize) -> Result<Vec<u16>> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::vm::{self, Mode};
+use crate::vm::{self, value_name, Mode};
 use crate::VmArgs;
 
 #[derive(Debug, thiserror::Error)]
@@ -548,7 +548,7 @@ pub fn run(a: &VmArgs, b: &BenchArgs) -> Result<ExitCode, crate::Error> {
     write_file(&csv_path, &csv(&report))?;
     let title = format!(
         "udc-vm bench: bulk throughput, {} guest, {} vCPUs",
-        o.accel.to_uppercase(),
+        value_name(o.accel).to_uppercase(),
         o.cpus
     );
     write_file(&svg_path, &svg(&report, &title))?;

@@ -3,6 +3,11 @@
 
 use crate::ktap::{Case, Outcome};
 
+/// Text and attribute values as XML 1.0 allows them. The console log holds
+/// control characters (colour escapes, a kernel's stray bytes) that XML 1.0
+/// forbids even as character references: each becomes its Unicode control
+/// picture (ESC shows as U+241B), so the log stays readable and the file
+/// parses.
 fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
@@ -12,7 +17,9 @@ fn esc(s: &str) -> String {
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
             '\'' => o.push_str("&apos;"),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => o.push_str(&format!("&#x{:x};", c as u32)),
+            '\n' | '\t' | '\r' => o.push(c),
+            c if (c as u32) < 0x20 => o.push(char::from_u32(0x2400 + c as u32).expect("control pictures")),
+            '\u{fffe}' | '\u{ffff}' => o.push('\u{fffd}'),
             c => o.push(c),
         }
     }
@@ -101,6 +108,36 @@ mod tests {
         assert!(x.contains("tests=\"2\" failures=\"1\""));
         assert!(x.contains("name=\"b&lt;&amp;&gt;\""));
         assert!(x.contains("<failure message=\"x &lt; y\">x &lt; y</failure>"));
-        assert!(x.contains("log &#x1b;[0m"));
+        assert!(x.contains("log \u{241b}[0m"));
+    }
+
+    /// What a CI server's XML parser makes of it: every control character a
+    /// console can hold, in names, messages and the log.
+    #[test]
+    fn the_file_is_xml_1_0_whatever_the_log_holds() {
+        let nasty: String = (0u32..0x20)
+            .filter_map(char::from_u32)
+            .chain(['\u{fffe}', '\u{ffff}'])
+            .collect();
+        let cases = vec![Case {
+            suite: format!("s{nasty}"),
+            name: format!("n{nasty}"),
+            outcome: Outcome::Fail,
+            diagnostics: vec![format!("d{nasty}")],
+        }];
+        let x = render(
+            "udc-vm",
+            &cases,
+            1.0,
+            &format!("log {nasty}"),
+            &[("k", nasty.clone())],
+        );
+        let doc = roxmltree::Document::parse(&x).unwrap_or_else(|e| panic!("not XML 1.0: {e}"));
+        let out = doc
+            .descendants()
+            .find(|n| n.has_tag_name("system-out"))
+            .and_then(|n| n.text())
+            .unwrap();
+        assert!(out.starts_with("log \u{2400}\u{2401}"), "{out:?}");
     }
 }

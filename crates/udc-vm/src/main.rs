@@ -9,9 +9,12 @@ mod ffs;
 mod junit;
 mod kernel_log;
 mod ktap;
+mod ktap_write;
 mod locate;
 mod matrix;
+mod soak;
 mod suite;
+mod user;
 mod vm;
 
 use std::path::PathBuf;
@@ -21,8 +24,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ffs::FfsArgs;
-use crate::suite::{Expectation, TestArgs};
-use crate::vm::{Mode, VmOptions};
+use crate::suite::{Controllers, Expectation, TestArgs};
+use crate::vm::{Accel, BusSpeed, Coherency, Mode, VmOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -70,11 +73,16 @@ enum Cmd {
         /// Write JUnit XML here.
         #[arg(long)]
         junit: Option<PathBuf>,
+        /// Write the whole run as one KTAP document here (each suite a
+        /// subtest, kselftest's totals); the exit status is then
+        /// kselftest's: 0 all passed, 1 a failure, 4 skips.
+        #[arg(long, value_name = "FILE")]
+        ktap: Option<PathBuf>,
         /// Which controllers to boot: the default one with scatter-gather,
         /// one without (the daemon's --no-sg, where FunctionFS must refuse
         /// DMABUFs and read/write take the linear path), or both in turn.
-        #[arg(long, default_value = "both", value_parser = ["both", "sg", "no-sg"])]
-        controller: String,
+        #[arg(long, value_enum, default_value_t = Controllers::Both)]
+        controller: Controllers,
         /// CASE:TEXT (repeatable): CASE must fail and show TEXT among its
         /// reasons (a known kernel bug, asserted); it then counts as
         /// passed, and fails if it passes.
@@ -93,6 +101,15 @@ enum Cmd {
     /// The suite on a list of kernels and FunctionFS builds: one table of
     /// kernel and f_fs against case (markdown and CSV).
     Matrix(matrix::MatrixArgs),
+    /// Read/write and DMABUF transfers both ways for a set time under
+    /// seeded random delays and faults, every byte checked; reports
+    /// transfers, bytes, faults, corruptions and kernel warnings.
+    Soak {
+        #[command(flatten)]
+        vm: VmArgs,
+        #[command(flatten)]
+        soak: soak::SoakArgs,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,8 +172,8 @@ struct VmArgs {
     /// device sees the buffers themselves) or swiotlb (swiotlb=force: every
     /// mapping bounces, so the device sees bounce buffers and data moves
     /// only at the DMA API's sync and unmap points).
-    #[arg(long, default_value = "direct", value_parser = ["direct", "swiotlb"])]
-    coherency: String,
+    #[arg(long, value_enum, default_value_t = Coherency::Direct)]
+    coherency: Coherency,
     /// Guest memory.
     #[arg(long, default_value = "1G")]
     memory: String,
@@ -164,15 +181,15 @@ struct VmArgs {
     #[arg(long, default_value_t = 2)]
     cpus: u32,
     /// USB bus speed the host connects at.
-    #[arg(long, default_value = "super", value_parser = ["full", "high", "super"])]
-    speed: String,
+    #[arg(long, value_enum, default_value_t = BusSpeed::Super)]
+    speed: BusSpeed,
     /// Extra kernel command line.
     #[arg(long, default_value = "")]
     append: String,
     /// Accelerator: tcg everywhere; kvm where /dev/kvm works (auto: kvm
     /// when /dev/kvm opens, which some hosts allow without supporting it).
-    #[arg(long, default_value = "tcg", value_parser = ["auto", "kvm", "tcg"])]
-    accel: String,
+    #[arg(long, value_enum, default_value_t = Accel::Tcg)]
+    accel: Accel,
     /// Seconds before the guest is stopped (default: 900 for test and
     /// commands, none for a shell).
     #[arg(long)]
@@ -180,16 +197,59 @@ struct VmArgs {
     /// Directory for the logs and sockets (default: a new one under /tmp).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run QEMU and the daemon as this unprivileged user (udc-vm itself
+    /// runs as root): no supplementary groups but the one that may open
+    /// the host's /dev/udmabuf, no capabilities; the run's directory
+    /// becomes the user's, and how they ran is checked and recorded
+    /// (OUT/privileges.txt; the `unprivileged` case).
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// Capture the bus into FILE, as the host saw it, in usbmon's pcap
+    /// format for Wireshark (docs/capture.md). Each later daemon start (a
+    /// restart, the next boot) writes FILE-2, FILE-3, ... beside it. FILE
+    /// must not exist; with --user, its directory must be the user's (the
+    /// run's --out is).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+    /// Extra argument for QEMU (repeatable, added at the end of its
+    /// command line), e.g. --qemu-opt=-d --qemu-opt=guest_errors.
+    #[arg(long = "qemu-opt", value_name = "ARG", allow_hyphen_values = true)]
+    qemu_opts: Vec<String>,
+    /// Start QEMU's gdb stub on this TCP port (default 1234) and boot the
+    /// kernel with nokaslr; the gdb command line to attach is printed.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "1234")]
+    gdb: Option<u16>,
+    /// Print the daemon's and QEMU's command lines for the first boot, and
+    /// exit without starting anything.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let vm_args = match &cli.cmd {
+        Cmd::Run { vm, .. } | Cmd::Test { vm, .. } | Cmd::Bench { vm, .. } | Cmd::Soak { vm, .. } => Some(vm),
+        Cmd::Matrix(_) => None,
+    };
+    if let Some(vm) = vm_args.filter(|v| v.dry_run) {
+        return match options(vm, None, false) {
+            Ok(o) => {
+                print!("{}", vm::dry_run(&o));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("udc-vm: error: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let result = match cli.cmd {
         Cmd::Run { vm, command } => run(&vm, &command),
         Cmd::Test {
             vm,
             filter,
             junit,
+            ktap,
             controller,
             expect_fail,
         } => options(&vm, Some(900), true).and_then(|o| {
@@ -198,6 +258,7 @@ fn main() -> ExitCode {
                 &TestArgs {
                     filter,
                     junit,
+                    ktap,
                     controller,
                     expect_fail,
                 },
@@ -205,6 +266,7 @@ fn main() -> ExitCode {
         }),
         Cmd::Bench { vm, bench } => bench::run(&vm, &bench),
         Cmd::Matrix(m) => matrix::run(&m),
+        Cmd::Soak { vm, soak } => soak::run(&vm, &soak),
     };
     match result {
         Ok(code) => code,
@@ -252,9 +314,9 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         daemon_args,
         memory: a.memory.clone(),
         cpus: a.cpus,
-        speed: a.speed.clone(),
+        speed: a.speed,
         append,
-        accel: a.accel.clone(),
+        accel: a.accel,
         timeout: a.timeout.or(default_timeout).map(Duration::from_secs),
         out: std::path::absolute(&out).unwrap_or(out),
         echo_results: echo,
@@ -262,6 +324,14 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         ffs,
         stop_marker: None,
         quiet_timeout: None,
+        run_as: a.user.as_deref().map(user::RunAs::lookup).transpose()?,
+        pcap: a
+            .pcap
+            .as_ref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        qemu_opts: a.qemu_opts.clone(),
+        gdb: a.gdb,
+        vmlinux: a.kdir.as_ref().map(|k| k.join("vmlinux")),
     })
 }
 
@@ -302,7 +372,11 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u6
         eprintln!("udc-vm: injection seed {s} (--seed {s} gives the same injected events again)");
     }
     let mut append = a.append.clone();
-    if a.coherency == "swiotlb" {
+    if a.gdb.is_some() {
+        // gdb's symbols match the kernel only where it was linked to run.
+        append = format!("{append} nokaslr").trim().to_string();
+    }
+    if a.coherency == Coherency::Swiotlb {
         append = format!("{append} swiotlb=force").trim().to_string();
     }
     if a.debug_kernel_options {

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::ktap::{Case, Outcome};
-use crate::suite::{self, TestArgs};
+use crate::suite::{self, Controllers, TestArgs};
+use crate::vm::{value_name, Accel, BusSpeed, Coherency};
 use crate::{locate, options, Error, VmArgs};
 
 #[derive(Args, Debug, Clone)]
@@ -36,8 +37,8 @@ pub struct MatrixArgs {
     #[arg(long, default_value = "catalogue,lifecycle")]
     pub filter: String,
     /// Which controller: sg, no-sg or both.
-    #[arg(long, default_value = "sg", value_parser = ["both", "sg", "no-sg"])]
-    pub controller: String,
+    #[arg(long, value_enum, default_value_t = Controllers::Sg)]
+    pub controller: Controllers,
     /// The kernel command line's extra options for every column.
     #[arg(long, default_value = "")]
     pub append: String,
@@ -45,8 +46,8 @@ pub struct MatrixArgs {
     #[arg(long)]
     pub debug_kernel_options: bool,
     /// --coherency for every column.
-    #[arg(long, default_value = "direct", value_parser = ["direct", "swiotlb"])]
-    pub coherency: String,
+    #[arg(long, value_enum, default_value_t = Coherency::Direct)]
+    pub coherency: Coherency,
     /// Seconds each boot may take.
     #[arg(long)]
     pub timeout: Option<u64>,
@@ -191,14 +192,19 @@ fn column_args(m: &MatrixArgs, c: &Column, out: &Path) -> Result<VmArgs, Error> 
         daemon_args: Vec::new(),
         inject: Vec::new(),
         seed: None,
-        coherency: m.coherency.clone(),
+        coherency: m.coherency,
         memory: "1G".into(),
         cpus: 2,
-        speed: "super".into(),
+        speed: BusSpeed::Super,
         append: m.append.clone(),
-        accel: "tcg".into(),
+        accel: Accel::Tcg,
         timeout: m.timeout,
         out: Some(out.to_path_buf()),
+        user: None,
+        pcap: None,
+        qemu_opts: Vec::new(),
+        gdb: None,
+        dry_run: false,
     })
 }
 
@@ -375,7 +381,8 @@ pub fn run(m: &MatrixArgs) -> Result<ExitCode, Error> {
                     &TestArgs {
                         filter: Some(m.filter.clone()),
                         junit: None,
-                        controller: m.controller.clone(),
+                        ktap: None,
+                        controller: m.controller,
                         expect_fail: Vec::new(),
                     },
                 )
@@ -413,8 +420,8 @@ pub fn run(m: &MatrixArgs) -> Result<ExitCode, Error> {
         cols.len(),
         started.elapsed().as_secs_f64() / 60.0,
         m.filter,
-        m.controller,
-        if m.coherency == "swiotlb" {
+        value_name(m.controller),
+        if m.coherency == Coherency::Swiotlb {
             ", swiotlb=force"
         } else {
             ""
@@ -534,10 +541,10 @@ mod tests {
             trees: vec!["/src/linux".into()],
             ffs: "stock,series,6.12.43".into(),
             filter: "catalogue".into(),
-            controller: "sg".into(),
+            controller: Controllers::Sg,
             append: String::new(),
             debug_kernel_options: false,
-            coherency: "direct".into(),
+            coherency: Coherency::Direct,
             timeout: None,
             out: None,
             markdown: None,

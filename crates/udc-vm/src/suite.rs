@@ -58,8 +58,8 @@ impl FromStr for Expectation {
 pub struct TestArgs {
     pub filter: Option<String>,
     pub junit: Option<PathBuf>,
-    /// both, sg or no-sg.
-    pub controller: String,
+    pub ktap: Option<PathBuf>,
+    pub controller: Controllers,
     pub expect_fail: Vec<Expectation>,
 }
 
@@ -73,9 +73,20 @@ struct Controller {
     out: PathBuf,
 }
 
-fn controllers(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<Controller> {
+/// Which controllers a run boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Controllers {
+    /// The default with scatter-gather, then one without.
+    Both,
+    Sg,
+    /// The daemon's --no-sg: FunctionFS must refuse DMABUFs, read/write
+    /// take the linear path.
+    NoSg,
+}
+
+fn controllers(o: &VmOptions, filter: Option<&str>, controller: Controllers) -> Vec<Controller> {
     let mut cs = Vec::new();
-    if controller != "no-sg" {
+    if controller != Controllers::NoSg {
         cs.push(Controller {
             label: "",
             daemon_args: o.daemon_args.clone(),
@@ -84,7 +95,7 @@ fn controllers(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<Con
             out: o.out.clone(),
         });
     }
-    if controller != "sg" {
+    if controller != Controllers::Sg {
         let mut daemon_args = o.daemon_args.clone();
         daemon_args.push("--no-sg".into());
         cs.push(Controller {
@@ -92,7 +103,7 @@ fn controllers(o: &VmOptions, filter: Option<&str>, controller: &str) -> Vec<Con
             daemon_args,
             filter: Some(filter.unwrap_or(NO_SG_FILTER).to_string()),
             guest_binaries: false,
-            out: if controller == "no-sg" {
+            out: if controller == Controllers::NoSg {
                 o.out.clone()
             } else {
                 o.out.join("no-sg")
@@ -343,6 +354,9 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
             },
             diagnostics: outside,
         });
+        if let Some(p) = &f.privileges {
+            cases.push(unprivileged_case(p, n));
+        }
         if f.daemon_restarts > 0 {
             eprintln!("udc-vm: the daemon was started again {} times", f.daemon_restarts);
         }
@@ -418,9 +432,29 @@ pub struct Results {
     console_tail: String,
 }
 
+/// The `unprivileged` case of a boot run with `--user`.
+pub fn unprivileged_case(p: &crate::user::Privileges, boot: usize) -> Case {
+    let mut diagnostics = p.lines.clone();
+    diagnostics.extend(p.problems.iter().map(|x| format!("PRIVILEGED: {x}")));
+    Case {
+        suite: "udc-vm".into(),
+        name: if boot <= 1 {
+            "unprivileged".into()
+        } else {
+            format!("unprivileged (boot {boot})")
+        },
+        outcome: if p.problems.is_empty() && !p.lines.is_empty() {
+            Outcome::Pass
+        } else {
+            Outcome::Fail
+        },
+        diagnostics,
+    }
+}
+
 /// Runs the suite on each controller asked for.
 pub fn collect(o: &VmOptions, a: &TestArgs) -> Result<Results, Error> {
-    let cs = controllers(o, a.filter.as_deref(), &a.controller);
+    let cs = controllers(o, a.filter.as_deref(), a.controller);
     let mut all = Found::default();
     for (n, c) in cs.iter().enumerate() {
         if cs.len() > 1 {
@@ -476,6 +510,18 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
         std::fs::write(path, xml).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         eprintln!("udc-vm: JUnit XML: {}", path.display());
     }
+    if let Some(path) = &a.ktap {
+        let mut header = vec![
+            format!("udc-vm test: kernel {}", o.image.release),
+            format!("f_fs: {}", o.ffs.summary()),
+        ];
+        if let Some(seed) = o.inject_seed {
+            header.push(format!("injection seed {seed}"));
+        }
+        let doc = crate::ktap_write::document(&report.cases, &report.errors, &header);
+        std::fs::write(path, doc).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        eprintln!("udc-vm: KTAP: {}", path.display());
+    }
     for c in report.cases.iter().filter(|c| c.outcome == Outcome::Fail) {
         println!("# FAILED: {} / {}", c.suite, c.name);
         let lines: Vec<&str> = c.diagnostics.iter().flat_map(|d| d.lines()).collect();
@@ -512,7 +558,14 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
     if let (Some(seed), true) = (o.inject_seed, report.failed() > 0) {
         println!("udc-vm: injection seed {seed}: run again with --seed {seed} to reproduce");
     }
-    // A skipped case is not a pass: the suite must run whole.
+    // A skipped case is not a pass: the suite must run whole. With --ktap
+    // the status is kselftest's (4 for skips), for the CI that reads it.
+    if a.ktap.is_some() {
+        return Ok(ExitCode::from(crate::ktap_write::exit_status(
+            &report.cases,
+            &report.errors,
+        )));
+    }
     Ok(if report.failed() == 0 && report.skipped() == 0 {
         ExitCode::SUCCESS
     } else {
@@ -528,7 +581,7 @@ mod tests {
     fn both_controllers_by_default() {
         let mut o = vm::tests::opts();
         o.daemon_args = vec!["--config=udc.toml".into()];
-        let cs = controllers(&o, None, "both");
+        let cs = controllers(&o, None, Controllers::Both);
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0].daemon_args, ["--config=udc.toml"]);
         assert!(cs[0].guest_binaries && cs[0].filter.is_none());
@@ -541,11 +594,11 @@ mod tests {
     #[test]
     fn a_filter_and_one_controller_give_one() {
         let o = vm::tests::opts();
-        let cs = controllers(&o, Some("bulk"), "sg");
+        let cs = controllers(&o, Some("bulk"), Controllers::Sg);
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].filter.as_deref(), Some("bulk"));
         assert!(!cs[0].guest_binaries);
-        let cs = controllers(&o, Some("bulk"), "no-sg");
+        let cs = controllers(&o, Some("bulk"), Controllers::NoSg);
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].out, o.out);
     }
@@ -608,5 +661,19 @@ mod tests {
         assert_eq!(errs, ["--expect-fail d: the case did not run"]);
         assert!("nocolon".parse::<Expectation>().is_err());
         assert!(":x".parse::<Expectation>().is_err());
+    }
+
+    #[test]
+    fn the_unprivileged_case_needs_a_record_and_no_problem() {
+        let mut p = crate::user::Privileges::default();
+        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Fail);
+        p.lines.push("daemon (pid 7): Uid: 998 998 998 998".into());
+        assert_eq!(unprivileged_case(&p, 1).outcome, Outcome::Pass);
+        p.problems
+            .push("qemu (pid 8): CapEff: 1: it holds capabilities".into());
+        let c = unprivileged_case(&p, 2);
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert_eq!(c.name, "unprivileged (boot 2)");
+        assert!(c.diagnostics.iter().any(|d| d.starts_with("PRIVILEGED: qemu")));
     }
 }

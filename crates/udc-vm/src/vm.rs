@@ -15,7 +15,42 @@ use std::time::{Duration, Instant};
 use crate::cpio;
 use crate::ffs::{Ffs, GuestFile};
 use crate::locate::Image;
+use crate::user::{Privileges, RunAs};
 use crate::Error;
+
+/// The USB bus speed the host connects at (the daemon's --speed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BusSpeed {
+    Full,
+    High,
+    Super,
+}
+
+/// How QEMU runs the guest's CPUs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    /// kvm when /dev/kvm opens (which some hosts allow without supporting it).
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// How the guest's DMA reaches the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Coherency {
+    /// dma-direct: the device sees the buffers themselves.
+    Direct,
+    /// swiotlb=force: every mapping bounces.
+    Swiotlb,
+}
+
+/// A value's name as the command line spells it.
+pub fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("no value is skipped")
+        .get_name()
+        .to_string()
+}
 
 /// Most daemon restarts in one boot before the runner gives up on it.
 const MAX_DAEMON_RESTARTS: u32 = 5;
@@ -48,9 +83,9 @@ pub struct VmOptions {
     pub daemon_args: Vec<String>,
     pub memory: String,
     pub cpus: u32,
-    pub speed: String,
+    pub speed: BusSpeed,
     pub append: String,
-    pub accel: String,
+    pub accel: Accel,
     pub timeout: Option<Duration>,
     pub out: PathBuf,
     /// Copy the results port to stdout as it arrives.
@@ -67,6 +102,35 @@ pub struct VmOptions {
     /// Stop the guest when the results port shows nothing new for this
     /// long (a case that hangs without the kernel noticing).
     pub quiet_timeout: Option<Duration>,
+    /// Run QEMU and the daemon as this user (`--user`), and record how
+    /// they ran.
+    pub run_as: Option<RunAs>,
+    /// `--pcap FILE`: the daemon captures the bus (see [`pcap_path`]).
+    pub pcap: Option<PathBuf>,
+    /// `--qemu-opt`: added at the end of QEMU's command line.
+    pub qemu_opts: Vec<String>,
+    /// `--gdb PORT`: QEMU's gdb stub.
+    pub gdb: Option<u16>,
+    /// The kernel with debug information, where known (a --kdir tree's).
+    pub vmlinux: Option<PathBuf>,
+}
+
+/// Daemons started with a capture in this run of udc-vm.
+static CAPTURES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Where the next daemon's capture goes: `file` for the first, then
+/// `file-2`, `file-3`, ... (before the extension): a restarted daemon and
+/// the next boot each write their own, and none overwrites another.
+fn pcap_path(file: &Path, n: u32) -> PathBuf {
+    if n == 1 {
+        return file.to_path_buf();
+    }
+    let stem = file.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match file.extension() {
+        Some(ext) => format!("{stem}-{n}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{n}"),
+    };
+    file.with_file_name(name)
 }
 
 /// What the guest runs.
@@ -111,6 +175,9 @@ pub struct Finished {
     /// Why the runner stopped the guest early for [`VmOptions::stop_marker`]
     /// or [`VmOptions::quiet_timeout`].
     pub stopped: Option<String>,
+    /// With [`VmOptions::run_as`]: how the daemon (each start) and QEMU
+    /// ran, read from /proc, and their sockets.
+    pub privileges: Option<Privileges>,
 }
 
 /// How long a guest that said it stopped may go on printing (the kernel's
@@ -168,10 +235,10 @@ fn kvm_usable() -> bool {
 
 /// The QEMU command line (without the binary).
 pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> Vec<String> {
-    let kvm = match o.accel.as_str() {
-        "kvm" => true,
-        "tcg" => false,
-        _ => kvm_usable(),
+    let kvm = match o.accel {
+        Accel::Kvm => true,
+        Accel::Tcg => false,
+        Accel::Auto => kvm_usable(),
     };
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
@@ -224,6 +291,81 @@ pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> 
     } else {
         push(&["-serial", &format!("file:{}", p.console.display())]);
     }
+    if let Some(port) = o.gdb {
+        push(&["-gdb", &format!("tcp::{port}")]);
+    }
+    a.extend(o.qemu_opts.iter().cloned());
+    a
+}
+
+/// How to attach gdb to the guest's kernel through QEMU's stub: the
+/// kernel's vmlinux with debug information, and the kernel's own gdb
+/// scripts for module symbols (lx-symbols).
+pub fn gdb_hint(o: &VmOptions, port: u16) -> String {
+    let vmlinux = match o.vmlinux.as_ref().filter(|v| v.is_file()) {
+        Some(v) => v.display().to_string(),
+        None => format!(
+            "/usr/lib/debug/boot/vmlinux-{} (from linux-image-{}-dbg)",
+            o.image.release, o.image.release
+        ),
+    };
+    format!(
+        "udc-vm: gdb stub on port {port}; attach with\n  gdb -ex 'target remote :{port}' -ex 'lx-symbols' {vmlinux}\n\
+         (lx-symbols needs the kernel tree's scripts/gdb: add-auto-load-safe-path, or source vmlinux-gdb.py)"
+    )
+}
+
+/// `--dry-run`: the daemon's and QEMU's command lines for the first boot,
+/// as they would run, with the initramfs the boot would build.
+pub fn dry_run(o: &VmOptions) -> String {
+    let p = Paths::new(&o.out);
+    let quote = |a: &[String]| a.iter().map(|s| shell_word(s)).collect::<Vec<_>>().join(" ");
+    let daemon = daemon_args(o, &p, o.pcap.as_deref().map(|f| pcap_path(f, 1)));
+    let qemu = qemu_args(o, &p, &o.out.join("initrd.img"), false);
+    let mut s = format!(
+        "{} {}\n{} {}\n",
+        shell_word(&o.daemon.display().to_string()),
+        quote(&daemon),
+        shell_word(&o.qemu.display().to_string()),
+        quote(&qemu)
+    );
+    if let Some(port) = o.gdb {
+        s += &gdb_hint(o, port);
+        s.push('\n');
+    }
+    s
+}
+
+/// `s` as one shell word.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The daemon's arguments for one start (`pcap`: this start's capture).
+fn daemon_args(o: &VmOptions, p: &Paths, pcap: Option<PathBuf>) -> Vec<String> {
+    let mut a = vec![
+        "--socket-path".to_string(),
+        p.vhost_sock.display().to_string(),
+        "--control-socket".into(),
+        p.control_sock.display().to_string(),
+        // The guest's cases end the daemon on purpose to test recovery
+        // from a lost back end; the socket is reachable only from this
+        // run's QEMU (0600, in the run's own directory).
+        "--control-allow-crash".into(),
+        "--speed".into(),
+        value_name(o.speed),
+    ];
+    a.extend(o.daemon_args.iter().cloned());
+    if let Some(f) = pcap {
+        a.extend(["--pcap".into(), f.display().to_string()]);
+    }
     a
 }
 
@@ -240,17 +382,18 @@ impl Daemon {
             .map_err(|e| Error::Io(format!("{}: {e}", p.daemon_log.display())))?;
         let _ = std::fs::remove_file(&p.vhost_sock);
         let _ = std::fs::remove_file(&p.control_sock);
-        let mut child = Command::new(&o.daemon)
-            .arg("--socket-path")
-            .arg(&p.vhost_sock)
-            .arg("--control-socket")
-            .arg(&p.control_sock)
-            // The guest's cases end the daemon on purpose to test recovery
-            // from a lost back end; the socket is reachable only from this
-            // run's QEMU (0600, in the run's own directory).
-            .arg("--control-allow-crash")
-            .args(["--speed", &o.speed])
-            .args(&o.daemon_args)
+        let mut cmd = Command::new(&o.daemon);
+        if let Some(r) = &o.run_as {
+            // Its one extra: the group that may open the host's /dev/udmabuf.
+            r.apply(&mut cmd, r.udmabuf_gid.as_slice());
+        }
+        let pcap = o.pcap.as_ref().map(|f| {
+            let path = pcap_path(f, CAPTURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1);
+            eprintln!("udc-vm: bus capture: {}", path.display());
+            path
+        });
+        let mut child = cmd
+            .args(daemon_args(o, p, pcap))
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| Error::Io(e.to_string()))?)
             .stderr(log)
@@ -274,6 +417,15 @@ impl Daemon {
             sleep(Duration::from_millis(20));
         }
         Ok(Daemon { child })
+    }
+
+    /// Records how the daemon runs and its sockets' owner and mode.
+    fn record(&self, o: &VmOptions, p: &Paths, privileges: &mut Option<Privileges>) {
+        if let (Some(r), Some(rec)) = (&o.run_as, privileges.as_mut()) {
+            rec.process("daemon", self.child.id(), r, r.udmabuf_gid.as_slice());
+            rec.socket("vhost-user socket", &p.vhost_sock, r);
+            rec.socket("control socket", &p.control_sock, r);
+        }
     }
 
     fn stop(mut self) {
@@ -371,6 +523,23 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     }
     let interactive = matches!(mode, Mode::Interactive);
     let initrd = initrd(o, mode)?;
+    // With --user, the daemon runs from a copy in the run's directory: the
+    // build tree it comes from may be closed to that user (a checkout
+    // under /root).
+    let staged;
+    let o = match &o.run_as {
+        Some(r) => {
+            let daemon = o.out.join("vhost-device-udc");
+            let _ = std::fs::remove_file(&daemon);
+            std::fs::copy(&o.daemon, &daemon)
+                .map_err(|e| Error::Io(format!("{} to {}: {e}", o.daemon.display(), daemon.display())))?;
+            r.prepare(&o.out, &[&o.image.bzimage, &initrd, &o.qemu])?;
+            staged = VmOptions { daemon, ..o.clone() };
+            &staged
+        }
+        None => o,
+    };
+    let mut privileges = o.run_as.as_ref().map(|_| Privileges::default());
     eprintln!("udc-vm: console log: {}", p.console.display());
     eprintln!("udc-vm: daemon log:  {}", p.daemon_log.display());
     if !interactive {
@@ -378,7 +547,11 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     }
 
     let mut daemon = Daemon::start(o, &p)?;
+    daemon.record(o, &p, &mut privileges);
     let args = qemu_args(o, &p, &initrd, interactive);
+    if let Some(port) = o.gdb {
+        eprintln!("{}", gdb_hint(o, port));
+    }
     std::fs::write(
         o.out.join("qemu.cmdline"),
         format!("{} {}\n", o.qemu.display(), args.join(" ")),
@@ -387,6 +560,10 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     let qlog = File::create(&p.qemu_log).map_err(|e| Error::Io(e.to_string()))?;
     let mut qemu_cmd = Command::new(&o.qemu);
     qemu_cmd.args(&args);
+    if let Some(r) = &o.run_as {
+        // No supplementary group at all: QEMU needs none.
+        r.apply(&mut qemu_cmd, &[]);
+    }
     if !interactive {
         qemu_cmd
             .stdin(Stdio::null())
@@ -396,6 +573,10 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
     let mut qemu = qemu_cmd
         .spawn()
         .map_err(|e| Error::Missing(format!("cannot start {}: {e}", o.qemu.display())))?;
+    // spawn() returns after the exec: /proc shows QEMU itself.
+    if let (Some(r), Some(rec)) = (&o.run_as, privileges.as_mut()) {
+        rec.process("qemu", qemu.id(), r, &[]);
+    }
 
     let start = Instant::now();
     let mut restarts = 0;
@@ -427,6 +608,7 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
                 sleep(d.min(Duration::from_secs(60)));
             }
             daemon = Daemon::start(o, &p)?;
+            daemon.record(o, &p, &mut privileges);
         }
         if o.echo_results {
             echo_new(&p.results, &mut echoed);
@@ -463,6 +645,17 @@ pub fn boot(o: &VmOptions, mode: &Mode) -> Result<Finished, Error> {
             .filter(|(_, at)| at.elapsed() >= STUCK_GRACE)
             .map(|(l, _)| l),
         stopped: results.stopped,
+        privileges: privileges.inspect(|r| {
+            let text = r
+                .lines
+                .iter()
+                .chain(&r.problems)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+                + "\n";
+            let _ = std::fs::write(o.out.join("privileges.txt"), text);
+        }),
     })
 }
 
@@ -524,6 +717,38 @@ impl ResultsWatch {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn a_dry_run_prints_both_command_lines_with_the_debug_hooks() {
+        let mut o = opts();
+        o.qemu_opts = vec!["-d".into(), "guest_errors".into()];
+        o.gdb = Some(4321);
+        o.pcap = Some("/out/bus.pcap".into());
+        o.daemon_args = vec!["--inject=latency=1ms".into()];
+        let text = dry_run(&o);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("/d --socket-path /out/udc.sock"), "{text}");
+        assert!(
+            lines[0].ends_with("--inject=latency=1ms --pcap /out/bus.pcap"),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("/q -machine q35"), "{text}");
+        assert!(lines[1].ends_with("-gdb tcp::4321 -d guest_errors"), "{text}");
+        assert!(text.contains("gdb -ex 'target remote :4321'"), "{text}");
+        assert_eq!(
+            CAPTURES.load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "a dry run starts no capture"
+        );
+    }
+
+    #[test]
+    fn each_daemon_start_captures_into_its_own_file() {
+        let f = Path::new("/out/bus.pcap");
+        assert_eq!(pcap_path(f, 1), Path::new("/out/bus.pcap"));
+        assert_eq!(pcap_path(f, 2), Path::new("/out/bus-2.pcap"));
+        assert_eq!(pcap_path(Path::new("/out/bus"), 3), Path::new("/out/bus-3"));
+    }
+
     use super::*;
 
     pub(crate) fn opts() -> VmOptions {
@@ -540,9 +765,9 @@ pub(crate) mod tests {
             daemon_args: vec![],
             memory: "2G".into(),
             cpus: 2,
-            speed: "super".into(),
+            speed: BusSpeed::Super,
             append: "udmabuf.size_limit_mb=128".into(),
-            accel: "tcg".into(),
+            accel: Accel::Tcg,
             timeout: None,
             out: "/out".into(),
             echo_results: false,
@@ -554,6 +779,11 @@ pub(crate) mod tests {
             },
             stop_marker: None,
             quiet_timeout: None,
+            run_as: None,
+            pcap: None,
+            qemu_opts: vec![],
+            gdb: None,
+            vmlinux: None,
         }
     }
 

@@ -5,17 +5,19 @@
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::ioctl::ioctl_num_type as IoctlNum;
 use udc_patterns::Pattern;
 
 use super::measure::{check_ends, report, Measured, Meter, Plan};
 use super::{Dir, FIRST_GUESS_DUMMY, IO_TIMEOUT, KMALLOC_MAX};
-use crate::dmabuf::{GuestBuf, Source};
+use crate::dmabuf::{ioctl_result, GuestBuf, Source};
 use crate::error::Error;
 use crate::ffs_dmabuf;
 use crate::gadget::{self, TestGadget};
@@ -155,15 +157,19 @@ struct Urb {
     usercontext: *mut libc::c_void,
 }
 
-const fn ioc(dir: u64, nr: u64, size: u64) -> u64 {
-    crate::dmabuf::ioc(dir, b'U', nr, size)
-}
-const IOC_WRITE: u64 = 1;
-const IOC_READ: u64 = 2;
-const USBDEVFS_SUBMITURB: u64 = ioc(IOC_READ, 10, std::mem::size_of::<Urb>() as u64);
-const USBDEVFS_DISCARDURB: u64 = ioc(0, 11, 0);
-const USBDEVFS_REAPURBNDELAY: u64 = ioc(IOC_WRITE, 13, std::mem::size_of::<*mut Urb>() as u64);
-const USBDEVFS_CLAIMINTERFACE: u64 = ioc(IOC_READ, 15, 4);
+// include/uapi/linux/usbdevice_fs.h. Its directions are the reverse of what
+// the kernel does (SUBMITURB and CLAIMINTERFACE are "read" but read from
+// user space; REAPURBNDELAY is "write" but writes a pointer back), and
+// DISCARDURB is "none" yet takes the URB: the numbers are the header's, the
+// argument types what the kernel really reads or writes.
+const USBDEVFS_SUBMITURB: IoctlNum = nix::request_code_read!(b'U', 10, size_of::<Urb>());
+const USBDEVFS_DISCARDURB: IoctlNum = nix::request_code_none!(b'U', 11);
+const USBDEVFS_REAPURBNDELAY: IoctlNum = nix::request_code_write!(b'U', 13, size_of::<*mut Urb>());
+const USBDEVFS_CLAIMINTERFACE: IoctlNum = nix::request_code_read!(b'U', 15, size_of::<u32>());
+nix::ioctl_readwrite_bad!(usbdevfs_submiturb, USBDEVFS_SUBMITURB, Urb);
+nix::ioctl_write_ptr_bad!(usbdevfs_discardurb, USBDEVFS_DISCARDURB, Urb);
+nix::ioctl_readwrite_bad!(usbdevfs_reapurbndelay, USBDEVFS_REAPURBNDELAY, *mut Urb);
+nix::ioctl_write_ptr_bad!(usbdevfs_claiminterface, USBDEVFS_CLAIMINTERFACE, u32);
 const USBDEVFS_URB_TYPE_BULK: u8 = 3;
 
 /// A usbfs device node, with URBs of its own buffers in flight.
@@ -191,17 +197,6 @@ impl Usbfs {
         })
     }
 
-    fn ioctl(&self, req: u64, arg: *mut libc::c_void) -> io::Result<()> {
-        // SAFETY: each caller passes the argument its request's number
-        // encodes, alive across the call (URBs: until reaped).
-        let r = unsafe { libc::ioctl(self.file.as_raw_fd(), req as _, arg) };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
     fn descriptors(&mut self) -> Result<Vec<u8>, Error> {
         let mut d = Vec::new();
         self.file
@@ -211,8 +206,8 @@ impl Usbfs {
     }
 
     fn claim(&self, iface: u32) -> Result<(), Error> {
-        let mut i = iface;
-        self.ioctl(USBDEVFS_CLAIMINTERFACE, &mut i as *mut u32 as *mut _)
+        // SAFETY: the kernel reads the interface number through the pointer.
+        ioctl_result(unsafe { usbdevfs_claiminterface(self.file.as_raw_fd(), &iface) })
             .map_err(|e| Error::Setup(format!("USBDEVFS_CLAIMINTERFACE {iface}: {e}")))
     }
 
@@ -243,8 +238,9 @@ impl Usbfs {
             usercontext: slot as *mut _,
             ..*urb
         };
-        let p = urb as *mut Urb as *mut _;
-        self.ioctl(USBDEVFS_SUBMITURB, p).map_err(|e| {
+        // SAFETY: the URB and its buffer stay alive and unmoved (boxed, the
+        // buffer the caller's) until it is reaped.
+        ioctl_result(unsafe { usbdevfs_submiturb(self.file.as_raw_fd(), urb) }).map_err(|e| {
             Error::Check(format!(
                 "USBDEVFS_SUBMITURB of {} bytes on {ep:#04x}: {e}",
                 buf.len()
@@ -259,7 +255,8 @@ impl Usbfs {
         let start = Instant::now();
         let mut urb: *mut Urb = std::ptr::null_mut();
         loop {
-            match self.ioctl(USBDEVFS_REAPURBNDELAY, &mut urb as *mut *mut Urb as *mut _) {
+            // SAFETY: usbfs writes one URB pointer through it.
+            match ioctl_result(unsafe { usbdevfs_reapurbndelay(self.file.as_raw_fd(), &mut urb) }) {
                 Ok(()) => break,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {}
                 Err(e) => return Err(Error::Check(format!("USBDEVFS_REAPURBNDELAY: {e}"))),
@@ -297,8 +294,8 @@ impl Usbfs {
     /// buffers that are about to go.
     fn discard_all(&mut self) {
         for &slot in &self.inflight {
-            let p = &mut *self.urbs[slot] as *mut Urb as *mut _;
-            let _ = self.ioctl(USBDEVFS_DISCARDURB, p);
+            // SAFETY: usbfs only compares the pointer with the URBs it holds.
+            let _ = unsafe { usbdevfs_discardurb(self.file.as_raw_fd(), &*self.urbs[slot]) };
         }
         while !self.inflight.is_empty() {
             let before = self.inflight.len();
@@ -519,6 +516,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
     fn usbfs_ioctl_numbers_are_the_kernels() {
         assert_eq!(std::mem::size_of::<Urb>(), 56);
         assert_eq!(USBDEVFS_SUBMITURB, 0x8038_550a);

@@ -35,6 +35,10 @@ struct Args {
     /// Write CSV here as well.
     #[arg(long)]
     csv: Option<std::path::PathBuf>,
+    /// Run the daemon with --pcap into this new file, to measure what the
+    /// bus capture costs (compare with a run without).
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<std::path::PathBuf>,
 }
 
 fn memcpy_gib_s(size: usize) -> f64 {
@@ -135,7 +139,11 @@ fn main() {
 }
 
 fn real_main(args: &Args) -> Result<(), String> {
-    let d = Daemon::start(&["--speed", "super"])?;
+    let mut daemon_args = vec!["--speed".to_string(), "super".into()];
+    if let Some(p) = &args.pcap {
+        daemon_args.extend(["--pcap".into(), p.display().to_string()]);
+    }
+    let d = Daemon::start(&daemon_args.iter().map(String::as_str).collect::<Vec<_>>())?;
     let mut h = Harness::connect(&d.socket, HarnessOptions::default().with_mem_size(1 << 30))
         .map_err(|e| e.to_string())?;
     let mut g = FakeGadget::new();
@@ -156,6 +164,9 @@ fn real_main(args: &Args) -> Result<(), String> {
         },
         args.depth
     );
+    if let Some(p) = &args.pcap {
+        println!("the bus captured into {} (--pcap)", p.display());
+    }
     println!();
     println!(
         "{:<4} {:>9} {:>9} {:>9} {:>12} {:>14} {:>10}",

@@ -3,7 +3,7 @@
 //! protocol-feature negotiation, the config space, the memory table and
 //! the three vrings; accessors of what was negotiated and of guest memory.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -242,6 +242,9 @@ impl Harness {
             xferq,
             cmds: HashMap::new(),
             event_bufs: HashMap::new(),
+            raw_event_heads: HashSet::new(),
+            raw_event_returns: VecDeque::new(),
+            repost_events: true,
             events: VecDeque::new(),
             xfers: HashMap::new(),
             done: VecDeque::new(),
@@ -333,6 +336,99 @@ impl Harness {
         Ok(())
     }
 
+    /// Moves guest RAM to a new memfd laid out as `layout`, as a VMM does
+    /// when it remaps RAM under a running device: the bytes at every GPA
+    /// both layouts back are copied, the new table goes to the daemon with
+    /// SET_MEM_TABLE, and the harness reads and writes the new memory from
+    /// then on. The allocator keeps the allocations the new layout still
+    /// backs and forgets the others. The rings must stay backed.
+    ///
+    /// Returns the old memory, which nothing of the harness touches any
+    /// more, so a test can check that the daemon does not either.
+    pub fn replace_memory(&mut self, layout: &MemoryLayout) -> Result<GuestMemory> {
+        let new = GuestMemory::new(layout)?;
+        for q in [&self.controlq, &self.eventq, &self.xferq] {
+            let (desc, avail, used) = q.ring_addrs();
+            let n = u64::from(q.size());
+            for (gpa, len) in [(desc, 16 * n), (avail, 6 + 2 * n), (used, 6 + 8 * n)] {
+                if !new.contains(gpa, len) {
+                    return Err(Error::InvalidArgument(format!(
+                        "queue {} ring at {gpa:#x}+{len:#x} is outside the new layout",
+                        q.index()
+                    )));
+                }
+            }
+        }
+        copy_common(&self.mem, &new)?;
+        self.frontend_mut()?
+            .set_mem_table(&new.vhost_regions()?)
+            .map_err(Error::vhost("SET_MEM_TABLE"))?;
+        for q in [&mut self.controlq, &mut self.eventq, &mut self.xferq] {
+            q.set_memory(new.mmap().clone());
+        }
+        let ranges: Vec<(u64, u64)> = new.regions().iter().map(|r| (r.gpa, r.size)).collect();
+        self.alloc = self.alloc.remapped(&ranges);
+        Ok(std::mem::replace(&mut self.mem, new))
+    }
+
+    /// Sends VHOST_USER_RESET_DEVICE, as a VMM does when the guest resets
+    /// the device (ask for VhostUserProtocolFeatures::RESET_DEVICE in
+    /// [`HarnessOptions::protocol_features`]). The harness's queues keep
+    /// their state, for a test to check that nothing more is written to
+    /// them, until [`Harness::reinitialize`].
+    pub fn reset_device(&mut self) -> Result<()> {
+        self.frontend_mut()?
+            .reset_device()
+            .map_err(Error::vhost("RESET_DEVICE"))
+    }
+
+    /// After [`Harness::reset_device`], brings the device up again on the
+    /// same connection, as a driver does after a virtio reset: features,
+    /// fresh rings for the three queues (num, addr, base 0, call, kick,
+    /// enable), event buffers. What was in flight is forgotten and its
+    /// memory freed.
+    pub fn reinitialize(&mut self) -> Result<()> {
+        let acked = self.acked_features;
+        self.frontend_mut()?
+            .set_features(acked)
+            .map_err(Error::vhost("SET_FEATURES"))?;
+        let mut stale: Vec<u64> = Vec::new();
+        for q in [&self.controlq, &self.eventq, &self.xferq] {
+            let (desc, avail, used) = q.ring_addrs();
+            stale.extend([desc, avail, used]);
+        }
+        stale.extend(self.xfers.drain().flat_map(|(_, x)| x.allocs));
+        stale.extend(self.cmds.drain().flat_map(|(_, c)| c.allocs));
+        stale.extend(self.event_bufs.drain().map(|(_, gpa)| gpa));
+        self.free_all(&stale);
+        self.events.clear();
+        self.done.clear();
+        self.raw_event_heads.clear();
+        self.raw_event_returns.clear();
+        let mmap = self.mem.mmap().clone();
+        for i in 0..wire::NUM_QUEUES {
+            let mut q = DriverQueue::new(i as u16, mmap.clone(), &mut self.alloc, self.opts.queue_sizes[i])?;
+            q.set_event_idx(self.opts.event_idx);
+            q.set_always_kick(self.opts.always_kick);
+            q.set_strict_interrupts(self.opts.strict_interrupts);
+            match i {
+                0 => self.controlq = q,
+                1 => self.eventq = q,
+                _ => self.xferq = q,
+            }
+        }
+        for i in 0..wire::NUM_QUEUES {
+            self.setup_vring(i)?;
+            if self.opts.enable_queues {
+                self.frontend_mut()?
+                    .set_vring_enable(i, true)
+                    .map_err(Error::vhost("SET_VRING_ENABLE"))?;
+            }
+        }
+        self.repost_events = true;
+        self.post_event_buffers(self.opts.event_buffers)
+    }
+
     // ----- accessors -------------------------------------------------------
 
     /// The device's configuration space as read at connect time.
@@ -416,4 +512,23 @@ impl Harness {
         self.frontend.take();
         Ok(())
     }
+}
+
+/// Copies the bytes at every GPA both `from` and `to` back.
+fn copy_common(from: &GuestMemory, to: &GuestMemory) -> Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = vec![0u8; CHUNK as usize];
+    for a in from.regions() {
+        for b in to.regions() {
+            let (start, end) = (a.gpa.max(b.gpa), a.end().min(b.end()));
+            let mut at = start;
+            while at < end {
+                let n = (end - at).min(CHUNK) as usize;
+                from.read_into(at, &mut buf[..n])?;
+                to.write(at, &buf[..n])?;
+                at += n as u64;
+            }
+        }
+    }
+    Ok(())
 }

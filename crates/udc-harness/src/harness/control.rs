@@ -68,7 +68,7 @@ pub fn ctrl_req(opcode: u16) -> VirtioUdcCtrlReq {
 
 #[derive(Debug)]
 pub(super) struct CmdInFlight {
-    allocs: Vec<u64>,
+    pub(super) allocs: Vec<u64>,
 }
 
 impl Harness {

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use vhost_device_udc::wire::{self, VirtioUdcEvent, EVENT_SIZE};
 
-use super::Harness;
+use super::{Harness, RawChain};
 use crate::error::{Error, Result};
 use crate::usb::Event;
 
@@ -14,6 +14,52 @@ impl Harness {
     pub(super) fn post_event_buffer(&mut self) -> Result<()> {
         let gpa = self.alloc.alloc(EVENT_SIZE as u64, 16)?;
         self.repost_event_buffer(gpa)
+    }
+
+    /// Posts `n` more event buffers of 16 bytes and kicks the eventq.
+    pub fn post_event_buffers(&mut self, n: usize) -> Result<()> {
+        for _ in 0..n {
+            self.post_event_buffer()?;
+        }
+        self.eventq.kick()?;
+        Ok(())
+    }
+
+    /// Whether the buffer of an event the harness took is posted again
+    /// (default true). Off, the driver's supply of buffers runs out, for a
+    /// test that wants the device to meet only the buffers it posts.
+    pub fn set_event_repost(&mut self, on: bool) {
+        self.repost_events = on;
+    }
+
+    /// Posts a hand-made eventq chain (see [`RawChain`]; `status_at` is
+    /// not used) and kicks. What the device returns for it is not an event:
+    /// [`Harness::raw_event_returns`] collects it.
+    pub fn post_raw_event_chain(&mut self, chain: &RawChain) -> Result<u16> {
+        self.ensure_connected()?;
+        chain.write_tables(&self.mem)?;
+        let head = self.eventq.add_raw_chain(&chain.ring, chain.writable_bytes())?;
+        self.raw_event_heads.insert(head);
+        self.eventq.kick()?;
+        Ok(head)
+    }
+
+    /// Waits up to `timeout` until the device has returned `n` chains
+    /// posted with [`Harness::post_raw_event_chain`], and takes what came
+    /// back for them as `(head, used_len)` in used-ring order (fewer than
+    /// `n` on timeout). Events delivered meanwhile are kept for
+    /// [`Harness::next_event`].
+    pub fn raw_event_returns(&mut self, n: usize, timeout: Duration) -> Result<Vec<(u16, u32)>> {
+        let deadline = Instant::now() + timeout;
+        while self.raw_event_returns.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.reap_events(left)?;
+        }
+        let take = n.min(self.raw_event_returns.len());
+        Ok(self.raw_event_returns.drain(..take).collect())
     }
 
     fn repost_event_buffer(&mut self, gpa: u64) -> Result<()> {
@@ -32,16 +78,18 @@ impl Harness {
         }
         // Take every buffer of the batch before reposting any: a repost may
         // reuse the descriptor index of a later entry of the same batch.
-        let bufs: Vec<(u64, u32)> = used
-            .iter()
-            .map(|&(head, len)| {
-                let gpa = self
-                    .event_bufs
-                    .remove(&head)
-                    .expect("DriverQueue only returns heads in flight");
-                (gpa, len)
-            })
-            .collect();
+        let mut bufs: Vec<(u64, u32)> = Vec::with_capacity(used.len());
+        for &(head, len) in &used {
+            if self.raw_event_heads.remove(&head) {
+                self.raw_event_returns.push_back((head, len));
+                continue;
+            }
+            let gpa = self
+                .event_bufs
+                .remove(&head)
+                .expect("DriverQueue only returns heads in flight");
+            bufs.push((gpa, len));
+        }
         let mut err = None;
         for (gpa, len) in bufs {
             let ev: VirtioUdcEvent = self.mem.read_obj(gpa)?;
@@ -54,7 +102,11 @@ impl Harness {
             }
             log::debug!("udc-harness: event {:?}", Event::from(&ev));
             self.events.push_back(ev);
-            self.repost_event_buffer(gpa)?;
+            if self.repost_events {
+                self.repost_event_buffer(gpa)?;
+            } else {
+                self.free(gpa)?;
+            }
         }
         self.eventq.kick()?;
         err.map_or(Ok(()), Err)

@@ -14,7 +14,7 @@ mod control;
 mod events;
 mod transfers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 
 use vhost::vhost_user::{Frontend, VhostUserProtocolFeatures};
@@ -31,7 +31,7 @@ use self::transfers::XferInFlight;
 pub use self::transfers::{seg, xfer_bytes, xfer_req, Completion, XferHandle};
 use crate::error::{Error, Result};
 use crate::memory::{Allocator, GuestMemory};
-use crate::queue::{ChainPart, DriverQueue};
+use crate::queue::{ChainPart, DriverQueue, RawRingDesc};
 
 /// Byte the harness pre-fills device-writable buffers with, so a test can
 /// tell what the device did not write.
@@ -48,6 +48,44 @@ pub enum RawDesc {
     /// A descriptor at a caller-chosen address, neither allocated nor freed
     /// by the harness (e.g. in a hole, or past the end of memory).
     At { gpa: u64, len: u32, writable: bool },
+}
+
+/// A chain with every descriptor field chosen by the test (hostile-guest
+/// tests: loops, links past the table, indirect tables of any length or
+/// inside other tables, eventq buffers of any size or direction). The test
+/// allocates and fills the buffers and tables' memory itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawChain {
+    /// The descriptors to put in the ring, the first one the head.
+    pub ring: Vec<RawRingDesc>,
+    /// Indirect tables written before the head is published, as
+    /// `(gpa, entries)`; a ring descriptor names one with
+    /// [`RawRingDesc::indirect`].
+    pub tables: Vec<(u64, Vec<RawRingDesc>)>,
+    /// Where the harness reads the 8-byte transfer status at completion
+    /// (none: the completion's status and actual read as 0xffffffff).
+    pub status_at: Option<u64>,
+}
+
+impl RawChain {
+    /// Device-writable bytes the chain names, in the ring and in its
+    /// tables: the most a device may report as used length.
+    fn writable_bytes(&self) -> u64 {
+        self.ring
+            .iter()
+            .chain(self.tables.iter().flat_map(|(_, t)| t.iter()))
+            .filter(|d| d.flags & RawRingDesc::WRITE != 0)
+            .map(|d| u64::from(d.len))
+            .sum()
+    }
+
+    /// Writes the tables into guest memory.
+    fn write_tables(&self, mem: &GuestMemory) -> Result<()> {
+        for (gpa, entries) in &self.tables {
+            crate::queue::write_raw_indirect_table(mem.mmap(), *gpa, entries)?;
+        }
+        Ok(())
+    }
 }
 
 /// The fake guest driver, connected to a vhost-device-udc daemon.
@@ -70,6 +108,12 @@ pub struct Harness {
     xferq: DriverQueue,
     cmds: HashMap<u16, CmdInFlight>,
     event_bufs: HashMap<u16, u64>,
+    /// Eventq heads posted with [`Harness::post_raw_event_chain`], and what
+    /// came back for them as `(head, used_len)`.
+    raw_event_heads: HashSet<u16>,
+    raw_event_returns: VecDeque<(u16, u32)>,
+    /// Whether a reaped event's buffer is posted again (default true).
+    repost_events: bool,
     events: VecDeque<VirtioUdcEvent>,
     xfers: HashMap<u16, XferInFlight>,
     done: VecDeque<Completion>,

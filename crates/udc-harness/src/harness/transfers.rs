@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use vhost_device_udc::wire::{self, Status, VirtioUdcSeg, VirtioUdcXferReq, XFER_STATUS_SIZE};
 use vm_memory::{ByteValued, Le16, Le32, Le64};
 
-use super::{DmaBuffer, Harness, RawDesc, SENTINEL};
+use super::{DmaBuffer, Harness, RawChain, RawDesc, SENTINEL};
 use crate::error::{Error, Result};
 
 /// Names one submitted transfer; unique for the harness's lifetime (the
@@ -101,7 +101,7 @@ pub(super) struct XferInFlight {
     handle: XferHandle,
     tag: u64,
     ep: u8,
-    allocs: Vec<u64>,
+    pub(super) allocs: Vec<u64>,
     status_buf: Option<(u64, u32)>,
 }
 
@@ -175,6 +175,34 @@ impl Harness {
     /// ring descriptor), whatever was negotiated.
     pub fn submit_raw_indirect(&mut self, parts: &[RawDesc]) -> Result<XferHandle> {
         self.submit_parts(parts, true)
+    }
+
+    /// Submits a chain written exactly as `chain` says (see [`RawChain`]):
+    /// its tables first, then its ring descriptors. Tag and ep of the
+    /// [`Completion`] are 0; the status is read at `chain.status_at`.
+    pub fn submit_raw_chain(&mut self, chain: &RawChain) -> Result<XferHandle> {
+        self.ensure_connected()?;
+        chain.write_tables(&self.mem)?;
+        let head = self.xferq.add_raw_chain(&chain.ring, chain.writable_bytes())?;
+        let handle = XferHandle {
+            id: self.next_xfer_id,
+            head,
+        };
+        self.next_xfer_id += 1;
+        self.xfers.insert(
+            head,
+            XferInFlight {
+                handle,
+                tag: 0,
+                ep: 0,
+                allocs: Vec::new(),
+                status_buf: chain.status_at.map(|gpa| (gpa, XFER_STATUS_SIZE as u32)),
+            },
+        );
+        if self.auto_kick {
+            self.xferq.kick()?;
+        }
+        Ok(handle)
     }
 
     fn submit_parts(&mut self, parts: &[RawDesc], indirect: bool) -> Result<XferHandle> {
