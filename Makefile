@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all setup build test soak demo bench debug-kernel clean
+.PHONY: all setup build test soak demo bench fuzz debug-kernel clean
 
 all: build
 
@@ -29,6 +29,11 @@ soak: setup
 
 bench: setup
 	$(CARGO) run --release -q -p udc-harness --bin udc-proto-bench -- $(BENCH_ARGS)
+
+# The fuzz targets (fuzz/) under AFL++, each for FUZZ_SECONDS (default 60);
+# FUZZ_TARGET=NAME runs one. Installs cargo-afl and AFL++ the first time.
+fuzz:
+	@scripts/fuzz.sh
 
 # A small KASAN/lockdep kernel tree for `udc-vm test --kdir TREE`, built from
 # Debian's linux-source-6.12 (images/debug-kernel.sh; cached, not part of

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole suite, every tier, as `make test` runs it.
-#   gates: cargo fmt --check, cargo clippy -D warnings, no import cycle
-#   tier 1: unit tests beside the code (device model, parsing, USB, config)
+#   gates: cargo fmt --check, cargo clippy -D warnings (the workspace and
+#           the fuzz crate), no import cycle
+#   tier 1: unit tests beside the code (device model, parsing, USB, config);
+#           the fuzz targets' corpus and regressions replayed
 #   tier 2: protocol tests: the real daemon over a real vhost-user socket,
 #           driven by a Rust frontend with memfd guest memory (no QEMU)
 #   tier 3: the VM: the guest driver's style check, QEMU's build and smoke
@@ -37,6 +39,9 @@ run build cargo build --workspace --all-targets --release
 # below).
 run "format (cargo fmt --check)" cargo fmt --all -- --check
 run "lint (cargo clippy -D warnings)" cargo clippy --release --workspace --all-targets -- -D warnings
+# The fuzz crate (fuzz/) is a workspace of its own: the same gates for it.
+run "format (fuzz crate)" cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+run "lint (fuzz crate)" cargo clippy --release --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
 # The zero-copy tests need /dev/udmabuf; without it they run in the guest
 # (the VM suite's zerocopy-udmabuf-tests), and here they are named as not run.
 if [ -c /dev/udmabuf ]; then
@@ -45,6 +50,10 @@ else
     echo "NOT RUN on this host (no /dev/udmabuf): tests/zerocopy_udmabuf.rs, udmabuf_zerocopy_*; the VM suite runs them in the guest"
     run "unit+protocol" cargo test --workspace --exclude udmabuf --release -- --skip udmabuf_zerocopy_
 fi
+# Every committed input of the fuzz targets (fuzz/corpus/, and
+# fuzz/regressions/ for the crashes found and fixed) through its target
+# again, without AFL: a crash fixed once stays fixed. `make fuzz` runs AFL.
+run "fuzz corpus replay" cargo test --release --manifest-path fuzz/Cargo.toml
 run "udmabuf (validation)" cargo test -p udmabuf --release --lib
 
 if [ -c /dev/udmabuf ]; then

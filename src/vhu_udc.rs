@@ -570,14 +570,29 @@ impl VhostUserUdcBackend {
                 if !self.serves_rings(&mut udc) {
                     return Ok(());
                 }
+                // A stopped ring is taken up when the frontend starts it
+                // again; looping back to enable_notification would see its
+                // avail index ahead for ever and spin this thread.
                 if !vring.get_ref().get_queue().ready() {
-                    break;
+                    return Ok(());
                 }
                 let Some(mem) = udc.memory().map(|m| m.memory()) else {
                     return Ok(());
                 };
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
-                let Some(chain) = chain else { break };
+                let Some(chain) = chain else {
+                    // An available index beyond the queue gives nothing
+                    // yet looks as if it had more for ever: waiting for more
+                    // would spin this thread, which serves the other queues
+                    // too. Take it up at a later kick (after a reset).
+                    if vring.get_mut().get_queue_mut().iter(mem.clone()).is_err() {
+                        crate::guest_warn!(
+                            "controlq: the driver's available index is beyond the queue: nothing taken"
+                        );
+                        return Ok(());
+                    }
+                    break;
+                };
                 let head = chain.head_index();
                 let parts = split_chain(
                     &mem,

@@ -23,7 +23,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_names_its_licence() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "tests", "crates"] {
+    for dir in ["src", "tests", "crates", "fuzz"] {
         rust_files(&root.join(dir), &mut files);
     }
     assert!(files.len() > 50, "found only {} files", files.len());

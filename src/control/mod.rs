@@ -380,27 +380,8 @@ fn serve_client(stream: UnixStream, policy: &ControlPolicy, host: &Host, traffic
             }
         }
         // A long line's buffer goes back when the request is done.
-        let line = match std::str::from_utf8(&buf) {
-            Ok(l) => l,
-            Err(e) => {
-                let error = format!(
-                    "request is not UTF-8 (invalid byte at offset {})",
-                    e.valid_up_to()
-                );
-                if writeln!(out, "{}", json!({"ok": false, "error": error})).is_err() {
-                    return;
-                }
-                continue;
-            }
-        };
-        if line.trim().is_empty() {
+        let Some((reply, fd)) = answer_line(&buf, policy, host, traffic) else {
             continue;
-        }
-        let mut fd = None;
-        let reply = match serde_json::from_str::<Request>(line) {
-            Ok(req) => handle(req, policy, host, traffic, &mut fd)
-                .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
-            Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
         };
         if buf.capacity() > SMALL_LINE {
             buf = Vec::new();
@@ -415,6 +396,39 @@ fn serve_client(stream: UnixStream, policy: &ControlPolicy, host: &Host, traffic
             return;
         }
     }
+}
+
+/// The answer to one request line (without its newline) and the file
+/// descriptor to send with it, if any; None for a blank line, which gets no
+/// answer. This is the whole protocol short of the socket: public for the
+/// fuzz targets (fuzz/), which feed it lines without one.
+#[doc(hidden)]
+pub fn answer_line(
+    line: &[u8],
+    policy: &ControlPolicy,
+    host: &Host,
+    traffic: &Traffic,
+) -> Option<(Value, Option<OwnedFd>)> {
+    let line = match std::str::from_utf8(line) {
+        Ok(l) => l,
+        Err(e) => {
+            let error = format!(
+                "request is not UTF-8 (invalid byte at offset {})",
+                e.valid_up_to()
+            );
+            return Some((json!({"ok": false, "error": error}), None));
+        }
+    };
+    if line.trim().is_empty() {
+        return None;
+    }
+    let mut fd = None;
+    let reply = match serde_json::from_str::<Request>(line) {
+        Ok(req) => handle(req, policy, host, traffic, &mut fd)
+            .unwrap_or_else(|e| json!({"ok": false, "error": e.to_string()})),
+        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+    };
+    Some((reply, fd))
 }
 
 fn status_name(s: UrbStatus) -> Value {

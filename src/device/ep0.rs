@@ -100,13 +100,15 @@ impl<T: Debug> Device<T> {
     /// requests the controller answers itself, after the gadget's answer
     /// otherwise.
     pub fn start_control(&mut self, setup: SetupPacket, data_out: Vec<u8>, done: Sender<ControlResult>) {
-        if self.state == BusState::Detached {
-            let _ = done.send(Err(UrbStatus::Shutdown));
-            return;
-        }
         if self.suspended {
             // A host resumes the bus before it talks to the device.
             self.resume();
+        }
+        // After the resume: the data it moves may meet an injected reset
+        // or disconnect, and a bus that is gone answers nothing.
+        if self.state == BusState::Detached {
+            let _ = done.send(Err(UrbStatus::Shutdown));
+            return;
         }
         if let Some(old) = self.control.take() {
             warn!("ep0: {} overtaken by {setup}", old.setup);

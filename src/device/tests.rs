@@ -900,3 +900,30 @@ fn injection_survives_a_device_reset() {
         "every endpoint injects again"
     );
 }
+
+/// A control transfer resumes a suspended bus first; the data that moves
+/// then may meet an injected disconnect, and the control transfer must fail
+/// at once rather than wait, unanswered, on a bus that is gone (found by
+/// the device_ops fuzz target).
+#[test]
+fn control_transfer_whose_resume_disconnects_fails_at_once() {
+    let mut d = injecting(&["ep1in.disconnect=nth:1"]);
+    d.queue_xfer(1, xfer(0x81, 0, 512, 1, &[(0x1000, 512)]));
+    assert!(d.suspend());
+    let _urb = host_in(&mut d, 0x81, 512);
+    let (tx, rx) = channel();
+    let setup = SetupPacket {
+        request_type: 0xc0,
+        request: 1,
+        value: 0,
+        index: 0,
+        length: 4,
+    };
+    d.start_control(setup, vec![], tx);
+    assert_eq!(d.state(), BusState::Detached);
+    assert_eq!(rx.try_recv(), Ok(Err(UrbStatus::Shutdown)));
+    assert!(
+        !events(&mut d).contains(&VIRTIO_UDC_EVT_SETUP),
+        "no SETUP after the disconnect"
+    );
+}
