@@ -325,6 +325,7 @@ pub fn run(a: &VmArgs, s: &SoakArgs) -> Result<ExitCode, Error> {
                 Outcome::Fail
             },
             diagnostics: why.clone(),
+            seconds: None,
         },
         Case {
             suite: "udc-vm".into(),
@@ -335,6 +336,7 @@ pub fn run(a: &VmArgs, s: &SoakArgs) -> Result<ExitCode, Error> {
                 Outcome::Fail
             },
             diagnostics: warnings.clone(),
+            seconds: None,
         },
     ];
     if let Some(p) = &f.privileges {
