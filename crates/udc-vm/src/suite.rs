@@ -568,16 +568,29 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
         .filter(|c| c.diagnostics.iter().any(|d| d.starts_with("failed as expected")))
         .count();
     let holes = holes(&report.cases, a.controller).len();
-    let others = report.skipped() - holes;
+    let uncovered = ktap::uncovered_skips(&report.cases).count();
+    let mut others = Vec::new();
+    if report.skipped() > uncovered {
+        others.push(format!(
+            "{} skipped by one controller, run by the other",
+            report.skipped() - uncovered
+        ));
+    }
+    if uncovered > holes {
+        others.push(format!(
+            "{} for the controller --controller left out",
+            uncovered - holes
+        ));
+    }
     println!(
         "udc-vm: {} passed, {} failed, {} skipped{}{}",
         report.passed(),
         report.failed(),
         holes,
-        if others > 0 {
-            format!(" ({others} skips of cases for a controller run by the other or not asked for)")
-        } else {
+        if others.is_empty() {
             String::new()
+        } else {
+            format!(" ({})", others.join("; "))
         },
         if expected > 0 {
             format!(" ({expected} of the passed failed as expected)")
