@@ -21,9 +21,9 @@ use crate::support::{
     check, clone, io_err, join, pattern, read_thread, setup, verify, wait_device_queue, Ctx, IO_TIMEOUT,
 };
 
-/// Rounds of [`detach_leaves_mapping`]: enough that the race shows on
-/// stock f_fs (about one OUT transfer in ten read back stale in a 2-vCPU
-/// TCG guest), few enough to take seconds.
+/// Rounds of [`detach_leaves_mapping`]: without patches/linux/0006 most of
+/// them read back stale (165 to 181 of 200 in three runs in a 2-vCPU TCG
+/// guest), so a run that sees none is the fix, not luck; a few seconds.
 const DETACH_ROUNDS: u64 = 200;
 
 /// FUNCTIONFS_DMABUF_DETACH must leave the buffer unmapped once its
