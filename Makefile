@@ -30,8 +30,8 @@ soak: setup
 bench: setup
 	$(CARGO) run --release -q -p udc-harness --bin udc-proto-bench -- $(BENCH_ARGS)
 
-# The fuzz targets (fuzz/) under AFL++, each for FUZZ_SECONDS (default 60);
-# FUZZ_TARGET=NAME runs one. Installs cargo-afl and AFL++ the first time.
+# The fuzz targets (fuzz/) under AFL++, each for FUZZ_SECONDS (default 60)
+# or FUZZ_EXECS executions; FUZZ_TARGET=NAME runs one. Installs cargo-afl and AFL++ the first time.
 fuzz:
 	@scripts/fuzz.sh
 

@@ -320,16 +320,23 @@ unset RUSTFLAGS
 
 # The gadget stack the suite needs (FunctionFS), and what only some of it
 # uses (sourcesink and loopback for tests without user space, dummy_hcd the
-# bench compares with), with what they depend on. A kernel of your own may
-# lack the latter: the image then goes without, and says so.
+# bench compares with, 9p over virtio for udc-vm's --rodir/--rwdir), with
+# what they depend on. A kernel of your own may lack the latter: the image
+# then goes without, and says so.
 modroot=$(dirname "$(dirname "$moddir")")
 modroot=$(dirname "$modroot")
 wanted=(udc_core libcomposite usb_f_fs)
-for m in usb_f_ss_lb dummy_hcd; do
+declare -A optional_for=(
+    [usb_f_ss_lb]="sourcesink"
+    [dummy_hcd]="the bench's dummy_hcd comparison"
+    [9pnet_virtio]="--rodir/--rwdir"
+    [9p]="--rodir/--rwdir"
+)
+for m in usb_f_ss_lb dummy_hcd 9pnet_virtio 9p; do
     if modprobe -d "$modroot" -S "$release" --show-depends "$m" >/dev/null 2>&1; then
         wanted+=("$m")
     else
-        say "note: $release has no $m (the bench's dummy_hcd comparison and sourcesink need it)"
+        say "note: $release has no $m (${optional_for[$m]} needs it)"
     fi
 done
 

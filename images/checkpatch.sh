@@ -41,12 +41,12 @@ src="$here/virtio-udc"
 drv=drivers/usb/gadget/udc/virtio
 mkdir -p "$tree/include/uapi/linux" "$tree/$drv"
 rm -f "$tree/drivers/usb/gadget/udc/virtio_udc.c"
-cp "$src"/vudc_core.c "$src"/vudc_udc.c "$src"/vudc.h "$tree/$drv/"
+cp "$src"/vudc_core.c "$src"/vudc_udc.c "$src"/vudc.h "$src"/vudc_trace.h "$tree/$drv/"
 cp "$src/include/uapi/linux/virtio_udc.h" "$tree/include/uapi/linux/virtio_udc.h"
 cp "$src/Kconfig" "$tree/drivers/usb/gadget/udc/Kconfig.virtio_udc"
 status=0
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet -f \
-    $drv/vudc_core.c $drv/vudc_udc.c $drv/vudc.h include/uapi/linux/virtio_udc.h \
+    $drv/vudc_core.c $drv/vudc_udc.c $drv/vudc.h $drv/vudc_trace.h include/uapi/linux/virtio_udc.h \
     drivers/usb/gadget/udc/Kconfig.virtio_udc) || status=1
 # What is not submitted: the out-of-tree compat headers.
 (cd "$tree" && perl scripts/checkpatch.pl --strict --quiet --no-tree -f "$src"/compat/*.h) || status=1
@@ -66,7 +66,7 @@ doc=$(cd "$tree" && perl scripts/kernel-doc -none -Wall $drv/vudc_core.c $drv/vu
     include/uapi/linux/virtio_udc.h 2>&1) || status=1
 [ -z "$doc" ] || { printf '%s\n' "$doc"; status=1; }
 if [ $status = 0 ]; then
-    say "the driver (vudc_core.c, vudc_udc.c, vudc.h), uapi virtio_udc.h, Kconfig: checkpatch --strict and kernel-doc -Wall clean"
+    say "the driver (vudc_core.c, vudc_udc.c, vudc.h, vudc_trace.h), uapi virtio_udc.h, Kconfig: checkpatch --strict and kernel-doc -Wall clean"
     say "patches/linux: checkpatch --strict clean"
 fi
 exit $status

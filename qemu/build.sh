@@ -40,6 +40,10 @@ CONFIGURE_FLAGS=(
     --enable-kvm
     --enable-vhost-user
     --enable-fdt=system
+    # virtio-9p for udc-vm's --rodir/--rwdir (host folders in the guest);
+    # glibc's sys/xattr.h is all it needs.
+    --enable-attr
+    --enable-virtfs
     --disable-docs
     --disable-install-blobs
     # Look for firmware where Debian's seabios / qemu-system-data /

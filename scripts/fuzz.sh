@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `make fuzz`: runs the fuzz targets of fuzz/ under AFL++ (afl.rs, stable
-# Rust), one after the other, each for FUZZ_SECONDS (default 60), starting
-# from the committed corpus (fuzz/corpus/TARGET/). FUZZ_TARGET=NAME runs one.
+# Rust), one after the other, each for FUZZ_SECONDS (default 60), or for
+# FUZZ_EXECS executions each (the same work on a fast or a busy machine),
+# starting from the committed corpus (fuzz/corpus/TARGET/).
+# FUZZ_TARGET=NAME runs one.
 # Installs cargo-afl and builds AFL++ from its bundled sources the first
 # time. Prints executions, speed and crashes per target; a crash's input is
 # in fuzz/out/TARGET/default/crashes/ (hangs in .../hangs/). To keep a fix,
@@ -10,6 +12,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${FUZZ_SECONDS:-60}
+execs=${FUZZ_EXECS:-}
+if [ -n "$execs" ]; then
+    [[ "$execs" =~ ^[1-9][0-9]*$ ]] || { echo "FUZZ_EXECS=$execs: say a number of executions" >&2; exit 2; }
+    limit=(-E "$execs")
+    what="$execs executions"
+else
+    [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || { echo "FUZZ_SECONDS=$seconds: say a number of seconds" >&2; exit 2; }
+    limit=(-V "$seconds")
+    what="${seconds}s"
+fi
 all=(descriptors device_ops chain control_line)
 if [ -n "${FUZZ_TARGET:-}" ]; then
     if [[ " ${all[*]} " != *" $FUZZ_TARGET "* ]]; then
@@ -51,9 +63,9 @@ for t in "${targets[@]}"; do
         mv "$out_dir" "$out_dir.previous"
     fi
     mkdir -p "$out_dir"
-    echo "=== fuzzing $t for ${seconds}s (corpus fuzz/corpus/$t, output $out_dir)"
+    echo "=== fuzzing $t for $what (corpus fuzz/corpus/$t, output $out_dir)"
     # AFL's own timeout for a hang: well above any input's time.
-    nice -n 19 cargo afl fuzz -i "fuzz/corpus/$t" -o "$out_dir" -V "$seconds" -t 2000 \
+    nice -n 19 cargo afl fuzz -i "fuzz/corpus/$t" -o "$out_dir" "${limit[@]}" -t 2000 \
         "fuzz/target/afl/release/$t" >"$out_dir/afl.log" 2>&1 || {
         echo "afl-fuzz failed; its log:" >&2
         tail -30 "$out_dir/afl.log" >&2
@@ -63,8 +75,8 @@ for t in "${targets[@]}"; do
     get() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
     crashes=$(get saved_crashes)
     hangs=$(get saved_hangs)
-    line=$(printf '%-13s %12s execs  %8s/s  corpus %5s  crashes %s  hangs %s' "$t" "$(get execs_done)" \
-        "$(get execs_per_sec)" "$(get corpus_count)" "$crashes" "$hangs")
+    line=$(printf '%-13s %12s execs  %6ss  %8s/s  corpus %5s  crashes %s  hangs %s' "$t" "$(get execs_done)" \
+        "$(get run_time)" "$(get execs_per_sec)" "$(get corpus_count)" "$crashes" "$hangs")
     echo "$line"
     summary+=("$line")
     if [ "$crashes" != 0 ] || [ "$hangs" != 0 ]; then
@@ -74,7 +86,7 @@ for t in "${targets[@]}"; do
 done
 
 echo
-echo "=== fuzzing summary (${seconds}s per target)"
+echo "=== fuzzing summary ($what per target)"
 printf '%s\n' "${summary[@]}"
 if [ "$found" != 0 ]; then
     echo "crashes or hangs found: their inputs are listed above"

@@ -120,6 +120,16 @@ else
     echo "=== bus capture: cannot run: no tshark (scripts/setup-host.sh installs it)"
     failed+=("bus capture")
 fi
+# udc-vm run as a developer uses it: --dry-run's command lines, and a
+# program of one's own from a host folder (--rodir/--rwdir, 9p) whose exit
+# status comes back (scripts/vm-run-test.sh).
+if [ -n "$qemu" ] && [ -n "$image" ]; then
+    run "udc-vm run: --dry-run, a program from a host folder, its exit status" \
+        scripts/vm-run-test.sh "$qemu" "$image" target/vm/run
+else
+    echo "=== udc-vm run: cannot run: QEMU or the guest image did not build (see above)"
+    failed+=("udc-vm run")
+fi
 vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk,short --out target/vm/full --junit target/vm/full.xml
 # Injection and coherency (docs/injection.md, docs/recipes.md): the whole
 # scatter-gather catalogue under seeded random latency and NAKs, and the

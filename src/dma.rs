@@ -23,6 +23,46 @@ pub enum DmaError {
     PastEnd(u64),
 }
 
+/// Guest-memory work (bytes moved, poisoned or hashed) allowed in one hold of
+/// the device lock, and the work done in it so far. A step of work may go
+/// past what is left (a race detector works in whole blocks); `done` counts
+/// it all, so the daemon can report the most work any hold did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    left: u64,
+    done: u64,
+}
+
+impl Budget {
+    /// No limit: for callers that do not meter their holds (unit tests).
+    pub const fn unmetered() -> Self {
+        Budget::new(u64::MAX)
+    }
+
+    pub const fn new(bytes: u64) -> Self {
+        Budget { left: bytes, done: 0 }
+    }
+
+    /// Counts `bytes` of work done.
+    pub fn take(&mut self, bytes: u64) {
+        self.left = self.left.saturating_sub(bytes);
+        self.done = self.done.saturating_add(bytes);
+    }
+
+    /// Nothing is left: the holder lets go before it takes more work.
+    pub fn spent(&self) -> bool {
+        self.left == 0
+    }
+
+    pub fn left(&self) -> u64 {
+        self.left
+    }
+
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+}
+
 /// A position inside a segment list: which segment, and how far into it.
 ///
 /// Requests keep one so that moving the next chunk of a large transfer does

@@ -9,7 +9,7 @@
 
 use vm_memory::GuestMemory;
 
-use crate::dma::{self, Cursor, DmaError};
+use crate::dma::{self, Budget, Cursor, DmaError};
 use crate::request::Segment;
 
 /// Granularity of the IN detector: a page, the unit in which CPU writes and
@@ -93,10 +93,10 @@ impl Pass {
         &mut self,
         mem: &M,
         segs: &[Segment],
-        budget: &mut u64,
+        budget: &mut Budget,
     ) -> Result<bool, DmaError> {
         let mut buf = [0u8; BLOCK];
-        while *budget > 0 {
+        while !budget.spent() {
             let left = self.length - self.cursor.offset as usize;
             if left == 0 {
                 return Ok(true);
@@ -114,7 +114,7 @@ impl Pass {
                     n
                 }
             };
-            *budget = budget.saturating_sub(n as u64);
+            budget.take(n as u64);
         }
         Ok(self.cursor.offset as usize == self.length)
     }
@@ -126,8 +126,7 @@ impl Pass {
 
     /// The whole pass at once (tests, and callers that bound `length`).
     fn run<M: GuestMemory + ?Sized>(mut self, mem: &M, segs: &[Segment]) -> Result<Self, DmaError> {
-        let mut unbounded = u64::MAX;
-        self.step(mem, segs, &mut unbounded)?;
+        self.step(mem, segs, &mut Budget::unmetered())?;
         Ok(self)
     }
 }
@@ -230,12 +229,13 @@ mod tests {
         loop {
             // A budget under one block still does one block: a step always
             // goes forward.
-            let mut budget = 100;
+            let mut budget = Budget::new(100);
             steps += 1;
             if pass.step(&m, &segs, &mut budget).unwrap() {
                 break;
             }
-            assert_eq!(budget, 0, "a step that is not the last spends its budget");
+            assert!(budget.spent(), "a step that is not the last spends its budget");
+            assert_eq!(budget.done(), BLOCK as u64, "the work done counts all of it");
         }
         assert_eq!(steps, 4, "one block a step");
         assert_eq!(pass.into_hashes(), whole);
@@ -252,13 +252,13 @@ mod tests {
             },
         ];
         let mut pass = Pass::new(PassKind::Poison, 0x20000);
-        assert!(!pass.step(&m, &segs, &mut 1).unwrap());
+        assert!(!pass.step(&m, &segs, &mut Budget::new(1)).unwrap());
         let mut b = [0u8; 8];
         m.read_slice(&mut b, GuestAddress(0x1fff8)).unwrap();
         assert_eq!(b, POISON, "the first fill");
         m.read_slice(&mut b, GuestAddress(0x40000)).unwrap();
         assert_eq!(b, [0; 8], "not the second yet");
-        assert!(pass.step(&m, &segs, &mut { u64::MAX }).unwrap());
+        assert!(pass.step(&m, &segs, &mut Budget::unmetered()).unwrap());
     }
 
     #[test]

@@ -76,10 +76,17 @@ struct HoldMeter {
     /// preempted thread on a busy host) tells apart from many.
     over_1ms: AtomicU64,
     over_10ms: AtomicU64,
+    /// The most guest-memory work one hold did, in bytes: unlike the
+    /// times, it does not count a preemption, so it shows whether the
+    /// budget held on a host of any speed or load.
+    most_work: AtomicU64,
 }
 
 impl HoldMeter {
-    fn record(&self, since: Instant) {
+    /// A hold that began at `since` ends, having done `work` bytes of
+    /// guest-memory work.
+    fn record(&self, since: Instant, work: u64) {
+        self.most_work.fetch_max(work, Ordering::Relaxed);
         let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.total_ns.fetch_add(ns, Ordering::Relaxed);
@@ -101,6 +108,8 @@ pub struct LockHolds {
     pub total: Duration,
     pub over_1ms: u64,
     pub over_10ms: u64,
+    /// The most guest-memory work one hold did, in bytes.
+    pub most_work: u64,
 }
 
 /// A locked device. Dropping it delivers the outputs the calls produced.
@@ -128,7 +137,7 @@ impl Drop for UdcGuard<'_> {
     fn drop(&mut self) {
         self.g.deliver();
         self.udc.changed.notify_all();
-        self.udc.holds.record(self.since);
+        self.udc.holds.record(self.since, self.g.dev.hold_work());
     }
 }
 
@@ -191,6 +200,7 @@ impl Udc {
             total: Duration::from_nanos(self.holds.total_ns.load(Ordering::Relaxed)),
             over_1ms: self.holds.over_1ms.load(Ordering::Relaxed),
             over_10ms: self.holds.over_10ms.load(Ordering::Relaxed),
+            most_work: self.holds.most_work.load(Ordering::Relaxed),
         }
     }
 
@@ -244,7 +254,7 @@ impl Udc {
                     g.dev.tick(d);
                     g.deliver();
                     self.changed.notify_all();
-                    self.holds.record(since);
+                    self.holds.record(since, g.dev.hold_work());
                     // Work left over from a spent budget is due at once:
                     // hand the lock to whoever waits for it first, so this
                     // loop cannot keep it from them.

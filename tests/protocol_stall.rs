@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::json;
+use vhost_device_udc::device::HOLD_BUDGET;
 
 /// How long the guest keeps the device busy.
 const RUN: Duration = Duration::from_secs(60);
@@ -18,14 +19,22 @@ const RUN: Duration = Duration::from_secs(60);
 const LENGTH: u32 = 64 << 20;
 /// Requests the guest keeps queued per endpoint.
 const DEPTH: usize = 8;
+/// How far past its budget a hold's last step may go: one 64 KiB fill of
+/// poison, or one request's descriptors (the 1,024 segments here, 16 bytes
+/// each, and its header).
+const MOST_OVER: u64 = 64 << 10;
 
 /// 60 s of a guest keeping both bulk endpoints full of 64 MiB requests over
 /// one 64 KiB buffer each (overlapping segments: the cheapest way to ask for
 /// the most work), with `out_poison` (64 MiB of poison per OUT request) and
 /// `in_checksum` (64 MiB hashed twice per IN request) on, and the host
 /// streaming both ways. Meanwhile a control-socket client asks for `status`
-/// every 20 ms: its p99 latency stays under 50 ms and the daemon's own
-/// longest hold of the device lock under 10 ms.
+/// every 20 ms: its p99 latency stays under 50 ms, and no hold of the
+/// device lock does more than its budget of guest-memory work (plus the
+/// one step that may go over). The hold times are printed, not asserted:
+/// they count the scheduler's preemptions, which a loaded host adds (a
+/// 52 ms hold on a 2-core machine with builds beside it, 9 ms on an idle
+/// one) and which no fix to the daemon would remove.
 #[test]
 fn race_detectors_on_guest_sized_requests_do_not_stall_the_daemon() {
     let d = Daemon::start(&[
@@ -131,7 +140,13 @@ fn race_detectors_on_guest_sized_requests_do_not_stall_the_daemon() {
         "nobody wrote a buffer during its DMA"
     );
     assert!(p99 < Duration::from_millis(50), "status p99 {p99:?}");
-    assert!(longest_us < 10_000, "longest lock hold {longest_us} us");
+    // Without the budget, one hold would do a whole request's detector
+    // pass: 64 MiB.
+    let most_work = lock["most_work_bytes"].as_u64().unwrap();
+    assert!(
+        most_work <= HOLD_BUDGET + MOST_OVER,
+        "a hold did {most_work} bytes of work (longest {longest_us} us)"
+    );
     // The streams saw every byte of it.
     for s in ctl.ok(json!({"op": "streams"}))["streams"].as_array().unwrap() {
         assert!(s["last_error"].is_null(), "{s}");

@@ -73,6 +73,9 @@
 
 #include "vudc.h"
 
+#define CREATE_TRACE_POINTS
+#include "vudc_trace.h"
+
 #define DRIVER_DESC	"virtio USB device controller"
 
 /* Section 8 of the specification: device status to errno. */
@@ -498,6 +501,7 @@ static void vudc_handle_event(struct virtio_udc *vudc, const struct virtio_udc_e
 	struct virtio_udc_ep *vep;
 	u32 value = le32_to_cpu(evt->value);
 
+	trace_virtio_udc_event(evt);
 	switch (le16_to_cpu(evt->type)) {
 	case VIRTIO_UDC_EVT_BUS_RESET:
 		vudc_event_bus_reset(vudc, value);

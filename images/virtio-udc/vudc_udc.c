@@ -20,6 +20,7 @@
 #include <linux/virtio_config.h>
 
 #include "vudc.h"
+#include "vudc_trace.h"
 
 static void vudc_free_seg_pages(struct virtio_udc_req *vreq)
 {
@@ -82,6 +83,7 @@ void vudc_giveback(struct virtio_udc *vudc, struct virtio_udc_req *vreq, int sta
 	}
 	if (vreq->req.status == -EINPROGRESS)
 		vreq->req.status = status;
+	trace_virtio_udc_giveback(vep, vreq, 0);
 
 	spin_unlock(&vudc->lock);
 	usb_gadget_giveback_request(&vep->ep, &vreq->req);
@@ -377,6 +379,7 @@ unmap:
 free:
 	vudc_free_seg_pages(vreq);
 out:
+	trace_virtio_udc_ep_queue(vep, vreq, ret);
 	spin_unlock_irqrestore(&vudc->lock, flags);
 	return ret;
 }
@@ -402,6 +405,7 @@ static int virtio_udc_ep_dequeue(struct usb_ep *ep, struct usb_request *req)
 		ret = -EINVAL;
 		goto out;
 	}
+	trace_virtio_udc_ep_dequeue(vep, vreq, 0);
 
 	if (!vreq->in_flight) {
 		vudc_giveback(vudc, vreq, -ECONNRESET);

@@ -700,6 +700,7 @@ fn status(host: &Host) -> Result<Value, RequestError> {
             "mean_hold_us": holds.total.as_micros().checked_div(u128::from(holds.count)).unwrap_or(0) as u64,
             "holds_over_1ms": holds.over_1ms,
             "holds_over_10ms": holds.over_10ms,
+            "most_work_bytes": holds.most_work,
         },
         "host": {
             "config": host_config_json(host),

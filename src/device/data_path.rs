@@ -390,7 +390,7 @@ impl<T: Debug> Device<T> {
             }
             // What the data path may move in this hold of the lock; the rest
             // waits for the next one (a tick, at once).
-            if self.budget == 0 {
+            if self.budget.spent() {
                 self.eps[i].paused_until = Some(now);
                 return;
             }
@@ -398,7 +398,7 @@ impl<T: Debug> Device<T> {
             let (Some(g), Some(h)) = (e.guest.front_mut(), e.host.front_mut()) else {
                 return;
             };
-            let mut limit = usize::try_from(self.budget).unwrap_or(usize::MAX);
+            let mut limit = usize::try_from(self.budget.left()).unwrap_or(usize::MAX);
             if let Some(p) = &g.plan {
                 if !g.started {
                     if g.poison.is_some() {
@@ -459,7 +459,7 @@ impl<T: Debug> Device<T> {
                 step_out(&*mem, g, h, mps, limit)
             };
             e.stats.bytes += step.bytes as u64;
-            self.budget = self.budget.saturating_sub(step.bytes as u64);
+            self.budget.take(step.bytes as u64);
             let mut pause = None;
             if step.bytes > 0 {
                 if let Some(rate) = e.rate {

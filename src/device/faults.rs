@@ -184,7 +184,7 @@ impl<T: Debug> Device<T> {
         for g in self.eps[i].guest.iter_mut() {
             for pass in [&mut g.hashing, &mut g.poison] {
                 let Some(p) = pass.as_mut() else { continue };
-                if budget == 0 {
+                if budget.spent() {
                     left = true;
                     break;
                 }
@@ -210,7 +210,7 @@ impl<T: Debug> Device<T> {
         let mut checked = Vec::new();
         for (k, f) in self.eps[i].finished.iter_mut().enumerate() {
             let Some(c) = f.check.as_mut() else { continue };
-            if budget == 0 {
+            if budget.spent() {
                 left = true;
                 break;
             }

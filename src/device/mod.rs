@@ -22,7 +22,7 @@ use log::{debug, info, warn};
 use serde::Serialize;
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::dma::{self, Cursor};
+use crate::dma::{self, Budget, Cursor};
 use crate::inject::{EpInjector, Fault, InjectConfig, InjectLog, Plan, RaceReport};
 use crate::race;
 use crate::request::{Command, EpEnable, HaltRequest, XferRequest};
@@ -203,9 +203,9 @@ pub struct Device<T> {
     /// counts from the deadline it serves, not from when it got to run.
     clock: Option<Instant>,
     /// Bytes of guest memory the data path and the race detectors may still
-    /// move or look at in this hold of the device lock ([`Device::begin_hold`]);
-    /// what is left over waits for the next hold.
-    budget: u64,
+    /// move or look at in this hold of the device lock ([`Device::begin_hold`]),
+    /// and what they did; what is left over waits for the next hold.
+    budget: Budget,
 }
 
 /// Guest-memory work per hold of the device lock: about 0.3 ms of hashing
@@ -266,26 +266,33 @@ impl<T: Debug> Device<T> {
             clock: None,
             // Unbounded until a transport meters its holds (unit tests
             // drive the model without a lock).
-            budget: u64::MAX,
+            budget: Budget::unmetered(),
         }
     }
 
     /// A new hold of the device lock starts: its budget of guest-memory
     /// work is [`HOLD_BUDGET`].
     pub fn begin_hold(&mut self) {
-        self.budget = HOLD_BUDGET;
+        self.budget = Budget::new(HOLD_BUDGET);
     }
 
     /// Takes `bytes` of the transport's own work (reading requests) off
     /// this hold's budget.
     pub fn spend(&mut self, bytes: u64) {
-        self.budget = self.budget.saturating_sub(bytes);
+        self.budget.take(bytes);
     }
 
     /// This hold's budget is spent: the transport lets go of the lock
     /// before it takes more work.
     pub fn budget_spent(&self) -> bool {
-        self.budget == 0
+        self.budget.spent()
+    }
+
+    /// Bytes of guest-memory work done in this hold so far (the last step
+    /// may go past [`HOLD_BUDGET`]): what the daemon's lock meter reports
+    /// as the most any hold did.
+    pub fn hold_work(&self) -> u64 {
+        self.budget.done()
     }
 
     fn now(&self) -> Instant {

@@ -12,8 +12,10 @@ mod ktap;
 mod ktap_write;
 mod locate;
 mod matrix;
+mod shares;
 mod soak;
 mod suite;
+mod trace;
 mod user;
 mod vm;
 
@@ -223,6 +225,21 @@ struct VmArgs {
     /// exit without starting anything.
     #[arg(long)]
     dry_run: bool,
+    /// Share a host folder with the guest, read-only (repeatable; 9p over
+    /// virtio, mounted before anything runs): HOST:GUEST, or DIR for the
+    /// same path in the guest.
+    #[arg(long, value_name = "HOST[:GUEST]")]
+    rodir: Vec<shares::ShareSpec>,
+    /// Share a host folder with the guest, read-write (repeatable): files
+    /// the guest writes belong to the user QEMU runs as (root, or --user).
+    #[arg(long, value_name = "HOST[:GUEST]")]
+    rwdir: Vec<shares::ShareSpec>,
+    /// Turn on these kernel trace events before anything runs and stream
+    /// them to OUT/trace.txt (repeatable, comma-separated): SYSTEM for all
+    /// of its events, SYSTEM:EVENT, or SYSTEM:PREFIX*; e.g. virtio_udc
+    /// (the driver's requests and events), gadget (the gadget core's).
+    #[arg(long, value_name = "EVENTS")]
+    trace: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -306,6 +323,17 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
     eprintln!("udc-vm: kernel {} from {}", image.release, image.dir.display());
     eprintln!("udc-vm: f_fs: {}", ffs.summary());
     let (daemon_args, append, inject_seed) = injection_and_coherency(a)?;
+    let trace = trace::events(&a.trace).map_err(Error::Usage)?;
+    let append = if trace.is_empty() {
+        append
+    } else {
+        eprintln!("udc-vm: trace events {} (OUT/trace.txt)", trace.join(","));
+        format!("{append} {}", trace::cmdline(&trace)).trim().to_string()
+    };
+    let shares = shares::Share::all(&a.rodir, &a.rwdir).map_err(Error::Usage)?;
+    for s in &shares {
+        eprintln!("udc-vm: host folder {}", shares::describe(s));
+    }
     Ok(VmOptions {
         qemu,
         device,
@@ -332,6 +360,8 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         qemu_opts: a.qemu_opts.clone(),
         gdb: a.gdb,
         vmlinux: a.kdir.as_ref().map(|k| k.join("vmlinux")),
+        shares,
+        trace,
     })
 }
 
@@ -385,6 +415,7 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u6
     Ok((args, append, seed))
 }
 
+/// `s` as one POSIX shell word.
 pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty()
         && s.chars()
@@ -432,6 +463,18 @@ fn run(a: &VmArgs, command: &[String]) -> Result<ExitCode, Error> {
     if let Err(e) = o.ffs.check_console(&console) {
         eprintln!("udc-vm: {e}");
         problems.push(e);
+    }
+    if !o.trace.is_empty() {
+        let events = std::fs::read_to_string(&f.paths.trace).unwrap_or_default();
+        let n = events.lines().filter(|l| !l.starts_with('#')).count();
+        eprintln!("udc-vm: trace: {} ({n} events)", f.paths.trace.display());
+    }
+    for l in console
+        .lines()
+        .filter(|l| l.contains(shares::MOUNT_FAILED) || l.contains(trace::ENABLE_FAILED))
+    {
+        eprintln!("udc-vm: {}", l.trim());
+        problems.push(l.to_string());
     }
     if let Some(line) = &f.stuck {
         eprintln!(

@@ -205,6 +205,9 @@ fn column_args(m: &MatrixArgs, c: &Column, out: &Path) -> Result<VmArgs, Error> 
         qemu_opts: Vec::new(),
         gdb: None,
         dry_run: false,
+        rodir: Vec::new(),
+        rwdir: Vec::new(),
+        trace: Vec::new(),
     })
 }
 

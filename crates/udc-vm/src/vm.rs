@@ -113,6 +113,10 @@ pub struct VmOptions {
     pub gdb: Option<u16>,
     /// The kernel with debug information, where known (a --kdir tree's).
     pub vmlinux: Option<PathBuf>,
+    /// `--rodir` / `--rwdir`: host folders the guest mounts.
+    pub shares: Vec<crate::shares::Share>,
+    /// `--trace`: kernel trace events streamed to [`Paths::trace`].
+    pub trace: Vec<String>,
 }
 
 /// Daemons started with a capture in this run of udc-vm.
@@ -146,6 +150,8 @@ pub struct Paths {
     pub results: PathBuf,
     pub daemon_log: PathBuf,
     pub qemu_log: PathBuf,
+    /// The guest's trace events, with `--trace`.
+    pub trace: PathBuf,
     vhost_sock: PathBuf,
     control_sock: PathBuf,
 }
@@ -157,6 +163,7 @@ impl Paths {
             results: out.join("results.ktap"),
             daemon_log: out.join("daemon.log"),
             qemu_log: out.join("qemu.log"),
+            trace: out.join("trace.txt"),
             vhost_sock: out.join("udc.sock"),
             control_sock: out.join("control.sock"),
         }
@@ -294,6 +301,10 @@ pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> 
     if let Some(port) = o.gdb {
         push(&["-gdb", &format!("tcp::{port}")]);
     }
+    if !o.trace.is_empty() {
+        a.extend(crate::trace::qemu_args(&p.trace));
+    }
+    a.extend(crate::shares::qemu_args(&o.shares));
     a.extend(o.qemu_opts.iter().cloned());
     a
 }
@@ -319,14 +330,19 @@ pub fn gdb_hint(o: &VmOptions, port: u16) -> String {
 /// as they would run, with the initramfs the boot would build.
 pub fn dry_run(o: &VmOptions) -> String {
     let p = Paths::new(&o.out);
-    let quote = |a: &[String]| a.iter().map(|s| shell_word(s)).collect::<Vec<_>>().join(" ");
+    let quote = |a: &[String]| {
+        a.iter()
+            .map(|s| crate::shell_quote(s))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let daemon = daemon_args(o, &p, o.pcap.as_deref().map(|f| pcap_path(f, 1)));
     let qemu = qemu_args(o, &p, &o.out.join("initrd.img"), false);
     let mut s = format!(
         "{} {}\n{} {}\n",
-        shell_word(&o.daemon.display().to_string()),
+        crate::shell_quote(&o.daemon.display().to_string()),
         quote(&daemon),
-        shell_word(&o.qemu.display().to_string()),
+        crate::shell_quote(&o.qemu.display().to_string()),
         quote(&qemu)
     );
     if let Some(port) = o.gdb {
@@ -334,18 +350,6 @@ pub fn dry_run(o: &VmOptions) -> String {
         s.push('\n');
     }
     s
-}
-
-/// `s` as one shell word.
-fn shell_word(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 /// The daemon's arguments for one start (`pcap`: this start's capture).
@@ -478,7 +482,7 @@ fn echo_new(path: &Path, pos: &mut u64) {
 fn initrd(o: &VmOptions, mode: &Mode) -> Result<PathBuf, Error> {
     let files: &[GuestFile] = &o.ffs.files;
     let script = match mode {
-        Mode::Interactive if files.is_empty() => return Ok(o.image.initramfs.clone()),
+        Mode::Interactive if files.is_empty() && o.shares.is_empty() => return Ok(o.image.initramfs.clone()),
         Mode::Interactive => None,
         Mode::Script(s) => Some(s),
     };
@@ -499,6 +503,15 @@ fn initrd(o: &VmOptions, mode: &Mode) -> Result<PathBuf, Error> {
             path: &f.path,
             mode: 0o644,
             data: &f.data,
+        });
+    }
+    // The guest's init mounts these before it runs anything.
+    let share_table = crate::shares::guest_table(&o.shares);
+    if !o.shares.is_empty() {
+        entries.push(cpio::Entry::File {
+            path: "etc/udc/shares",
+            mode: 0o644,
+            data: share_table.as_bytes(),
         });
     }
     if let Some(script) = script {
@@ -784,6 +797,8 @@ pub(crate) mod tests {
             qemu_opts: vec![],
             gdb: None,
             vmlinux: None,
+            shares: Vec::new(),
+            trace: Vec::new(),
         }
     }
 
