@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vhost_device_udc_global_optspecs
-    string join \n s/socket-path= socket-fd= print-capabilities control-socket= pcap= pcap-snaplen= once config= speed= max-speed= no-sg no-auto-enumerate inject= seed= control-socket-mode= control-socket-group= control-allow-uid= control-allow-crash control-file-dir= log-level= h/help V/version
+    string join \n s/socket-path= socket-fd= print-capabilities control-socket= pcap= pcap-snaplen= once config= speed= max-speed= no-sg no-auto-enumerate strict-descriptors inject= seed= control-socket-mode= control-socket-group= control-allow-uid= control-allow-crash control-file-dir= log-level= h/help V/version
 end
 
 function __fish_vhost_device_udc_needs_command
@@ -43,6 +43,7 @@ complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l print
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l once -d 'Serve one vhost-user connection and exit when it ends, instead of waiting for the frontend to reconnect'
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l no-sg -d 'Advertise no scatter-gather (one segment per request). FunctionFS\'s DMABUF interface then refuses to attach with -EPERM'
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l no-auto-enumerate -d 'Do not enumerate when the gadget pulls up; wait for the control socket\'s "enumerate"'
+complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l strict-descriptors -d 'Refuse a device whose descriptors break a rule of chapter 9, naming the rule. Default: take them as Linux\'s usbcore does (skip, fix up or accept, each defect logged and in `status`; see docs/descriptor-checks.md)'
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l control-allow-crash -d 'Accept the `crash` request, which ends the daemon at once (for testing how QEMU and the guest recover from a lost back end)'
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -s V -l version -d 'Print version'

@@ -15,6 +15,8 @@
 set -euo pipefail
 qemu=$1 image=$2 out=$3
 cd "$(dirname "$0")/.."
+# udc-vm names host folders by their absolute paths: so does this script.
+out=$(realpath -m "$out")
 udc_vm=target/release/udc-vm
 rm -rf "$out"
 mkdir -p "$out/rw" "$out/ro"

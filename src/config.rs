@@ -17,6 +17,7 @@ use crate::device::{ControllerConfig, DeviceError, EpCap, MAX_SEGMENTS};
 use crate::host::{HostConfig, MAX_CONTROL_TIMEOUT_MS};
 use crate::inject::{InjectConfig, InjectError};
 use crate::traffic::StreamSpec;
+use crate::usb::DescriptorPolicy;
 use crate::usb::Speed;
 use crate::wire::*;
 
@@ -82,6 +83,13 @@ pub struct ConfigArgs {
     #[arg(long)]
     pub no_auto_enumerate: bool,
 
+    /// Refuse a device whose descriptors break a rule of chapter 9, naming
+    /// the rule. Default: take them as Linux's usbcore does (skip, fix up
+    /// or accept, each defect logged and in `status`; see
+    /// docs/descriptor-checks.md).
+    #[arg(long)]
+    pub strict_descriptors: bool,
+
     /// Delay or fault injection, KEY=VALUE or EP.KEY=VALUE (repeatable; see
     /// docs/injection.md), e.g. `latency=100us..2ms`, `ep2out.stall=nth:3`,
     /// `bandwidth=high-speed`. Applied over the config file's [inject].
@@ -124,6 +132,9 @@ impl TryFrom<ConfigArgs> for DaemonConfig {
         }
         if args.no_auto_enumerate {
             cfg.host.auto_enumerate = false;
+        }
+        if args.strict_descriptors {
+            cfg.host.descriptors = DescriptorPolicy::Strict;
         }
         cfg.controller
             .check_injection(&cfg.inject)
@@ -176,6 +187,8 @@ pub struct HostSection {
     pub auto_enumerate: Option<bool>,
     pub control_timeout_ms: Option<u64>,
     pub address: Option<u8>,
+    /// "usbcore" or "strict".
+    pub descriptors: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -317,6 +330,11 @@ impl FileConfig {
                 )));
             }
             host.control_timeout = Duration::from_millis(ms);
+        }
+        if let Some(d) = &h.descriptors {
+            host.descriptors = d
+                .parse()
+                .map_err(|m| invalid(format!("[host] descriptors: {m}")))?;
         }
         if let Some(a) = h.address {
             if !(1..=127).contains(&a) {

@@ -17,8 +17,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::usb::{
-    self, check_max_packet_size0, parse_bos, parse_configuration, parse_device_descriptor, parse_langids,
-    parse_string_descriptor, Bos, Configuration, DescriptorError, DeviceDescriptor, SetupPacket, Speed,
+    self, check_max_packet_size0, parse_bos, parse_configuration_as, parse_device_descriptor, parse_langids,
+    parse_string_descriptor, Bos, Configuration, DescriptorError, DescriptorPolicy, DeviceDescriptor,
+    SetupPacket, Speed,
 };
 
 /// How a control transfer failed, as the host controller reports it.
@@ -313,7 +314,12 @@ impl Run<'_> {
     }
 
     /// Each configuration: the 9-byte header for wTotalLength, then all.
-    fn read_configurations(&mut self, count: u8, speed: Speed) -> Result<Vec<Configuration>, EnumError> {
+    fn read_configurations(
+        &mut self,
+        count: u8,
+        speed: Speed,
+        policy: DescriptorPolicy,
+    ) -> Result<Vec<Configuration>, EnumError> {
         let mut configurations: Vec<Configuration> = Vec::new();
         for index in 0..count {
             let step = format!("reading configuration index {index}");
@@ -333,7 +339,13 @@ impl Run<'_> {
             } else {
                 head
             };
-            let config = parse_configuration(&full, speed).map_err(descriptor_error(&step))?;
+            let config = parse_configuration_as(&full, speed, policy).map_err(descriptor_error(&step))?;
+            for d in &config.defects {
+                // As usbcore's notice in the kernel log: the device works,
+                // but a stricter host or another OS may refuse it.
+                warn!("enumerate: descriptor defect: {d}");
+                self.log.push(format!("descriptor defect: {d}"));
+            }
             if let Some(j) = configurations.iter().position(|c| c.value == config.value) {
                 return Err(EnumError::Descriptor {
                     step,
@@ -452,6 +464,7 @@ pub fn enumerate(
     pipe: &mut dyn ControlPipe,
     speed: Speed,
     address: u8,
+    policy: DescriptorPolicy,
     set_address: &mut dyn FnMut(u8) -> Result<(), ControlError>,
 ) -> Result<Enumerated, EnumError> {
     if !(1..=127).contains(&address) {
@@ -467,7 +480,7 @@ pub fn enumerate(
     run.assign_address(address, set_address)?;
     let device = run.read_device_descriptor(speed)?;
     let bos = run.read_bos(&device, speed)?;
-    let configurations = run.read_configurations(device.num_configurations, speed)?;
+    let configurations = run.read_configurations(device.num_configurations, speed, policy)?;
     let StringsRead {
         langids,
         strings,
@@ -591,7 +604,7 @@ mod tests {
 
     fn run(g: &mut FakeGadget, speed: Speed) -> (Result<Enumerated, EnumError>, Vec<u8>) {
         let mut addresses = Vec::new();
-        let r = enumerate(g, speed, 5, &mut |a| {
+        let r = enumerate(g, speed, 5, DescriptorPolicy::Strict, &mut |a| {
             addresses.push(a);
             Ok(())
         });
@@ -697,7 +710,7 @@ mod tests {
     fn accepts_a_short_first_device_descriptor_read() {
         let mut g = FakeGadget::ffs(Speed::High);
         g.short_device_read = Some(8);
-        let e = enumerate(&mut g, Speed::High, 3, &mut |_| Ok(())).unwrap();
+        let e = enumerate(&mut g, Speed::High, 3, DescriptorPolicy::Strict, &mut |_| Ok(())).unwrap();
         assert_eq!(e.address, 3);
         assert_eq!(
             e.log[1],
@@ -740,13 +753,15 @@ mod tests {
     #[test]
     fn set_address_failure_names_the_request() {
         let mut g = FakeGadget::ffs(Speed::High);
-        let r = enumerate(&mut g, Speed::High, 9, &mut |_| Err(ControlError::Timeout));
+        let r = enumerate(&mut g, Speed::High, 9, DescriptorPolicy::Strict, &mut |_| {
+            Err(ControlError::Timeout)
+        });
         assert_eq!(
             r.unwrap_err().to_string(),
             "assigning address 9: SET_ADDRESS(9) failed: timed out"
         );
         assert_eq!(
-            enumerate(&mut g, Speed::High, 0, &mut |_| Ok(())).unwrap_err(),
+            enumerate(&mut g, Speed::High, 0, DescriptorPolicy::Strict, &mut |_| Ok(())).unwrap_err(),
             EnumError::BadAddress(0)
         );
     }
@@ -882,7 +897,7 @@ mod tests {
             }
         }
         assert_eq!(
-            enumerate(&mut Chatty, Speed::High, 1, &mut |_| Ok(())).unwrap_err().to_string(),
+            enumerate(&mut Chatty, Speed::High, 1, DescriptorPolicy::Strict, &mut |_| Ok(())).unwrap_err().to_string(),
             "reading the device descriptor at address 0: GET_DESCRIPTOR(DEVICE #0, 64 bytes): the device sent 100 bytes, more than the 64 asked for"
         );
     }
@@ -900,7 +915,7 @@ mod tests {
         }
         let mut p = NoConfig(FakeGadget::ffs(Speed::High));
         assert_eq!(
-            enumerate(&mut p, Speed::High, 1, &mut |_| Ok(()))
+            enumerate(&mut p, Speed::High, 1, DescriptorPolicy::Strict, &mut |_| Ok(()))
                 .unwrap_err()
                 .to_string(),
             "selecting configuration 1: SET_CONFIGURATION(1) failed: STALL"

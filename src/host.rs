@@ -16,6 +16,7 @@ use crate::capture::{Capture, CaptureInfo, Transfer, XferType};
 use crate::device::{BusState, Urb, UrbKind, UrbResult, UrbStatus};
 use crate::enumerate::{self, ControlError, ControlPipe, EnumError, Enumerated};
 use crate::udc::Udc;
+use crate::usb::DescriptorPolicy;
 use crate::usb::{SetupPacket, Speed};
 
 /// Why the host could not enumerate the gadget.
@@ -52,6 +53,8 @@ pub struct HostConfig {
     pub control_timeout: Duration,
     /// The address the host assigns.
     pub address: u8,
+    /// How enumeration takes descriptors that break the rules.
+    pub descriptors: DescriptorPolicy,
 }
 
 impl Default for HostConfig {
@@ -61,6 +64,7 @@ impl Default for HostConfig {
             auto_enumerate: true,
             control_timeout: Duration::from_secs(5),
             address: 1,
+            descriptors: DescriptorPolicy::Usbcore,
         }
     }
 }
@@ -197,7 +201,7 @@ impl Host {
         self.view.lock().unwrap().enumerations += 1;
         let mut pipe = HostPipe { host: self };
         let mut set_address = |a: u8| pipe_set_address(self, a);
-        let result = enumerate::enumerate(&mut pipe, speed, cfg.address, &mut set_address);
+        let result = enumerate::enumerate(&mut pipe, speed, cfg.address, cfg.descriptors, &mut set_address);
         let mut view = self.view.lock().unwrap();
         match result {
             Ok(e) => {

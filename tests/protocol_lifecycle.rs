@@ -120,7 +120,7 @@ fn malformed_descriptors_are_named_in_the_log_and_status() {
         (Malformation::Ep0MaxPacket(7), "bMaxPacketSize0"),
     ];
     for (m, word) in cases {
-        let d = Daemon::start(&["--speed", "high"]);
+        let d = Daemon::start(&["--speed", "high", "--strict-descriptors"]);
         let mut h = d.harness();
         let mut g = FakeGadget::new().with_malformation(m.clone());
         h.pullup(true).unwrap();
@@ -142,6 +142,88 @@ fn malformed_descriptors_are_named_in_the_log_and_status() {
             d.log_text().contains(word),
             "{m:?}: the daemon log does not name {word}"
         );
+    }
+}
+
+/// By default the host takes descriptors as Linux's usbcore does: the same
+/// device that --strict-descriptors refuses enumerates, each defect named
+/// in the log and in `status` with what the host did about it.
+#[test]
+fn descriptor_defects_are_taken_as_usbcore_takes_them() {
+    let cases: Vec<(&str, Malformation, &str)> = vec![
+        (
+            "full",
+            Malformation::MaxPacketZero,
+            "endpoint 0x81 (bulk): wMaxPacketSize 0 (the gadget side refuses to enable such an endpoint): accepted",
+        ),
+        (
+            "high",
+            Malformation::MaxPacketTooLarge,
+            "endpoint 0x81 (bulk): wMaxPacketSize 1024: bulk at high speed must be 512: accepted",
+        ),
+        (
+            "full",
+            Malformation::MaxPacketTooLarge,
+            "endpoint 0x81 (bulk): wMaxPacketSize 0x0080 is over 64, the most usbcore takes for it at full speed: changed to 64",
+        ),
+        (
+            "super",
+            Malformation::MissingSsCompanion,
+            "endpoint 0x81 (bulk): no SuperSpeed companion descriptor: changed to bMaxBurst 0, bmAttributes 0, wBytesPerInterval 0",
+        ),
+        (
+            "high",
+            Malformation::EndpointAddress(0x80),
+            "endpoint 0x80 (bulk): an endpoint descriptor for endpoint zero: skipped",
+        ),
+    ];
+    for (speed, m, defect) in cases {
+        for strict in [true, false] {
+            let mut args = vec!["--speed", speed, "--max-speed", "super"];
+            if strict {
+                args.push("--strict-descriptors");
+            }
+            let d = Daemon::start(&args);
+            let mut h = d.harness();
+            let mut g = FakeGadget::new().with_malformation(m.clone());
+            h.pullup(true).unwrap();
+            let mut ctl = d.ctl();
+            let start = Instant::now();
+            let st = loop {
+                g.run_for(&mut h, Duration::from_millis(50)).unwrap();
+                let st = ctl.ok(json!({"op": "status"}));
+                if !st["host"]["last_error"].is_null() || !st["host"]["enumerated"].is_null() {
+                    break st;
+                }
+                assert!(
+                    start.elapsed() < T,
+                    "{m:?} at {speed}: enumeration neither failed nor finished"
+                );
+            };
+            let host = &st["host"];
+            if strict {
+                assert!(host["enumerated"].is_null(), "{m:?} at {speed}, strict: {host}");
+                continue;
+            }
+            assert!(host["last_error"].is_null(), "{m:?} at {speed}: refused: {host}");
+            let defects: Vec<&str> = host["enumerated"]["defects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|d| d.as_str())
+                .collect();
+            assert!(
+                defects.iter().any(|d| d.ends_with(defect)),
+                "{m:?} at {speed}: no defect ending {defect:?} in {defects:?}"
+            );
+            assert!(
+                d.log_text().contains(&format!(
+                    "descriptor defect: configuration 1: interface 0 alt 0: {defect}"
+                )),
+                "{m:?} at {speed}: the daemon log does not name the defect"
+            );
+            assert_eq!(host["config"]["descriptors"], "usbcore");
+        }
     }
 }
 

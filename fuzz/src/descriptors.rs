@@ -8,8 +8,8 @@
 
 use vhost_device_udc::enumerate::{enumerate, ControlError, ControlPipe};
 use vhost_device_udc::usb::{
-    check_max_packet_size0, parse_bos, parse_configuration, parse_device_descriptor, parse_langids,
-    parse_string_descriptor, SetupPacket, Speed,
+    check_max_packet_size0, parse_bos, parse_configuration, parse_configuration_as, parse_device_descriptor,
+    parse_langids, parse_string_descriptor, Configuration, DescriptorPolicy, SetupPacket, Speed,
 };
 
 use crate::Input;
@@ -29,7 +29,12 @@ pub fn run(data: &[u8]) {
     if head & 0x80 == 0 {
         parse_all(input.rest(), speed);
     } else {
-        enumerate_scripted(&mut input, speed, head & 0x40 != 0);
+        let policy = if head & 0x20 != 0 {
+            DescriptorPolicy::Strict
+        } else {
+            DescriptorPolicy::Usbcore
+        };
+        enumerate_scripted(&mut input, speed, head & 0x40 != 0, policy);
     }
 }
 
@@ -44,7 +49,8 @@ fn parse_all(bytes: &[u8], speed: Speed) {
         }
         Err(e) => drop(e.to_string()),
     }
-    match parse_configuration(bytes, speed) {
+    let strict = parse_configuration(bytes, speed);
+    match &strict {
         Ok(c) => {
             // What parsing accepted describes itself consistently.
             assert!(usize::from(c.total_length) <= bytes.len());
@@ -55,6 +61,10 @@ fn parse_all(bytes: &[u8], speed: Speed) {
             let _ = serde_json::to_string(&c).expect("a configuration serializes");
         }
         Err(e) => drop(e.to_string()),
+    }
+    match parse_configuration_as(bytes, speed, DescriptorPolicy::Usbcore) {
+        Ok(c) => usbcore_leaves_it_usable(&c, speed),
+        Err(e) => assert!(strict.is_err(), "usbcore refuses what strict takes: {e}"),
     }
     match parse_bos(bytes) {
         Ok(b) => {
@@ -68,6 +78,28 @@ fn parse_all(bytes: &[u8], speed: Speed) {
     if let Some(&b) = bytes.first() {
         let _ = check_max_packet_size0(b, speed).map_err(|e| e.to_string());
     }
+}
+
+/// What usbcore's fix-ups leave is something a host can drive: no
+/// endpoint zero, no reserved address bits, no address twice in one
+/// alternate setting (nor one alternate setting twice), a companion for
+/// every endpoint at SuperSpeed, and each defect said.
+fn usbcore_leaves_it_usable(c: &Configuration, speed: Speed) {
+    let mut alts = std::collections::BTreeSet::new();
+    for i in &c.interfaces {
+        assert!(alts.insert((i.number, i.alternate)), "alternate setting twice");
+        let mut addresses = std::collections::BTreeSet::new();
+        for ep in &i.endpoints {
+            assert_ne!(ep.number(), 0, "endpoint zero kept");
+            assert_eq!(ep.address & 0x70, 0, "reserved address bits kept");
+            assert!(addresses.insert(ep.address), "address {:#04x} twice", ep.address);
+            assert!(!speed.is_superspeed() || ep.companion.is_some(), "no companion");
+        }
+    }
+    for d in &c.defects {
+        assert!(!d.to_string().is_empty());
+    }
+    let _ = serde_json::to_string(c).expect("a configuration serializes");
 }
 
 /// A gadget that answers each control transfer from the input: a byte says
@@ -110,7 +142,7 @@ impl ControlPipe for ScriptedGadget<'_, '_> {
 }
 
 /// Returns whether the gadget enumerated.
-fn enumerate_scripted(input: &mut Input, speed: Speed, bad_address: bool) -> bool {
+fn enumerate_scripted(input: &mut Input, speed: Speed, bad_address: bool, policy: DescriptorPolicy) -> bool {
     let address = if bad_address { input.u8() } else { 1 };
     let set_address_fails = input.one_in(16);
     let mut pipe = ScriptedGadget { input };
@@ -121,7 +153,7 @@ fn enumerate_scripted(input: &mut Input, speed: Speed, bad_address: bool) -> boo
             Ok(())
         }
     };
-    match enumerate(&mut pipe, speed, address, &mut set_address) {
+    match enumerate(&mut pipe, speed, address, policy, &mut set_address) {
         Ok(e) => {
             assert!((1..=127).contains(&e.address));
             let _ = serde_json::to_string(&e).expect("an enumeration serializes");
@@ -148,13 +180,16 @@ mod tests {
         let seeds = crate::seeds::for_target("descriptors");
         let mut n = 0;
         for (name, bytes) in seeds.iter().filter(|(n, _)| n.starts_with("enumerate")) {
-            let mut input = Input::new(bytes);
-            let head = input.u8();
-            let speed = SPEEDS[usize::from(head & 7)];
-            assert!(
-                enumerate_scripted(&mut input, speed, false),
-                "seed {name} did not enumerate"
-            );
+            // Good descriptors enumerate under either policy.
+            for policy in [DescriptorPolicy::Strict, DescriptorPolicy::Usbcore] {
+                let mut input = Input::new(bytes);
+                let head = input.u8();
+                let speed = SPEEDS[usize::from(head & 7)];
+                assert!(
+                    enumerate_scripted(&mut input, speed, false, policy),
+                    "seed {name} did not enumerate ({policy:?})"
+                );
+            }
             n += 1;
         }
         assert!(n >= 5);

@@ -167,6 +167,9 @@ enum Request {
         auto_enumerate: Option<bool>,
         #[serde(default)]
         control_timeout_ms: Option<u64>,
+        /// "usbcore" or "strict", for the next enumeration.
+        #[serde(default)]
+        descriptors: Option<String>,
     },
 }
 
@@ -574,7 +577,8 @@ fn handle(
             speed,
             auto_enumerate,
             control_timeout_ms,
-        } => host_settings(speed, auto_enumerate, control_timeout_ms, host),
+            descriptors,
+        } => host_settings(speed, auto_enumerate, control_timeout_ms, descriptors, host),
     }
 }
 
@@ -688,6 +692,13 @@ fn status(host: &Host) -> Result<Value, RequestError> {
             "product": format!("{:04x}", e.device.id_product),
             "speed": e.speed,
             "strings": e.strings,
+            // What broke the rules and how the host took it, as usbcore.
+            "defects": e
+                .configurations
+                .iter()
+                .flat_map(|c| &c.defects)
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
         })
     });
     Ok(json!({
@@ -891,12 +902,13 @@ fn crash(down_ms: Option<u64>) -> Result<Value, RequestError> {
     Ok(json!({"ok": true, "exit_status": 70}))
 }
 
-/// `host`: reads or changes the host's speed, auto-enumeration and
-/// control timeout.
+/// `host`: reads or changes the host's speed, auto-enumeration, control
+/// timeout and descriptor policy.
 fn host_settings(
     speed: Option<String>,
     auto_enumerate: Option<bool>,
     control_timeout_ms: Option<u64>,
+    descriptors: Option<String>,
     host: &Host,
 ) -> Result<Value, RequestError> {
     let mut cfg = host.config();
@@ -912,6 +924,9 @@ fn host_settings(
         }
         cfg.control_timeout = Duration::from_millis(ms);
     }
+    if let Some(d) = descriptors {
+        cfg.descriptors = d.parse().map_err(|m| format!("descriptors {m}"))?;
+    }
     host.set_config(cfg);
     Ok(json!({"ok": true, "config": host_config_json(host)}))
 }
@@ -923,6 +938,7 @@ fn host_config_json(host: &Host) -> Value {
         "auto_enumerate": c.auto_enumerate,
         "control_timeout_ms": c.control_timeout.as_millis() as u64,
         "address": c.address,
+        "descriptors": c.descriptors,
     })
 }
 

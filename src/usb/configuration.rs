@@ -12,6 +12,7 @@ use super::endpoint::{parse_companion, parse_endpoint};
 use super::error::{field, DescriptorError};
 use super::interface::{check_alternate_settings, check_interface_numbers, parse_interface, Interface};
 use super::read::{le16, need, split_descriptors, RawDescriptor};
+use super::usbcore::{self, Action, Defect, DescriptorPolicy};
 use super::*;
 
 /// An interface association: interfaces that form one function, which a host
@@ -45,6 +46,9 @@ pub struct Configuration {
     pub total_length: u16,
     /// The wTotalLength bytes as received.
     pub raw: Vec<u8>,
+    /// What broke the rules and how the host took it, as usbcore would
+    /// ([`DescriptorPolicy::Usbcore`]); empty in strict mode, which refuses.
+    pub defects: Vec<Defect>,
 }
 
 impl Configuration {
@@ -69,12 +73,25 @@ impl Configuration {
 /// Parses and validates a whole configuration (wTotalLength bytes) as it
 /// would run at `speed`; the first rule broken is the error.
 pub fn parse_configuration(bytes: &[u8], speed: Speed) -> Result<Configuration, DescriptorError> {
+    parse_configuration_as(bytes, speed, DescriptorPolicy::Strict)
+}
+
+/// Parses a whole configuration as it would run at `speed`, taking what
+/// breaks the rules as `policy` says: refused, or as usbcore takes it
+/// (with [`Configuration::defects`]). What usbcore refuses too (a header
+/// or descriptor lengths it cannot walk) is an error either way.
+pub fn parse_configuration_as(
+    bytes: &[u8],
+    speed: Speed,
+    policy: DescriptorPolicy,
+) -> Result<Configuration, DescriptorError> {
     let (cfg, header_len) = parse_header(bytes)?;
     let ctx = format!("configuration {}", cfg.value);
     let descs = split_descriptors(&ctx, bytes, header_len, usize::from(cfg.total_length))?;
     let mut walk = ConfigurationWalk {
         ctx,
         speed,
+        policy,
         cfg,
         declared_endpoints: Vec::new(),
         iad_offsets: Vec::new(),
@@ -152,6 +169,7 @@ fn parse_header(bytes: &[u8]) -> Result<(Configuration, usize), DescriptorError>
         extra: Vec::new(),
         total_length: total,
         raw: bytes[..usize::from(total)].to_vec(),
+        defects: Vec::new(),
     };
     Ok((cfg, header_len))
 }
@@ -161,6 +179,7 @@ fn parse_header(bytes: &[u8]) -> Result<(Configuration, usize), DescriptorError>
 struct ConfigurationWalk {
     ctx: String,
     speed: Speed,
+    policy: DescriptorPolicy,
     cfg: Configuration,
     /// bNumEndpoints of each entry of `cfg.interfaces`.
     declared_endpoints: Vec<u8>,
@@ -183,7 +202,8 @@ impl ConfigurationWalk {
             DT_ENDPOINT => {
                 let ep = parse_endpoint(&self.ctx, offset, d)?;
                 let Some(iface) = self.cfg.interfaces.last_mut() else {
-                    return Err(self.misplaced(offset, dtype, "it comes before any interface descriptor"));
+                    let why = "it comes before any interface descriptor";
+                    return self.tolerate(offset, d, why, Action::Skipped);
                 };
                 iface.endpoints.push(ep);
             }
@@ -199,11 +219,8 @@ impl ConfigurationWalk {
                     .and_then(|i| i.endpoints.last_mut())
                     .filter(|ep| follows_endpoint && ep.companion.is_none());
                 let Some(ep) = ep else {
-                    return Err(self.misplaced(
-                        offset,
-                        dtype,
-                        "a SuperSpeed companion must directly follow its endpoint descriptor",
-                    ));
+                    let why = "a SuperSpeed companion must directly follow its endpoint descriptor";
+                    return self.tolerate(offset, d, why, Action::Accepted);
                 };
                 ep.companion = Some(companion);
             }
@@ -230,7 +247,14 @@ impl ConfigurationWalk {
                     "a {} descriptor does not belong inside a configuration",
                     descriptor_type_label(dtype)
                 );
-                return Err(self.misplaced(offset, dtype, &why));
+                // usbcore skips a device or configuration descriptor there
+                // and keeps the others as class-specific extras.
+                let action = if matches!(dtype, DT_DEVICE | DT_CONFIG) {
+                    Action::Skipped
+                } else {
+                    Action::Accepted
+                };
+                return self.tolerate(offset, d, &why, action);
             }
             _ => self.add_raw(offset, d),
         }
@@ -255,6 +279,34 @@ impl ConfigurationWalk {
         }
     }
 
+    /// A descriptor out of place: an error in strict mode; as usbcore, a
+    /// defect, the descriptor left out or kept as an extra.
+    fn tolerate(
+        &mut self,
+        offset: usize,
+        d: &[u8],
+        why: &str,
+        action: Action,
+    ) -> Result<(), DescriptorError> {
+        let error = self.misplaced(offset, d[1], why);
+        if self.policy == DescriptorPolicy::Strict {
+            return Err(error);
+        }
+        self.cfg.defects.push(Defect {
+            context: self.ctx.clone(),
+            problem: format!(
+                "{} descriptor at offset {offset}: {why}",
+                descriptor_type_label(d[1])
+            ),
+            action: action.clone(),
+        });
+        if action != Action::Skipped {
+            self.add_raw(offset, d);
+        }
+        self.prev_type = d[1];
+        Ok(())
+    }
+
     fn misplaced(&self, offset: usize, descriptor_type: u8, why: &str) -> DescriptorError {
         DescriptorError::Misplaced {
             context: self.ctx.clone(),
@@ -266,11 +318,40 @@ impl ConfigurationWalk {
 
     /// The checks that need the whole configuration: alternate settings and
     /// their endpoints, interface numbers, then interface associations.
-    fn finish(self) -> Result<Configuration, DescriptorError> {
+    fn finish(mut self) -> Result<Configuration, DescriptorError> {
         let ctx = &self.ctx;
-        let seen = check_alternate_settings(ctx, &self.cfg.interfaces, &self.declared_endpoints, self.speed)?;
-        let numbers = check_interface_numbers(ctx, self.cfg.num_interfaces, &seen)?;
-        check_associations(ctx, &self.cfg.iads, &self.iad_offsets, &numbers)?;
+        if self.policy == DescriptorPolicy::Strict {
+            let seen =
+                check_alternate_settings(ctx, &self.cfg.interfaces, &self.declared_endpoints, self.speed)?;
+            let numbers = check_interface_numbers(ctx, self.cfg.num_interfaces, &seen)?;
+            check_associations(ctx, &self.cfg.iads, &self.iad_offsets, &numbers)?;
+            return Ok(self.cfg);
+        }
+        let mut defects = std::mem::take(&mut self.cfg.defects);
+        usbcore::fix_interfaces(
+            ctx,
+            &mut self.cfg.interfaces,
+            &self.declared_endpoints,
+            self.cfg.num_interfaces,
+            self.speed,
+            &mut usbcore::Defects { list: &mut defects },
+        );
+        // usbcore keeps interface associations as they are; a driver that
+        // reads a bad one copes or fails on its own.
+        let numbers = self.cfg.interfaces.iter().map(|i| i.number).collect();
+        if let Err(e) = check_associations(ctx, &self.cfg.iads, &self.iad_offsets, &numbers) {
+            let problem = e.to_string();
+            let problem = problem
+                .strip_prefix(&format!("{ctx}: "))
+                .unwrap_or(&problem)
+                .to_string();
+            defects.push(Defect {
+                context: ctx.clone(),
+                problem,
+                action: Action::Accepted,
+            });
+        }
+        self.cfg.defects = defects;
         Ok(self.cfg)
     }
 }

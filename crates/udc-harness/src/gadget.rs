@@ -79,6 +79,9 @@ pub enum Malformation {
     ZeroLengthDescriptor,
     /// The first endpoint's wMaxPacketSize is above its speed's limit.
     MaxPacketTooLarge,
+    /// The first endpoint's wMaxPacketSize is 0 (as tools/usb/ffs-test.c
+    /// leaves its full-speed endpoints for the kernel to fill in).
+    MaxPacketZero,
     /// SuperSpeed endpoints come without their companion descriptors.
     MissingSsCompanion,
     /// The first endpoint's address is this value instead.
@@ -396,6 +399,9 @@ impl FakeGadget {
                 } else {
                     128
                 };
+            }
+            if first && self.has(&Malformation::MaxPacketZero) {
+                mp = 0;
             }
             let mut addr = ep.addr;
             if first {

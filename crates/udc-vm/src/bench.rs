@@ -4,7 +4,6 @@
 //! and an SVG plot of throughput per buffer size (docs/vm-tier.md).
 
 use std::fmt::Write as _;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -460,35 +459,6 @@ pub fn svg(r: &Report, title: &str) -> String {
     s
 }
 
-/// Copies the guest tool's progress lines from the results port to stderr
-/// while the guest runs (stdout is for the table).
-fn progress(results: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut pos = 0u64;
-        let mut partial = String::new();
-        loop {
-            let last = stop.load(Ordering::SeqCst);
-            if let Ok(mut f) = std::fs::File::open(&results) {
-                let mut buf = Vec::new();
-                if f.seek(SeekFrom::Start(pos)).is_ok() && f.read_to_end(&mut buf).is_ok() {
-                    pos += buf.len() as u64;
-                    partial.push_str(&String::from_utf8_lossy(&buf));
-                    while let Some(end) = partial.find('\n') {
-                        let line: String = partial.drain(..=end).collect();
-                        if line.starts_with("udc-gadget") {
-                            eprint!("{line}");
-                        }
-                    }
-                }
-            }
-            if last {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
-}
-
 fn write_file(path: &Path, data: &str) -> Result<(), Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
@@ -504,7 +474,18 @@ pub fn run(a: &VmArgs, b: &BenchArgs) -> Result<ExitCode, crate::Error> {
 
     let stop = Arc::new(AtomicBool::new(false));
     // vm::boot names the results port's file so inside --out.
-    let tail = progress(o.out.join("results.ktap"), stop.clone());
+    // The guest tool's progress lines to stderr while the guest runs
+    // (stdout is for the table).
+    let tail = vm::follow_lines(
+        o.out.join("results.ktap"),
+        stop.clone(),
+        Duration::from_millis(200),
+        |l| {
+            if l.starts_with("udc-gadget") {
+                eprint!("{l}");
+            }
+        },
+    );
     let booted = vm::boot(&o, &Mode::Script(b.guest_command()));
     stop.store(true, Ordering::SeqCst);
     let _ = tail.join();

@@ -54,8 +54,9 @@ pub fn render(
         x += "  </properties>\n";
     }
     for c in cases {
+        let time = c.seconds.map(|t| format!(" time=\"{t:.3}\"")).unwrap_or_default();
         x += &format!(
-            "  <testcase classname=\"{}\" name=\"{}\">",
+            "  <testcase classname=\"{}\" name=\"{}\"{time}>",
             esc(&c.suite),
             esc(&c.name)
         );
@@ -89,12 +90,14 @@ mod tests {
                 name: "a".into(),
                 outcome: Outcome::Pass,
                 diagnostics: vec![],
+                seconds: Some(1.25),
             },
             Case {
                 suite: "s".into(),
                 name: "b<&>".into(),
                 outcome: Outcome::Fail,
                 diagnostics: vec!["x < y".into()],
+                seconds: None,
             },
         ];
         let x = render(
@@ -106,6 +109,14 @@ mod tests {
         );
         assert!(x.contains("<property name=\"f_fs\" value=\"stock &lt;x&gt;\"/>"));
         assert!(x.contains("tests=\"2\" failures=\"1\""));
+        assert!(
+            x.contains("<testcase classname=\"s\" name=\"a\" time=\"1.250\">"),
+            "{x}"
+        );
+        assert!(
+            x.contains("<testcase classname=\"s\" name=\"b&lt;&amp;&gt;\">"),
+            "no time when the guest gave none"
+        );
         assert!(x.contains("name=\"b&lt;&amp;&gt;\""));
         assert!(x.contains("<failure message=\"x &lt; y\">x &lt; y</failure>"));
         assert!(x.contains("log \u{241b}[0m"));
@@ -124,6 +135,7 @@ mod tests {
             name: format!("n{nasty}"),
             outcome: Outcome::Fail,
             diagnostics: vec![format!("d{nasty}")],
+            seconds: None,
         }];
         let x = render(
             "udc-vm",

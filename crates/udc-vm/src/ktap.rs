@@ -10,13 +10,16 @@ pub enum Outcome {
     Skip(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Case {
     pub suite: String,
     pub name: String,
     pub outcome: Outcome,
     /// `#` lines printed before the result.
     pub diagnostics: Vec<String>,
+    /// How long the case ran, where the guest tool said (its `# duration:`
+    /// line, taken out of the diagnostics).
+    pub seconds: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +45,18 @@ pub struct Report {
 /// The guest tool's diagnostics the runner reads rather than shows.
 pub const PLAN_PREFIX: &str = "plan: ";
 pub const STOPPED_PREFIX: &str = "udc-gadget: stopped after ";
+/// A case's run time (`duration: 1.234s`), taken into [`Case::seconds`].
+pub const DURATION_PREFIX: &str = "duration: ";
+
+/// The skips among `cases` that no other suite of the run made up for: a
+/// case one controller's boot skips (it needs the other kind) counts as
+/// skipped only when no boot ran it. A skip is never a pass.
+pub fn uncovered_skips(cases: &[Case]) -> impl Iterator<Item = &Case> {
+    let skip = |c: &Case| matches!(c.outcome, Outcome::Skip(_));
+    cases
+        .iter()
+        .filter(move |c| skip(c) && !cases.iter().any(|o| o.name == c.name && !skip(o)))
+}
 
 impl Report {
     pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
@@ -124,7 +139,9 @@ pub fn parse(text: &str) -> Report {
                 diags.push(d.to_string());
             } else if let Some((ok, _, name, directive)) = result_line(inner) {
                 let outcome = match directive {
-                    Some(d) if d.to_ascii_uppercase().starts_with("SKIP") => Outcome::Skip(d),
+                    Some(d) if d.to_ascii_uppercase().starts_with("SKIP") => {
+                        Outcome::Skip(d[4..].trim().to_string())
+                    }
                     _ if ok => Outcome::Pass,
                     _ => Outcome::Fail,
                 };
@@ -133,6 +150,7 @@ pub fn parse(text: &str) -> Report {
                     name,
                     outcome,
                     diagnostics: std::mem::take(&mut diags),
+                    seconds: None,
                 });
             } else if let Some((name, outcome)) = cargo_line(inner) {
                 leaves.push(Case {
@@ -140,6 +158,7 @@ pub fn parse(text: &str) -> Report {
                     name,
                     outcome,
                     diagnostics: Vec::new(),
+                    seconds: None,
                 });
             } else if inner.starts_with("---- ") || inner.starts_with("thread ") || inner.contains("panicked")
             {
@@ -156,7 +175,9 @@ pub fn parse(text: &str) -> Report {
             let failed_leaves = leaves.iter().any(|c| c.outcome == Outcome::Fail);
             if leaves.is_empty() {
                 let outcome = match directive {
-                    Some(d) if d.to_ascii_uppercase().starts_with("SKIP") => Outcome::Skip(d),
+                    Some(d) if d.to_ascii_uppercase().starts_with("SKIP") => {
+                        Outcome::Skip(d[4..].trim().to_string())
+                    }
                     _ if ok => Outcome::Pass,
                     _ => Outcome::Fail,
                 };
@@ -165,6 +186,7 @@ pub fn parse(text: &str) -> Report {
                     name: suite.clone(),
                     outcome,
                     diagnostics: std::mem::take(&mut diags),
+                    seconds: None,
                 });
             } else if !ok && !failed_leaves {
                 // The suite failed although each case it reported passed:
@@ -174,6 +196,7 @@ pub fn parse(text: &str) -> Report {
                     name: format!("{suite} (exit status)"),
                     outcome: Outcome::Fail,
                     diagnostics: std::mem::take(&mut diags),
+                    seconds: None,
                 });
             }
             for mut c in leaves.drain(..) {
@@ -194,7 +217,27 @@ pub fn parse(text: &str) -> Report {
     report.suites_planned = plan;
     report.suites_reported = top_results;
     report.unfinished = leaves;
+    for c in report.cases.iter_mut().chain(report.unfinished.iter_mut()) {
+        take_duration(c);
+    }
     report
+}
+
+/// The guest tool's `# duration: 1.234s` line of a case, from its
+/// diagnostics into [`Case::seconds`].
+fn take_duration(c: &mut Case) {
+    let found = c.diagnostics.iter().enumerate().find_map(|(i, d)| {
+        let secs = d
+            .strip_prefix(DURATION_PREFIX)?
+            .strip_suffix('s')?
+            .parse::<f64>()
+            .ok()?;
+        Some((i, secs))
+    });
+    if let Some((i, secs)) = found {
+        c.diagnostics.remove(i);
+        c.seconds = Some(secs);
+    }
 }
 
 impl Report {
@@ -240,6 +283,32 @@ mod tests {
             ("udc-gadget", "bulk-out-read")
         );
         assert_eq!(bad.diagnostics, vec!["OUT 1 byte: data differs".to_string()]);
+    }
+
+    #[test]
+    fn durations_become_times_and_skips_count_where_no_boot_ran_them() {
+        let boot = |suite: &str, skipped: &str, ran: &str| {
+            format!(
+                "KTAP version 1\n1..1\n    KTAP version 1\n    1..2\n    ok 1 {skipped} # SKIP needs sg\n\
+                 \x20   # plan: {ran}\n    # duration: 1.500s\n    # EIO\n    not ok 2 {ran}\nnot ok 1 {suite}\n"
+            )
+        };
+        let r = parse(&boot("udc-gadget", "dmabuf-x", "attach-refused"));
+        let ran = &r.cases[1];
+        assert_eq!(
+            (ran.seconds, ran.diagnostics.clone()),
+            (Some(1.5), vec!["EIO".to_string()])
+        );
+        assert_eq!(r.cases[0].outcome, Outcome::Skip("needs sg".into()));
+        assert_eq!(r.cases[0].seconds, None);
+        assert_eq!(uncovered_skips(&r.cases).count(), 1, "skipped, and no other boot");
+        let mut both = r.cases.clone();
+        both.extend(parse(&boot("udc-gadget (no sg)", "attach-refused", "dmabuf-x")).cases);
+        assert_eq!(
+            uncovered_skips(&both).count(),
+            0,
+            "each boot ran what the other skipped"
+        );
     }
 
     #[test]

@@ -10,8 +10,7 @@
 //! unless the soak ran its time with both of those at zero.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -119,34 +118,6 @@ pub fn faults_in_daemon_log(log: &str) -> BTreeMap<String, u64> {
     m
 }
 
-/// Copies the guest's `soak:` lines to stderr as they arrive.
-fn progress(results: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut pos = 0u64;
-        let mut partial = String::new();
-        loop {
-            let last = stop.load(Ordering::SeqCst);
-            if let Ok(mut f) = std::fs::File::open(&results) {
-                let mut buf = Vec::new();
-                if f.seek(SeekFrom::Start(pos)).is_ok() && f.read_to_end(&mut buf).is_ok() {
-                    pos += buf.len() as u64;
-                    partial.push_str(&String::from_utf8_lossy(&buf));
-                    while let Some(end) = partial.find('\n') {
-                        let line: String = partial.drain(..=end).collect();
-                        if line.starts_with("soak: ") || line.starts_with("udc-gadget") {
-                            eprint!("udc-vm: guest {line}");
-                        }
-                    }
-                }
-            }
-            if last {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    })
-}
-
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
@@ -174,7 +145,17 @@ pub fn run(a: &VmArgs, s: &SoakArgs) -> Result<ExitCode, Error> {
     );
 
     let stop = Arc::new(AtomicBool::new(false));
-    let tail = progress(o.out.join("results.ktap"), stop.clone());
+    // The guest's `soak:` lines to stderr as they arrive.
+    let tail = vm::follow_lines(
+        o.out.join("results.ktap"),
+        stop.clone(),
+        Duration::from_millis(500),
+        |l| {
+            if l.starts_with("soak: ") || l.starts_with("udc-gadget") {
+                eprint!("udc-vm: guest {l}");
+            }
+        },
+    );
     let booted = vm::boot(&o, &Mode::Script(cmd + "\n"));
     stop.store(true, Ordering::SeqCst);
     let _ = tail.join();
@@ -325,6 +306,7 @@ pub fn run(a: &VmArgs, s: &SoakArgs) -> Result<ExitCode, Error> {
                 Outcome::Fail
             },
             diagnostics: why.clone(),
+            seconds: None,
         },
         Case {
             suite: "udc-vm".into(),
@@ -335,6 +317,7 @@ pub fn run(a: &VmArgs, s: &SoakArgs) -> Result<ExitCode, Error> {
                 Outcome::Fail
             },
             diagnostics: warnings.clone(),
+            seconds: None,
         },
     ];
     if let Some(p) = &f.privileges {

@@ -321,6 +321,7 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
                 name: running,
                 outcome: Outcome::Fail,
                 diagnostics,
+                seconds: None,
             });
         }
         // The guest test binaries ran when every suite reported.
@@ -353,6 +354,7 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
                 Outcome::Fail
             },
             diagnostics: outside,
+            seconds: None,
         });
         if let Some(p) = &f.privileges {
             cases.push(unprivileged_case(p, n));
@@ -449,8 +451,26 @@ pub fn unprivileged_case(p: &crate::user::Privileges, boot: usize) -> Case {
             Outcome::Fail
         },
         diagnostics,
+        seconds: None,
     }
 }
+
+/// The skipped cases this run should have run: those no other boot ran
+/// (`ktap::uncovered_skips`), less those skipped for needing a controller
+/// the run was told not to boot (`--controller sg` leaves out the cases
+/// for one without scatter-gather on purpose).
+pub fn holes(cases: &[Case], controller: Controllers) -> Vec<&Case> {
+    ktap::uncovered_skips(cases)
+        .filter(|c| {
+            let for_other_controller =
+                matches!(&c.outcome, Outcome::Skip(why) if why.starts_with(NEEDS_PREFIX));
+            controller == Controllers::Both || !for_other_controller
+        })
+        .collect()
+}
+
+/// How the guest tool says a case needs the other kind of controller.
+const NEEDS_PREFIX: &str = "needs a controller";
 
 /// Runs the suite on each controller asked for.
 pub fn collect(o: &VmOptions, a: &TestArgs) -> Result<Results, Error> {
@@ -503,9 +523,13 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
                 name: "run".into(),
                 outcome: Outcome::Fail,
                 diagnostics: vec![e.clone()],
+                seconds: None,
             });
         }
-        let props = [("f_fs", o.ffs.summary()), ("kernel", o.image.release.clone())];
+        let mut props = vec![("f_fs", o.ffs.summary()), ("kernel", o.image.release.clone())];
+        if let Some(seed) = o.inject_seed {
+            props.push(("injection seed", seed.to_string()));
+        }
         let xml = junit::render("udc-vm", &cases, all.seconds, &all.console_tail, &props);
         std::fs::write(path, xml).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         eprintln!("udc-vm: JUnit XML: {}", path.display());
@@ -543,11 +567,31 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
         .iter()
         .filter(|c| c.diagnostics.iter().any(|d| d.starts_with("failed as expected")))
         .count();
+    let holes = holes(&report.cases, a.controller).len();
+    let uncovered = ktap::uncovered_skips(&report.cases).count();
+    let mut others = Vec::new();
+    if report.skipped() > uncovered {
+        others.push(format!(
+            "{} skipped by one controller, run by the other",
+            report.skipped() - uncovered
+        ));
+    }
+    if uncovered > holes {
+        others.push(format!(
+            "{} for the controller --controller left out",
+            uncovered - holes
+        ));
+    }
     println!(
-        "udc-vm: {} passed, {} failed, {} skipped{}",
+        "udc-vm: {} passed, {} failed, {} skipped{}{}",
         report.passed(),
         report.failed(),
-        report.skipped(),
+        holes,
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", others.join("; "))
+        },
         if expected > 0 {
             format!(" ({expected} of the passed failed as expected)")
         } else {
@@ -558,15 +602,17 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
     if let (Some(seed), true) = (o.inject_seed, report.failed() > 0) {
         println!("udc-vm: injection seed {seed}: run again with --seed {seed} to reproduce");
     }
-    // A skipped case is not a pass: the suite must run whole. With --ktap
-    // the status is kselftest's (4 for skips), for the CI that reads it.
+    // A skipped case is not a pass: the suite must run whole (a case one
+    // controller skips must run on the other). With --ktap the status is
+    // kselftest's (4 for skips), for the CI that reads it.
     if a.ktap.is_some() {
         return Ok(ExitCode::from(crate::ktap_write::exit_status(
             &report.cases,
             &report.errors,
+            holes,
         )));
     }
-    Ok(if report.failed() == 0 && report.skipped() == 0 {
+    Ok(if report.failed() == 0 && holes == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -626,7 +672,24 @@ mod tests {
             name: name.into(),
             outcome,
             diagnostics: vec![diag.into()],
+            seconds: None,
         }
+    }
+
+    #[test]
+    fn a_skip_is_a_hole_unless_another_boot_ran_it_or_its_controller_was_not_asked_for() {
+        let skip = |name: &str, why: &str| Case {
+            outcome: Outcome::Skip(why.into()),
+            ..case(name, Outcome::Pass, "")
+        };
+        let needs_no_sg = skip("attach-refused", "needs a controller without scatter-gather");
+        let ignored = skip("t", "ignored");
+        let cases = [needs_no_sg.clone(), ignored.clone(), case("x", Outcome::Pass, "")];
+        assert_eq!(holes(&cases, Controllers::Both), [&needs_no_sg, &ignored]);
+        assert_eq!(holes(&cases, Controllers::Sg), [&ignored]);
+        let mut ran = cases.to_vec();
+        ran.push(case("attach-refused", Outcome::Pass, ""));
+        assert_eq!(holes(&ran, Controllers::Both), [&ignored]);
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -460,6 +462,39 @@ pub fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Follows a file the guest writes through QEMU (the results port) while
+/// it runs, giving each whole line to `each` every `every`; once `stop` is
+/// set it reads what is left and ends.
+pub fn follow_lines(
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+    each: impl Fn(&str) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut pos = 0u64;
+        let mut partial = String::new();
+        loop {
+            let last = stop.load(Ordering::SeqCst);
+            if let Ok(mut f) = File::open(&path) {
+                let mut buf = Vec::new();
+                if f.seek(SeekFrom::Start(pos)).is_ok() && f.read_to_end(&mut buf).is_ok() {
+                    pos += buf.len() as u64;
+                    partial.push_str(&String::from_utf8_lossy(&buf));
+                    while let Some(end) = partial.find('\n') {
+                        let line: String = partial.drain(..=end).collect();
+                        each(&line);
+                    }
+                }
+            }
+            if last {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    })
 }
 
 /// Copies what was appended to a file since `pos` to stdout.

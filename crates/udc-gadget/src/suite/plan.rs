@@ -110,6 +110,11 @@ const CASES: &[Case] = &[
         findings::rw_large_under_swiotlb,
     ),
     on_request(
+        "ffs-detach-leaves-mapping",
+        Needs::Sg,
+        findings::detach_leaves_mapping,
+    ),
+    on_request(
         "ffs-rw-above-4mib-without-sg",
         Needs::NoSg,
         findings::rw_above_4mib_without_sg,

@@ -4,7 +4,7 @@
 //! and each case's start and failure in the kernel log.
 
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{all, Case};
 use crate::error::Error;
@@ -42,8 +42,8 @@ const CATALOGUE: &str = "catalogue";
 const STOPPED: u8 = 4;
 
 /// Runs `cases`, less those the controller cannot run (a DMABUF case on a
-/// controller without scatter-gather, say), which leave the plan with a
-/// diagnostic saying why: the runner boots a controller of each kind.
+/// controller without scatter-gather, say), which are KTAP skips saying
+/// why: the runner boots a controller of each kind.
 ///
 /// The plan's case names come first as a `# plan:` diagnostic, and each
 /// case's start goes to the kernel log (`udc-gadget: case NAME`), so that
@@ -63,14 +63,12 @@ pub fn run_suite(ctx: Result<Ctx, Error>, cases: Vec<&Case>, stop_on_failure: bo
         Some(sg) => cases.into_iter().partition(|c| c.needs.admits(sg)),
         None => (cases, Vec::new()),
     };
-    let mut ktap = Ktap::start(cases.len());
+    let mut ktap = Ktap::start(left_out.len() + cases.len());
     for c in &left_out {
-        ktap.diag(&format!(
-            "not in this plan: {} needs {}",
-            c.name,
-            c.needs.describe()
-        ));
+        ktap.skip(c.name, &format!("needs {}", c.needs.describe()));
     }
+    // The cases that run, for the runner: it goes on from the first
+    // without a result in a fresh guest.
     ktap.diag(&format!(
         "plan: {}",
         cases.iter().map(|c| c.name).collect::<Vec<_>>().join(",")
@@ -106,10 +104,12 @@ pub fn run_suite(ctx: Result<Ctx, Error>, cases: Vec<&Case>, stop_on_failure: bo
             }
             said.set(true);
         };
+        let started = Instant::now();
         let outcome = match ctx.as_mut() {
             None => Outcome::Fail("no control channel to the host side".into()),
             Some(ctx) => run_case(ctx, c.run, &say_failed),
         };
+        let took = started.elapsed();
         if let Some(ctx) = ctx.as_mut() {
             for n in ctx.notes.drain(..) {
                 ktap.diag(&n);
@@ -119,7 +119,7 @@ pub fn run_suite(ctx: Result<Ctx, Error>, cases: Vec<&Case>, stop_on_failure: bo
             say_failed(why);
         }
         let failed = matches!(outcome, Outcome::Fail(_));
-        ktap.result(c.name, &outcome);
+        ktap.result(c.name, &outcome, took);
         if let (true, Some(stop)) = (failed, &stop) {
             ktap.diag(stop);
             return ExitCode::from(STOPPED);
