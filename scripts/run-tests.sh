@@ -183,11 +183,8 @@ vm "stock f_fs: the DMABUF lifecycle matrix (6 orderings oops)" --speed super --
     "${null_deref[@]}" --out target/vm/stock-lifecycle --junit target/vm/stock-lifecycle.xml
 vm "f_fs with the fix series, swiotlb=force: the scatter-gather catalogue" --speed super --controller sg \
     --coherency swiotlb "${series[@]}" "${udmabuf_sync[@]}" --out target/vm/fixed-swiotlb --junit target/vm/fixed-swiotlb.xml
-# 0006's bug needs 0002's syncs to show: the run without it has the rest.
-vm "f_fs with 0001-0005, swiotlb=force: DETACH leaves the mapping, later OUT data stale" --speed super \
-    --controller sg --coherency swiotlb "${series[@]:0:10}" --filter ffs-detach-leaves-mapping \
-    --expect-fail 'ffs-detach-leaves-mapping:read back stale data' \
-    --out target/vm/stock-detach --junit target/vm/stock-detach.xml
+# 0006's reproducer is not run without 0006 here: whether DETACH beats the
+# completion's work item is up to the guest's scheduler (docs/kernel-bugs.md).
 vm "f_fs with the fix series, swiotlb=force: large read/write, DETACH unmaps" --speed super --controller sg --coherency swiotlb \
     "${series[@]}" --filter ffs-rw-large,ffs-detach-leaves-mapping --out target/vm/fixed-swiotlb-rw --junit target/vm/fixed-swiotlb-rw.xml
 vm "f_fs with the fix series, poisoned frees: the fence and the lifecycle matrix" --speed super --controller sg \
