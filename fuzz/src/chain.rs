@@ -31,6 +31,7 @@ use vmm_sys_util::epoll::EventSet;
 
 use crate::descriptors::SPEEDS;
 use crate::device_ops::{address, injection, request_bytes, xfer_bytes, EPS, REGIONS};
+use crate::script::Script;
 use crate::Input;
 
 /// Entries per queue: small, so the rings wrap and fill.
@@ -572,7 +573,7 @@ fn session(data: &[u8]) -> u64 {
 /// Sessions through the transport: configured, requests posted (cut over
 /// descriptors, indirect), host transfers, commands, event buffers.
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
-    use crate::seeds::Script;
+    use crate::device_ops::XferScript;
     let start = || {
         let mut s = Script::default();
         // SuperSpeed controller, the full segment limit; configured at high

@@ -27,6 +27,7 @@ use vm_memory::{
 };
 
 use crate::descriptors::SPEEDS;
+use crate::script::Script;
 use crate::Input;
 
 /// Guest memory: two regions with a hole between them, as below 4 GiB.
@@ -611,8 +612,25 @@ fn session(data: &[u8]) -> u64 {
 
 /// Inputs that configure the bus and move data both ways, cancel, hold,
 /// delay, halt and reset.
+/// A transfer request in a seed script, as [`xfer_bytes`] decodes it.
+pub(crate) trait XferScript {
+    /// `ep` with one segment of `length` bytes at `addr` in region 0.
+    fn xfer(&mut self, ep: u8, zero: bool, length: u16, addr: u16) -> &mut Self;
+}
+
+impl XferScript for Script {
+    fn xfer(&mut self, ep: u8, zero: bool, length: u16, addr: u16) -> &mut Self {
+        self.u8(1).pick(&EPS, ep);
+        self.u8(if zero { 0 } else { 2 });
+        self.u8(2).u16(length);
+        if length == 0 {
+            return self.u8(0).u8(1);
+        }
+        self.u8(1).u8(0).u16(addr).u8(1).u16(length).u8(1)
+    }
+}
+
 pub fn seeds() -> Vec<(String, Vec<u8>)> {
-    use crate::seeds::Script;
     // SuperSpeed controller with remote wakeup; a session at high speed.
     let start = || {
         let mut s = Script::default();

@@ -18,6 +18,7 @@ pub mod control_line;
 pub mod descriptors;
 pub mod device_ops;
 mod input;
+pub mod script;
 pub mod seeds;
 
 pub use input::Input;

@@ -15,44 +15,6 @@ pub fn for_target(target: &str) -> Vec<(String, Vec<u8>)> {
     }
 }
 
-/// Bytes for the decoders of [`crate::Input`]: what a target reads with
-/// `u8`, `u16` and `pick` written in the same order.
-#[derive(Default)]
-pub struct Script(pub Vec<u8>);
-
-impl Script {
-    pub fn u8(&mut self, b: u8) -> &mut Self {
-        self.0.push(b);
-        self
-    }
-
-    pub fn u16(&mut self, v: u16) -> &mut Self {
-        self.0.extend(v.to_le_bytes());
-        self
-    }
-
-    /// A `pick` of `choice` from `choices`.
-    pub fn pick<T: PartialEq>(&mut self, choices: &[T], choice: T) -> &mut Self {
-        let i = choices
-            .iter()
-            .position(|c| *c == choice)
-            .expect("a choice of the list");
-        self.u8(i as u8)
-    }
-
-    /// A transfer request as [`crate::device_ops::xfer_bytes`] decodes it:
-    /// `ep` with one segment of `length` bytes at `addr` in region 0.
-    pub fn xfer(&mut self, ep: u8, zero: bool, length: u16, addr: u16) -> &mut Self {
-        self.u8(1).pick(&crate::device_ops::EPS, ep);
-        self.u8(if zero { 0 } else { 2 });
-        self.u8(2).u16(length);
-        if length == 0 {
-            return self.u8(0).u8(1);
-        }
-        self.u8(1).u8(0).u16(addr).u8(1).u16(length).u8(1)
-    }
-}
-
 // ---- USB descriptors, as a Linux gadget sends them ----
 
 const DT_DEVICE: u8 = 1;
