@@ -121,26 +121,36 @@ fn malformed_descriptors_are_named_in_the_log_and_status() {
     ];
     for (m, word) in cases {
         let d = Daemon::start(&["--speed", "high", "--strict-descriptors"]);
-        let mut h = d.harness();
-        let mut g = FakeGadget::new().with_malformation(m.clone());
-        h.pullup(true).unwrap();
-        let mut ctl = d.ctl();
-        let start = Instant::now();
-        let err = loop {
-            g.run_for(&mut h, Duration::from_millis(50)).unwrap();
-            let st = ctl.ok(json!({"op": "status"}));
-            if let Some(e) = st["host"]["last_error"].as_str() {
-                break e.to_string();
-            }
-            assert!(
-                start.elapsed() < T,
-                "{m:?}: enumeration neither failed nor finished"
-            );
-        };
+        let st = enumeration_outcome(&d, &m);
+        let err = st["host"]["last_error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{m:?}: enumerated: {st}"))
+            .to_string();
         assert!(err.contains(word), "{m:?}: error does not name {word}: {err}");
         assert!(
             d.log_text().contains(word),
             "{m:?}: the daemon log does not name {word}"
+        );
+    }
+}
+
+/// Pulls up a gadget with malformation `m` on `d` and runs it until the
+/// host has enumerated it or given up; returns `status` then.
+fn enumeration_outcome(d: &Daemon, m: &Malformation) -> serde_json::Value {
+    let mut h = d.harness();
+    let mut g = FakeGadget::new().with_malformation(m.clone());
+    h.pullup(true).unwrap();
+    let mut ctl = d.ctl();
+    let start = Instant::now();
+    loop {
+        g.run_for(&mut h, Duration::from_millis(50)).unwrap();
+        let st = ctl.ok(json!({"op": "status"}));
+        if !st["host"]["last_error"].is_null() || !st["host"]["enumerated"].is_null() {
+            return st;
+        }
+        assert!(
+            start.elapsed() < T,
+            "{m:?}: enumeration neither failed nor finished"
         );
     }
 }
@@ -184,22 +194,7 @@ fn descriptor_defects_are_taken_as_usbcore_takes_them() {
                 args.push("--strict-descriptors");
             }
             let d = Daemon::start(&args);
-            let mut h = d.harness();
-            let mut g = FakeGadget::new().with_malformation(m.clone());
-            h.pullup(true).unwrap();
-            let mut ctl = d.ctl();
-            let start = Instant::now();
-            let st = loop {
-                g.run_for(&mut h, Duration::from_millis(50)).unwrap();
-                let st = ctl.ok(json!({"op": "status"}));
-                if !st["host"]["last_error"].is_null() || !st["host"]["enumerated"].is_null() {
-                    break st;
-                }
-                assert!(
-                    start.elapsed() < T,
-                    "{m:?} at {speed}: enumeration neither failed nor finished"
-                );
-            };
+            let st = enumeration_outcome(&d, &m);
             let host = &st["host"];
             if strict {
                 assert!(host["enumerated"].is_null(), "{m:?} at {speed}, strict: {host}");
