@@ -67,6 +67,13 @@ pub struct Cli {
     #[arg(long, value_name = "BYTES", default_value_t = crate::capture::DEFAULT_SNAPLEN)]
     pub pcap_snaplen: u32,
 
+    /// Export the gadget over USB/IP (docs/usbip.md) on a Unix socket
+    /// (`unix:PATH`, or a path) or a TCP port on a loopback address
+    /// (`127.0.0.1:3240`, or a bare port): vhci_hcd (`usbip attach`)
+    /// imports it, and the built-in host stands aside while it does.
+    #[arg(long, value_name = "ADDR")]
+    pub usbip_listen: Option<crate::usbip::ListenAddr>,
+
     /// Serve one vhost-user connection and exit when it ends, instead of
     /// waiting for the frontend to reconnect.
     #[arg(long)]

@@ -4,7 +4,7 @@
 //! (control transfers, IN and OUT transfers) over the device model.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -33,6 +33,10 @@ pub enum HostError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("the device is in use by {0}: the built-in host has stepped aside")]
+    InUse(String),
+    #[error("handing the device over: SET_ADDRESS failed ({0:?})")]
+    Handover(UrbStatus),
 }
 
 /// The longest a control transfer may wait for the gadget: an hour, far
@@ -76,6 +80,9 @@ pub struct HostView {
     pub last_error: Option<String>,
     /// Enumerations started (successful or not).
     pub enumerations: u64,
+    /// The outside host that owns the device now (a USB/IP client), while
+    /// the built-in host stands aside.
+    pub owner: Option<String>,
 }
 
 pub struct Host {
@@ -170,14 +177,14 @@ impl Host {
 
     fn run(&self) {
         while !self.stop.load(Ordering::SeqCst) {
-            let auto = self.config().auto_enumerate;
+            let auto = self.config().auto_enumerate && self.owner().is_none();
             let (g, want) = self
                 .udc
                 .wait_until(Duration::from_millis(200), |d| auto && d.wants_enumeration());
             drop(g);
             // `auto` was read before the wait: a control-socket request may
             // have turned it off since (and its poke woke us). Ask again.
-            let want = want && self.config().auto_enumerate;
+            let want = want && self.config().auto_enumerate && self.owner().is_none();
             if want && !self.stop.load(Ordering::SeqCst) {
                 if let Err(e) = self.reset_and_enumerate() {
                     error!("host: enumeration failed: {e}");
@@ -186,8 +193,73 @@ impl Host {
         }
     }
 
+    /// The outside host that owns the device, if one does.
+    pub fn owner(&self) -> Option<String> {
+        self.view.lock().unwrap().owner.clone()
+    }
+
+    /// Refuses with [`HostError::InUse`] while an outside host owns the
+    /// device: what the built-in host would send could overtake its
+    /// transfers.
+    pub fn check_not_owned(&self) -> Result<(), HostError> {
+        match self.owner() {
+            Some(o) => Err(HostError::InUse(o)),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the device to an outside host (`who`, a USB/IP client): the
+    /// built-in host stops enumerating, and the bus is reset and the device
+    /// addressed as a hub port and the client's host controller would
+    /// (vhci_hcd answers SET_ADDRESS itself and never sends it). The client
+    /// reads the descriptors and configures the device. The bus speed.
+    pub fn hand_over(&self, who: &str) -> Result<Speed, HostError> {
+        {
+            let mut v = self.view.lock().unwrap();
+            if let Some(o) = &v.owner {
+                return Err(HostError::InUse(o.clone()));
+            }
+            v.owner = Some(who.to_string());
+        }
+        let cfg = self.config();
+        // Not in the match: the guard would live through it.
+        let reset = self.udc.lock().bus_reset(cfg.speed);
+        let result = match reset {
+            None => Err(HostError::NotPulledUp),
+            Some(speed) => {
+                thread::sleep(Duration::from_millis(10));
+                self.control(SetupPacket::set_address(cfg.address), Vec::new())
+                    .map(|_| speed)
+                    .map_err(HostError::Handover)
+            }
+        };
+        match &result {
+            Ok(speed) => info!(
+                "host: device handed over to {who} at {speed}, address {}",
+                cfg.address
+            ),
+            Err(_) => self.view.lock().unwrap().owner = None,
+        }
+        result
+    }
+
+    /// The outside host let go of the device: the built-in host takes it
+    /// back, enumerating it again (a replug) when it enumerates on its own.
+    pub fn take_back(&self) {
+        let Some(who) = self.view.lock().unwrap().owner.take() else {
+            return;
+        };
+        info!("host: {who} let go of the device");
+        if self.config().auto_enumerate && !self.stop.load(Ordering::SeqCst) {
+            if let Err(e) = self.reset_and_enumerate() {
+                warn!("host: enumeration after {who} let go failed: {e}");
+            }
+        }
+    }
+
     /// Resets the bus and enumerates the gadget, like plugging it in.
     pub fn reset_and_enumerate(&self) -> Result<Enumerated, HostError> {
+        self.check_not_owned()?;
         let cfg = self.config();
         let Some(speed) = self.udc.lock().bus_reset(cfg.speed) else {
             return Err(HostError::NotPulledUp);
@@ -274,14 +346,21 @@ impl Host {
 
     /// As [`Host::submit`], reusing `buf`'s allocation for IN data.
     pub fn submit_with_buffer(&self, ep: u8, kind: UrbKind, buf: Vec<u8>) -> (u64, Receiver<UrbResult>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = channel();
-        let mut urb = Urb::new(id, kind, tx).with_buffer(buf);
+        (self.submit_to(ep, kind, buf, tx), rx)
+    }
+
+    /// Queues a transfer whose result goes to `done` (a channel the caller
+    /// shares between many transfers, told apart by [`UrbResult::id`]);
+    /// the transfer's id.
+    pub fn submit_to(&self, ep: u8, kind: UrbKind, buf: Vec<u8>, done: Sender<UrbResult>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut urb = Urb::new(id, kind, done).with_buffer(buf);
         if let Some(cap) = self.capture() {
             urb = self.capture_urb(cap, ep, urb);
         }
         self.udc.lock().submit_urb(ep, urb);
-        (id, rx)
+        id
     }
 
     /// Writes a transfer's submission into the capture, and has its
@@ -324,6 +403,7 @@ impl Host {
                     }
                     Ok(r) => r,
                     Err(_) => UrbResult {
+                        id,
                         status: UrbStatus::Timeout,
                         data: Vec::new(),
                         actual: 0,

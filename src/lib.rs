@@ -16,6 +16,7 @@
 //! - [`traffic`]: host-side traffic streams; [`control`]: the control socket;
 //! - [`zerocopy`]: host DMABUFs over guest pages; [`config`]: the TOML file.
 //! - [`log_limit`]: rate limits for log lines a guest can trigger.
+//! - [`usbip`]: the USB/IP server that exports the gadget to an outside host.
 
 pub mod capture;
 pub mod cli;
@@ -34,6 +35,7 @@ pub mod socket_path;
 pub mod traffic;
 pub mod udc;
 pub mod usb;
+pub mod usbip;
 pub mod vhu_udc;
 pub mod wire;
 pub mod zerocopy;

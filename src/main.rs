@@ -20,6 +20,7 @@ use vhost_device_udc::host::Host;
 use vhost_device_udc::socket_path::{claim_socket_path, listener_from_fd, SocketFdError, SocketPathError};
 use vhost_device_udc::traffic::Traffic;
 use vhost_device_udc::udc::Udc;
+use vhost_device_udc::usbip::UsbipServer;
 use vhost_device_udc::vhu_udc::{VhostUserUdcBackend, VringRings};
 use vhost_device_udc::zerocopy;
 
@@ -51,6 +52,8 @@ enum Error {
     Daemon(vhost_user_backend::Error),
     #[error("cannot accept a vhost-user connection: {0}")]
     Accept(vhost_user_backend::Error),
+    #[error("--usbip-listen: {0}")]
+    Usbip(vhost_device_udc::usbip::StartError),
 }
 
 fn main() -> ExitCode {
@@ -93,7 +96,15 @@ fn run(cli: Cli) -> Result<(), Error> {
     let control_policy = ControlPolicy::try_from(cli.control).map_err(Error::ControlOptions)?;
 
     // First, before any thread exists: the signal mask is inherited.
-    spawn_signal_thread(vec![cli.socket_path.clone(), cli.control_socket.clone()]);
+    let usbip_path = match &cli.usbip_listen {
+        Some(vhost_device_udc::usbip::ListenAddr::Unix(p)) => Some(p.clone()),
+        _ => None,
+    };
+    spawn_signal_thread(vec![
+        cli.socket_path.clone(),
+        cli.control_socket.clone(),
+        usbip_path,
+    ]);
     zerocopy::report_availability();
 
     let udc = Udc::new(ctrl.clone(), Box::<VringRings>::default());
@@ -119,6 +130,10 @@ fn run(cli: Cli) -> Result<(), Error> {
                 }
             })?,
         ),
+        None => None,
+    };
+    let _usbip = match &cli.usbip_listen {
+        Some(a) => Some(UsbipServer::start(a, host.clone()).map_err(Error::Usbip)?),
         None => None,
     };
     host.spawn();

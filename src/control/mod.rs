@@ -528,14 +528,20 @@ fn handle(
             index,
             length,
             data,
-        } => control(request_type, request, value, index, length, data, host),
+        } => {
+            host.check_not_owned()?;
+            control(request_type, request, value, index, length, data, host)
+        }
         Request::Transfer {
             ep,
             length,
             data,
             zlp,
             timeout_ms,
-        } => transfer(ep, length, data, zlp, timeout_ms, host),
+        } => {
+            host.check_not_owned()?;
+            transfer(ep, length, data, zlp, timeout_ms, host)
+        }
         Request::StreamStart {
             ep,
             pattern,
@@ -545,6 +551,7 @@ fn handle(
             count,
             zlp,
         } => {
+            host.check_not_owned()?;
             if let Some(p) = &pattern {
                 policy.check_source(p)?;
             }
@@ -716,6 +723,7 @@ fn status(host: &Host) -> Result<Value, RequestError> {
         "host": {
             "config": host_config_json(host),
             "enumerations": view.enumerations,
+            "owner": view.owner,
             "enumerated": summary,
             "last_error": view.last_error,
         },
@@ -863,6 +871,7 @@ fn bus(action: String, host: &Host) -> Result<Value, RequestError> {
             return Ok(json!({"ok": true, "changed": true, "enumerated": e}));
         }
         "reset" => {
+            host.check_not_owned()?;
             let speed = host.config().speed;
             udc.lock().bus_reset(speed).is_some()
         }

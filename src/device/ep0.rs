@@ -140,6 +140,19 @@ impl<T: Debug> Device<T> {
         }
     }
 
+    /// The host unlinks the pending control transfer (a USB/IP client's
+    /// CMD_UNLINK): it ends as cancelled. False when none is pending.
+    pub fn cancel_control(&mut self) -> bool {
+        match self.control.take() {
+            Some(ctl) => {
+                info!("ep0: {} cancelled by the host", ctl.setup);
+                let _ = ctl.done.send(Err(UrbStatus::Cancelled));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The standard requests a UDC answers in hardware (spec section 9).
     pub(super) fn standard_request(&mut self, s: &SetupPacket) -> Option<ControlResult> {
         use usb::*;

@@ -29,6 +29,8 @@ pub enum UrbStatus {
 /// A host-side transfer's result.
 #[derive(Debug)]
 pub struct UrbResult {
+    /// The [`Urb::id`] it is the result of.
+    pub id: u64,
     pub status: UrbStatus,
     /// IN: the bytes received. OUT: the data sent, handed back so the
     /// caller can reuse the allocation.
@@ -111,6 +113,7 @@ impl Urb {
             UrbKind::Out { data, .. } => data,
         };
         let result = UrbResult {
+            id: self.id,
             status,
             data,
             actual,
