@@ -44,6 +44,10 @@ CONFIGURE_FLAGS=(
     # glibc's sys/xattr.h is all it needs.
     --enable-attr
     --enable-virtfs
+    # User-mode networking (-netdev user): the guest reaches the host's
+    # loopback at 10.0.2.2, where the daemon's USB/IP server listens
+    # (udc-vm's USB/IP cases attach the gadget to the guest's vhci_hcd).
+    --enable-slirp
     --disable-docs
     --disable-install-blobs
     # Look for firmware where Debian's seabios / qemu-system-data /
@@ -54,9 +58,10 @@ CONFIGURE_FLAGS=(
 BUILD_DEPS=(
     build-essential ninja-build pkg-config libglib2.0-dev libfdt-dev
     zlib1g-dev flex bison patch python3 python3-venv xz-utils ca-certificates
+    libslirp-dev
 )
 # Firmware the binary uses at run time (bios-256k.bin, vgabios, kvmvapic).
-RUN_DEPS=(seabios qemu-system-data)
+RUN_DEPS=(seabios qemu-system-data libslirp0)
 
 PIP_PACKAGES=(meson==1.5.0 pycotap==1.3.1)
 

@@ -22,6 +22,8 @@ mod ktap;
 mod soak;
 mod suite;
 mod support;
+mod usbip;
+mod usbtest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +90,19 @@ enum Cmd {
     /// transfer's data was wrong, an error no injected fault explains, or
     /// the faults injected and seen differ.
     Soak(soak::SoakArgs),
+    /// The kernel's gadget test suite: sourcesink bound to the UDC, the
+    /// guest's own USB stack as its host (vhci_hcd through the daemon's
+    /// USB/IP server, or dummy_hcd), tools/usb/testusb.c against usbtest;
+    /// KTAP on stdout, one case per test number (docs/usbtest.md).
+    Usbtest(usbtest::UsbtestArgs),
+    /// Import the daemon's USB/IP device and attach it to this kernel's
+    /// vhci_hcd, as `usbip attach` does; prints the port and usbfs node
+    /// (detach with `echo PORT > /sys/devices/platform/vhci_hcd.0/detach`).
+    UsbipAttach {
+        /// The server (default: udc.usbip= on the kernel command line).
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Send one request to the host side's control socket and print the
     /// reply, e.g. '{"op":"inject","set":{"ep1in.hold":"next:1"}}' or
     /// '{"op":"injections"}' (docs/control-socket.md, docs/injection.md).
@@ -147,6 +162,34 @@ fn main() -> ExitCode {
             Err(e) => fail(e),
         },
         Cmd::Host { ref request } => host_request(&cli, request),
+        Cmd::Usbtest(ref args) => match usbtest::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => fail(e),
+        },
+        Cmd::UsbipAttach { ref server } => {
+            let Some(server) = server.clone().or_else(usbip::server_from_cmdline) else {
+                return fail(Error::Setup(
+                    "no USB/IP server: give --server, or boot with udc-vm --usbip".into(),
+                ));
+            };
+            match usbip::attach(&server) {
+                Ok(a) => {
+                    println!(
+                        "attached {:04x}:{:04x} on vhci_hcd port {} as {} ({})",
+                        a.imported.vendor,
+                        a.imported.product,
+                        a.port,
+                        a.sysfs.display(),
+                        a.devnode.display()
+                    );
+                    // It stays attached after we exit.
+                    std::mem::forget(a);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
     }
 }
 

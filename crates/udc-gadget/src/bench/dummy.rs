@@ -49,7 +49,7 @@ fn find_file(dir: &Path, name: &str) -> Option<PathBuf> {
 /// Loads dummy_hcd as a SuperSpeed controller, as virtio-udc runs at
 /// SuperSpeed by default. The image ships it without loading it at boot
 /// (it binds a UDC of its own as soon as it loads).
-fn load_dummy_hcd() -> Result<(), Error> {
+pub(crate) fn load_dummy_hcd() -> Result<(), Error> {
     if Path::new("/sys/module/dummy_hcd").exists() {
         return Ok(());
     }

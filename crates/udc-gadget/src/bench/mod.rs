@@ -27,6 +27,7 @@
 //! buffers, which the host verifies as `zeros`.
 
 mod dummy;
+pub(crate) use dummy::load_dummy_hcd;
 mod measure;
 mod virtio;
 

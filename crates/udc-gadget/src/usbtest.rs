@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
+//! `udc-gadget usbtest`: the kernel's own gadget test suite. The
+//! sourcesink function (usb_f_ss_lb, as Gadget Zero 0525:a4a0) is bound to
+//! a UDC, the guest's own USB host stack enumerates it (through vhci_hcd
+//! and the daemon's USB/IP server for virtio-udc, directly for dummy_hcd),
+//! usbtest binds to it, and tools/usb/testusb.c, unmodified, runs each test
+//! number: one KTAP case per test, with usbtest's own result.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::ktap::{Ktap, Outcome};
+use crate::usbip;
+
+/// Where the image puts the kernel's testusb (images/build.sh).
+pub const TESTUSB: &str = "/usr/libexec/udc-tools/testusb";
+
+const CONFIGFS: &str = "/sys/kernel/config/usb_gadget";
+const GADGET: &str = "udc-usbtest";
+
+/// Test numbers of testusb and what each does (drivers/usb/misc/usbtest.c).
+pub const TESTS: &[(u32, &str)] = &[
+    (0, "nop"),
+    (1, "bulk-out"),
+    (2, "bulk-in"),
+    (3, "bulk-out-varied-lengths"),
+    (4, "bulk-in-varied-lengths"),
+    (5, "bulk-out-sg"),
+    (6, "bulk-in-sg"),
+    (7, "bulk-out-sg-varied"),
+    (8, "bulk-in-sg-varied"),
+    (9, "ch9-control-subset"),
+    (10, "control-queued"),
+    (11, "unlink-in"),
+    (12, "unlink-out"),
+    (13, "set-clear-halt"),
+    (14, "control-out"),
+    (15, "iso-out"),
+    (16, "iso-in"),
+    (17, "bulk-out-odd-address"),
+    (18, "bulk-in-odd-address"),
+    (19, "bulk-out-odd-address-premapped"),
+    (20, "bulk-in-odd-address-premapped"),
+    (21, "control-out-odd-address"),
+    (22, "iso-out-odd-address"),
+    (23, "iso-in-odd-address"),
+    (24, "unlink-from-queues"),
+    (25, "int-out"),
+    (26, "int-in"),
+    (27, "bulk-out-throughput"),
+    (28, "bulk-in-throughput"),
+    (29, "clear-toggle-between-writes"),
+];
+
+/// The tests that apply to sourcesink on a bulk-and-control device path
+/// (docs/usbtest.md says why each other one does not).
+pub const APPLICABLE: &[u32] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 17, 18, 19, 20, 21, 24, 27, 28, 29];
+
+/// Which host controller the guest's USB stack reaches the gadget through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// virtio-udc, attached to vhci_hcd through the daemon's USB/IP server.
+    Usbip,
+    /// dummy_hcd's own UDC and host controller, in this guest.
+    Dummy,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UsbtestArgs {
+    /// The way to the gadget.
+    #[arg(long, value_enum, default_value_t = Via::Usbip)]
+    pub via: Via,
+    /// The daemon's USB/IP server (default: udc.usbip= on the kernel
+    /// command line, which `udc-vm --usbip` sets).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// Test numbers (comma-separated; default: those that apply).
+    #[arg(long, value_delimiter = ',')]
+    pub tests: Vec<u32>,
+    /// testusb -c: iterations per test.
+    #[arg(long, default_value_t = 100)]
+    pub count: u32,
+    /// testusb -s: transfer length.
+    #[arg(long, default_value_t = 1024)]
+    pub size: u32,
+}
+
+fn setup(what: impl std::fmt::Display) -> Error {
+    Error::Setup(format!("usbtest: {what}"))
+}
+
+fn write(path: &Path, value: &str) -> Result<(), Error> {
+    std::fs::write(path, value).map_err(|e| setup(format!("writing {value:?} to {}: {e}", path.display())))
+}
+
+/// The sourcesink gadget in configfs, removed when dropped.
+pub struct SourceSink {
+    dir: PathBuf,
+}
+
+impl SourceSink {
+    /// Gadget Zero's ids (which usbtest knows), sourcesink with the mod63
+    /// pattern (each side checks the other's data), bound to `udc`.
+    pub fn bind(udc: &str) -> Result<SourceSink, Error> {
+        let _ = usb_gadget::remove_all();
+        let dir = Path::new(CONFIGFS).join(GADGET);
+        let g = SourceSink { dir: dir.clone() };
+        let mkdir = |p: &Path| std::fs::create_dir_all(p).map_err(|e| setup(format!("mkdir {}: {e}", p.display())));
+        mkdir(&dir)?;
+        write(&dir.join("idVendor"), "0x0525")?;
+        write(&dir.join("idProduct"), "0xa4a0")?;
+        mkdir(&dir.join("strings/0x409"))?;
+        write(&dir.join("strings/0x409/manufacturer"), "virtio-udc")?;
+        write(&dir.join("strings/0x409/product"), "Gadget Zero (usbtest)")?;
+        write(&dir.join("strings/0x409/serialnumber"), "0001")?;
+        let f = dir.join("functions/SourceSink.0");
+        mkdir(&f).map_err(|e| setup(format!("{e} (is usb_f_ss_lb loaded?)")))?;
+        write(&f.join("pattern"), "1")?;
+        let c = dir.join("configs/c.1");
+        mkdir(&c.join("strings/0x409"))?;
+        write(&c.join("strings/0x409/configuration"), "source/sink")?;
+        std::os::unix::fs::symlink(&f, c.join("SourceSink.0")).map_err(|e| setup(format!("linking the function: {e}")))?;
+        write(&dir.join("UDC"), udc)?;
+        Ok(g)
+    }
+}
+
+impl Drop for SourceSink {
+    fn drop(&mut self) {
+        let d = &self.dir;
+        let _ = std::fs::write(d.join("UDC"), "\n");
+        let _ = std::fs::remove_file(d.join("configs/c.1/SourceSink.0"));
+        for sub in ["configs/c.1/strings/0x409", "configs/c.1", "functions/SourceSink.0", "strings/0x409", ""] {
+            let _ = std::fs::remove_dir(d.join(sub));
+        }
+    }
+}
+
+/// The first UDC whose name starts with `prefix`.
+fn udc_named(prefix: &str) -> Result<String, Error> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/udc")
+        .map_err(|e| setup(format!("/sys/class/udc: {e}")))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .find(|n| n.starts_with(prefix))
+        .cloned()
+        .ok_or_else(|| setup(format!("no UDC named {prefix}* in /sys/class/udc (there are {names:?})")))
+}
+
+/// The usbfs node of the Gadget Zero device on a host controller that is
+/// not vhci_hcd (dummy_hcd), once usbtest has bound it.
+fn wait_gadget_zero(timeout: Duration) -> Result<PathBuf, Error> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(rd) = std::fs::read_dir("/sys/bus/usb/devices") {
+            for d in rd.flatten() {
+                let p = d.path();
+                let r = |f: &str| std::fs::read_to_string(p.join(f)).map(|s| s.trim().to_string()).ok();
+                if r("idVendor").as_deref() == Some("0525") && r("idProduct").as_deref() == Some("a4a0") {
+                    if let (Some(b), Some(n)) = (r("busnum"), r("devnum")) {
+                        let node = PathBuf::from(format!("/dev/bus/usb/{:0>3}/{:0>3}", b, n));
+                        if node.exists() && usbtest_bound(&p) {
+                            return Ok(node);
+                        }
+                    }
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(setup("Gadget Zero did not appear with usbtest bound"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether usbtest has bound an interface of the device at `dev` (sysfs).
+fn usbtest_bound(dev: &Path) -> bool {
+    std::fs::read_dir(dev).into_iter().flatten().flatten().any(|i| {
+        std::fs::read_link(i.path().join("driver"))
+            .map(|l| l.ends_with("usbtest"))
+            .unwrap_or(false)
+    })
+}
+
+/// testusb's line for one test: Pass, a failure with usbtest's errno, or
+/// None when usbtest answered EOPNOTSUPP (testusb prints nothing then).
+fn parse_testusb(out: &str, n: u32) -> Option<Outcome> {
+    let pass = format!("test {n},");
+    let fail = format!("test {n} -->");
+    out.lines().find_map(|l| {
+        if l.contains(&pass) {
+            Some(Outcome::Pass)
+        } else {
+            l.find(&fail)
+                .map(|i| Outcome::Fail(format!("usbtest: {}", l[i..].trim())))
+        }
+    })
+}
+
+/// Runs the suite; KTAP on stdout. True when every test passed.
+pub fn run(a: &UsbtestArgs) -> Result<bool, Error> {
+    if !Path::new(TESTUSB).exists() {
+        return Err(setup(format!("{TESTUSB} is not in the image (images/build.sh builds it)")));
+    }
+    let tests: Vec<u32> = if a.tests.is_empty() { APPLICABLE.to_vec() } else { a.tests.clone() };
+    for n in &tests {
+        if !TESTS.iter().any(|(t, _)| t == n) {
+            return Err(setup(format!("test {n}: testusb has tests 0 to {}", TESTS.len() - 1)));
+        }
+    }
+    // The gadget first: the host's side needs a device to import.
+    let (_gadget, _attached, node) = match a.via {
+        Via::Usbip => {
+            let server = a
+                .server
+                .clone()
+                .or_else(usbip::server_from_cmdline)
+                .ok_or_else(|| setup("no USB/IP server: give --server, or boot with udc-vm --usbip"))?;
+            let udc = crate::gadget::find_udc(None)?;
+            let name = udc.name().to_string_lossy().into_owned();
+            let g = SourceSink::bind(&name)?;
+            // The daemon's built-in host enumerates the gadget first (the
+            // server exports only an enumerated device).
+            std::thread::sleep(Duration::from_millis(500));
+            let att = usbip::attach(&server)?;
+            let node = att.devnode.clone();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !usbtest_bound(&att.sysfs) {
+                if Instant::now() > deadline {
+                    return Err(setup(format!("usbtest did not bind {}", att.sysfs.display())));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (g, Some(att), node)
+        }
+        Via::Dummy => {
+            crate::bench::load_dummy_hcd()?;
+            let g = SourceSink::bind(&udc_named("dummy_udc")?)?;
+            (g, None, wait_gadget_zero(Duration::from_secs(30))?)
+        }
+    };
+    let mut k = Ktap::start(tests.len());
+    k.diag(&format!("testusb on {} ({:?}), -c {} -s {}", node.display(), a.via, a.count, a.size));
+    for n in tests {
+        let name = TESTS.iter().find(|(t, _)| *t == n).map(|(_, d)| *d).unwrap_or("unknown");
+        let case = format!("usbtest-{n:02}-{name}");
+        let start = Instant::now();
+        let out = Command::new(TESTUSB)
+            .arg("-D")
+            .arg(&node)
+            .args(["-t", &n.to_string(), "-c", &a.count.to_string(), "-s", &a.size.to_string()])
+            .output()
+            .map_err(|e| setup(format!("running {TESTUSB}: {e}")))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let outcome = match parse_testusb(&stdout, n) {
+            Some(o) => o,
+            None => Outcome::Fail(format!(
+                "usbtest does not run test {n} on this device (EOPNOTSUPP); testusb said: {}{}",
+                stdout.trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        };
+        k.result(&case, &outcome, start.elapsed());
+    }
+    k.finish();
+    Ok(k.failed == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn testusb_lines_give_usbtests_result() {
+        let out = "/dev/bus/usb/003/002 test 1,    0.123456 secs\n\
+                   /dev/bus/usb/003/002 test 13 --> 32 (Broken pipe)\n";
+        assert_eq!(parse_testusb(out, 1), Some(Outcome::Pass));
+        assert_eq!(
+            parse_testusb(out, 13),
+            Some(Outcome::Fail("usbtest: test 13 --> 32 (Broken pipe)".into()))
+        );
+        assert_eq!(parse_testusb(out, 2), None);
+        assert_eq!(parse_testusb("x test 11, 0.1 secs", 1), None, "test 1 is not test 11");
+    }
+
+    #[test]
+    fn every_applicable_test_has_a_name() {
+        for n in APPLICABLE {
+            assert!(TESTS.iter().any(|(t, _)| t == n));
+        }
+        assert_eq!(TESTS.len(), 30, "testusb's TEST_CASES");
+    }
+}
