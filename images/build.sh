@@ -316,6 +316,12 @@ zerocopy_tests=$(cd "$root" && cargo test -q --release --target "$target" -p vho
 [ -x "$zerocopy_tests" ] || die "the zero-copy udmabuf tests did not build"
 unset RUSTFLAGS
 
+# The kernel's own test tools (tools/usb/ffs-test.c and testusb.c,
+# unmodified, static) from the linux-source-6.12 of the booted kernel's
+# version when Debian serves it (images/kernel-tools.sh).
+ktools=$("$here/kernel-tools.sh" ${kver:+--version "${kver%%+*}"} | tail -1) && [ -x "$ktools/ffs-test" ] ||
+    die "the kernel's tools/usb programs did not build (images/kernel-tools.sh)"
+
 # ------------------------------------------------------------- initramfs --
 
 # The gadget stack the suite needs (FunctionFS), and what only some of it
@@ -341,7 +347,8 @@ for m in usb_f_ss_lb dummy_hcd 9pnet_virtio 9p; do
 done
 
 image_key=$( (echo "$kernel_id $release"; sha256sum "$modbuild/virtio_udc.ko" "$here/init" "$gadget_bin" \
-    "$udmabuf_tests" "$daemon_bin" "$zerocopy_tests" "$here/build.sh" "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |
+    "$udmabuf_tests" "$daemon_bin" "$zerocopy_tests" "$ktools/ffs-test" "$ktools/testusb" "$here/build.sh" \
+    "$(command -v busybox)" | cut -d' ' -f1; echo "${wanted[*]}") |
     sha256sum | cut -c1-16)
 out="$cache/images/$image_key"
 
@@ -420,6 +427,9 @@ strip -o "$stage/usr/bin/udc-gadget" "$gadget_bin"
 strip -o "$stage/usr/libexec/udc/udmabuf-device-tests" "$udmabuf_tests"
 strip -o "$stage/usr/bin/vhost-device-udc" "$daemon_bin"
 strip -o "$stage/usr/libexec/udc/zerocopy-udmabuf-tests" "$zerocopy_tests"
+# Not test suites (udc-vm runs /usr/libexec/udc/*-tests): the kernel's
+# tools, which cases run (ffs-test) or other suites use (testusb).
+cp "$ktools/ffs-test" "$ktools/testusb" "$stage/usr/libexec/udc/"
 
 say "initramfs: packing"
 rm -rf "$out.tmp"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The kernel's own KTAP parser, tools/testing/kunit/kunit.py, from Debian's
-# linux-source-6.12 (only that directory is unpacked), to check that what
-# `udc-vm test --ktap` writes is what kselftest and KUnit tooling read.
+# linux-source-6.12 (the tarball images/kernel-tools.sh keeps; only that
+# directory is unpacked), to check that what `udc-vm test --ktap` writes is
+# what kselftest and KUnit tooling read.
 # Cached under ${VIRTIO_UDC_CACHE:-/var/cache/virtio-udc}/kunit-parser/VERSION;
 # the path of kunit.py is the last line on stdout.
 #
@@ -18,13 +19,12 @@ pkgver=$(apt-cache madison linux-source-6.12 2>/dev/null | awk -F' *[|] *' '$3 ~
 [ -n "$pkgver" ] || die "no linux-source-6.12 in the package lists (apt-get update?)"
 dest="$cache/kunit-parser/$pkgver"
 if [ ! -f "$dest/tools/testing/kunit/kunit.py" ]; then
+    tarball=$("$(dirname "$0")/kernel-tools.sh" tarball --version "${pkgver%%-*}" | tail -1) ||
+        die "no linux-source-6.12 tarball (images/kernel-tools.sh)"
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/udc-kunit.XXXXXX")
     trap 'rm -rf "$tmp"' EXIT
-    say "downloading linux-source-6.12 $pkgver (about 150 MB) for tools/testing/kunit"
-    (cd "$tmp" && apt-get download "linux-source-6.12=$pkgver" >&2) || die "cannot download linux-source-6.12=$pkgver"
-    dpkg -x "$tmp"/linux-source-6.12_*.deb "$tmp/x"
     say "unpacking tools/testing/kunit"
-    tar -C "$tmp" -xJf "$tmp/x/usr/src/linux-source-6.12.tar.xz" "linux-source-6.12/tools/testing/kunit" ||
+    tar -C "$tmp" -xJf "$tarball" "linux-source-6.12/tools/testing/kunit" ||
         die "linux-source-6.12 $pkgver has no tools/testing/kunit"
     mkdir -p "$dest"
     cp -a "$tmp/linux-source-6.12/tools" "$dest/"

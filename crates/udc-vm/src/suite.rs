@@ -143,7 +143,8 @@ fn test_script(gadget: &GadgetPlan, guest_binaries: bool) -> String {
         s += "suites=/usr/bin/udc-gadget\n";
     }
     if guest_binaries {
-        s += "for t in /usr/libexec/udc/*; do [ -x \"$t\" ] && suites=\"$suites $t\"; done\n";
+        // The test suites only: ffs-test and testusb live there too.
+        s += "for t in /usr/libexec/udc/*-tests; do [ -f \"$t\" ] && [ -x \"$t\" ] && suites=\"$suites $t\"; done\n";
     }
     s += "set -- $suites\n\
           echo 'KTAP version 1'\n\
@@ -652,11 +653,11 @@ mod tests {
     #[test]
     fn the_script_stops_after_a_failure_and_goes_on_with_exact_cases() {
         let s = test_script(&GadgetPlan::Filter(None), true);
-        assert!(s.contains("/usr/libexec/udc/*"));
+        assert!(s.contains("/usr/libexec/udc/*-tests"));
         assert!(s.contains("test --stop-on-failure ;;"), "{s}");
         assert!(s.contains("[ \"$rc\" = 4 ]; then exit 4"));
         let s = test_script(&GadgetPlan::Filter(Some("dmabuf".into())), false);
-        assert!(!s.contains("/usr/libexec/udc/*"));
+        assert!(!s.contains("/usr/libexec/udc/"));
         assert!(s.contains("test --stop-on-failure --filter dmabuf"));
         let s = test_script(&GadgetPlan::Exact(vec!["a".into(), "b-c".into()]), false);
         assert!(s.contains("--cases a,b-c"));
