@@ -326,7 +326,8 @@ ktools=$("$here/kernel-tools.sh" ${kver:+--version "${kver%%+*}"} | tail -1) && 
 
 # The gadget stack the suite needs (FunctionFS), and what only some of it
 # uses (sourcesink and loopback for tests without user space, dummy_hcd the
-# bench compares with, 9p over virtio for udc-vm's --rodir/--rwdir), with
+# bench compares with, 9p over virtio for udc-vm's --rodir/--rwdir,
+# vhci_hcd, usbtest and virtio_net for the guest as its own USB/IP host), with
 # what they depend on. A kernel of your own may lack the latter: the image
 # then goes without, and says so.
 modroot=$(dirname "$(dirname "$moddir")")
@@ -337,8 +338,11 @@ declare -A optional_for=(
     [dummy_hcd]="the bench's dummy_hcd comparison"
     [9pnet_virtio]="--rodir/--rwdir"
     [9p]="--rodir/--rwdir"
+    [vhci_hcd]="the guest as its own USB/IP host (--usbip)"
+    [usbtest]="the usbtest suite"
+    [virtio_net]="--usbip (QEMU user networking to the daemon's USB/IP server)"
 )
-for m in usb_f_ss_lb dummy_hcd 9pnet_virtio 9p; do
+for m in usb_f_ss_lb dummy_hcd 9pnet_virtio 9p vhci_hcd usbtest virtio_net; do
     if modprobe -d "$modroot" -S "$release" --show-depends "$m" >/dev/null 2>&1; then
         wanted+=("$m")
     else

@@ -82,7 +82,13 @@ impl TestGadget {
     /// Registers the gadget, writes the function's descriptors and binds
     /// it to `udc`.
     pub fn bind(udc: Udc) -> Result<TestGadget, Error> {
-        let mut g = TestGadget::unbound(udc)?;
+        Self::bind_as(udc, Id::new(VENDOR, PRODUCT))
+    }
+
+    /// As [`TestGadget::bind`], with other vendor and product ids (those
+    /// a host driver binds by, such as usbtest's 0525:a4a4).
+    pub fn bind_as(udc: Udc, id: Id) -> Result<TestGadget, Error> {
+        let mut g = TestGadget::unbound_as(udc, id)?;
         g.rebind()?;
         Ok(g)
     }
@@ -91,6 +97,10 @@ impl TestGadget {
     /// endpoint files exist), without binding it to `udc`: FunctionFS is
     /// ready, the function is not bound yet.
     pub fn unbound(udc: Udc) -> Result<TestGadget, Error> {
+        Self::unbound_as(udc, Id::new(VENDOR, PRODUCT))
+    }
+
+    fn unbound_as(udc: Udc, id: Id) -> Result<TestGadget, Error> {
         // A gadget left by an earlier run would hold the UDC.
         let _ = usb_gadget::remove_all();
         // Only the mount: the descriptors are ours.
@@ -99,7 +109,7 @@ impl TestGadget {
         let (mut custom, handle) = builder.build();
         let reg = Gadget::new(
             Class::INTERFACE_SPECIFIC,
-            Id::new(VENDOR, PRODUCT),
+            id,
             Strings::new(MANUFACTURER, PRODUCT_NAME, SERIAL),
         )
         .with_config(Config::new("udc-gadget").with_function(handle))

@@ -24,6 +24,7 @@ mod suite;
 mod support;
 mod usbip;
 mod usbtest;
+mod usbtest_ffs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

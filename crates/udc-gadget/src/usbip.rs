@@ -77,7 +77,8 @@ pub fn import(server: &str) -> Result<(TcpStream, Imported), Error> {
     let mut id = [0u8; 32];
     id[..BUSID.len()].copy_from_slice(BUSID.as_bytes());
     req.extend_from_slice(&id);
-    s.write_all(&req).map_err(|e| setup_err(format!("OP_REQ_IMPORT: {e}")))?;
+    s.write_all(&req)
+        .map_err(|e| setup_err(format!("OP_REQ_IMPORT: {e}")))?;
     let mut h = [0u8; 8];
     s.read_exact(&mut h)
         .map_err(|e| setup_err(format!("OP_REP_IMPORT: {e}")))?;
@@ -128,10 +129,14 @@ pub fn attach(server: &str) -> Result<Attached, Error> {
         )));
     }
     let (stream, imported) = import(server)?;
-    let status =
-        std::fs::read_to_string(format!("{VHCI}/status")).map_err(|e| setup_err(format!("{VHCI}/status: {e}")))?;
-    let port = free_port(&status, imported.speed)
-        .ok_or_else(|| setup_err(format!("no free vhci_hcd port for speed {}:\n{status}", imported.speed)))?;
+    let status = std::fs::read_to_string(format!("{VHCI}/status"))
+        .map_err(|e| setup_err(format!("{VHCI}/status: {e}")))?;
+    let port = free_port(&status, imported.speed).ok_or_else(|| {
+        setup_err(format!(
+            "no free vhci_hcd port for speed {}:\n{status}",
+            imported.speed
+        ))
+    })?;
     let devid = (imported.busnum << 16) | imported.devnum;
     let line = format!("{port} {} {devid} {}", stream.as_raw_fd(), imported.speed);
     std::fs::write(format!("{VHCI}/attach"), &line)
@@ -171,7 +176,11 @@ pub fn detach(port: u32) -> Result<(), Error> {
 /// The USB device under vhci_hcd with this vendor and product: its sysfs
 /// directory and usbfs node.
 fn find_device(vendor: u16, product: u16) -> Option<(PathBuf, PathBuf)> {
-    let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).ok().map(|s| s.trim().to_string());
+    let read = |d: &Path, f: &str| {
+        std::fs::read_to_string(d.join(f))
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
     for hub in std::fs::read_dir(VHCI).ok()?.flatten() {
         let hub = hub.path();
         if !hub.file_name()?.to_str()?.starts_with("usb") {
@@ -183,7 +192,9 @@ fn find_device(vendor: u16, product: u16) -> Option<(PathBuf, PathBuf)> {
             if !name.contains('-') || name.contains(':') {
                 continue;
             }
-            if read(&dev, "idVendor")? == format!("{vendor:04x}") && read(&dev, "idProduct")? == format!("{product:04x}") {
+            if read(&dev, "idVendor")? == format!("{vendor:04x}")
+                && read(&dev, "idProduct")? == format!("{product:04x}")
+            {
                 let bus: u32 = read(&dev, "busnum")?.parse().ok()?;
                 let num: u32 = read(&dev, "devnum")?.parse().ok()?;
                 return Some((dev, PathBuf::from(format!("/dev/bus/usb/{bus:03}/{num:03}"))));

@@ -15,7 +15,7 @@ use crate::ktap::{Ktap, Outcome};
 use crate::usbip;
 
 /// Where the image puts the kernel's testusb (images/build.sh).
-pub const TESTUSB: &str = "/usr/libexec/udc-tools/testusb";
+pub const TESTUSB: &str = "/usr/libexec/udc/testusb";
 
 const CONFIGFS: &str = "/sys/kernel/config/usb_gadget";
 const GADGET: &str = "udc-usbtest";
@@ -56,7 +56,9 @@ pub const TESTS: &[(u32, &str)] = &[
 
 /// The tests that apply to sourcesink on a bulk-and-control device path
 /// (docs/usbtest.md says why each other one does not).
-pub const APPLICABLE: &[u32] = &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 17, 18, 19, 20, 21, 24, 27, 28, 29];
+pub const APPLICABLE: &[u32] = &[
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 17, 18, 19, 20, 21, 24, 27, 28, 29,
+];
 
 /// Which host controller the guest's USB stack reaches the gadget through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -67,8 +69,26 @@ pub enum Via {
     Dummy,
 }
 
+/// The device usbtest tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Device {
+    /// The sourcesink function (usb_f_ss_lb) as Gadget Zero.
+    Sourcesink,
+    /// A FunctionFS gadget moving its data with DMABUF transfers, as
+    /// usbtest's user-mode device (crate::usbtest_ffs).
+    FfsDmabuf,
+}
+
+/// The tests that apply to the FunctionFS user-mode device: bulk of a
+/// fixed length both ways (its endpoints cannot know the varied lengths of
+/// tests 3, 4, 7 and 8 in advance).
+pub const FFS_APPLICABLE: &[u32] = &[0, 1, 2, 5, 6];
+
 #[derive(clap::Args, Debug)]
 pub struct UsbtestArgs {
+    /// The device under test.
+    #[arg(long, value_enum, default_value_t = Device::Sourcesink)]
+    pub device: Device,
     /// The way to the gadget.
     #[arg(long, value_enum, default_value_t = Via::Usbip)]
     pub via: Via,
@@ -103,11 +123,12 @@ pub struct SourceSink {
 impl SourceSink {
     /// Gadget Zero's ids (which usbtest knows), sourcesink with the mod63
     /// pattern (each side checks the other's data), bound to `udc`.
-    pub fn bind(udc: &str) -> Result<SourceSink, Error> {
+    fn bind(udc: &str) -> Result<SourceSink, Error> {
         let _ = usb_gadget::remove_all();
         let dir = Path::new(CONFIGFS).join(GADGET);
         let g = SourceSink { dir: dir.clone() };
-        let mkdir = |p: &Path| std::fs::create_dir_all(p).map_err(|e| setup(format!("mkdir {}: {e}", p.display())));
+        let mkdir =
+            |p: &Path| std::fs::create_dir_all(p).map_err(|e| setup(format!("mkdir {}: {e}", p.display())));
         mkdir(&dir)?;
         write(&dir.join("idVendor"), "0x0525")?;
         write(&dir.join("idProduct"), "0xa4a0")?;
@@ -121,7 +142,8 @@ impl SourceSink {
         let c = dir.join("configs/c.1");
         mkdir(&c.join("strings/0x409"))?;
         write(&c.join("strings/0x409/configuration"), "source/sink")?;
-        std::os::unix::fs::symlink(&f, c.join("SourceSink.0")).map_err(|e| setup(format!("linking the function: {e}")))?;
+        std::os::unix::fs::symlink(&f, c.join("SourceSink.0"))
+            .map_err(|e| setup(format!("linking the function: {e}")))?;
         write(&dir.join("UDC"), udc)?;
         Ok(g)
     }
@@ -132,7 +154,13 @@ impl Drop for SourceSink {
         let d = &self.dir;
         let _ = std::fs::write(d.join("UDC"), "\n");
         let _ = std::fs::remove_file(d.join("configs/c.1/SourceSink.0"));
-        for sub in ["configs/c.1/strings/0x409", "configs/c.1", "functions/SourceSink.0", "strings/0x409", ""] {
+        for sub in [
+            "configs/c.1/strings/0x409",
+            "configs/c.1",
+            "functions/SourceSink.0",
+            "strings/0x409",
+            "",
+        ] {
             let _ = std::fs::remove_dir(d.join(sub));
         }
     }
@@ -150,19 +178,27 @@ fn udc_named(prefix: &str) -> Result<String, Error> {
         .iter()
         .find(|n| n.starts_with(prefix))
         .cloned()
-        .ok_or_else(|| setup(format!("no UDC named {prefix}* in /sys/class/udc (there are {names:?})")))
+        .ok_or_else(|| {
+            setup(format!(
+                "no UDC named {prefix}* in /sys/class/udc (there are {names:?})"
+            ))
+        })
 }
 
-/// The usbfs node of the Gadget Zero device on a host controller that is
-/// not vhci_hcd (dummy_hcd), once usbtest has bound it.
-fn wait_gadget_zero(timeout: Duration) -> Result<PathBuf, Error> {
+/// The usbfs node of the device `vendor`:`product` on a host controller
+/// that is not vhci_hcd (dummy_hcd), once usbtest has bound it.
+fn wait_device(vendor: &str, product: &str, timeout: Duration) -> Result<PathBuf, Error> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(rd) = std::fs::read_dir("/sys/bus/usb/devices") {
             for d in rd.flatten() {
                 let p = d.path();
-                let r = |f: &str| std::fs::read_to_string(p.join(f)).map(|s| s.trim().to_string()).ok();
-                if r("idVendor").as_deref() == Some("0525") && r("idProduct").as_deref() == Some("a4a0") {
+                let r = |f: &str| {
+                    std::fs::read_to_string(p.join(f))
+                        .map(|s| s.trim().to_string())
+                        .ok()
+                };
+                if r("idVendor").as_deref() == Some(vendor) && r("idProduct").as_deref() == Some(product) {
                     if let (Some(b), Some(n)) = (r("busnum"), r("devnum")) {
                         let node = PathBuf::from(format!("/dev/bus/usb/{:0>3}/{:0>3}", b, n));
                         if node.exists() && usbtest_bound(&p) {
@@ -173,7 +209,9 @@ fn wait_gadget_zero(timeout: Duration) -> Result<PathBuf, Error> {
             }
         }
         if Instant::now() > deadline {
-            return Err(setup("Gadget Zero did not appear with usbtest bound"));
+            return Err(setup(format!(
+                "{vendor}:{product} did not appear with usbtest bound"
+            )));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -203,19 +241,81 @@ fn parse_testusb(out: &str, n: u32) -> Option<Outcome> {
     })
 }
 
+/// The device under test, bound to a UDC and kept until dropped.
+enum Bound {
+    /// Held for its Drop, which removes the gadget.
+    SourceSink(#[allow(dead_code)] SourceSink),
+    Ffs(Box<crate::usbtest_ffs::FfsDmabufDevice>),
+}
+
+impl Bound {
+    fn bind(device: Device, udc: usb_gadget::Udc) -> Result<Bound, Error> {
+        Ok(match device {
+            Device::Sourcesink => Bound::SourceSink(SourceSink::bind(&udc.name().to_string_lossy())?),
+            Device::FfsDmabuf => Bound::Ffs(Box::new(crate::usbtest_ffs::FfsDmabufDevice::bind(udc)?)),
+        })
+    }
+
+    /// The ids usbtest binds the device by.
+    fn id(&self) -> (&'static str, &'static str) {
+        match self {
+            Bound::SourceSink(_) => ("0525", "a4a0"),
+            Bound::Ffs(_) => ("0525", "a4a4"),
+        }
+    }
+}
+
+/// The bulk packet size at the UDC's current speed.
+fn max_packet(udc: &str) -> usize {
+    match std::fs::read_to_string(format!("/sys/class/udc/{udc}/current_speed"))
+        .unwrap_or_default()
+        .trim()
+    {
+        "full-speed" => 64,
+        "super-speed" | "super-speed-plus" => 1024,
+        _ => 512,
+    }
+}
+
+/// Both sides checked the data when usbtest's pattern is on: sourcesink
+/// and the FunctionFS device send it and check what they receive.
+fn set_usbtest_pattern() -> Result<(), Error> {
+    let p = Path::new("/sys/module/usbtest/parameters/pattern");
+    if !p.exists() {
+        return Err(setup(
+            "usbtest is not loaded (/sys/module/usbtest): the image loads it where the kernel has it",
+        ));
+    }
+    write(p, "1")
+}
+
 /// Runs the suite; KTAP on stdout. True when every test passed.
 pub fn run(a: &UsbtestArgs) -> Result<bool, Error> {
     if !Path::new(TESTUSB).exists() {
-        return Err(setup(format!("{TESTUSB} is not in the image (images/build.sh builds it)")));
+        return Err(setup(format!(
+            "{TESTUSB} is not in the image (images/build.sh builds it)"
+        )));
     }
-    let tests: Vec<u32> = if a.tests.is_empty() { APPLICABLE.to_vec() } else { a.tests.clone() };
+    let default = match a.device {
+        Device::Sourcesink => APPLICABLE,
+        Device::FfsDmabuf => FFS_APPLICABLE,
+    };
+    let tests: Vec<u32> = if a.tests.is_empty() {
+        default.to_vec()
+    } else {
+        a.tests.clone()
+    };
     for n in &tests {
         if !TESTS.iter().any(|(t, _)| t == n) {
-            return Err(setup(format!("test {n}: testusb has tests 0 to {}", TESTS.len() - 1)));
+            return Err(setup(format!(
+                "test {n}: testusb has tests 0 to {}",
+                TESTS.len() - 1
+            )));
         }
     }
+    set_usbtest_pattern()?;
     // The gadget first: the host's side needs a device to import.
-    let (_gadget, _attached, node) = match a.via {
+    let (mut bound, _attached, node, udc_name) = match a.via {
         Via::Usbip => {
             let server = a
                 .server
@@ -224,10 +324,7 @@ pub fn run(a: &UsbtestArgs) -> Result<bool, Error> {
                 .ok_or_else(|| setup("no USB/IP server: give --server, or boot with udc-vm --usbip"))?;
             let udc = crate::gadget::find_udc(None)?;
             let name = udc.name().to_string_lossy().into_owned();
-            let g = SourceSink::bind(&name)?;
-            // The daemon's built-in host enumerates the gadget first (the
-            // server exports only an enumerated device).
-            std::thread::sleep(Duration::from_millis(500));
+            let bound = Bound::bind(a.device, udc)?;
             let att = usbip::attach(&server)?;
             let node = att.devnode.clone();
             let deadline = Instant::now() + Duration::from_secs(30);
@@ -237,28 +334,55 @@ pub fn run(a: &UsbtestArgs) -> Result<bool, Error> {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            (g, Some(att), node)
+            (bound, Some(att), node, name)
         }
         Via::Dummy => {
             crate::bench::load_dummy_hcd()?;
-            let g = SourceSink::bind(&udc_named("dummy_udc")?)?;
-            (g, None, wait_gadget_zero(Duration::from_secs(30))?)
+            let name = udc_named("dummy_udc")?;
+            let udc = crate::gadget::find_udc(Some(&name))?;
+            let bound = Bound::bind(a.device, udc)?;
+            let (v, p) = bound.id();
+            let node = wait_device(v, p, Duration::from_secs(30))?;
+            (bound, None, node, name)
         }
     };
+    let mp = max_packet(&udc_name);
+    if let Bound::Ffs(d) = &mut bound {
+        d.start(a.size as usize, mp)?;
+    }
     let mut k = Ktap::start(tests.len());
-    k.diag(&format!("testusb on {} ({:?}), -c {} -s {}", node.display(), a.via, a.count, a.size));
+    k.diag(&format!(
+        "testusb on {} ({:?}, {:?}, packets of {mp}), -c {} -s {}",
+        node.display(),
+        a.device,
+        a.via,
+        a.count,
+        a.size
+    ));
     for n in tests {
-        let name = TESTS.iter().find(|(t, _)| *t == n).map(|(_, d)| *d).unwrap_or("unknown");
+        let name = TESTS
+            .iter()
+            .find(|(t, _)| *t == n)
+            .map(|(_, d)| *d)
+            .unwrap_or("unknown");
         let case = format!("usbtest-{n:02}-{name}");
         let start = Instant::now();
+        let before = ffs_counts(&bound);
         let out = Command::new(TESTUSB)
             .arg("-D")
             .arg(&node)
-            .args(["-t", &n.to_string(), "-c", &a.count.to_string(), "-s", &a.size.to_string()])
+            .args([
+                "-t",
+                &n.to_string(),
+                "-c",
+                &a.count.to_string(),
+                "-s",
+                &a.size.to_string(),
+            ])
             .output()
             .map_err(|e| setup(format!("running {TESTUSB}: {e}")))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let outcome = match parse_testusb(&stdout, n) {
+        let mut outcome = match parse_testusb(&stdout, n) {
             Some(o) => o,
             None => Outcome::Fail(format!(
                 "usbtest does not run test {n} on this device (EOPNOTSUPP); testusb said: {}{}",
@@ -266,10 +390,60 @@ pub fn run(a: &UsbtestArgs) -> Result<bool, Error> {
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
         };
+        if outcome == Outcome::Pass {
+            if let Some(why) = ffs_check(&bound, before, n, a.count as u64, a.size as u64) {
+                outcome = Outcome::Fail(why);
+            }
+        }
         k.result(&case, &outcome, start.elapsed());
     }
     k.finish();
     Ok(k.failed == 0)
+}
+
+/// The FunctionFS device's (IN, OUT) transfer counts.
+fn ffs_counts(b: &Bound) -> (u64, u64) {
+    match b {
+        Bound::Ffs(d) => (
+            d.counts.in_transfers.load(std::sync::atomic::Ordering::SeqCst),
+            d.counts.out_transfers.load(std::sync::atomic::Ordering::SeqCst),
+        ),
+        Bound::SourceSink(_) => (0, 0),
+    }
+}
+
+/// What the FunctionFS device saw of test `n`, checked against what
+/// usbtest sent and read: its DMABUF transfers all done, every OUT byte
+/// usbtest's pattern. None when all is well (or for sourcesink, which
+/// checks its OUT data in the kernel and fails the transfer otherwise).
+fn ffs_check(b: &Bound, before: (u64, u64), n: u32, count: u64, size: u64) -> Option<String> {
+    let Bound::Ffs(d) = b else { return None };
+    // Tests 5 and 6 send scatterlists of 32 entries of `size` bytes.
+    let per = if matches!(n, 5 | 6) { 32 } else { 1 };
+    let (want_in, want_out) = match n {
+        1 | 5 => (0, count * per),
+        2 | 6 => (count * per, 0),
+        _ => (0, 0),
+    };
+    // The last fence may signal a moment after the host saw the transfer.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (i, o) = ffs_counts(b);
+        let (di, dout) = (i - before.0, o - before.1);
+        let problems = d.counts.problems.lock().unwrap().clone();
+        if !problems.is_empty() {
+            return Some(format!("the FunctionFS device: {}", problems.join("; ")));
+        }
+        if di >= want_in && dout >= want_out {
+            return None;
+        }
+        if Instant::now() > deadline {
+            return Some(format!(
+                "the FunctionFS device finished {di} IN and {dout} OUT DMABUF transfers of {size} bytes; usbtest moved {want_in} IN and {want_out} OUT"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[cfg(test)]
@@ -286,7 +460,11 @@ mod tests {
             Some(Outcome::Fail("usbtest: test 13 --> 32 (Broken pipe)".into()))
         );
         assert_eq!(parse_testusb(out, 2), None);
-        assert_eq!(parse_testusb("x test 11, 0.1 secs", 1), None, "test 1 is not test 11");
+        assert_eq!(
+            parse_testusb("x test 11, 0.1 secs", 1),
+            None,
+            "test 1 is not test 11"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod shares;
 mod soak;
 mod suite;
 mod trace;
+mod usbip;
 mod user;
 mod vm;
 
@@ -240,6 +241,13 @@ struct VmArgs {
     /// (the driver's requests and events), gadget (the gadget core's).
     #[arg(long, value_name = "EVENTS")]
     trace: Vec<String>,
+    /// Export the gadget over USB/IP (the daemon's --usbip-listen on
+    /// 127.0.0.1:PORT, a free port without one) and give the guest QEMU's
+    /// user networking: `udc-gadget usbip-attach` in the guest, or
+    /// `usbip attach -r 127.0.0.1 -b 1-1` on a host with vhci_hcd, imports
+    /// the device (docs/usbip.md).
+    #[arg(long, value_name = "PORT", num_args = 0..=1, default_missing_value = "0")]
+    usbip: Option<u16>,
 }
 
 fn main() -> ExitCode {
@@ -330,6 +338,20 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         eprintln!("udc-vm: trace events {} (OUT/trace.txt)", trace.join(","));
         format!("{append} {}", trace::cmdline(&trace)).trim().to_string()
     };
+    let usbip = match a.usbip {
+        Some(0) => Some(usbip::free_port().map_err(|e| Error::Io(format!("--usbip: no free port: {e}")))?),
+        p => p,
+    };
+    let append = match usbip {
+        Some(port) => {
+            eprintln!(
+                "udc-vm: USB/IP server on 127.0.0.1:{port} (the guest reaches it at {}:{port})",
+                usbip::GUEST_SEES_HOST
+            );
+            format!("{append} {}", usbip::cmdline(port)).trim().to_string()
+        }
+        None => append,
+    };
     let shares = shares::Share::all(&a.rodir, &a.rwdir).map_err(Error::Usage)?;
     for s in &shares {
         eprintln!("udc-vm: host folder {}", shares::describe(s));
@@ -362,6 +384,7 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         vmlinux: a.kdir.as_ref().map(|k| k.join("vmlinux")),
         shares,
         trace,
+        usbip,
     })
 }
 

@@ -208,6 +208,7 @@ fn column_args(m: &MatrixArgs, c: &Column, out: &Path) -> Result<VmArgs, Error> 
         rodir: Vec::new(),
         rwdir: Vec::new(),
         trace: Vec::new(),
+        usbip: None,
     })
 }
 

@@ -119,6 +119,8 @@ pub struct VmOptions {
     pub shares: Vec<crate::shares::Share>,
     /// `--trace`: kernel trace events streamed to [`Paths::trace`].
     pub trace: Vec<String>,
+    /// `--usbip`: the daemon's USB/IP server port, and the guest's network.
+    pub usbip: Option<u16>,
 }
 
 /// Daemons started with a capture in this run of udc-vm.
@@ -307,6 +309,9 @@ pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> 
         a.extend(crate::trace::qemu_args(&p.trace));
     }
     a.extend(crate::shares::qemu_args(&o.shares));
+    if o.usbip.is_some() {
+        a.extend(crate::usbip::qemu_args());
+    }
     a.extend(o.qemu_opts.iter().cloned());
     a
 }
@@ -369,6 +374,9 @@ fn daemon_args(o: &VmOptions, p: &Paths, pcap: Option<PathBuf>) -> Vec<String> {
         value_name(o.speed),
     ];
     a.extend(o.daemon_args.iter().cloned());
+    if let Some(port) = o.usbip {
+        a.extend(crate::usbip::daemon_args(port));
+    }
     if let Some(f) = pcap {
         a.extend(["--pcap".into(), f.display().to_string()]);
     }
@@ -834,6 +842,7 @@ pub(crate) mod tests {
             vmlinux: None,
             shares: Vec::new(),
             trace: Vec::new(),
+            usbip: None,
         }
     }
 
