@@ -91,6 +91,12 @@ enum Cmd {
         /// passed, and fails if it passes.
         #[arg(long, value_name = "CASE:TEXT")]
         expect_fail: Vec<Expectation>,
+        /// Also run the kernel's gadget test suite (usbtest with the
+        /// unmodified tools/usb/testusb.c; docs/usbtest.md) through USB/IP
+        /// (implies --usbip) and on dummy_hcd, one KTAP case per test
+        /// number; without --filter, only that.
+        #[arg(long)]
+        usbtest: bool,
     },
     /// Throughput and guest CPU time per GiB of DMABUF, read/write and AIO
     /// transfers on virtio-udc and read/write on dummy_hcd; a table on
@@ -277,18 +283,26 @@ fn main() -> ExitCode {
             ktap,
             controller,
             expect_fail,
-        } => options(&vm, Some(900), true).and_then(|o| {
-            suite::run(
-                &o,
-                &TestArgs {
-                    filter,
-                    junit,
-                    ktap,
-                    controller,
-                    expect_fail,
-                },
-            )
-        }),
+            usbtest,
+        } => {
+            let mut vm = vm;
+            if usbtest && vm.usbip.is_none() {
+                vm.usbip = Some(0);
+            }
+            options(&vm, Some(900), true).and_then(|o| {
+                suite::run(
+                    &o,
+                    &TestArgs {
+                        filter,
+                        junit,
+                        ktap,
+                        controller,
+                        expect_fail,
+                        usbtest,
+                    },
+                )
+            })
+        }
         Cmd::Bench { vm, bench } => bench::run(&vm, &bench),
         Cmd::Matrix(m) => matrix::run(&m),
         Cmd::Soak { vm, soak } => soak::run(&vm, &soak),

@@ -388,6 +388,7 @@ pub fn run(m: &MatrixArgs) -> Result<ExitCode, Error> {
                         ktap: None,
                         controller: m.controller,
                         expect_fail: Vec::new(),
+                        usbtest: false,
                     },
                 )
             });

@@ -61,6 +61,8 @@ pub struct TestArgs {
     pub ktap: Option<PathBuf>,
     pub controller: Controllers,
     pub expect_fail: Vec<Expectation>,
+    /// Run the usbtest suites (USBTEST_SUITES); alone, only those.
+    pub usbtest: bool,
 }
 
 /// One controller's boots.
@@ -70,6 +72,8 @@ struct Controller {
     daemon_args: Vec<String>,
     filter: Option<String>,
     guest_binaries: bool,
+    /// The usbtest suites (`--usbtest`).
+    usbtest: bool,
     out: PathBuf,
 }
 
@@ -84,18 +88,26 @@ pub enum Controllers {
     NoSg,
 }
 
-fn controllers(o: &VmOptions, filter: Option<&str>, controller: Controllers) -> Vec<Controller> {
+fn controllers(
+    o: &VmOptions,
+    filter: Option<&str>,
+    controller: Controllers,
+    usbtest: bool,
+) -> Vec<Controller> {
     let mut cs = Vec::new();
     if controller != Controllers::NoSg {
         cs.push(Controller {
             label: "",
             daemon_args: o.daemon_args.clone(),
             filter: filter.map(str::to_string),
-            guest_binaries: filter.is_none(),
+            // --usbtest alone runs only the usbtest suites.
+            guest_binaries: filter.is_none() && !usbtest,
+            usbtest,
             out: o.out.clone(),
         });
     }
-    if controller != Controllers::Sg {
+    // The usbtest suites need scatter-gather (DMABUF) and run once.
+    if controller != Controllers::Sg && !usbtest {
         let mut daemon_args = o.daemon_args.clone();
         daemon_args.push("--no-sg".into());
         cs.push(Controller {
@@ -103,6 +115,7 @@ fn controllers(o: &VmOptions, filter: Option<&str>, controller: Controllers) -> 
             daemon_args,
             filter: Some(filter.unwrap_or(NO_SG_FILTER).to_string()),
             guest_binaries: false,
+            usbtest: false,
             out: if controller == Controllers::NoSg {
                 o.out.clone()
             } else {
@@ -126,7 +139,7 @@ enum GadgetPlan {
 
 /// /udc/run.sh for one boot: each suite one top-level KTAP case, its own
 /// output indented as a subtest, line by line as it comes.
-fn test_script(gadget: &GadgetPlan, guest_binaries: bool) -> String {
+fn test_script(gadget: &GadgetPlan, guest_binaries: bool, usbtest: bool) -> String {
     let mut s = String::from(
         "set -u\n\
          # The daemon's own tests find its guest build here (docs/vm-tier.md).\n\
@@ -146,6 +159,11 @@ fn test_script(gadget: &GadgetPlan, guest_binaries: bool) -> String {
         // The test suites only: ffs-test and testusb live there too.
         s += "for t in /usr/libexec/udc/*-tests; do [ -f \"$t\" ] && [ -x \"$t\" ] && suites=\"$suites $t\"; done\n";
     }
+    if usbtest {
+        for (name, _) in USBTEST_SUITES {
+            s += &format!("suites=\"$suites {name}\"\n");
+        }
+    }
     s += "set -- $suites\n\
           echo 'KTAP version 1'\n\
           echo \"1..$#\"\n\
@@ -160,6 +178,9 @@ fn test_script(gadget: &GadgetPlan, guest_binaries: bool) -> String {
         "        udc-gadget) set -- \"$t\" test --stop-on-failure{} ;;\n",
         gadget_args.unwrap_or_default()
     );
+    for (name, args) in USBTEST_SUITES {
+        s += &format!("        {name}) set -- /usr/bin/udc-gadget usbtest {args} ;;\n");
+    }
     s += "        *) set -- \"$t\" --test-threads=1 ;;\n\
           \x20   esac\n\
           \x20   # Line by line, so each result reaches the results port as it ends.\n\
@@ -171,6 +192,14 @@ fn test_script(gadget: &GadgetPlan, guest_binaries: bool) -> String {
           done\n";
     s
 }
+
+/// `--usbtest`: the kernel's gadget test suite (docs/usbtest.md), a KTAP
+/// suite per device and way to it, each test number a case.
+pub const USBTEST_SUITES: &[(&str, &str)] = &[
+    ("usbtest-usbip-sourcesink", "--via usbip --device sourcesink"),
+    ("usbtest-dummy-sourcesink", "--via dummy --device sourcesink"),
+    ("usbtest-usbip-ffs-dmabuf", "--via usbip --device ffs-dmabuf"),
+];
 
 /// What one controller's boots found.
 #[derive(Default)]
@@ -212,8 +241,13 @@ const MAX_BOOTS: usize = 64;
 /// result, each boot going on after the case the last one stopped at.
 fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
     let mut found = Found::default();
-    let mut gadget = GadgetPlan::Filter(c.filter.clone());
+    let mut gadget = if c.usbtest && c.filter.is_none() {
+        GadgetPlan::Nothing
+    } else {
+        GadgetPlan::Filter(c.filter.clone())
+    };
     let mut binaries = c.guest_binaries;
+    let mut usbtest = c.usbtest;
     for n in 1.. {
         let out = if n == 1 {
             c.out.clone()
@@ -243,7 +277,7 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
             quiet_timeout: Some(QUIET_TIMEOUT),
             ..o.clone()
         };
-        let f = vm::boot(&bo, &Mode::Script(test_script(&gadget, binaries)))?;
+        let f = vm::boot(&bo, &Mode::Script(test_script(&gadget, binaries, usbtest)))?;
         found.seconds += f.elapsed.as_secs_f64();
         found.console_tail += &vm::tail(&f.paths.console, 200);
         let results = std::fs::read_to_string(&f.paths.results).unwrap_or_default();
@@ -326,13 +360,17 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
             });
         }
         // The guest test binaries ran when every suite reported.
-        let binaries_ran = binaries && report.suites_planned == Some(report.suites_reported);
+        let all_ran = report.suites_planned == Some(report.suites_reported);
+        let binaries_ran = binaries && all_ran;
+        let usbtest_ran = usbtest && all_ran;
         // Going on needs the guest tool to have started (its plan), or a
         // boot that fails before it would repeat for ever.
         let started = report.plan.is_some() || !gadget_ran;
         let went_on = started
             && n < MAX_BOOTS
-            && (!pending.is_empty() || (binaries && !binaries_ran && (report.stopped || interrupted)));
+            && (!pending.is_empty()
+                || (((binaries && !binaries_ran) || (usbtest && !usbtest_ran))
+                    && (report.stopped || interrupted)));
         // A guest stopped on purpose, or stuck in a case that failed for it,
         // leaves its report short: that is explained above.
         if !went_on && !explained && !report.stopped {
@@ -373,6 +411,7 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
             GadgetPlan::Exact(pending)
         };
         binaries = binaries && !binaries_ran;
+        usbtest = usbtest && !usbtest_ran;
     }
     if !c.label.is_empty() {
         for x in &mut found.cases {
@@ -475,7 +514,7 @@ const NEEDS_PREFIX: &str = "needs a controller";
 
 /// Runs the suite on each controller asked for.
 pub fn collect(o: &VmOptions, a: &TestArgs) -> Result<Results, Error> {
-    let cs = controllers(o, a.filter.as_deref(), a.controller);
+    let cs = controllers(o, a.filter.as_deref(), a.controller, a.usbtest);
     let mut all = Found::default();
     for (n, c) in cs.iter().enumerate() {
         if cs.len() > 1 {
@@ -628,7 +667,7 @@ mod tests {
     fn both_controllers_by_default() {
         let mut o = vm::tests::opts();
         o.daemon_args = vec!["--config=udc.toml".into()];
-        let cs = controllers(&o, None, Controllers::Both);
+        let cs = controllers(&o, None, Controllers::Both, false);
         assert_eq!(cs.len(), 2);
         assert_eq!(cs[0].daemon_args, ["--config=udc.toml"]);
         assert!(cs[0].guest_binaries && cs[0].filter.is_none());
@@ -641,27 +680,44 @@ mod tests {
     #[test]
     fn a_filter_and_one_controller_give_one() {
         let o = vm::tests::opts();
-        let cs = controllers(&o, Some("bulk"), Controllers::Sg);
+        let cs = controllers(&o, Some("bulk"), Controllers::Sg, false);
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].filter.as_deref(), Some("bulk"));
         assert!(!cs[0].guest_binaries);
-        let cs = controllers(&o, Some("bulk"), Controllers::NoSg);
+        let cs = controllers(&o, Some("bulk"), Controllers::NoSg, false);
         assert_eq!(cs.len(), 1);
         assert_eq!(cs[0].out, o.out);
     }
 
     #[test]
+    fn usbtest_alone_is_one_boot_of_the_usbtest_suites() {
+        let o = vm::tests::opts();
+        let cs = controllers(&o, None, Controllers::Both, true);
+        assert_eq!(cs.len(), 1, "the suites need scatter-gather and run once");
+        assert!(cs[0].usbtest && !cs[0].guest_binaries);
+        let s = test_script(&GadgetPlan::Nothing, false, true);
+        assert!(!s.contains("suites=/usr/bin/udc-gadget"));
+        for (name, args) in USBTEST_SUITES {
+            assert!(s.contains(&format!("suites=\"$suites {name}\"")), "{s}");
+            assert!(
+                s.contains(&format!("{name}) set -- /usr/bin/udc-gadget usbtest {args} ;;")),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
     fn the_script_stops_after_a_failure_and_goes_on_with_exact_cases() {
-        let s = test_script(&GadgetPlan::Filter(None), true);
+        let s = test_script(&GadgetPlan::Filter(None), true, false);
         assert!(s.contains("/usr/libexec/udc/*-tests"));
         assert!(s.contains("test --stop-on-failure ;;"), "{s}");
         assert!(s.contains("[ \"$rc\" = 4 ]; then exit 4"));
-        let s = test_script(&GadgetPlan::Filter(Some("dmabuf".into())), false);
+        let s = test_script(&GadgetPlan::Filter(Some("dmabuf".into())), false, false);
         assert!(!s.contains("/usr/libexec/udc/"));
         assert!(s.contains("test --stop-on-failure --filter dmabuf"));
-        let s = test_script(&GadgetPlan::Exact(vec!["a".into(), "b-c".into()]), false);
+        let s = test_script(&GadgetPlan::Exact(vec!["a".into(), "b-c".into()]), false, false);
         assert!(s.contains("--cases a,b-c"));
-        let s = test_script(&GadgetPlan::Nothing, true);
+        let s = test_script(&GadgetPlan::Nothing, true, false);
         assert!(!s.contains("suites=/usr/bin/udc-gadget"));
         // No sed: it buffers, and the results would come only at the end.
         assert!(!s.contains("sed"));
