@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use log::{debug, info, warn};
 
-use super::wire::{self, errno, Cmd, CmdSubmit, CmdUnlink, HEADER_LEN, ISO_DESC_LEN};
+use super::wire::{self, errno, Cmd, CmdSubmit, CmdUnlink, IsoPacket, HEADER_LEN, ISO_DESC_LEN};
 use super::Stream;
 use crate::device::{BusState, UrbKind, UrbResult, UrbStatus};
 use crate::host::Host;
@@ -79,6 +79,48 @@ enum PendingKind {
     Control,
     /// Queued on an endpoint as the device model's transfer `id`.
     Urb { ep: u8, id: u64 },
+    /// Isochronous: each packet a transfer of its own, in order.
+    Iso(Box<IsoUrb>),
+}
+
+/// An isochronous URB in flight: its packets' transfers and their ends.
+struct IsoUrb {
+    ep: u8,
+    packets: Vec<IsoPacket>,
+    ids: Vec<u64>,
+    ends: Vec<Option<UrbResult>>,
+}
+
+impl IsoUrb {
+    /// The RET_SUBMIT of a finished URB: the header, IN data packed as
+    /// the stub driver sends it (each packet's bytes back to back), and
+    /// every packet's descriptor.
+    fn reply(&self, seqnum: u32, is_in: bool) -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut descs = Vec::with_capacity(self.packets.len() * ISO_DESC_LEN);
+        let (mut actual, mut errors) = (0u32, 0u32);
+        for (p, end) in self.packets.iter().zip(&self.ends) {
+            let end = end.as_ref().expect("every packet ended");
+            let status = status_errno(end.status);
+            if status != 0 {
+                errors += 1;
+            }
+            actual += end.actual as u32;
+            if is_in {
+                data.extend_from_slice(&end.data[..end.actual.min(end.data.len())]);
+            }
+            IsoPacket {
+                actual_length: end.actual as u32,
+                status,
+                ..*p
+            }
+            .encode(&mut descs);
+        }
+        let mut b = wire::ret_submit(seqnum, 0, actual, 0, self.packets.len() as u32, errors).to_vec();
+        b.extend_from_slice(&data);
+        b.extend_from_slice(&descs);
+        b
+    }
 }
 
 #[derive(Default)]
@@ -250,16 +292,6 @@ impl Reader<'_> {
         let mut iso = vec![0u8; s.packets * ISO_DESC_LEN];
         self.stream.read_exact(&mut iso)?;
         self.counts.submitted += 1;
-        if s.packets > 0 {
-            // The device model moves isochronous data as a stream of
-            // transfers, not per (micro)frame: it cannot report ISO packets.
-            debug!(
-                "usbip {}: isochronous URB of {} packets refused",
-                self.shared.peer, s.packets
-            );
-            self.refuse(s.seqnum, errno::EINVAL);
-            return Ok(());
-        }
         {
             let f = self.shared.inflight.lock().unwrap();
             if f.by_seqnum.len() >= MAX_IN_FLIGHT || f.bytes + s.length > MAX_IN_FLIGHT_BYTES {
@@ -284,7 +316,16 @@ impl Reader<'_> {
             }
         }
         if s.ep & 0x0f == 0 {
+            if s.packets > 0 {
+                self.refuse(s.seqnum, errno::EINVAL);
+                return Ok(());
+            }
             self.submit_control(s, data);
+            return Ok(());
+        }
+        if s.packets > 0 {
+            let packets: Vec<IsoPacket> = iso.chunks(ISO_DESC_LEN).map(IsoPacket::parse).collect();
+            self.submit_iso(s, data, packets);
             return Ok(());
         }
         let kind = if s.is_in() {
@@ -307,6 +348,54 @@ impl Reader<'_> {
         f.by_id.insert(id, s.seqnum);
         f.bytes += s.length;
         Ok(())
+    }
+
+    /// An isochronous URB: each packet queued as a transfer of its own (the
+    /// device model has no frame clock; a packet ends when the gadget's
+    /// request for it does), the URB answered when the last one ends.
+    fn submit_iso(&mut self, s: CmdSubmit, data: Vec<u8>, packets: Vec<IsoPacket>) {
+        let fits = packets.iter().all(|p| {
+            (p.offset as usize)
+                .checked_add(p.length as usize)
+                .is_some_and(|end| end <= s.length)
+        });
+        if !fits {
+            warn!(
+                "usbip {}: seqnum {}: an ISO packet lies outside the transfer buffer",
+                self.shared.peer, s.seqnum
+            );
+            self.refuse(s.seqnum, errno::EINVAL);
+            return;
+        }
+        let mut f = self.shared.inflight.lock().unwrap();
+        let mut ids = Vec::with_capacity(packets.len());
+        for p in &packets {
+            let (o, n) = (p.offset as usize, p.length as usize);
+            let kind = if s.is_in() {
+                UrbKind::In { len: n }
+            } else {
+                UrbKind::Out {
+                    data: data[o..o + n].to_vec(),
+                    zlp: false,
+                }
+            };
+            let id = self
+                .shared
+                .host
+                .submit_to(s.ep, kind, Vec::new(), self.urb_tx.clone());
+            f.by_id.insert(id, s.seqnum);
+            ids.push(id);
+        }
+        let ends = (0..packets.len()).map(|_| None).collect();
+        let iso = IsoUrb {
+            ep: s.ep,
+            packets,
+            ids,
+            ends,
+        };
+        f.by_seqnum
+            .insert(s.seqnum, Pending::new(&s, PendingKind::Iso(Box::new(iso))));
+        f.bytes += s.length;
     }
 
     fn submit_control(&mut self, s: CmdSubmit, data: Vec<u8>) {
@@ -357,8 +446,16 @@ impl Reader<'_> {
             return;
         };
         p.unlinked_by = Some(u.seqnum);
-        match p.kind {
-            PendingKind::Urb { ep, id } => {
+        match &p.kind {
+            PendingKind::Iso(iso) => {
+                let mut udc = self.shared.host.udc().lock();
+                for (id, end) in iso.ids.iter().zip(&iso.ends) {
+                    if end.is_none() {
+                        udc.cancel_urb(iso.ep, *id);
+                    }
+                }
+            }
+            &PendingKind::Urb { ep, id } => {
                 // Its result (cancelled, or done just before) reaches
                 // the completion thread, which answers the unlink.
                 self.shared.host.udc().lock().cancel_urb(ep, id);
@@ -375,9 +472,45 @@ impl Reader<'_> {
 
 fn complete_urbs(s: &Arc<Shared>, rx: Receiver<UrbResult>) {
     for r in rx {
-        let seqnum = s.inflight.lock().unwrap().by_id.remove(&r.id);
-        if let Some(seqnum) = seqnum {
-            s.finished(seqnum, r.status, &r.data, r.actual);
+        let mut f = s.inflight.lock().unwrap();
+        let Some(seqnum) = f.by_id.remove(&r.id) else {
+            continue;
+        };
+        if let Some(PendingKind::Iso(iso)) = f.by_seqnum.get_mut(&seqnum).map(|p| &mut p.kind) {
+            let i = iso
+                .ids
+                .iter()
+                .position(|&id| id == r.id)
+                .expect("a packet of this URB");
+            iso.ends[i] = Some(r);
+            if iso.ends.iter().all(Option::is_some) {
+                let p = f.by_seqnum.remove(&seqnum).expect("found above");
+                f.bytes -= p.bytes;
+                iso_finished(s, seqnum, &p);
+            }
+            continue;
+        }
+        drop(f);
+        s.finished(seqnum, r.status, &r.data, r.actual);
+    }
+}
+
+/// The last packet of an isochronous URB ended (under the in-flight lock,
+/// as [`Shared::finished`] writes).
+fn iso_finished(s: &Shared, seqnum: u32, p: &Pending) {
+    let PendingKind::Iso(iso) = &p.kind else { return };
+    let cancelled = iso
+        .ends
+        .iter()
+        .flatten()
+        .any(|e| e.status == UrbStatus::Cancelled);
+    match p.unlinked_by {
+        Some(u) if cancelled => s.send(&[&wire::ret_unlink(u, -errno::ECONNRESET)]),
+        unlinked => {
+            s.send(&[&iso.reply(seqnum, p.is_in)]);
+            if let Some(u) = unlinked {
+                s.send(&[&wire::ret_unlink(u, 0)]);
+            }
         }
     }
 }
@@ -434,9 +567,10 @@ fn cancel_everything(s: &Arc<Shared>) {
     let urbs: Vec<(u8, u64)> = f
         .by_seqnum
         .values()
-        .filter_map(|p| match p.kind {
-            PendingKind::Urb { ep, id } => Some((ep, id)),
-            PendingKind::Control => None,
+        .flat_map(|p| match &p.kind {
+            PendingKind::Urb { ep, id } => vec![(*ep, *id)],
+            PendingKind::Iso(iso) => iso.ids.iter().map(|id| (iso.ep, *id)).collect(),
+            PendingKind::Control => Vec::new(),
         })
         .collect();
     let control = f.control_running.is_some();
