@@ -131,6 +131,13 @@ else
     failed+=("udc-vm run")
 fi
 vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk,short --out target/vm/full --junit target/vm/full.xml
+# The kernel's own gadget test suite (docs/usbtest.md): usbtest with the
+# unmodified tools/usb/testusb.c against sourcesink through USB/IP (the
+# daemon's server, the guest's own vhci_hcd) and on dummy_hcd in the same
+# guest, and against a FunctionFS gadget whose data moves only by DMABUF
+# transfers; one KTAP case per test number.
+vm "usbtest/testusb through USB/IP, on dummy_hcd, and a FunctionFS DMABUF gadget" --speed high --usbtest \
+    --out target/vm/usbtest --junit target/vm/usbtest.xml
 # Injection and coherency (docs/injection.md, docs/recipes.md): the whole
 # scatter-gather catalogue under seeded random latency and NAKs, and the
 # DMABUF-next-to-read/write case with every mapping bounced.
