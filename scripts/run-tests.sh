@@ -136,8 +136,15 @@ vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk
 # daemon's server, the guest's own vhci_hcd) and on dummy_hcd in the same
 # guest, and against a FunctionFS gadget whose data moves only by DMABUF
 # transfers; one KTAP case per test number.
-vm "usbtest/testusb through USB/IP, on dummy_hcd, and a FunctionFS DMABUF gadget" --speed high --usbtest \
-    --out target/vm/usbtest --junit target/vm/usbtest.xml
+# dummy_hcd has no isochronous endpoints, so usbtest cannot take
+# sourcesink's alternate setting 1 there: asserted, as the comparison
+# with virtio-udc in docs/usbtest.md says.
+dummy_iso=()
+for t in 15-iso-out 16-iso-in 22-iso-out-odd-address 23-iso-in-odd-address; do
+    dummy_iso+=(--expect-fail "usbtest-dummy-sourcesink-$t:probe with driver usbtest failed")
+done
+vm "usbtest/testusb through USB/IP, on dummy_hcd, and a FunctionFS DMABUF gadget" --speed super --usbtest \
+    "${dummy_iso[@]}" --out target/vm/usbtest --junit target/vm/usbtest.xml
 # Injection and coherency (docs/injection.md, docs/recipes.md): the whole
 # scatter-gather catalogue under seeded random latency and NAKs, and the
 # DMABUF-next-to-read/write case with every mapping bounced.

@@ -93,6 +93,10 @@ pub struct Host {
     stop: AtomicBool,
     /// The bus capture, while one runs.
     capture: Mutex<Option<Arc<Capture>>>,
+    /// Held through an enumeration and through a hand-over: an import
+    /// that comes while the built-in host enumerates waits for it to end,
+    /// instead of resetting the bus under it.
+    bus_turn: Mutex<()>,
 }
 
 impl Host {
@@ -104,6 +108,7 @@ impl Host {
             next_id: AtomicU64::new(1),
             stop: AtomicBool::new(false),
             capture: Mutex::new(None),
+            bus_turn: Mutex::new(()),
         })
     }
 
@@ -214,6 +219,7 @@ impl Host {
     /// (vhci_hcd answers SET_ADDRESS itself and never sends it). The client
     /// reads the descriptors and configures the device. The bus speed.
     pub fn hand_over(&self, who: &str) -> Result<Speed, HostError> {
+        let _turn = self.bus_turn.lock().unwrap();
         {
             let mut v = self.view.lock().unwrap();
             if let Some(o) = &v.owner {
@@ -259,6 +265,7 @@ impl Host {
 
     /// Resets the bus and enumerates the gadget, like plugging it in.
     pub fn reset_and_enumerate(&self) -> Result<Enumerated, HostError> {
+        let _turn = self.bus_turn.lock().unwrap();
         self.check_not_owned()?;
         let cfg = self.config();
         let Some(speed) = self.udc.lock().bus_reset(cfg.speed) else {

@@ -378,6 +378,20 @@ fn stalls_and_unlinks_reach_the_client_as_vhci_expects() {
     assert_eq!(c.result(24).0, -121, "-EREMOTEIO");
     h.wait_completion(x, T).unwrap();
 
+    // An unlink that overtakes its submission (vhci_hcd's transmit thread
+    // sends pending unlinks after pending submissions, so one queued just
+    // after its URB can go first): the submission, when it comes, is
+    // answered as unlinked and never runs (no RET_SUBMIT follows).
+    c.unlink(26, 27);
+    c.submit(27, 0x81, 0x200, 512, [0; 8], &[]);
+    assert_eq!(
+        c.recv(),
+        Ret::Unlink {
+            seqnum: 26,
+            status: -104
+        }
+    );
+
     // The gadget halts ep1in: -EPIPE; the client's CLEAR_FEATURE(HALT)
     // clears it and data flows again.
     h.set_halt(0x81, 1).unwrap();

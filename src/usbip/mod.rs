@@ -255,13 +255,13 @@ fn import(host: &Arc<Host>, mut stream: Box<dyn Stream>, peer: &str) -> io::Resu
         warn!("usbip {peer}: OP_REQ_IMPORT of bus id {busid:?}: this server exports {BUSID}");
         return refuse(&mut stream, wire::ST_NA);
     }
-    let Some(mut info) = exported_device(host) else {
+    if exported_device(host).is_none() {
         warn!("usbip {peer}: OP_REQ_IMPORT: no device (the gadget has not pulled up, or did not enumerate)");
         return refuse(&mut stream, wire::ST_NA);
-    };
+    }
     let who = format!("USB/IP client {peer}");
-    match host.hand_over(&who) {
-        Ok(speed) => info.speed = speed,
+    let speed = match host.hand_over(&who) {
+        Ok(speed) => speed,
         Err(HostError::InUse(o)) => {
             warn!("usbip {peer}: OP_REQ_IMPORT: the device is in use by {o}");
             return refuse(&mut stream, wire::ST_DEV_BUSY);
@@ -270,7 +270,15 @@ fn import(host: &Arc<Host>, mut stream: Box<dyn Stream>, peer: &str) -> io::Resu
             warn!("usbip {peer}: OP_REQ_IMPORT: {e}");
             return refuse(&mut stream, wire::ST_DEV_ERR);
         }
-    }
+    };
+    // Read after the hand-over, which waited for an enumeration under way:
+    // the device as it is now, not as an earlier gadget was.
+    let Some(mut info) = host.view().enumerated.as_ref().map(device_info) else {
+        warn!("usbip {peer}: OP_REQ_IMPORT: the device was never enumerated");
+        host.take_back();
+        return refuse(&mut stream, wire::ST_DEV_ERR);
+    };
+    info.speed = speed;
     info.devnum = u32::from(host.config().address);
     info.configuration_value = 0;
     let mut reply = OpHeader::reply(wire::OP_REP_IMPORT, wire::ST_OK).to_vec();

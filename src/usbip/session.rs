@@ -245,6 +245,8 @@ pub fn run(host: Arc<Host>, stream: Box<dyn Stream>, peer: String) -> io::Result
         urb_tx,
         ctl_tx: Some(ctl_tx),
         counts: SessionCounts::default(),
+        last_submitted: None,
+        early_unlinks: HashMap::new(),
     };
     let result = reader.serve();
     let counts = reader.counts;
@@ -266,7 +268,18 @@ struct Reader<'a> {
     urb_tx: Sender<UrbResult>,
     ctl_tx: Option<Sender<ControlJob>>,
     counts: SessionCounts,
+    /// The highest seqnum submitted so far.
+    last_submitted: Option<u32>,
+    /// Unlinks that came before the submission they cancel, by the
+    /// victim's seqnum: vhci_hcd's transmit thread sends its pending
+    /// unlinks after its pending submissions in each round, so an unlink
+    /// queued just after its URB can overtake it on the wire.
+    early_unlinks: HashMap<u32, u32>,
 }
+
+/// Early unlinks kept at most (a client that names seqnums it never
+/// submits must not grow the daemon).
+const MAX_EARLY_UNLINKS: usize = 1024;
 
 impl Reader<'_> {
     fn serve(&mut self) -> io::Result<()> {
@@ -292,6 +305,17 @@ impl Reader<'_> {
         let mut iso = vec![0u8; s.packets * ISO_DESC_LEN];
         self.stream.read_exact(&mut iso)?;
         self.counts.submitted += 1;
+        self.last_submitted = Some(self.last_submitted.map_or(s.seqnum, |l| l.max(s.seqnum)));
+        if let Some(u) = self.early_unlinks.remove(&s.seqnum) {
+            // Cancelled before it started: answered as an unlink that
+            // caught it, and never run.
+            debug!(
+                "usbip {}: seqnum {} was unlinked before it came",
+                self.shared.peer, s.seqnum
+            );
+            self.shared.send(&[&wire::ret_unlink(u, -errno::ECONNRESET)]);
+            return Ok(());
+        }
         {
             let f = self.shared.inflight.lock().unwrap();
             if f.by_seqnum.len() >= MAX_IN_FLIGHT || f.bytes + s.length > MAX_IN_FLIGHT_BYTES {
@@ -441,6 +465,12 @@ impl Reader<'_> {
         let running_control = f.control_running;
         let Some(p) = f.by_seqnum.get_mut(&u.victim) else {
             drop(f);
+            let future = self.last_submitted.is_none_or(|l| u.victim > l);
+            if future && self.early_unlinks.len() < MAX_EARLY_UNLINKS {
+                // Its submission is still on the way: answered when it comes.
+                self.early_unlinks.insert(u.victim, u.seqnum);
+                return;
+            }
             // Already given back (or never submitted): nothing to cancel.
             self.shared.send(&[&wire::ret_unlink(u.seqnum, 0)]);
             return;

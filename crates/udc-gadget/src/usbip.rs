@@ -181,24 +181,35 @@ fn find_device(vendor: u16, product: u16) -> Option<(PathBuf, PathBuf)> {
             .ok()
             .map(|s| s.trim().to_string())
     };
-    for hub in std::fs::read_dir(VHCI).ok()?.flatten() {
-        let hub = hub.path();
-        if !hub.file_name()?.to_str()?.starts_with("usb") {
+    let name_of = |p: &Path| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let hubs = std::fs::read_dir(VHCI).ok()?.flatten().map(|e| e.path());
+    for hub in hubs.filter(|h| name_of(h).starts_with("usb")) {
+        let Ok(devs) = std::fs::read_dir(&hub) else {
             continue;
-        }
-        for dev in std::fs::read_dir(&hub).ok()?.flatten() {
-            let dev = dev.path();
-            let name = dev.file_name()?.to_str()?.to_string();
+        };
+        for dev in devs.flatten().map(|e| e.path()) {
+            let name = name_of(&dev);
+            // Devices are BUS-PORT; their interfaces have a colon.
             if !name.contains('-') || name.contains(':') {
                 continue;
             }
-            if read(&dev, "idVendor")? == format!("{vendor:04x}")
-                && read(&dev, "idProduct")? == format!("{product:04x}")
+            if read(&dev, "idVendor") != Some(format!("{vendor:04x}"))
+                || read(&dev, "idProduct") != Some(format!("{product:04x}"))
             {
-                let bus: u32 = read(&dev, "busnum")?.parse().ok()?;
-                let num: u32 = read(&dev, "devnum")?.parse().ok()?;
-                return Some((dev, PathBuf::from(format!("/dev/bus/usb/{bus:03}/{num:03}"))));
+                continue;
             }
+            let (Some(bus), Some(num)) = (read(&dev, "busnum"), read(&dev, "devnum")) else {
+                continue;
+            };
+            let (Ok(bus), Ok(num)) = (bus.parse::<u32>(), num.parse::<u32>()) else {
+                continue;
+            };
+            return Some((dev, PathBuf::from(format!("/dev/bus/usb/{bus:03}/{num:03}"))));
         }
     }
     None

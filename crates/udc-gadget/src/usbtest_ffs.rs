@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use usb_gadget::Id;
 
-use crate::dmabuf::{GuestBuf, Source};
+use crate::dmabuf::{self, GuestBuf, Source};
 use crate::error::Error;
 use crate::ffs_dmabuf;
 use crate::gadget::TestGadget;
@@ -35,6 +35,10 @@ pub struct Counts {
     pub in_transfers: AtomicU64,
     pub out_transfers: AtomicU64,
     pub out_bytes: AtomicU64,
+    /// Transfers that ended with an error: usbtest selects the interface's
+    /// alternate setting before each test, and SET_INTERFACE makes f_fs
+    /// disable and enable the endpoints, ending what is queued on them.
+    pub cancelled: AtomicU64,
     /// OUT transfers whose data was not usbtest's pattern, and other
     /// failures, one line each (the first few).
     pub problems: Mutex<Vec<String>>,
@@ -82,7 +86,8 @@ impl FfsDmabufDevice {
             let t = thread::Builder::new()
                 .name(format!("ffs-dmabuf-ep{ep}"))
                 .spawn(move || {
-                    let mut buf = match GuestBuf::new(Source::Udmabuf, want.len()) {
+                    // A udmabuf is whole pages; the transfers use its start.
+                    let mut buf = match GuestBuf::new(Source::Udmabuf, want.len().next_multiple_of(4096)) {
                         Ok(b) => b,
                         Err(e) => {
                             let _ = ready_tx.send(Err(format!("udmabuf of {} bytes: {e}", want.len())));
@@ -117,10 +122,11 @@ impl FfsDmabufDevice {
 
 impl Drop for FfsDmabufDevice {
     fn drop(&mut self) {
+        // The loops see the stop within a wait step and detach their
+        // buffers (which cancels a transfer still queued) while the gadget
+        // is bound: a DMABUF ioctl after the UDC is gone dereferences NULL
+        // in stock f_fs (docs/kernel-bugs.md, the lifecycle matrix).
         self.stop.store(true, Ordering::SeqCst);
-        // A transfer waiting for the host ends when the gadget unbinds,
-        // which dropping `gadget` does after this.
-        let _ = self.gadget.unbind();
         for t in self.loops.drain(..) {
             let _ = t.join();
         }
@@ -158,10 +164,35 @@ fn run_loop(
             }
             return;
         }
+        // The transfer's fence, to tell how it ended: readers of the
+        // buffer wait for an OUT transfer's write, writers for an IN
+        // transfer's read.
+        let sync = match buf.export_sync_file(if is_in {
+            dmabuf::SYNC_WRITE
+        } else {
+            dmabuf::SYNC_READ
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                counts.problem(format!("{dir}: EXPORT_SYNC_FILE: {e}"));
+                return;
+            }
+        };
         // The host decides when a transfer happens: wait in short steps so
         // that a stop is seen.
         while !buf.wait(event, Duration::from_millis(200)) {
             if stop.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+        match dmabuf::sync_file_fences(sync.as_fd()) {
+            Ok(f) if f.iter().any(|x| x.status < 0) => {
+                counts.cancelled.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                counts.problem(format!("{dir}: SYNC_IOC_FILE_INFO: {e}"));
                 return;
             }
         }
