@@ -97,8 +97,11 @@ fi
 
 # ------------------------------------------------------------- the tools --
 
-command -v gcc >/dev/null || install_packages gcc
-[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || install_packages libc6-dev
+missing=()
+command -v gcc >/dev/null || missing+=(gcc)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || missing+=(libc6-dev)
+command -v file >/dev/null || missing+=(file)
+install_packages "${missing[@]}"
 
 # What the tools are built from, inside the tarball. ffs-test includes
 # <tools/le_byteshift.h> (tools/include) and the uapi <linux/usb/functionfs.h>

@@ -12,7 +12,8 @@
 #           SuperSpeed (controllers with and without scatter-gather),
 #           high speed and full speed, again under seeded random latency,
 #           the udmabuf device tests and the zero-copy tests, which need
-#           the guest kernel's /dev/udmabuf; a 60 s soak under random
+#           the guest kernel's /dev/udmabuf; the kernel's own
+#           tools/usb/ffs-test.c at high and full speed; a 60 s soak under random
 #           faults with QEMU and the daemon unprivileged; the reproducers of f_fs's bugs
 #           on the stock module (expected failures) and with the fix series
 #           of patches/linux (clean, with the whole catalogue under
@@ -130,7 +131,13 @@ else
     echo "=== udc-vm run: cannot run: QEMU or the guest image did not build (see above)"
     failed+=("udc-vm run")
 fi
-vm "VM suite, full speed" --speed full --controller sg --filter enumeration,bulk,short --out target/vm/full --junit target/vm/full.xml
+# At full speed also the kernel's own tools/usb/ffs-test.c, unmodified, at
+# high and at full speed: on the stock f_fs the full-speed run must fail
+# for its bug (f_fs gives ffs-test's wMaxPacketSize 0 back to the host and
+# SET_CONFIGURATION fails; patches/linux/0007, docs/kernel-bugs.md).
+vm "VM suite, full speed; ffs-test (stock f_fs: wMaxPacketSize 0 at full speed)" --speed full --controller sg \
+    --filter enumeration,bulk,short,ffs-test --expect-fail 'ffs-test-full-speed:wMaxPacketSize 0' \
+    --out target/vm/full --junit target/vm/full.xml
 # The kernel's own gadget test suite (docs/usbtest.md): usbtest with the
 # unmodified tools/usb/testusb.c against sourcesink through USB/IP (the
 # daemon's server, the guest's own vhci_hcd) and on dummy_hcd in the same
@@ -204,8 +211,9 @@ vm "f_fs with the fix series, swiotlb=force: large read/write, DETACH unmaps" --
 vm "f_fs with the fix series, poisoned frees: the fence and the lifecycle matrix" --speed super --controller sg \
     --debug-kernel-options "${series[@]}" --filter ffs-fence-outlives-detach,lifecycle \
     --out target/vm/fixed-lifecycle --junit target/vm/fixed-lifecycle.xml
-vm "f_fs with the fix series, no scatter-gather: 8 MiB read/write" --speed super --controller no-sg "${series[@]}" \
-    --filter ffs-rw-above-4mib --out target/vm/fixed-nosg --junit target/vm/fixed-nosg.xml
+vm "f_fs with the fix series, no scatter-gather: 8 MiB read/write, ffs-test at full and high speed" --speed super \
+    --controller no-sg "${series[@]}" --filter ffs-rw-above-4mib,ffs-test \
+    --out target/vm/fixed-nosg --junit target/vm/fixed-nosg.xml
 # The kernel matrix, small: the newest kernel with stock f_fs and with the
 # fix series; the table must show the stock module's NULL dereference and
 # the series' fix of it.

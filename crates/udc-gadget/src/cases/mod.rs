@@ -12,9 +12,11 @@
 //! - `recipes`: injection seen through FunctionFS, the recipes of
 //!   docs/recipes.md;
 //! - `findings`: what the suite found in the kernel, and the reproducers
-//!   of f_fs bugs.
+//!   of f_fs bugs;
+//! - `ffs_test`: the kernel's own tools/usb/ffs-test.c, unmodified.
 
 pub mod dmabuf;
+pub mod ffs_test;
 pub mod findings;
 pub mod lifecycle;
 pub mod recipes;

@@ -9,7 +9,7 @@ use crate::cases::lifecycle::{
     bus_events, daemon_crash, rmmod_insmod, run_ordering, unbind_rebind, Op, State,
 };
 use crate::cases::transfers::*;
-use crate::cases::{findings, recipes};
+use crate::cases::{ffs_test, findings, recipes};
 use crate::error::Error;
 use crate::support::Ctx;
 
@@ -119,6 +119,11 @@ const CASES: &[Case] = &[
         Needs::NoSg,
         findings::rw_above_4mib_without_sg,
     ),
+    // The kernel's tools/usb/ffs-test.c, unmodified: at high speed, and at
+    // full speed, where stock f_fs gives its wMaxPacketSize 0 back to the
+    // host (patches/linux/0007).
+    on_request("ffs-test-high-speed", Needs::Any, ffs_test::high_speed),
+    on_request("ffs-test-full-speed", Needs::Any, ffs_test::full_speed),
 ];
 
 /// A case function per ordering, named `lifecycle-OP-STATE`.
