@@ -465,7 +465,7 @@ impl Reader<'_> {
         let running_control = f.control_running;
         let Some(p) = f.by_seqnum.get_mut(&u.victim) else {
             drop(f);
-            let future = self.last_submitted.is_none_or(|l| u.victim > l);
+            let future = self.last_submitted.map_or(true, |l| u.victim > l);
             if future && self.early_unlinks.len() < MAX_EARLY_UNLINKS {
                 // Its submission is still on the way: answered when it comes.
                 self.early_unlinks.insert(u.victim, u.seqnum);
