@@ -230,6 +230,16 @@ fn enumerate(c: &mut Client) -> (Vec<u8>, Vec<u8>) {
     (dev, cfg)
 }
 
+/// A client that has imported the device and enumerated it.
+fn imported(h: &mut Harness, g: &mut FakeGadget, sock: &Path) -> Client {
+    let sock = sock.to_path_buf();
+    with_gadget(h, g, move || {
+        let (mut c, _) = Client::import(&sock, "1-1").1.expect("the import");
+        enumerate(&mut c);
+        c
+    })
+}
+
 #[test]
 fn a_client_lists_imports_enumerates_and_moves_data_both_ways() {
     let (d, sock, mut h, mut g) = daemon();
@@ -331,12 +341,7 @@ fn a_client_lists_imports_enumerates_and_moves_data_both_ways() {
 #[test]
 fn stalls_and_unlinks_reach_the_client_as_vhci_expects() {
     let (_d, sock, mut h, mut g) = daemon();
-    let s2 = sock.clone();
-    let mut c = with_gadget(&mut h, &mut g, move || {
-        let (mut c, _) = Client::import(&s2, "1-1").1.unwrap();
-        enumerate(&mut c);
-        c
-    });
+    let mut c = imported(&mut h, &mut g, &sock);
 
     // An IN transfer the gadget never feeds: unlinked, it ends with
     // RET_UNLINK -ECONNRESET and no RET_SUBMIT.
@@ -516,12 +521,7 @@ fn bad_usbip_input_closes_the_connection_and_the_server_keeps_serving() {
 #[test]
 fn the_client_sees_the_unplug_when_the_gadget_goes_away() {
     let (_d, sock, mut h, mut g) = daemon();
-    let s2 = sock.clone();
-    let mut c = with_gadget(&mut h, &mut g, move || {
-        let (mut c, _) = Client::import(&s2, "1-1").1.unwrap();
-        enumerate(&mut c);
-        c
-    });
+    let mut c = imported(&mut h, &mut g, &sock);
     // A transfer in flight when the gadget pulls down ends the session:
     // vhci_hcd sees the connection close and unplugs the device.
     c.submit(20, 0x81, 0x200, 512, [0; 8], &[]);
@@ -609,12 +609,7 @@ fn isochronous_urbs_carry_their_packets_both_ways() {
         iso(0x04),
     ]);
     g.connect_and_configure(&mut h, T).expect("enumeration");
-    let s2 = sock.clone();
-    let mut c = with_gadget(&mut h, &mut g, move || {
-        let (mut c, _) = Client::import(&s2, "1-1").1.unwrap();
-        enumerate(&mut c);
-        c
-    });
+    let mut c = imported(&mut h, &mut g, &sock);
 
     // IN: three packets of up to 1024 bytes; the gadget's requests give
     // 1000, 1024 and 10 bytes. The reply packs the data back to back and

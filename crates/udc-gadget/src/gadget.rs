@@ -78,6 +78,30 @@ pub fn find_udc(name: Option<&str>) -> Result<Udc, Error> {
     }
 }
 
+/// A configfs gadget of one FunctionFS function, registered (not bound)
+/// with FunctionFS mounted but without descriptors (whoever serves ep0
+/// writes them: our layer, or a program such as ffs-test); the
+/// registration and the mount point. A gadget left by an earlier run,
+/// which would hold the UDC, is removed first.
+pub fn register_ffs_gadget(id: Id, product: &str, config: &str) -> Result<(RegGadget, PathBuf), Error> {
+    let _ = usb_gadget::remove_all();
+    let mut builder = Custom::builder();
+    builder.ffs_no_init = true;
+    let (mut custom, handle) = builder.build();
+    let reg = Gadget::new(
+        Class::INTERFACE_SPECIFIC,
+        id,
+        Strings::new(MANUFACTURER, product, SERIAL),
+    )
+    .with_config(Config::new(config).with_function(handle))
+    .register()
+    .map_err(|e| Error::Setup(format!("registering the gadget in configfs: {e}")))?;
+    let ffs_dir = custom
+        .ffs_dir()
+        .map_err(|e| Error::Setup(format!("FunctionFS directory: {e}")))?;
+    Ok((reg, ffs_dir))
+}
+
 impl TestGadget {
     /// Registers the gadget, writes the function's descriptors and binds
     /// it to `udc`.
@@ -101,23 +125,7 @@ impl TestGadget {
     }
 
     fn unbound_as(udc: Udc, id: Id) -> Result<TestGadget, Error> {
-        // A gadget left by an earlier run would hold the UDC.
-        let _ = usb_gadget::remove_all();
-        // Only the mount: the descriptors are ours.
-        let mut builder = Custom::builder();
-        builder.ffs_no_init = true;
-        let (mut custom, handle) = builder.build();
-        let reg = Gadget::new(
-            Class::INTERFACE_SPECIFIC,
-            id,
-            Strings::new(MANUFACTURER, PRODUCT_NAME, SERIAL),
-        )
-        .with_config(Config::new("udc-gadget").with_function(handle))
-        .register()
-        .map_err(|e| Error::Setup(format!("registering the gadget in configfs: {e}")))?;
-        let ffs_dir = custom
-            .ffs_dir()
-            .map_err(|e| Error::Setup(format!("FunctionFS directory: {e}")))?;
+        let (reg, ffs_dir) = register_ffs_gadget(id, PRODUCT_NAME, "udc-gadget")?;
         let ep0_log = Arc::default();
         // The endpoint files exist once ep0 has the descriptors, and the
         // UDC accepts the gadget only then.

@@ -32,11 +32,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use usb_gadget::function::custom::Custom;
-use usb_gadget::{Class, Config, Gadget, Id, RegGadget, Strings, Udc};
+use usb_gadget::{Id, RegGadget, Udc};
 
 use crate::error::Error;
-use crate::gadget::{self, MANUFACTURER, PRODUCT, SERIAL, VENDOR};
+use crate::gadget::{self, PRODUCT, VENDOR};
 use crate::kmsg::KmsgWatch;
 use crate::support::{check, stream_clean, transfer_ok, Ctx};
 
@@ -290,21 +289,7 @@ impl FfsTestGadget {
     /// files exist).
     fn start(ctx: &Ctx) -> Result<FfsTestGadget, Error> {
         let udc = gadget::find_udc(ctx.udc.as_deref())?;
-        let _ = usb_gadget::remove_all();
-        let mut builder = Custom::builder();
-        builder.ffs_no_init = true;
-        let (mut custom, handle) = builder.build();
-        let reg = Gadget::new(
-            Class::INTERFACE_SPECIFIC,
-            Id::new(VENDOR, PRODUCT),
-            Strings::new(MANUFACTURER, "ffs-test", SERIAL),
-        )
-        .with_config(Config::new("ffs-test").with_function(handle))
-        .register()
-        .map_err(|e| Error::Setup(format!("registering the gadget in configfs: {e}")))?;
-        let ffs_dir = custom
-            .ffs_dir()
-            .map_err(|e| Error::Setup(format!("FunctionFS directory: {e}")))?;
+        let (reg, ffs_dir) = gadget::register_ffs_gadget(Id::new(VENDOR, PRODUCT), "ffs-test", "ffs-test")?;
         let (master, slave) = openpty()?;
         let clone = |f: &OwnedFd| f.try_clone().map_err(|e| Error::Setup(format!("dup: {e}")));
         let child = Command::new(FFS_TEST)
