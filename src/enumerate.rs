@@ -106,6 +106,8 @@ const FIRST_DEVICE_READ_LENGTH: u16 = 64;
 struct Run<'a> {
     pipe: &'a mut dyn ControlPipe,
     log: Vec<String>,
+    /// The descriptor defects met so far (also when a later step fails).
+    defects: Vec<String>,
 }
 
 impl Run<'_> {
@@ -345,6 +347,7 @@ impl Run<'_> {
                 // but a stricter host or another OS may refuse it.
                 warn!("enumerate: descriptor defect: {d}");
                 self.log.push(format!("descriptor defect: {d}"));
+                self.defects.push(d.to_string());
             }
             if let Some(j) = configurations.iter().position(|c| c.value == config.value) {
                 return Err(EnumError::Descriptor {
@@ -467,13 +470,40 @@ pub fn enumerate(
     policy: DescriptorPolicy,
     set_address: &mut dyn FnMut(u8) -> Result<(), ControlError>,
 ) -> Result<Enumerated, EnumError> {
+    enumerate_noting_defects(pipe, speed, address, policy, set_address, &mut Vec::new())
+}
+
+/// As [`enumerate`], and the descriptor defects it met go to `defects`
+/// whether it succeeds or a later step fails (a device whose defect the
+/// host took may still fail SET_CONFIGURATION over it).
+pub fn enumerate_noting_defects(
+    pipe: &mut dyn ControlPipe,
+    speed: Speed,
+    address: u8,
+    policy: DescriptorPolicy,
+    set_address: &mut dyn FnMut(u8) -> Result<(), ControlError>,
+    defects: &mut Vec<String>,
+) -> Result<Enumerated, EnumError> {
     if !(1..=127).contains(&address) {
         return Err(EnumError::BadAddress(address));
     }
     let mut run = Run {
         pipe,
         log: Vec::new(),
+        defects: Vec::new(),
     };
+    let result = run_steps(&mut run, speed, address, policy, set_address);
+    *defects = std::mem::take(&mut run.defects);
+    result
+}
+
+fn run_steps(
+    run: &mut Run<'_>,
+    speed: Speed,
+    address: u8,
+    policy: DescriptorPolicy,
+    set_address: &mut dyn FnMut(u8) -> Result<(), ControlError>,
+) -> Result<Enumerated, EnumError> {
     run.note(format!("bus reset at {speed}"));
 
     run.read_first_device_descriptor(speed)?;
@@ -499,7 +529,7 @@ pub fn enumerate(
         strings,
         missing_strings,
         bos,
-        log: run.log,
+        log: std::mem::take(&mut run.log),
     })
 }
 

@@ -83,6 +83,9 @@ pub struct HostView {
     /// The outside host that owns the device now (a USB/IP client), while
     /// the built-in host stands aside.
     pub owner: Option<String>,
+    /// The descriptor defects the last enumeration met and took as usbcore
+    /// would, kept when a later step failed.
+    pub defects: Vec<String>,
 }
 
 pub struct Host {
@@ -280,8 +283,17 @@ impl Host {
         self.view.lock().unwrap().enumerations += 1;
         let mut pipe = HostPipe { host: self };
         let mut set_address = |a: u8| pipe_set_address(self, a);
-        let result = enumerate::enumerate(&mut pipe, speed, cfg.address, cfg.descriptors, &mut set_address);
+        let mut defects = Vec::new();
+        let result = enumerate::enumerate_noting_defects(
+            &mut pipe,
+            speed,
+            cfg.address,
+            cfg.descriptors,
+            &mut set_address,
+            &mut defects,
+        );
         let mut view = self.view.lock().unwrap();
+        view.defects = defects;
         match result {
             Ok(e) => {
                 info!(

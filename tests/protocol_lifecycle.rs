@@ -222,6 +222,48 @@ fn descriptor_defects_are_taken_as_usbcore_takes_them() {
     }
 }
 
+/// A defect the host took stays in `status` when a later step fails, as
+/// with stock f_fs, which refuses to enable the endpoint whose 0 the host
+/// accepted and stalls SET_CONFIGURATION (docs/kernel-bugs.md).
+#[test]
+fn defects_stay_in_status_when_set_configuration_then_fails() {
+    let d = Daemon::start(&["--speed", "full"]);
+    let mut h = d.harness();
+    let mut g = FakeGadget::new()
+        .with_malformation(Malformation::MaxPacketZero)
+        .with_hook(|s| (s.request == 9).then_some(SetupReply::Stall));
+    h.pullup(true).unwrap();
+    let mut ctl = d.ctl();
+    let start = Instant::now();
+    let st = loop {
+        g.run_for(&mut h, Duration::from_millis(50)).unwrap();
+        let st = ctl.ok(json!({"op": "status"}));
+        if !st["host"]["last_error"].is_null() {
+            break st;
+        }
+        assert!(start.elapsed() < T, "enumeration did not fail: {st}");
+    };
+    let host = &st["host"];
+    assert!(host["enumerated"].is_null(), "{host}");
+    assert!(
+        host["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("SET_CONFIGURATION(1)"),
+        "{host}"
+    );
+    let defects: Vec<&str> = host["defects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d.as_str())
+        .collect();
+    assert!(
+        defects.iter().any(|d| d.ends_with("endpoint 0x81 (bulk): wMaxPacketSize 0 (the gadget side refuses to enable such an endpoint): accepted")),
+        "the defect is in status after the failure: {defects:?}"
+    );
+}
+
 #[test]
 fn vendor_control_requests_both_ways_and_stall() {
     let d = Daemon::start(&[]);

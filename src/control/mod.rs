@@ -724,6 +724,7 @@ fn status(host: &Host) -> Result<Value, RequestError> {
             "config": host_config_json(host),
             "enumerations": view.enumerations,
             "owner": view.owner,
+            "defects": view.defects,
             "enumerated": summary,
             "last_error": view.last_error,
         },
