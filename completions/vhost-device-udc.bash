@@ -68,7 +68,7 @@ _vhost__device__udc() {
 
     case "${cmd}" in
         vhost__device__udc)
-            opts="-s -h -V --socket-path --socket-fd --print-capabilities --control-socket --pcap --pcap-snaplen --once --config --speed --max-speed --no-sg --no-auto-enumerate --strict-descriptors --inject --seed --control-socket-mode --control-socket-group --control-allow-uid --control-allow-crash --control-file-dir --log-level --help --version ctl help"
+            opts="-s -h -V --socket-path --socket-fd --print-capabilities --control-socket --pcap --pcap-snaplen --usbip-listen --once --config --speed --max-speed --no-sg --no-auto-enumerate --strict-descriptors --inject --seed --control-socket-mode --control-socket-group --control-allow-uid --control-allow-crash --control-file-dir --log-level --help --version ctl help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -95,6 +95,10 @@ _vhost__device__udc() {
                     return 0
                     ;;
                 --pcap-snaplen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --usbip-listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
