@@ -43,8 +43,10 @@ pub enum TrafficError {
     Source { text: String, source: Box<TrafficError> },
     #[error(transparent)]
     Endpoint(#[from] ParseEpAddressError),
-    #[error("transfer_size {0} is outside 1..={MAX_TRANSFER}")]
+    #[error("transfer_size {0} is outside 0..={MAX_TRANSFER}")]
     TransferSize(usize),
+    #[error("transfer_size 0 (zero-length transfers) takes a pattern, not a file: a file's stream ends at its end")]
+    ZeroLengthFile,
     #[error("depth {0} is outside 1..=64")]
     Depth(usize),
     #[error("{0} already has a running stream; stop it first")]
@@ -211,8 +213,13 @@ impl StreamSpec {
             None => DataSource::Pattern(Pattern::Counter),
         };
         let transfer_size = transfer_size.unwrap_or(64 * 1024);
-        if transfer_size == 0 || transfer_size > MAX_TRANSFER {
+        if transfer_size > MAX_TRANSFER {
             return Err(TrafficError::TransferSize(transfer_size));
+        }
+        // Zero-length transfers (a latency measurement's floor): a file
+        // source would never reach its end.
+        if transfer_size == 0 && matches!(pattern, DataSource::File(_)) {
+            return Err(TrafficError::ZeroLengthFile);
         }
         let depth = depth.unwrap_or(4);
         if !(1..=64).contains(&depth) {

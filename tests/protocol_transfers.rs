@@ -374,3 +374,39 @@ fn file_streams_send_a_file_and_check_against_it() {
     );
     assert_eq!(s["offset"], 10_000, "{s}");
 }
+
+/// Streams of zero-length transfers (the floor of a latency measurement):
+/// each meets a zero-length guest request and both end with 0 bytes; a
+/// file source cannot make them (it would never reach its end).
+#[test]
+fn zero_length_streams_both_ways() {
+    let files = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&["--control-file-dir", files.path().to_str().unwrap()]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    for (ep, addr) in [("ep1in", 0x81u8), ("ep2out", 0x02u8)] {
+        ctl.ok(json!({"op": "stream_start", "ep": ep, "pattern": "zeros", "verify": false, "transfer_size": 0, "count": 3}));
+        for i in 0..3u64 {
+            let x = h.submit(addr, 0, 0, &[], i).unwrap();
+            assert_eq!(
+                h.wait_completion(x, T).unwrap().result(),
+                Ok(0),
+                "{ep} transfer {i}"
+            );
+        }
+        let s = wait_stream_done(&mut ctl, ep);
+        assert_eq!(s["stats"]["transfers"], 3, "{s}");
+        assert!(s["last_error"].is_null(), "{s}");
+    }
+    let file = files.path().join("f");
+    std::fs::write(&file, b"x").unwrap();
+    let r = ctl.req(json!({"op": "stream_start", "ep": "ep1in", "pattern": format!("file:{}", file.display()), "transfer_size": 0}));
+    assert_eq!(r["ok"], false);
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("takes a pattern, not a file"),
+        "{r}"
+    );
+}

@@ -39,6 +39,10 @@ struct Args {
     /// bus capture costs (compare with a run without).
     #[arg(long, value_name = "FILE")]
     pcap: Option<std::path::PathBuf>,
+    /// Round trips measured per latency row (0- and 4 KiB transfers, one
+    /// at a time); 0 leaves the latency rows out.
+    #[arg(long, default_value_t = 2000)]
+    latency_transfers: u64,
 }
 
 fn memcpy_gib_s(size: usize) -> f64 {
@@ -63,15 +67,35 @@ struct Row {
     secs: f64,
 }
 
-fn run(
-    h: &mut Harness,
-    ctl: &mut Ctl,
+/// One measurement: `count` transfers of `size` bytes one way, `depth`
+/// guest requests in flight.
+#[derive(Clone, Copy)]
+struct Measure {
     is_in: bool,
     size: u64,
     count: u64,
     depth: usize,
+    /// Host transfers the stream keeps in flight.
+    host_depth: usize,
     per_page: bool,
+}
+
+/// What one measurement gave: its row, and each transfer's round trip
+/// (from the guest's submission to its completion) when asked for.
+fn run(
+    h: &mut Harness,
+    ctl: &mut Ctl,
+    m: Measure,
+    mut round_trips: Option<&mut Vec<Duration>>,
 ) -> Result<Row, String> {
+    let Measure {
+        is_in,
+        size,
+        count,
+        depth,
+        host_depth,
+        per_page,
+    } = m;
     let (ep, name) = if is_in {
         (0x81u8, "ep1in")
     } else {
@@ -84,6 +108,7 @@ fn run(
     };
     let mut bufs = Vec::new();
     for _ in 0..depth {
+        // A zero-length request has no buffer (its one page goes unused).
         bufs.push(
             h.alloc_buffer(&spec.clone().with_page_aligned(true))
                 .map_err(|e| e.to_string())?,
@@ -93,7 +118,7 @@ fn run(
     // the measurement is the transport and the DMA engine.
     ctl.req(
         json!({"op": "stream_start", "ep": name, "pattern": "zeros", "verify": false,
-        "transfer_size": size, "depth": 4, "count": count}),
+        "transfer_size": size, "depth": host_depth, "count": count}),
     )?;
     let start = Instant::now();
     let mut inflight = VecDeque::new();
@@ -102,13 +127,21 @@ fn run(
     while done < count {
         while inflight.len() < depth && submitted < count {
             let b = &bufs[(submitted % depth as u64) as usize];
-            inflight.push_back(h.submit_buffer(ep, 0, b, submitted).map_err(|e| e.to_string())?);
+            let x = if size == 0 {
+                h.submit(ep, 0, 0, &[], submitted)
+            } else {
+                h.submit_buffer(ep, 0, b, submitted)
+            };
+            inflight.push_back((x.map_err(|e| e.to_string())?, Instant::now()));
             submitted += 1;
         }
-        let x = inflight.pop_front().unwrap();
+        let (x, at) = inflight.pop_front().unwrap();
         let c = h
             .wait_completion(x, Duration::from_secs(30))
             .map_err(|e| e.to_string())?;
+        if let Some(v) = round_trips.as_deref_mut() {
+            v.push(at.elapsed());
+        }
         if !c.is_ok() {
             return Err(format!("{name} transfer {done} failed: {c:?}"));
         }
@@ -180,7 +213,15 @@ fn real_main(args: &Args) -> Result<(), String> {
         // The ceiling for this size: one memcpy of the same size, measured now.
         let ceiling = memcpy_gib_s(size as usize);
         for is_in in [true, false] {
-            let r = run(&mut h, &mut ctl, is_in, size, count, args.depth, args.per_page)?;
+            let m = Measure {
+                is_in,
+                size,
+                count,
+                depth: args.depth,
+                host_depth: 4,
+                per_page: args.per_page,
+            };
+            let r = run(&mut h, &mut ctl, m, None)?;
             let gib = (r.size * r.count) as f64 / r.secs / (1u64 << 30) as f64;
             let tps = r.count as f64 / r.secs;
             let size_s = if r.size >= 1 << 20 {
@@ -204,9 +245,77 @@ fn real_main(args: &Args) -> Result<(), String> {
             ));
         }
     }
+    if args.latency_transfers > 0 {
+        latency(&mut h, &mut ctl, args, &mut csv)?;
+    }
     if let Some(p) = &args.csv {
         std::fs::write(p, csv).map_err(|e| format!("{}: {e}", p.display()))?;
         println!("\nCSV written to {}", p.display());
+    }
+    Ok(())
+}
+
+/// The `q` quantile of sorted durations, in microseconds.
+fn quantile_us(sorted: &[Duration], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// Round trips one transfer at a time (0 bytes: the transport alone; 4 KiB:
+/// one page), then requests per second at depths 1, 8 and 64.
+fn latency(h: &mut Harness, ctl: &mut Ctl, args: &Args, csv: &mut String) -> Result<(), String> {
+    let n = args.latency_transfers;
+    println!();
+    println!("round trip, one request at a time ({n} each): guest submission to completion");
+    println!(
+        "{:<4} {:>9} {:>10} {:>10} {:>10}",
+        "dir", "size", "p50 us", "p99 us", "max us"
+    );
+    csv.push_str("\ndirection,size_bytes,transfers,p50_us,p99_us,max_us\n");
+    for size in [0u64, 4096] {
+        for is_in in [true, false] {
+            let mut rt = Vec::with_capacity(n as usize);
+            let m = Measure {
+                is_in,
+                size,
+                count: n,
+                depth: 1,
+                host_depth: 4,
+                per_page: false,
+            };
+            let r = run(h, ctl, m, Some(&mut rt))?;
+            rt.sort();
+            let (p50, p99) = (quantile_us(&rt, 0.5), quantile_us(&rt, 0.99));
+            let max = rt.last().map_or(0.0, |d| d.as_secs_f64() * 1e6);
+            println!(
+                "{:<4} {:>7} B {:>10.1} {:>10.1} {:>10.1}",
+                r.dir, size, p50, p99, max
+            );
+            csv.push_str(&format!("{},{size},{n},{p50:.2},{p99:.2},{max:.2}\n", r.dir));
+        }
+    }
+    println!();
+    println!("4 KiB requests per second by depth (requests the guest keeps in flight)");
+    println!("{:<4} {:>6} {:>12}", "dir", "depth", "requests/s");
+    csv.push_str("\ndirection,size_bytes,depth,transfers,requests_per_s\n");
+    let count = (n * 10).max(1000);
+    for depth in [1usize, 8, 64] {
+        for is_in in [true, false] {
+            let m = Measure {
+                is_in,
+                size: 4096,
+                count,
+                depth,
+                // As many host transfers as guest requests (at least 4):
+                // neither side waits for the other's queue.
+                host_depth: depth.clamp(4, 64),
+                per_page: false,
+            };
+            let r = run(h, ctl, m, None)?;
+            let rps = r.count as f64 / r.secs;
+            println!("{:<4} {:>6} {:>12.0}", r.dir, depth, rps);
+            csv.push_str(&format!("{},4096,{depth},{},{rps:.1}\n", r.dir, r.count));
+        }
     }
     Ok(())
 }
