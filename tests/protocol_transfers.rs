@@ -410,3 +410,25 @@ fn zero_length_streams_both_ways() {
         "{r}"
     );
 }
+
+/// An OUT stream of zeros sends zeros in every transfer, also from the
+/// buffers it reuses (it does not fill them again: the device only reads
+/// them).
+#[test]
+fn a_zeros_stream_sends_zeros_from_reused_buffers() {
+    let d = Daemon::start(&[]);
+    let (mut h, _g) = d.configured();
+    let mut ctl = d.ctl();
+    ctl.ok(json!({"op": "stream_start", "ep": "ep2out", "pattern": "zeros", "transfer_size": 8192, "depth": 2, "count": 6}));
+    let b = h.buffer(8192).unwrap();
+    for i in 0..6u64 {
+        h.write_buffer(&b, &[0xff; 8192]).unwrap();
+        let x = h.submit_buffer(0x02, 0, &b, i).unwrap();
+        assert_eq!(h.wait_completion(x, T).unwrap().result(), Ok(8192));
+        assert!(
+            h.read_buffer(&b).unwrap().iter().all(|&v| v == 0),
+            "transfer {i} is not all zeros"
+        );
+    }
+    wait_stream_done(&mut ctl, "ep2out");
+}
