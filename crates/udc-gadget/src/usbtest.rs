@@ -193,14 +193,20 @@ impl Drop for SourceSink {
     }
 }
 
-/// The first UDC whose name starts with `prefix`.
-fn udc_named(prefix: &str) -> Result<String, Error> {
+/// The UDCs in /sys/class/udc, by name.
+fn udcs() -> Result<Vec<String>, Error> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/udc")
         .map_err(|e| setup(format!("/sys/class/udc: {e}")))?
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    Ok(names)
+}
+
+/// The first UDC whose name starts with `prefix` (dummy_hcd's).
+fn udc_named(prefix: &str) -> Result<String, Error> {
+    let names = udcs()?;
     names
         .iter()
         .find(|n| n.starts_with(prefix))
@@ -212,19 +218,17 @@ fn udc_named(prefix: &str) -> Result<String, Error> {
         })
 }
 
-/// The first UDC whose name does not start with `prefix`.
+/// The first UDC whose name does not start with `prefix` (virtio-udc's,
+/// when dummy_hcd's is there too).
 fn udc_not_named(prefix: &str) -> Result<String, Error> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/class/udc")
-        .map_err(|e| setup(format!("/sys/class/udc: {e}")))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with(prefix))
-        .collect();
-    names.sort();
-    names
+    udcs()?
         .into_iter()
-        .next()
-        .ok_or_else(|| setup("no UDC but dummy_hcd's in /sys/class/udc: is virtio_udc loaded?"))
+        .find(|n| !n.starts_with(prefix))
+        .ok_or_else(|| {
+            setup(format!(
+                "no UDC but {prefix}* in /sys/class/udc: is virtio_udc loaded?"
+            ))
+        })
 }
 
 /// The usbfs node of the device `vendor`:`product` on a host controller
