@@ -269,6 +269,22 @@ impl Host {
     /// Resets the bus and enumerates the gadget, like plugging it in.
     pub fn reset_and_enumerate(&self) -> Result<Enumerated, HostError> {
         let _turn = self.bus_turn.lock().unwrap();
+        self.enumerate_in_turn()
+    }
+
+    /// What the last enumeration found, enumerating first if none did; one
+    /// under way is waited for, not started again (the device a USB/IP
+    /// client lists).
+    pub fn enumerated_or_enumerate(&self) -> Result<Enumerated, HostError> {
+        let _turn = self.bus_turn.lock().unwrap();
+        match self.view().enumerated {
+            Some(e) => Ok(e),
+            None => self.enumerate_in_turn(),
+        }
+    }
+
+    /// Resets and enumerates, with the bus turn held.
+    fn enumerate_in_turn(&self) -> Result<Enumerated, HostError> {
         self.check_not_owned()?;
         let cfg = self.config();
         let Some(speed) = self.udc.lock().bus_reset(cfg.speed) else {

@@ -304,7 +304,7 @@ fn exported_device(host: &Host) -> Option<DeviceInfo> {
     let view = host.view();
     let e = match view.enumerated {
         Some(e) => e,
-        None if view.owner.is_none() && host.udc().lock().pullup() => match host.reset_and_enumerate() {
+        None if view.owner.is_none() && host.udc().lock().pullup() => match host.enumerated_or_enumerate() {
             Ok(e) => e,
             Err(err) => {
                 warn!("usbip: the device did not enumerate, so it is not exported: {err}");
