@@ -136,6 +136,15 @@ fn malformed_descriptors_are_named_in_the_log_and_status() {
 
 /// Pulls up a gadget with malformation `m` on `d` and runs it until the
 /// host has enumerated it or given up; returns `status` then.
+/// A JSON array of strings, as &strs.
+fn strings(v: &serde_json::Value) -> Vec<&str> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .filter_map(|d| d.as_str())
+        .collect()
+}
+
 fn enumeration_outcome(d: &Daemon, m: &Malformation) -> serde_json::Value {
     let mut h = d.harness();
     let mut g = FakeGadget::new().with_malformation(m.clone());
@@ -201,12 +210,7 @@ fn descriptor_defects_are_taken_as_usbcore_takes_them() {
                 continue;
             }
             assert!(host["last_error"].is_null(), "{m:?} at {speed}: refused: {host}");
-            let defects: Vec<&str> = host["enumerated"]["defects"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|d| d.as_str())
-                .collect();
+            let defects = strings(&host["enumerated"]["defects"]);
             assert!(
                 defects.iter().any(|d| d.ends_with(defect)),
                 "{m:?} at {speed}: no defect ending {defect:?} in {defects:?}"
@@ -252,12 +256,7 @@ fn defects_stay_in_status_when_set_configuration_then_fails() {
             .contains("SET_CONFIGURATION(1)"),
         "{host}"
     );
-    let defects: Vec<&str> = host["defects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|d| d.as_str())
-        .collect();
+    let defects = strings(&host["defects"]);
     assert!(
         defects.iter().any(|d| d.ends_with("endpoint 0x81 (bulk): wMaxPacketSize 0 (the gadget side refuses to enable such an endpoint): accepted")),
         "the defect is in status after the failure: {defects:?}"

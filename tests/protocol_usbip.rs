@@ -230,6 +230,31 @@ fn enumerate(c: &mut Client) -> (Vec<u8>, Vec<u8>) {
     (dev, cfg)
 }
 
+/// Runs the gadget until `status` shows no owner (the built-in host has
+/// the device back) and more than `enumerations` enumerations started;
+/// that status.
+fn given_back(
+    d: &Daemon,
+    h: &mut Harness,
+    g: &mut FakeGadget,
+    enumerations: u64,
+    after: &str,
+) -> serde_json::Value {
+    let mut ctl = d.ctl();
+    let start = std::time::Instant::now();
+    loop {
+        g.run_for(h, Duration::from_millis(25)).unwrap();
+        let st = ctl.ok(json!({"op": "status"}));
+        if st["host"]["owner"].is_null() && st["host"]["enumerations"].as_u64().unwrap() > enumerations {
+            return st;
+        }
+        assert!(
+            start.elapsed() < T,
+            "after {after}: the device was not given back: {st}"
+        );
+    }
+}
+
 /// A client that has imported the device and enumerated it.
 fn imported(h: &mut Harness, g: &mut FakeGadget, sock: &Path) -> Client {
     let sock = sock.to_path_buf();
@@ -325,16 +350,8 @@ fn a_client_lists_imports_enumerates_and_moves_data_both_ways() {
         g.configured && g.address.is_some()
     })
     .unwrap();
-    let mut back = false;
-    for _ in 0..100 {
-        g.run_for(&mut h, Duration::from_millis(50)).unwrap();
-        let st = ctl.ok(json!({"op": "status"}));
-        if st["host"]["owner"].is_null() && st["host"]["enumerations"].as_u64().unwrap() > before {
-            back = true;
-            break;
-        }
-    }
-    assert!(back, "the built-in host took the device back and enumerated it");
+    // ... and enumerates it again.
+    given_back(&d, &mut h, &mut g, before, "the client's session");
     assert!(d.log_text().contains("let go of the device"));
 }
 
@@ -503,16 +520,7 @@ fn bad_usbip_input_closes_the_connection_and_the_server_keeps_serving() {
         });
         assert!(closed, "bad command {i}: the connection is closed");
         // The device is the built-in host's again before the next client.
-        let mut ctl = d.ctl();
-        let mut free = false;
-        for _ in 0..200 {
-            g.run_for(&mut h, Duration::from_millis(25)).unwrap();
-            if ctl.ok(json!({"op": "status"}))["host"]["owner"].is_null() {
-                free = true;
-                break;
-            }
-        }
-        assert!(free, "bad command {i}: the device was not given back");
+        given_back(&d, &mut h, &mut g, 0, &format!("bad command {i}"));
     }
     assert_eq!(devlist(&sock).len(), 1, "still serving");
     assert!(d.log_text().contains("closing the connection"));

@@ -55,7 +55,6 @@ pub const URB_ZERO_PACKET: u32 = 0x0040;
 /// Linux errno values a RET_SUBMIT or RET_UNLINK carries, negated.
 pub mod errno {
     pub const EIO: i32 = 5;
-    pub const ENOENT: i32 = 2;
     pub const ENOMEM: i32 = 12;
     pub const EINVAL: i32 = 22;
     pub const EPIPE: i32 = 32;
