@@ -306,8 +306,8 @@ fn qemu_patch_matches_the_spec() {
     assert_eq!(one("VIRTIO_UDC_CONFIG_SIZE"), CONFIG_SIZE as u64);
 }
 
-/// The series is numbered 1/N to N/N in file order and every patch is
-/// signed off by its author.
+/// The series is numbered 1/N to N/N in file order (01/N with ten or
+/// more) and every patch is signed off by its author.
 #[test]
 fn qemu_series_is_numbered_and_signed_off() {
     let mut names: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/qemu/patches"))
@@ -330,10 +330,11 @@ fn qemu_series_is_numbered_and_signed_off() {
                 .join(name),
         )
         .unwrap();
+        // As git format-patch numbers them: padded to the width of N.
+        let number = format!("{:0width$}/{n}", i + 1, width = n.to_string().len());
         assert!(
-            text.contains(&format!("Subject: [PATCH {}/{n}] ", i + 1)),
-            "{name}: its Subject is not [PATCH {}/{n}]",
-            i + 1
+            text.contains(&format!("Subject: [PATCH {number}] ")),
+            "{name}: its Subject is not [PATCH {number}]"
         );
         let author = text
             .lines()

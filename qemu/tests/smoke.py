@@ -29,8 +29,12 @@ VHOST_USER_GET_FEATURES = 1
 VHOST_USER_GET_PROTOCOL_FEATURES = 15
 VHOST_USER_GET_CONFIG = 24
 VIRTIO_F_VERSION_1 = 32
+VIRTIO_F_IOMMU_PLATFORM = 33
 VHOST_USER_F_PROTOCOL_FEATURES = 30
+VHOST_USER_PROTOCOL_F_REPLY_ACK = 3
+VHOST_USER_PROTOCOL_F_BACKEND_REQ = 5
 VHOST_USER_PROTOCOL_F_CONFIG = 9
+VHOST_USER_FLAG_NEED_REPLY = 0x8
 
 RESULTS = []
 
@@ -49,6 +53,9 @@ class StubBackend:
     mode "ok": features, protocol features (CONFIG), GET_CONFIG.
     mode "close": accept and close at once.
     mode "noconfig": offer protocol features without CONFIG.
+    mode "platform": also offer VIRTIO_F_IOMMU_PLATFORM, with the
+    REPLY_ACK and BACKEND_REQ protocol features QEMU then requires, as
+    vhost-device-udc does.
     Serves connections one after another; `requests` records every
     request number received, `connections` counts accepted connections.
     """
@@ -85,20 +92,26 @@ class StubBackend:
             hdr = self._recv(12)
             if hdr is None:
                 return
-            req, _flags, size = struct.unpack("<III", hdr)
+            req, flags, size = struct.unpack("<III", hdr)
             body = self._recv(size) if size else b""
             if body is None:
                 return
             self.requests.append(req)
             if req == VHOST_USER_GET_FEATURES:
                 feats = (1 << VIRTIO_F_VERSION_1) | (1 << VHOST_USER_F_PROTOCOL_FEATURES)
+                if self.mode == "platform":
+                    feats |= 1 << VIRTIO_F_IOMMU_PLATFORM
                 self._reply(req, struct.pack("<Q", feats))
             elif req == VHOST_USER_GET_PROTOCOL_FEATURES:
                 pf = 0 if self.mode == "noconfig" else 1 << VHOST_USER_PROTOCOL_F_CONFIG
+                if self.mode == "platform":
+                    pf |= (1 << VHOST_USER_PROTOCOL_F_REPLY_ACK) | (1 << VHOST_USER_PROTOCOL_F_BACKEND_REQ)
                 self._reply(req, struct.pack("<Q", pf))
             elif req == VHOST_USER_GET_CONFIG:
                 off, sz, fl = struct.unpack("<III", body[:12])
                 self._reply(req, struct.pack("<III", off, sz, fl) + bytes(sz))
+            elif flags & VHOST_USER_FLAG_NEED_REPLY:
+                self._reply(req, struct.pack("<Q", 0))
 
     def _run(self):
         while True:
@@ -209,7 +222,48 @@ def main():
     be.stop()
     check("vq_size=100 rejected", rc == 1 and "power of 2" in err, f"rc={rc} {err}")
 
-    # 3. a running device: IDs, class, virtio status, reconnect
+    # 3. iommu_platform: VIRTIO_F_IOMMU_PLATFORM reaches the driver only
+    # when asked for, and needs a back end that offers it.
+    def host_features(extra, mode):
+        be = StubBackend(sock, mode)
+        qmp_path = os.path.join(tmp, "qmp-iommu.sock")
+        proc = subprocess.Popen([qemu] + base_args(sock) + extra +
+                                ["-qmp", f"unix:{qmp_path},server=on,wait=off"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            qmp = Qmp(qmp_path)
+            st = qmp.cmd("x-query-virtio-status", path="/machine/peripheral/udc0/virtio-backend")
+            qmp.cmd("quit")
+            proc.wait(timeout=10)
+            return json.dumps(st["host-features"])
+        except (OSError, RuntimeError, ValueError) as e:
+            return f"no answer: {e}; qemu: {proc.stderr.read() if proc.poll() is not None else ''}"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            be.stop()
+
+    feats = host_features(["-device", "vhost-user-udc-pci,chardev=c0,id=udc0"], "platform")
+    check("back end offers IOMMU_PLATFORM, iommu_platform=off: the driver is not offered it",
+          "VIRTIO_F_VERSION_1" in feats and "VIRTIO_F_IOMMU_PLATFORM" not in feats, feats)
+    intel = ["-machine", "kernel-irqchip=split", "-device", "intel-iommu,intremap=on,device-iotlb=on"]
+    feats = host_features(intel + ["-device", "vhost-user-udc-pci,chardev=c0,id=udc0,iommu_platform=on"],
+                          "platform")
+    check("intel-iommu, iommu_platform=on: the driver is offered IOMMU_PLATFORM",
+          "VIRTIO_F_IOMMU_PLATFORM" in feats, feats)
+    feats = host_features(["-device", "virtio-iommu-pci",
+                           "-device", "vhost-user-udc-pci,chardev=c0,id=udc0,iommu_platform=on"], "platform")
+    check("virtio-iommu, iommu_platform=on: the driver is offered IOMMU_PLATFORM",
+          "VIRTIO_F_IOMMU_PLATFORM" in feats, feats)
+    be = StubBackend(sock, "ok")
+    rc, err = run_fail(qemu, base_args(sock) + intel +
+                       ["-device", "vhost-user-udc-pci,chardev=c0,iommu_platform=on"])
+    be.stop()
+    check("iommu_platform=on, back end without IOMMU_PLATFORM: exit 1, 'not supported'",
+          rc == 1 and "iommu_platform=true is not supported by the device" in err, f"rc={rc} {err}")
+
+    # 4. a running device: IDs, class, virtio status, reconnect
     be = StubBackend(sock, "ok")
     qmp_path = os.path.join(tmp, "qmp.sock")
     proc = subprocess.Popen([qemu] + base_args(sock, ",reconnect-ms=200") +
