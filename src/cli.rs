@@ -74,6 +74,13 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub usbip_listen: Option<crate::usbip::ListenAddr>,
 
+    /// How long a DMA access waits for the front end to answer an IOTLB
+    /// miss (behind a vIOMMU, docs/iommu.md) before the request fails with
+    /// a DMA fault, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub iotlb_miss_timeout: u64,
+
     /// Serve one vhost-user connection and exit when it ends, instead of
     /// waiting for the frontend to reconnect.
     #[arg(long)]

@@ -7,7 +7,8 @@
 //! being guest memory after the request was parsed (a new memory table)
 //! fails with a DMA fault instead of touching anything else.
 
-use vm_memory::{GuestAddress, GuestMemory, Permissions};
+use vm_memory::iommu::Error as IommuError;
+use vm_memory::{GuestAddress, GuestMemory, GuestMemoryError, Permissions};
 
 use crate::request::Segment;
 
@@ -18,6 +19,15 @@ pub enum DmaError {
         what: &'static str,
         addr: u64,
         len: usize,
+    },
+    /// The IOMMU refused the access; `reason` names why as an SMMU fault
+    /// report would (permission, no mapping, miss timeout).
+    #[error("IOMMU fault: device {what} at iova {iova:#x}+{len:#x}: {reason}")]
+    Iommu {
+        what: &'static str,
+        iova: u64,
+        len: usize,
+        reason: String,
     },
     #[error("DMA past the end of the request's segments (offset {0})")]
     PastEnd(u64),
@@ -154,18 +164,26 @@ where
     M: GuestMemory + ?Sized,
     F: FnMut(&vm_memory::VolatileSlice<'_, vm_memory::bitmap::BS<'_, M::Bitmap>>, usize),
 {
-    let fault = || DmaError::OutsideMemory { what, addr, len };
+    let fault = |e: Option<GuestMemoryError>| match e {
+        Some(GuestMemoryError::IommuError(IommuError::CannotResolve { reason, .. })) => DmaError::Iommu {
+            what,
+            iova: addr,
+            len,
+            reason,
+        },
+        _ => DmaError::OutsideMemory { what, addr, len },
+    };
     let iter = mem
         .get_slices(GuestAddress(addr), len, access)
-        .map_err(|_| fault())?;
+        .map_err(|e| fault(Some(e)))?;
     let mut at = 0usize;
     for slice in iter {
-        let slice = slice.map_err(|_| fault())?;
+        let slice = slice.map_err(|e| fault(Some(e)))?;
         f(&slice, at);
         at += slice.len();
     }
     if at != len {
-        return Err(fault());
+        return Err(fault(None));
     }
     Ok(())
 }

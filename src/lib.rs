@@ -11,6 +11,8 @@
 //! - [`udc`]: the shared device handle: a lock around the device model
 //!   that delivers its outputs to the transport's rings;
 //! - [`vhu_udc`]: the vhost-user transport around the device model;
+//! - [`iommu`]: the device's IOMMU (IOTLB, misses to the front end) and
+//!   the vhost-user relay that carries the IOTLB protocol for the crates;
 //! - [`usb`], [`enumerate`], [`host`]: the USB host (chapter 9 types and
 //!   descriptor validation, the enumeration procedure, the host thread);
 //! - [`traffic`]: host-side traffic streams; [`control`]: the control socket;
@@ -27,6 +29,7 @@ pub mod dma;
 pub mod enumerate;
 pub mod host;
 pub mod inject;
+pub mod iommu;
 pub mod log_limit;
 pub mod lsusb;
 pub mod race;

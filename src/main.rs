@@ -17,6 +17,8 @@ use vhost_device_udc::config::{ConfigError, DaemonConfig};
 use vhost_device_udc::control::client;
 use vhost_device_udc::control::{AccessError, ControlPolicy, ControlServer, StartError};
 use vhost_device_udc::host::Host;
+use vhost_device_udc::iommu::relay::{PrivateSocket, Relay};
+use vhost_device_udc::iommu::DeviceIommu;
 use vhost_device_udc::socket_path::{claim_socket_path, listener_from_fd, SocketFdError, SocketPathError};
 use vhost_device_udc::traffic::Traffic;
 use vhost_device_udc::udc::Udc;
@@ -52,6 +54,10 @@ enum Error {
     Daemon(vhost_user_backend::Error),
     #[error("cannot accept a vhost-user connection: {0}")]
     Accept(vhost_user_backend::Error),
+    #[error("cannot accept a vhost-user connection: {0}")]
+    AcceptFrontend(vhost::vhost_user::Error),
+    #[error("cannot start the vhost-user relay: {0}")]
+    Relay(std::io::Error),
     #[error("--usbip-listen: {0}")]
     Usbip(vhost_device_udc::usbip::StartError),
 }
@@ -141,7 +147,7 @@ fn run(cli: Cli) -> Result<(), Error> {
         start_streams_when_configured(host.clone(), traffic.clone(), streams);
     }
 
-    let mut listener = listen(cli.socket_path.as_deref(), cli.socket_fd)?;
+    let listener = listen(cli.socket_path.as_deref(), cli.socket_fd)?;
     info!(
         "vhost-device-udc: controller up to {} with {} endpoints, scatter-gather {}; host at {}; listening on {}",
         ctrl.max_speed,
@@ -155,15 +161,28 @@ fn run(cli: Cli) -> Result<(), Error> {
     loop {
         // One daemon per connection: a VhostUserDaemon never resets its
         // owner, so serving QEMU again after it reconnects needs a new one.
-        let backend = VhostUserUdcBackend::new(udc.clone()).map_err(Error::Backend)?;
+        let iommu = DeviceIommu::new(std::time::Duration::from_millis(cli.iotlb_miss_timeout));
+        let backend = VhostUserUdcBackend::with_iommu(udc.clone(), iommu.clone()).map_err(Error::Backend)?;
         let mut daemon = VhostUserDaemon::new(
             "vhost-device-udc".to_string(),
             backend.clone(),
             GuestMemoryAtomic::new(GuestMemoryMmap::new()),
         )
         .map_err(Error::Daemon)?;
-        daemon.start(&mut listener).map_err(Error::Accept)?;
+        // The front end talks to the relay, the relay to the request
+        // handler over a private socket (docs/iommu.md: the crates do not
+        // carry the IOTLB protocol yet).
+        let frontend = accept(&listener)?;
+        let private = PrivateSocket::new().map_err(Error::Relay)?;
+        let to_handler = private.connect().map_err(Error::Relay)?;
+        let relay =
+            Relay::start(frontend, to_handler, iommu, Arc::new(backend.clone())).map_err(Error::Relay)?;
+        let mut inner = Listener::from(private.listener.try_clone().map_err(Error::Relay)?);
+        daemon.start(&mut inner).map_err(Error::Accept)?;
+        drop(inner);
+        drop(private);
         let result = daemon.wait();
+        relay.join();
         // The vring worker threads end with the connection.
         backend.notify_exit();
         // Whatever the guest had queued is gone with the connection.
@@ -178,6 +197,15 @@ fn run(cli: Cli) -> Result<(), Error> {
                 let _ = std::fs::remove_file(p);
             }
             return Ok(());
+        }
+    }
+}
+
+/// The next front end on the public socket.
+fn accept(listener: &Listener) -> Result<std::os::unix::net::UnixStream, Error> {
+    loop {
+        if let Some(s) = listener.accept().map_err(Error::AcceptFrontend)? {
+            return Ok(s);
         }
     }
 }

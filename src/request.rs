@@ -111,11 +111,15 @@ pub fn check_dma_range<M: GuestMemory + ?Sized>(
 /// `is_endpoint` says whether an endpoint address exists in the device's
 /// configuration space. The checks run in the order of the spec's table, so
 /// the status for a request that is wrong in several ways is well defined.
+///
+/// `mem` is guest memory when segment addresses are guest-physical; `None`
+/// when they are I/O virtual addresses (behind an IOMMU), which are checked
+/// when the device accesses them, as an IOMMU checks them.
 pub fn parse_xfer<M: GuestMemory + ?Sized>(
     readable: &[u8],
     max_segments: u32,
     is_endpoint: impl Fn(u8) -> bool,
-    mem: &M,
+    mem: Option<&M>,
 ) -> Result<XferRequest, Rejected> {
     let Some(hdr) = read_struct::<VirtioUdcXferReq>(readable) else {
         return Err(Rejected::new(
@@ -192,8 +196,15 @@ pub fn parse_xfer<M: GuestMemory + ?Sized>(
             continue;
         }
         let used = len.min(left);
-        check_dma_range(mem, addr, u64::from(used), access)
-            .map_err(|r| Rejected::new(r.status, format!("segment {i}: {}", r.reason)))?;
+        let checked = match mem {
+            Some(mem) => check_dma_range(mem, addr, u64::from(used), access),
+            None if addr.checked_add(u64::from(used)).is_none() => Err(Rejected::new(
+                Status::DmaFault,
+                format!("segment {addr:#x}+{used:#x} wraps around the address space"),
+            )),
+            None => Ok(()),
+        };
+        checked.map_err(|r| Rejected::new(r.status, format!("segment {i}: {}", r.reason)))?;
         segments.push(Segment { addr, len: used });
         left -= used;
     }
@@ -348,7 +359,7 @@ mod tests {
             &req(0x81, 100, &[(0x1000, 0), (0x2000, 60), (0x3000, 4096)]),
             16,
             any_ep,
-            &m,
+            Some(&m),
         )
         .unwrap();
         assert_eq!(r.tag, 7);
@@ -372,7 +383,7 @@ mod tests {
         // FunctionFS's last sg entry may run past the transfer; only the used
         // part must be inside guest memory.
         let m = mem();
-        let r = parse_xfer(&req(0x02, 16, &[(0xf_fff0, 0x100)]), 16, any_ep, &m).unwrap();
+        let r = parse_xfer(&req(0x02, 16, &[(0xf_fff0, 0x100)]), 16, any_ep, Some(&m)).unwrap();
         assert_eq!(
             r.segments,
             vec![Segment {
@@ -412,17 +423,17 @@ mod tests {
             (req(0x81, 8, &[(u64::MAX - 3, 8)]), Status::DmaFault),
         ];
         for (i, (bytes, want)) in cases.into_iter().enumerate() {
-            let got = parse_xfer(&bytes, 16, any_ep, &m).unwrap_err();
+            let got = parse_xfer(&bytes, 16, any_ep, Some(&m)).unwrap_err();
             assert_eq!(got.status, want, "case {i}: {got}");
         }
-        let got = parse_xfer(&req(0x85, 0, &[]), 16, |ep| ep != 0x85, &m).unwrap_err();
+        let got = parse_xfer(&req(0x85, 0, &[]), 16, |ep| ep != 0x85, Some(&m)).unwrap_err();
         assert_eq!(got.status, Status::Invalid);
     }
 
     #[test]
     fn zero_length_transfer_needs_no_segments() {
         let m = mem();
-        let r = parse_xfer(&req(0x81, 0, &[]), 16, any_ep, &m).unwrap();
+        let r = parse_xfer(&req(0x81, 0, &[]), 16, any_ep, Some(&m)).unwrap();
         assert!(r.segments.is_empty());
     }
 
@@ -467,7 +478,7 @@ mod tests {
             #[test]
             fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
                 let m = mem();
-                let _ = parse_xfer(&bytes, 16384, |_| true, &m);
+                let _ = parse_xfer(&bytes, 16384, |_| true, Some(&m));
                 let _ = parse_command(&bytes);
             }
 
@@ -479,7 +490,7 @@ mod tests {
             ) {
                 let m = mem();
                 let bytes = req(ep, length, &segs);
-                if let Ok(r) = parse_xfer(&bytes, 16384, |_| true, &m) {
+                if let Ok(r) = parse_xfer(&bytes, 16384, |_| true, Some(&m)) {
                     let mut sum = 0u64;
                     for s in &r.segments {
                         prop_assert!(s.len > 0);

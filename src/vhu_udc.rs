@@ -13,6 +13,7 @@
 use std::any::Any;
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use log::{debug, error, warn};
@@ -21,11 +22,15 @@ use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::bindings::virtio_config::{VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1};
 use virtio_bindings::bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
-use vm_memory::{ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemoryLoadGuard};
+use vm_memory::{
+    ByteValued, Bytes, GuestAddress, GuestAddressSpace, GuestMemory, GuestMemoryAtomic, Iommu, Permissions,
+};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier};
 
 use crate::device::{GuestMem, Output};
+use crate::iommu::relay::RingAddresses;
+use crate::iommu::DeviceIommu;
 use crate::request::{self, Rejected};
 use crate::udc::{ChainToken, Rings, Udc, UdcGuard};
 use crate::wire::*;
@@ -81,7 +86,7 @@ impl ChainParts {
 /// good header made a request the device served). So is a chain longer
 /// than `max_descs` descriptors, which is walked no further.
 fn split_chain<M>(
-    mem: &GuestMemoryMmap,
+    mem: &M::Target,
     chain: DescriptorChain<M>,
     max_readable: usize,
     max_writable: usize,
@@ -89,7 +94,7 @@ fn split_chain<M>(
 ) -> ChainParts
 where
     M: std::ops::Deref,
-    M::Target: vm_memory::GuestMemoryBackend,
+    M::Target: GuestMemory,
 {
     let mut parts = ChainParts {
         readable: Vec::new(),
@@ -152,7 +157,7 @@ where
 }
 
 /// Writes `bytes` across writable regions; returns how many fit.
-fn write_regions(mem: &GuestMemoryMmap, regions: &[(GuestAddress, usize)], bytes: &[u8]) -> usize {
+fn write_regions<M: GuestMemory + ?Sized>(mem: &M, regions: &[(GuestAddress, usize)], bytes: &[u8]) -> usize {
     let mut done = 0;
     for &(addr, len) in regions {
         if done == bytes.len() {
@@ -181,7 +186,19 @@ pub struct VringRings {
     /// Completions kept while a queue is stopped (at most one per head in
     /// flight), returned when the queues run again.
     kept_while_stopped: Vec<Output<ChainToken>>,
+    /// Ring addresses that are IOVAs (ACCESS_PLATFORM), per queue, as
+    /// (descriptor table, available ring, used ring); see
+    /// [`crate::iommu::relay`].
+    ring_iovas: [Option<(u64, u64, u64)>; NUM_QUEUES],
+    /// Queues whose IOVAs are not yet in their queue (and whose used index
+    /// is not yet read from the ring): done before the rings are next used,
+    /// where the front end can answer the misses that may take.
+    ring_iovas_due: [bool; NUM_QUEUES],
 }
+
+/// Rounds of translating due rings and taking the kicked queue up again,
+/// in one kick (see [`VhostUserUdcBackend::warm_due_rings`]).
+const RING_WARM_ROUNDS: usize = 2;
 
 /// Why a descriptor head cannot be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -241,7 +258,7 @@ impl Rings for VringRings {
         if outputs.is_empty() && self.events.is_empty() && self.kept_while_stopped.is_empty() {
             return;
         }
-        let Some(mem) = mem.map(|m| m.memory()) else {
+        let Some(mem) = mem.cloned() else {
             return;
         };
         if self.vrings.len() < NUM_QUEUES {
@@ -257,6 +274,18 @@ impl Rings for VringRings {
         if !self.running() {
             // A stopped ring is not ours to write (GET_VRING_BASE): keep
             // what is done until the frontend starts the rings again.
+            for o in outputs {
+                match o {
+                    Output::Event(e) => self.push_event(e),
+                    done => self.kept_while_stopped.push(done),
+                }
+            }
+            return;
+        }
+        self.apply_ring_iovas(&mem);
+        if self.ring_due(XFERQ) || self.ring_due(EVENTQ) {
+            // Kept, as for a stopped ring, until the next kick has
+            // translated the rings (the driver kicks when it starts them).
             for o in outputs {
                 match o {
                     Output::Event(e) => self.push_event(e),
@@ -281,9 +310,9 @@ impl Rings for VringRings {
                         status: (status as u32).into(),
                         actual: actual.into(),
                     };
-                    let n = write_regions(&mem, &token.status_at, st.as_slice());
+                    let n = write_regions(&*mem, &token.status_at, st.as_slice());
                     let used = if n == XFER_STATUS_SIZE { n as u32 } else { 0 };
-                    if let Err(e) = self.vrings[XFERQ as usize].add_used(token.head, used) {
+                    if let Err(e) = add_used(&self.vrings[XFERQ as usize], &mem, token.head, used) {
                         error!("xferq: add_used failed: {e}");
                     }
                     self.xfer_heads.release(token.head);
@@ -293,7 +322,7 @@ impl Rings for VringRings {
             }
         }
         if xfer_used {
-            signal(&self.vrings[XFERQ as usize], self.event_idx);
+            signal(&self.vrings[XFERQ as usize], &mem, self.event_idx);
         }
         self.flush_events(&mem);
     }
@@ -303,6 +332,8 @@ impl Rings for VringRings {
         self.events.clear();
         self.xfer_heads.clear();
         self.kept_while_stopped.clear();
+        self.ring_iovas = Default::default();
+        self.ring_iovas_due = Default::default();
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
@@ -325,9 +356,92 @@ impl VringRings {
         self.events.push_back(e);
     }
 
+    /// Whether queue `i`'s ring IOVAs are given but not yet in its queue:
+    /// the queue must not be used until they are.
+    fn ring_due(&self, i: u16) -> bool {
+        self.ring_iovas_due[usize::from(i)]
+    }
+
+    /// The ranges of queue `i`'s due rings, with the access the device
+    /// makes to each.
+    fn ring_ranges(&self, i: usize) -> Option<[(u64, usize, Permissions); 3]> {
+        let (Some((desc, avail, used)), true) = (self.ring_iovas[i], self.ring_iovas_due[i]) else {
+            return None;
+        };
+        // The split ring's layout (virtio 1.x, 2.7): 16-byte descriptors;
+        // flags, index, a 2-byte entry per descriptor and the event word;
+        // the used ring likewise with 8-byte entries.
+        let size = usize::from(self.vrings.get(i)?.get_ref().get_queue().size());
+        Some([
+            (desc, 16 * size, Permissions::Read),
+            (avail, 6 + 2 * size, Permissions::Read),
+            (used, 6 + 8 * size, Permissions::ReadWrite),
+        ])
+    }
+
+    /// The ranges of every due ring: what
+    /// [`VhostUserUdcBackend::warm_due_rings`] translates before any lock
+    /// is taken.
+    fn due_ring_ranges(&self) -> Vec<(u64, usize, Permissions)> {
+        (0..NUM_QUEUES)
+            .filter_map(|i| self.ring_ranges(i))
+            .flatten()
+            .collect()
+    }
+
+    /// Puts ring IOVAs the front end gave into their queues, with the used
+    /// index the ring holds (the request handler read it at the
+    /// placeholder). Nothing to do without an IOMMU.
+    ///
+    /// Only rings the IOTLB already translates are taken: this runs with
+    /// the device lock held (and takes the vring's), and a miss here would
+    /// wait for a front end that may itself wait for one of those locks
+    /// (QEMU's SET_VRING_ENABLE). The others stay due, their queues unused,
+    /// until the next kick translates them without a lock
+    /// ([`VhostUserUdcBackend::warm_due_rings`]).
+    fn apply_ring_iovas(&mut self, mem: &GuestMem) {
+        if self.vrings.len() < NUM_QUEUES || !self.ring_iovas_due.iter().any(|&d| d) {
+            return;
+        }
+        for i in 0..NUM_QUEUES {
+            let Some(ranges) = self.ring_ranges(i) else {
+                continue;
+            };
+            if mem.get_iommu_enabled()
+                && !ranges
+                    .iter()
+                    .all(|&(iova, len, access)| mem.iommu().holds(iova, len, access))
+            {
+                continue;
+            }
+            let (desc, avail, used) = (ranges[0].0, ranges[1].0, ranges[2].0);
+            let vring = &self.vrings[i];
+            self.ring_iovas_due[i] = false;
+            let mut v = vring.get_mut();
+            let q = v.get_queue_mut();
+            let set = q
+                .try_set_desc_table_address(GuestAddress(desc))
+                .and_then(|()| q.try_set_avail_ring_address(GuestAddress(avail)))
+                .and_then(|()| q.try_set_used_ring_address(GuestAddress(used)));
+            if let Err(e) = set {
+                crate::guest_warn!("queue {i}: ring IOVAs refused: {e}");
+                continue;
+            }
+            match q.used_idx(&**mem, std::sync::atomic::Ordering::Acquire) {
+                Ok(idx) => q.set_next_used(idx.0),
+                Err(e) => crate::guest_warn!("queue {i}: cannot read the used index at iova {used:#x}: {e}"),
+            }
+        }
+    }
+
     /// Moves backlogged events into eventq buffers the driver posted.
-    fn flush_events(&mut self, mem: &GuestMemoryLoadGuard<GuestMemoryMmap>) {
+    fn flush_events(&mut self, mem: &GuestMem) {
         if self.events.is_empty() || !self.running() {
+            return;
+        }
+        self.apply_ring_iovas(mem);
+        if self.ring_due(EVENTQ) {
+            // Delivered once the next kick has translated the ring.
             return;
         }
         let vring = self.vrings[EVENTQ as usize].clone();
@@ -336,10 +450,10 @@ impl VringRings {
             let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
             let Some(chain) = chain else { break };
             let head = chain.head_index();
-            let parts = split_chain(mem, chain, 0, EVENT_SIZE, SMALL_CHAIN_DESCRIPTORS);
+            let parts = split_chain(&**mem, chain, 0, EVENT_SIZE, SMALL_CHAIN_DESCRIPTORS);
             let used = match parts.error {
                 None if parts.writable_len() >= EVENT_SIZE => {
-                    write_regions(mem, &parts.writable, ev.as_slice()) as u32
+                    write_regions(&**mem, &parts.writable, ev.as_slice()) as u32
                 }
                 None => {
                     crate::guest_warn!("eventq: buffer shorter than {EVENT_SIZE} bytes; returned unused");
@@ -353,19 +467,32 @@ impl VringRings {
             if used as usize == EVENT_SIZE {
                 self.events.pop_front();
             }
-            if let Err(e) = vring.add_used(head, used) {
+            if let Err(e) = add_used(&vring, mem, head, used) {
                 error!("eventq: add_used failed: {e}");
             }
             used_any = true;
         }
         if used_any {
-            signal(&vring, self.event_idx);
+            signal(&vring, mem, self.event_idx);
         }
     }
 }
 
-fn signal(vring: &VringRwLock, event_idx: bool) {
-    let needed = !event_idx || vring.needs_notification().unwrap_or(true);
+// The ring operations below go through the device's view of guest memory
+// (translated when ACCESS_PLATFORM is negotiated), never through the
+// request handler's physical view that VringRwLock's own methods use.
+
+fn add_used(vring: &VringRwLock, mem: &GuestMem, head: u16, len: u32) -> Result<(), virtio_queue::Error> {
+    vring.get_mut().get_queue_mut().add_used(&**mem, head, len)
+}
+
+fn signal(vring: &VringRwLock, mem: &GuestMem, event_idx: bool) {
+    let needed = !event_idx
+        || vring
+            .get_mut()
+            .get_queue_mut()
+            .needs_notification(&**mem)
+            .unwrap_or(true);
     if needed {
         if let Err(e) = vring.signal_used_queue() {
             warn!("failed to signal the used queue: {e}");
@@ -393,6 +520,9 @@ enum Drained {
 #[derive(Clone)]
 pub struct VhostUserUdcBackend {
     udc: Arc<Udc>,
+    /// The connection's IOMMU (in the path once ACCESS_PLATFORM is acked).
+    iommu: DeviceIommu,
+    iova_mode: Arc<AtomicBool>,
     connection: u64,
     cfg_space: VirtioUdcConfig,
     max_readable: usize,
@@ -401,6 +531,12 @@ pub struct VhostUserUdcBackend {
 
 impl VhostUserUdcBackend {
     pub fn new(udc: Arc<Udc>) -> io::Result<Self> {
+        Self::with_iommu(udc, DeviceIommu::default())
+    }
+
+    /// A backend whose DMA goes through `iommu` once the driver acks
+    /// ACCESS_PLATFORM; the relay feeds `iommu` the front end's IOTLB.
+    pub fn with_iommu(udc: Arc<Udc>, iommu: DeviceIommu) -> io::Result<Self> {
         let (cfg, connection) = {
             let g = udc.lock();
             (g.config().clone(), g.connection())
@@ -411,6 +547,8 @@ impl VhostUserUdcBackend {
             cfg_space: cfg.to_wire(),
             max_readable: request::max_xfer_readable(cfg.segment_limit()),
             udc,
+            iommu,
+            iova_mode: Arc::new(AtomicBool::new(false)),
             exit: Arc::new((consumer, notifier)),
         })
     }
@@ -434,16 +572,74 @@ impl VhostUserUdcBackend {
         udc.connection() == self.connection && !udc.rings::<VringRings>().vrings.is_empty()
     }
 
+    /// Turns the driver's notifications for `vring` on (returning whether
+    /// it posted more meanwhile) or off.
+    fn notifications(&self, queue: u16, vring: &VringRwLock, enable: bool) -> io::Result<bool> {
+        let mem = {
+            let mut udc = self.udc.lock();
+            // Not at a ring address that is not yet its queue's.
+            if udc.rings::<VringRings>().ring_due(queue) {
+                return Ok(false);
+            }
+            let Some(mem) = udc.memory().cloned() else {
+                return Ok(false);
+            };
+            mem
+        };
+        let mut v = vring.get_mut();
+        let q = v.get_queue_mut();
+        if enable {
+            q.enable_notification(&*mem).map_err(io::Error::other)
+        } else {
+            q.disable_notification(&*mem).map_err(io::Error::other)?;
+            Ok(false)
+        }
+    }
+
+    /// Translates the rings whose IOVAs the front end just gave, before
+    /// anything takes a lock to use them. A miss waits for the front end,
+    /// and QEMU answers none while it waits for a reply of its own:
+    /// SET_VRING_ENABLE is synchronous and needs the vring's lock, which
+    /// the first use of a ring holds (with the device lock). Translated
+    /// here, with no lock held, that first use finds the IOTLB filled.
+    fn warm_due_rings(&self) {
+        let (iommu, ranges) = {
+            let mut udc = self.udc.lock();
+            let Some(mem) = udc.memory().cloned() else {
+                return;
+            };
+            let ranges = udc.rings::<VringRings>().due_ring_ranges();
+            if ranges.is_empty() || !mem.get_iommu_enabled() {
+                return;
+            }
+            (mem.iommu().clone(), ranges)
+        };
+        for (iova, len, access) in ranges {
+            if let Err(e) = iommu.translate(GuestAddress(iova), len, access) {
+                // The queue stays unused until the driver gives it a ring
+                // the IOMMU maps.
+                crate::guest_warn!("a ring at iova {iova:#x}+{len:#x} cannot be used: {e}");
+            }
+        }
+    }
+
+    /// Whether a ring the front end gave is still waiting for its
+    /// translation.
+    fn rings_due(&self) -> bool {
+        let mut udc = self.udc.lock();
+        udc.connection() == self.connection && udc.rings::<VringRings>().ring_iovas_due.iter().any(|&d| d)
+    }
+
     fn process_xferq(&self, vring: &VringRwLock) -> io::Result<()> {
         loop {
-            vring.disable_notification().map_err(io::Error::other)?;
+            self.notifications(XFERQ, vring, false)?;
             let drained = self.drain_xferq(vring);
             if drained == Drained::Gone {
                 // The driver that set the flag is gone; its successor's
                 // rings start with notifications on.
                 return Ok(());
             }
-            let more = vring.enable_notification().map_err(io::Error::other)?;
+            let more = self.notifications(XFERQ, vring, true)?;
             // A broken ring, or one nothing can be taken from now, always
             // looks as if it had more: do not spin on it (this thread
             // serves the other queues, and must see its exit event).
@@ -479,9 +675,15 @@ impl VhostUserUdcBackend {
         if !vring.get_ref().get_queue().ready() {
             return Drained::Stopped;
         }
-        let Some(mem) = udc.memory().map(|m| m.memory()) else {
+        let Some(mem) = udc.memory().cloned() else {
             return Drained::Stopped;
         };
+        let rings = udc.rings::<VringRings>();
+        rings.apply_ring_iovas(&mem);
+        if rings.ring_due(XFERQ) {
+            // Taken at the kick that translates the ring.
+            return Drained::Stopped;
+        }
         let cfg = udc.config().clone();
         let limit = cfg.segment_limit();
         let size = vring.get_ref().get_queue().size();
@@ -513,14 +715,14 @@ impl VhostUserUdcBackend {
                 // device keeps nothing for it.
                 crate::guest_warn!("xferq: descriptor head {head} {why}: returned with used length 0");
                 if head < size {
-                    if let Err(e) = vring.add_used(head, 0) {
+                    if let Err(e) = add_used(vring, &mem, head, 0) {
                         error!("xferq: add_used failed: {e}");
                     }
-                    signal(vring, udc.rings::<VringRings>().event_idx);
+                    signal(vring, &mem, udc.rings::<VringRings>().event_idx);
                 }
                 continue;
             }
-            let parts = split_chain(&mem, chain, self.max_readable, XFER_STATUS_SIZE, usize::MAX);
+            let parts = split_chain(&*mem, chain, self.max_readable, XFER_STATUS_SIZE, usize::MAX);
             walked += parts.walked;
             udc.spend(parts.readable.len() as u64);
             let token = ChainToken {
@@ -537,7 +739,9 @@ impl VhostUserUdcBackend {
                 udc.reject(token, r.status);
                 continue;
             }
-            match request::parse_xfer(&parts.readable, limit, |ep| cfg.has_endpoint(ep), &*mem) {
+            // Behind an IOMMU, segments are IOVAs: checked at each access.
+            let physical = (!mem.get_iommu_enabled()).then_some(&*mem);
+            match request::parse_xfer(&parts.readable, limit, |ep| cfg.has_endpoint(ep), physical) {
                 Ok(req) => {
                     debug!(
                         "xferq: {} tag {:#x} length {} in {} segments",
@@ -563,7 +767,7 @@ impl VhostUserUdcBackend {
     /// may not have been served yet.
     fn process_controlq(&self, vring: &VringRwLock, xferq: &VringRwLock) -> io::Result<()> {
         loop {
-            vring.disable_notification().map_err(io::Error::other)?;
+            self.notifications(CONTROLQ, vring, false)?;
             loop {
                 self.drain_xferq(xferq);
                 let mut udc = self.udc.lock();
@@ -576,9 +780,15 @@ impl VhostUserUdcBackend {
                 if !vring.get_ref().get_queue().ready() {
                     return Ok(());
                 }
-                let Some(mem) = udc.memory().map(|m| m.memory()) else {
+                let Some(mem) = udc.memory().cloned() else {
                     return Ok(());
                 };
+                let rings = udc.rings::<VringRings>();
+                rings.apply_ring_iovas(&mem);
+                if rings.ring_due(CONTROLQ) {
+                    // Taken at the kick that translates the ring.
+                    return Ok(());
+                }
                 let chain = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem.clone());
                 let Some(chain) = chain else {
                     // An available index beyond the queue gives nothing
@@ -595,7 +805,7 @@ impl VhostUserUdcBackend {
                 };
                 let head = chain.head_index();
                 let parts = split_chain(
-                    &mem,
+                    &*mem,
                     chain,
                     CTRL_REQ_SIZE,
                     CTRL_RESP_SIZE,
@@ -629,14 +839,14 @@ impl VhostUserUdcBackend {
                     status: (status as u32).into(),
                     value: value.into(),
                 };
-                let n = write_regions(&mem, &writable, resp.as_slice());
+                let n = write_regions(&*mem, &writable, resp.as_slice());
                 let used = if n == CTRL_RESP_SIZE { n as u32 } else { 0 };
-                if let Err(e) = vring.add_used(head, used) {
+                if let Err(e) = add_used(vring, &mem, head, used) {
                     error!("controlq: add_used failed: {e}");
                 }
-                signal(vring, udc.rings::<VringRings>().event_idx);
+                signal(vring, &mem, udc.rings::<VringRings>().event_idx);
             }
-            if !vring.enable_notification().map_err(io::Error::other)? {
+            if !self.notifications(CONTROLQ, vring, true)? {
                 return Ok(());
             }
         }
@@ -659,13 +869,28 @@ impl VhostUserBackend for VhostUserUdcBackend {
         (1 << VIRTIO_F_VERSION_1)
             | (1 << VIRTIO_RING_F_EVENT_IDX)
             | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+            | (1 << VIRTIO_F_ACCESS_PLATFORM)
             | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
     }
 
+    /// With ACCESS_PLATFORM the driver's addresses are IOVAs: every access
+    /// of the device goes through the IOMMU from now on.
     fn acked_features(&self, features: u64) {
-        if features & (1 << VIRTIO_F_ACCESS_PLATFORM) != 0 {
-            warn!("the driver acked ACCESS_PLATFORM, which this device did not offer");
+        let iova = features & (1 << VIRTIO_F_ACCESS_PLATFORM) != 0;
+        self.iova_mode.store(iova, Ordering::Relaxed);
+        let mut udc = self.udc.lock();
+        if udc.connection() != self.connection {
+            return;
         }
+        if let Some(m) = udc.memory().filter(|m| m.get_iommu_enabled() != iova) {
+            let mut m = (**m).clone();
+            m.set_iommu_enabled(iova);
+            udc.set_memory(Arc::new(m));
+        }
+        debug!(
+            "addresses are {}",
+            if iova { "IOVAs (IOMMU)" } else { "guest-physical" }
+        );
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
@@ -720,10 +945,12 @@ impl VhostUserBackend for VhostUserUdcBackend {
         v
     }
 
-    fn update_memory(&self, mem: GuestMem) -> io::Result<()> {
+    fn update_memory(&self, mem: GuestMemoryAtomic<GuestMemoryMmap>) -> io::Result<()> {
         let mut udc = self.udc.lock();
         if udc.connection() == self.connection {
-            udc.set_memory(mem);
+            let physical = (*mem.memory()).clone();
+            let iova = self.iova_mode.load(Ordering::Relaxed);
+            udc.set_memory(Arc::new(self.iommu.memory(physical, iova)));
         }
         Ok(())
     }
@@ -760,21 +987,47 @@ impl VhostUserBackend for VhostUserUdcBackend {
                 udc.set_dma_stopped(false);
             }
         }
-        match device_event {
-            CONTROLQ => self.process_controlq(&vrings[CONTROLQ as usize], &vrings[XFERQ as usize]),
-            EVENTQ => {
-                // New buffers: deliver backlogged events.
-                let mut udc = self.udc.lock();
-                if let Some(mem) = udc.memory().map(|m| m.memory()) {
-                    udc.rings::<VringRings>().flush_events(&mem);
+        // A ring the front end just gave is used only once the IOTLB
+        // translates it (apply_ring_iovas): translate it here, with no lock
+        // held, and take the queue up; again if a ring was given meanwhile.
+        for round in 0..=RING_WARM_ROUNDS {
+            self.warm_due_rings();
+            let r = match device_event {
+                CONTROLQ => self.process_controlq(&vrings[CONTROLQ as usize], &vrings[XFERQ as usize]),
+                EVENTQ => {
+                    // New buffers: deliver backlogged events.
+                    let mut udc = self.udc.lock();
+                    if let Some(mem) = udc.memory().cloned() {
+                        udc.rings::<VringRings>().flush_events(&mem);
+                    }
+                    Ok(())
                 }
-                Ok(())
+                XFERQ => self.process_xferq(&vrings[XFERQ as usize]),
+                other => {
+                    warn!("event for unknown queue {other}");
+                    Ok(())
+                }
+            };
+            if r.is_err() || round == RING_WARM_ROUNDS || !self.rings_due() {
+                return r;
             }
-            XFERQ => self.process_xferq(&vrings[XFERQ as usize]),
-            other => {
-                warn!("event for unknown queue {other}");
-                Ok(())
-            }
+        }
+        Ok(())
+    }
+}
+
+impl RingAddresses for VhostUserUdcBackend {
+    fn set_ring_iovas(&self, index: u32, desc: u64, avail: u64, used: u64) {
+        // (Translated at the next kick, by warm_due_rings: this runs on the
+        // relay, which must stay free to take the front end's answers.)
+        let mut udc = self.udc.lock();
+        if udc.connection() != self.connection {
+            return;
+        }
+        let rings = udc.rings::<VringRings>();
+        if let Some(slot) = rings.ring_iovas.get_mut(index as usize) {
+            *slot = Some((desc, avail, used));
+            rings.ring_iovas_due[index as usize] = true;
         }
     }
 }
@@ -883,9 +1136,9 @@ mod tests {
             }
             if parts.error.is_none() {
                 prop_assert_eq!(&parts.readable, &req);
-                if let Ok(x) = request::parse_xfer(&parts.readable, 16384, |_| true, &m) {
+                if let Ok(x) = request::parse_xfer(&parts.readable, 16384, |_| true, Some(&m)) {
                     for s in &x.segments {
-                        prop_assert!(m.check_range(GuestAddress(s.addr), s.len as usize));
+                        prop_assert!(GuestMemoryBackend::check_range(&m, GuestAddress(s.addr), s.len as usize));
                     }
                 }
             }

@@ -25,7 +25,6 @@ use vhost_device_udc::traffic::Traffic;
 use vhost_device_udc::udc::{ChainToken, Rings, Udc};
 use vhost_device_udc::usb::{SetupPacket, Speed};
 use vhost_device_udc::wire::*;
-use vm_memory::GuestMemoryAtomic;
 
 use crate::device_ops::guest_memory;
 use crate::Input;
@@ -146,7 +145,8 @@ fn session(data: &[u8]) -> Vec<Value> {
     let mut input = Input::new(data);
     let setup = input.u8();
     let udc = Udc::new(ControllerConfig::default(), Box::new(NoRings));
-    udc.lock().set_memory(GuestMemoryAtomic::new(guest_memory()));
+    let mem = vhost_device_udc::iommu::DeviceIommu::default().memory(guest_memory(), false);
+    udc.lock().set_memory(std::sync::Arc::new(mem));
     if setup & 1 != 0 {
         configure(&udc);
     }

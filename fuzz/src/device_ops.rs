@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
 
+use vhost_device_udc::device::GuestMem;
 use vhost_device_udc::device::{
     ControlResult, ControllerConfig, Device, HeldRequest, Output, Urb, UrbKind, UrbResult,
 };
@@ -22,9 +23,7 @@ use vhost_device_udc::inject::InjectConfig;
 use vhost_device_udc::request::{parse_command, parse_xfer, Command, EpEnable, HaltRequest, XferRequest};
 use vhost_device_udc::usb::SetupPacket;
 use vhost_device_udc::wire::*;
-use vm_memory::{
-    ByteValued, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap, Le16, Le32, Le64,
-};
+use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap, Le16, Le32, Le64};
 
 use crate::descriptors::SPEEDS;
 use crate::script::Script;
@@ -211,7 +210,7 @@ struct HostXfer {
 
 struct Harness {
     dev: Device<u64>,
-    mem: GuestMemoryAtomic<GuestMemoryMmap<()>>,
+    mem: GuestMem,
     /// The requests in flight, by token.
     in_flight: BTreeMap<u64, Request>,
     next_token: u64,
@@ -234,7 +233,9 @@ impl Harness {
             ..ControllerConfig::default()
         };
         let mut dev = Device::new(cfg);
-        let mem = GuestMemoryAtomic::new(guest_memory());
+        let mem: GuestMem = std::sync::Arc::new(
+            vhost_device_udc::iommu::DeviceIommu::default().memory(guest_memory(), false),
+        );
         dev.set_memory(mem.clone());
         Harness {
             dev,
@@ -266,8 +267,8 @@ impl Harness {
         self.next_token += 1;
         let cfg = self.dev.config().clone();
         let limit = cfg.segment_limit();
-        let mem = self.mem.memory();
-        match parse_xfer(&bytes, limit, |ep| cfg.has_endpoint(ep), &*mem) {
+        let mem = self.mem.clone();
+        match parse_xfer(&bytes, limit, |ep| cfg.has_endpoint(ep), Some(&*mem)) {
             Ok(req) => {
                 self.in_flight.insert(token, Request { length: req.length });
                 self.dev.queue_xfer(token, req);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
-use vm_memory::GuestAddressSpace;
+use vm_memory::GuestMemory;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -622,8 +622,13 @@ fn hold(
     if dmabuf {
         let export = {
             let g = udc.lock();
-            let mem = g.memory().ok_or("no guest memory")?.memory();
-            zerocopy::export_segments(&mem, &held.segments)
+            let mem = g.memory().ok_or("no guest memory")?;
+            // Under an IOMMU the segments are IOVAs, and a DMABUF names
+            // pages: the device would have to pin the guest's mappings.
+            let phys = mem
+                .physical_memory()
+                .ok_or("a zero-copy DMABUF is not available while the device is behind an IOMMU")?;
+            zerocopy::export_segments(phys, &held.segments)
         };
         match export {
             Ok(x) => {
@@ -690,7 +695,11 @@ fn capture(
 }
 
 fn status(host: &Host) -> Result<Value, RequestError> {
-    let dev = host.udc().lock().status();
+    let (dev, iommu) = {
+        let g = host.udc().lock();
+        let iommu = g.memory().map(|m| m.iommu().stats(m.get_iommu_enabled()));
+        (g.status(), iommu)
+    };
     let holds = host.udc().lock_holds();
     let view = host.view();
     let summary = view.enumerated.as_ref().map(|e| {
@@ -712,6 +721,8 @@ fn status(host: &Host) -> Result<Value, RequestError> {
         "ok": true,
         "device": dev,
         "capture": host.capture_info(),
+        // Translation counters while the device has memory (docs/iommu.md).
+        "iommu": iommu,
         "lock": {
             "holds": holds.count,
             "longest_hold_us": holds.longest.as_micros() as u64,

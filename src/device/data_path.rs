@@ -9,6 +9,8 @@ pub(super) struct Step {
     pub(super) bytes: usize,
     pub(super) urb_done: Option<UrbStatus>,
     pub(super) guest_done: Option<Status>,
+    /// Why the DMA failed, when it did.
+    pub(super) fault: Option<dma::DmaError>,
 }
 
 /// IN: the guest's buffer goes to the host, packet by packet.
@@ -32,6 +34,7 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             bytes: 0,
             urb_done: Some(UrbStatus::Ok),
             guest_done: Some(Status::Ok),
+            fault: None,
         };
     }
     if room == 0 {
@@ -39,6 +42,7 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             bytes: 0,
             urb_done: Some(UrbStatus::Ok),
             guest_done: None,
+            fault: None,
         };
     }
     // Whole packets that fit, or the guest's whole remainder if it fits.
@@ -51,9 +55,8 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             h.buf.resize(cap, 0);
         }
         let at = h.moved;
-        if let Err(_e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + room])
-        {
-            return dma_fault(Some(UrbStatus::DmaFault));
+        if let Err(e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + room]) {
+            return dma_fault(Some(UrbStatus::DmaFault), e);
         }
         let _ = g.cursor.skip(&g.req.segments, (p - room) as u64);
         h.moved += room;
@@ -62,6 +65,7 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             bytes: room,
             urb_done: Some(UrbStatus::Overflow),
             guest_done: finished.then_some(Status::Ok),
+            fault: None,
         };
     }
     let n = clamp_to_limit(n, limit, mps);
@@ -70,8 +74,8 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
         h.buf.resize(cap, 0);
     }
     let at = h.moved;
-    if dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + n]).is_err() {
-        return dma_fault(None);
+    if let Err(e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + n]) {
+        return dma_fault(None, e);
     }
     h.moved += n;
     let g_finished = g.cursor.offset as usize == glen;
@@ -85,12 +89,14 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             bytes: n,
             urb_done: urb_full.then_some(UrbStatus::Ok),
             guest_done: None,
+            fault: None,
         };
     }
     Step {
         bytes: n,
         urb_done: (short_end || urb_full).then_some(UrbStatus::Ok),
         guest_done: g_finished.then_some(Status::Ok),
+        fault: None,
     }
 }
 
@@ -116,6 +122,7 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
             bytes: 0,
             urb_done: Some(UrbStatus::Ok),
             guest_done: Some(Status::Ok),
+            fault: None,
         };
     }
     if room == 0 {
@@ -123,6 +130,7 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
             bytes: 0,
             urb_done: None,
             guest_done: Some(Status::Ok),
+            fault: None,
         };
     }
     let n = if h_left <= room { h_left } else { room / mps * mps };
@@ -130,8 +138,8 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
         // Babble: a packet larger than the room left in the buffer.
         let p = mps.min(h_left);
         let at = h.moved;
-        if dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + room]).is_err() {
-            return dma_fault(None);
+        if let Err(e) = dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + room]) {
+            return dma_fault(None, e);
         }
         h.moved += p;
         let urb_finished = h.moved == total && !(total % mps == 0 && zlp);
@@ -139,12 +147,13 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
             bytes: room,
             urb_done: urb_finished.then_some(UrbStatus::Ok),
             guest_done: Some(Status::Overflow),
+            fault: None,
         };
     }
     let n = clamp_to_limit(n, limit, mps);
     let at = h.moved;
-    if dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + n]).is_err() {
-        return dma_fault(None);
+    if let Err(e) = dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + n]) {
+        return dma_fault(None, e);
     }
     h.moved += n;
     let h_finished = h.moved == total;
@@ -157,6 +166,7 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
         // next step delivers it (to this request or, if full, the next).
         urb_done: (h_finished && !needs_zlp).then_some(UrbStatus::Ok),
         guest_done: (short_end || g_full).then_some(Status::Ok),
+        fault: None,
     }
 }
 
@@ -175,11 +185,12 @@ pub(super) fn pay(clock: Instant, now: Instant, rate: u64, bytes: usize) -> Inst
     clock.max(now) + Duration::from_secs_f64(bytes as f64 / rate as f64)
 }
 
-pub(super) fn dma_fault(urb: Option<UrbStatus>) -> Step {
+pub(super) fn dma_fault(urb: Option<UrbStatus>, e: dma::DmaError) -> Step {
     Step {
         bytes: 0,
         urb_done: Some(urb.unwrap_or(UrbStatus::DmaFault)),
         guest_done: Some(Status::DmaFault),
+        fault: Some(e),
     }
 }
 
@@ -368,7 +379,6 @@ impl<T: Debug> Device<T> {
         let Some(mem) = self.dma_memory().cloned() else {
             return;
         };
-        let mem = mem.memory();
         let mps = usize::from(en.max_packet);
         let is_in = ep_is_in(self.eps[i].cap.addr);
         let bus_rate = self.bus_rate;
@@ -491,7 +501,7 @@ impl<T: Debug> Device<T> {
             if let Some(st) = step.guest_done {
                 let g = self.eps[i].guest.pop_front().expect("front exists");
                 if st == Status::DmaFault {
-                    crate::guest_warn!("{}: DMA fault in request tag {:#x}", ep_name(g.req.ep), g.req.tag);
+                    self.report_dma_fault(Some(i), g.req.tag, step.fault.as_ref());
                 }
                 self.finish_guest(i, g, st);
             }

@@ -32,13 +32,12 @@ impl<T: Debug> Device<T> {
             self.control = Some(ctl);
             return self.complete_guest(None, g, Status::DmaFault);
         };
-        let mem = mem.memory();
         let mut g = g;
         if gin {
             let n = len.min(wlen);
             let mut data = vec![0u8; n];
             if let Err(e) = dma::read_from_guest(&*mem, &g.req.segments, &mut g.cursor, &mut data) {
-                crate::guest_warn!("ep0: {e}");
+                self.report_dma_fault(None, g.req.tag, Some(&e));
                 self.finish_control(setup, ctl.done, Err(UrbStatus::DmaFault));
                 return self.complete_guest(None, g, Status::DmaFault);
             }
@@ -48,7 +47,7 @@ impl<T: Debug> Device<T> {
         } else {
             let n = len.min(ctl.data_out.len());
             if let Err(e) = dma::write_to_guest(&*mem, &g.req.segments, &mut g.cursor, &ctl.data_out[..n]) {
-                crate::guest_warn!("ep0: {e}");
+                self.report_dma_fault(None, g.req.tag, Some(&e));
                 self.finish_control(setup, ctl.done, Err(UrbStatus::DmaFault));
                 return self.complete_guest(None, g, Status::DmaFault);
             }

@@ -175,7 +175,7 @@ impl<T: Debug> Device<T> {
     pub(super) fn run_detectors(&mut self, i: usize) {
         self.eps[i].detectors_due = None;
         // Stopped DMA: nothing touches guest memory; restarting runs them.
-        let Some(mem) = self.dma_memory().map(|m| m.memory()) else {
+        let Some(mem) = self.dma_memory().cloned() else {
             return;
         };
         let ep = self.eps[i].cap.addr;

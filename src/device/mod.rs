@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use serde::Serialize;
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::dma::{self, Budget, Cursor};
 use crate::inject::{EpInjector, Fault, InjectConfig, InjectLog, Plan, RaceReport};
@@ -39,7 +38,9 @@ pub use config::{ControllerConfig, EpCap, MAX_SEGMENTS};
 pub use status::{ControllerStatus, DeviceStatus, EndpointStatus, EpStats};
 pub use urb::{ControlResult, HeldRequest, Urb, UrbKind, UrbResult, UrbStatus};
 
-pub type GuestMem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
+/// Guest memory as the device reaches it (through the IOMMU when
+/// ACCESS_PLATFORM is negotiated).
+pub type GuestMem = std::sync::Arc<crate::iommu::DeviceMemory>;
 
 /// Why the device refuses a request of the host side (the control socket's
 /// zero-copy handoff) or a setting.
@@ -131,6 +132,8 @@ struct Endpoint<T> {
     guest: VecDeque<GuestReq<T>>,
     host: VecDeque<Urb>,
     stats: EpStats,
+    /// The last DMA fault's report line, as logged.
+    last_dma_fault: Option<String>,
     inj: Option<EpInjector>,
     /// This endpoint's own bandwidth cap, bytes per second.
     rate: Option<u64>,
@@ -185,6 +188,7 @@ pub struct Device<T> {
     reset_at: Instant,
     ep0: VecDeque<GuestReq<T>>,
     ep0_stats: EpStats,
+    ep0_last_dma_fault: Option<String>,
     control: Option<ControlXfer>,
     eps: Vec<Endpoint<T>>,
     out: Vec<Output<T>>,
@@ -229,6 +233,7 @@ impl<T: Debug> Device<T> {
                 guest: VecDeque::new(),
                 host: VecDeque::new(),
                 stats: EpStats::default(),
+                last_dma_fault: None,
                 inj: None,
                 rate: None,
                 paced_until: Instant::now(),
@@ -253,6 +258,7 @@ impl<T: Debug> Device<T> {
             reset_at: Instant::now(),
             ep0: VecDeque::new(),
             ep0_stats: EpStats::default(),
+            ep0_last_dma_fault: None,
             control: None,
             eps,
             out: Vec::new(),
@@ -396,6 +402,27 @@ impl<T: Debug> Device<T> {
             value: value.into(),
             setup,
         }));
+    }
+
+    /// Counts a DMA fault of request `tag` on endpoint `ep` (None: ep0)
+    /// and reports it in one line, as an SMMU reports a fault; the control
+    /// socket shows the line as the endpoint's last fault.
+    fn report_dma_fault(&mut self, ep: Option<usize>, tag: u64, e: Option<&dma::DmaError>) {
+        let name = ep_name(ep.map_or(0, |i| self.eps[i].cap.addr));
+        let line = match e {
+            Some(e) => format!("{name}: {e} (request tag {tag:#x})"),
+            None => format!("{name}: DMA fault in request tag {tag:#x}"),
+        };
+        crate::guest_warn!("{line}");
+        let (stats, last) = match ep {
+            Some(i) => {
+                let e = &mut self.eps[i];
+                (&mut e.stats, &mut e.last_dma_fault)
+            }
+            None => (&mut self.ep0_stats, &mut self.ep0_last_dma_fault),
+        };
+        stats.dma_faults += 1;
+        *last = Some(line);
     }
 
     fn complete_guest(&mut self, ep: Option<usize>, g: GuestReq<T>, status: Status) {

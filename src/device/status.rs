@@ -12,6 +12,9 @@ pub struct EpStats {
     pub guest_errors: u64,
     pub host_completed: u64,
     pub host_errors: u64,
+    /// Requests ended by a DMA fault (an access outside guest memory, or
+    /// one the IOMMU refused).
+    pub dma_faults: u64,
 }
 
 /// A snapshot of the device for the control socket.
@@ -56,6 +59,8 @@ pub struct EndpointStatus {
     /// Handles of held completions, for the control socket's `release`.
     pub held_completions: Vec<u64>,
     pub stats: EpStats,
+    /// The last DMA fault's report line, as the daemon logged it.
+    pub last_dma_fault: Option<String>,
 }
 
 impl<T: Debug> Device<T> {
@@ -73,6 +78,7 @@ impl<T: Debug> Device<T> {
             completions_waiting: 0,
             held_completions: Vec::new(),
             stats: self.ep0_stats,
+            last_dma_fault: self.ep0_last_dma_fault.clone(),
         }];
         endpoints.extend(self.eps.iter().map(|e| EndpointStatus {
             address: e.cap.addr,
@@ -87,6 +93,7 @@ impl<T: Debug> Device<T> {
             completions_waiting: e.finished.len(),
             held_completions: e.finished.iter().filter_map(|f| f.handle).collect(),
             stats: e.stats,
+            last_dma_fault: e.last_dma_fault.clone(),
         }));
         DeviceStatus {
             controller: ControllerStatus {

@@ -3,7 +3,7 @@
 
 use std::sync::mpsc::{channel, Receiver};
 
-use vm_memory::{Bytes, GuestAddress, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::*;
 use crate::request::Segment;
@@ -14,23 +14,20 @@ const MEM: u64 = 0x40_0000;
 fn dev() -> Device<u32> {
     let mut d = Device::new(ControllerConfig::default());
     let m = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM as usize)]).unwrap();
-    d.set_memory(GuestMemoryAtomic::new(m));
+    d.set_memory(std::sync::Arc::new(
+        crate::iommu::DeviceIommu::default().memory(m, false),
+    ));
     d
 }
 
 fn write(d: &Device<u32>, addr: u64, data: &[u8]) {
-    d.memory()
-        .unwrap()
-        .memory()
-        .write_slice(data, GuestAddress(addr))
-        .unwrap();
+    d.memory().unwrap().write_slice(data, GuestAddress(addr)).unwrap();
 }
 
 fn read(d: &Device<u32>, addr: u64, len: usize) -> Vec<u8> {
     let mut v = vec![0u8; len];
     d.memory()
         .unwrap()
-        .memory()
         .read_slice(&mut v, GuestAddress(addr))
         .unwrap();
     v

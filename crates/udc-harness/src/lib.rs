@@ -41,7 +41,8 @@ pub use error::{Error, Result};
 pub use gadget::{EndpointSpec, FakeGadget, Malformation, SetupHook, SetupReply};
 pub use harness::{
     ctrl_req, seg, xfer_bytes, xfer_req, BufferSpec, Completion, CtrlRespExt, DmaBuffer, EpEnable, Harness,
-    HarnessOptions, RawChain, RawCompletion, RawDesc, XferHandle, SENTINEL, VHOST_USER_F_PROTOCOL_FEATURES,
+    HarnessOptions, IommuFrontend, Mapping, Miss, RawChain, RawCompletion, RawDesc, XferHandle, PERM_RO,
+    PERM_RW, PERM_WO, RING_IOVA_OFFSET, SENTINEL, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_ACCESS_PLATFORM,
     VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 pub use memory::{

@@ -15,6 +15,7 @@ use vhost_device_udc::wire::{self, VirtioUdcConfig, CONFIG_SIZE};
 use virtio_bindings::bindings::{virtio_config, virtio_ring};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
+use super::iommu::{IommuFrontend, PERM_RW, RING_IOVA_OFFSET};
 use super::Harness;
 use crate::error::{Error, Result};
 use crate::memory::{Allocator, GuestMemory, MemoryLayout, PAGE_SIZE};
@@ -26,6 +27,8 @@ use crate::queue::DriverQueue;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << virtio_config::VIRTIO_F_VERSION_1;
 pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+/// VIRTIO_F_ACCESS_PLATFORM: addresses are IOVAs behind an IOMMU.
+pub const VIRTIO_F_ACCESS_PLATFORM: u64 = 1 << virtio_config::VIRTIO_F_ACCESS_PLATFORM;
 /// `VHOST_USER_F_PROTOCOL_FEATURES`.
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
 
@@ -60,6 +63,13 @@ pub struct HarnessOptions {
     /// Negotiate VIRTIO_RING_F_INDIRECT_DESC (error if not offered) and put
     /// every xferq submission in an indirect table.
     pub indirect: bool,
+    /// Act as a front end behind a vIOMMU: ack ACCESS_PLATFORM, negotiate
+    /// BACKEND_REQ and REPLY_ACK, give the daemon a back-end channel, put
+    /// the rings at IOVAs [`super::RING_IOVA_OFFSET`] above their GPAs, and
+    /// map all of guest memory read-write at IOVA = GPA in the model (a test
+    /// maps what else it needs with [`Harness::iommu`]). The daemon learns
+    /// every mapping by a miss, which the harness answers while it waits.
+    pub iommu: bool,
 }
 
 impl Default for HarnessOptions {
@@ -77,6 +87,7 @@ impl Default for HarnessOptions {
             strict_interrupts: false,
             enable_queues: true,
             indirect: false,
+            iommu: false,
         }
     }
 }
@@ -142,6 +153,7 @@ impl Harness {
         stream
             .set_write_timeout(Some(opts.timeout))
             .map_err(|e| Error::io("socket write timeout", e))?;
+        let main_dup = stream.try_clone().map_err(|e| Error::io("dup", e))?;
         let mut frontend = Frontend::from_stream(stream, wire::NUM_QUEUES as u64);
 
         let mem = GuestMemory::new(&opts.layout)?;
@@ -170,6 +182,12 @@ impl Harness {
         } else {
             acked &= !VIRTIO_RING_F_EVENT_IDX;
         }
+        if opts.iommu {
+            if device_features & VIRTIO_F_ACCESS_PLATFORM == 0 {
+                return Err(Error::NotOffered("VIRTIO_F_ACCESS_PLATFORM".into()));
+            }
+            acked |= VIRTIO_F_ACCESS_PLATFORM;
+        }
         if opts.indirect {
             if device_features & VIRTIO_RING_F_INDIRECT_DESC == 0 {
                 return Err(Error::NotOffered("VIRTIO_RING_F_INDIRECT_DESC".into()));
@@ -188,7 +206,17 @@ impl Harness {
                 "VHOST_USER_PROTOCOL_F_CONFIG (needed for the config space)".into(),
             ));
         }
-        let protocol_features = (opts.protocol_features | VhostUserProtocolFeatures::CONFIG) & offered;
+        let mut wanted = opts.protocol_features | VhostUserProtocolFeatures::CONFIG;
+        if opts.iommu {
+            let iotlb = VhostUserProtocolFeatures::BACKEND_REQ | VhostUserProtocolFeatures::REPLY_ACK;
+            if !offered.contains(iotlb) {
+                return Err(Error::NotOffered(
+                    "BACKEND_REQ and REPLY_ACK (needed for IOTLB misses)".into(),
+                ));
+            }
+            wanted |= iotlb;
+        }
+        let protocol_features = wanted & offered;
         frontend
             .set_protocol_features(protocol_features)
             .map_err(Error::vhost("SET_PROTOCOL_FEATURES"))?;
@@ -209,6 +237,33 @@ impl Harness {
         let config = wire::read_struct::<VirtioUdcConfig>(&payload).ok_or_else(|| {
             Error::NotOffered(format!("a {CONFIG_SIZE}-byte config (got {})", payload.len()))
         })?;
+
+        let iommu = if opts.iommu {
+            let (ours, theirs) = UnixStream::pair().map_err(|e| Error::io("socketpair", e))?;
+            frontend
+                .set_backend_request_fd(&theirs)
+                .map_err(Error::vhost("SET_BACKEND_REQ_FD"))?;
+            let host: Vec<(u64, u64, u64)> = mem
+                .regions()
+                .iter()
+                .map(|r| {
+                    let h = mem
+                        .mmap()
+                        .get_host_address(GuestAddress(r.gpa))
+                        .map(|p| p as u64)
+                        .unwrap_or(0);
+                    (r.gpa, r.size, h)
+                })
+                .collect();
+            let mut f = IommuFrontend::new(main_dup, ours, host)?;
+            for r in mem.regions() {
+                f.map(r.gpa, r.gpa, r.size, PERM_RW);
+            }
+            Some(f)
+        } else {
+            drop(main_dup);
+            None
+        };
 
         let regions = mem.vhost_regions()?;
         frontend
@@ -252,6 +307,7 @@ impl Harness {
             next_seq: 0,
             next_tag: 1,
             auto_kick: true,
+            iommu,
         };
         for i in 0..wire::NUM_QUEUES {
             h.setup_vring(i)?;
@@ -288,10 +344,28 @@ impl Harness {
         }
     }
 
+    /// A ring's address as the front end gives it: the harness's own
+    /// mapping of it, or behind the IOMMU its IOVA (mapped in the model).
+    fn ring_addr(&self, gpa: u64) -> u64 {
+        if self.iommu.is_some() {
+            gpa + RING_IOVA_OFFSET
+        } else {
+            self.host_addr(gpa)
+        }
+    }
+
     fn setup_vring(&mut self, i: usize) -> Result<()> {
         let q = self.queue(i);
         let size = q.size();
-        let cfg = q.config_data(|g| self.host_addr(g));
+        let (desc, avail, used) = q.ring_addrs();
+        let n = u64::from(size);
+        if let Some(f) = self.iommu.as_mut() {
+            for (gpa, len) in [(desc, 16 * n), (avail, 6 + 2 * n), (used, 6 + 8 * n)] {
+                f.map(gpa + RING_IOVA_OFFSET, gpa, len, PERM_RW);
+            }
+        }
+        let q = self.queue(i);
+        let cfg = q.config_data(|g| self.ring_addr(g));
         let (call, kick) = (
             q.call_fd().try_clone().map_err(|e| Error::io("dup", e))?,
             q.kick_fd().try_clone().map_err(|e| Error::io("dup", e))?,
@@ -319,7 +393,7 @@ impl Harness {
     /// when the VM continues (the rings where they were).
     pub fn restart_queue(&mut self, i: usize, base: u32) -> Result<()> {
         let q = self.queue(i);
-        let cfg = q.config_data(|g| self.host_addr(g));
+        let cfg = q.config_data(|g| self.ring_addr(g));
         let (call, kick) = (
             q.call_fd().try_clone().map_err(|e| Error::io("dup", e))?,
             q.kick_fd().try_clone().map_err(|e| Error::io("dup", e))?,
@@ -333,6 +407,19 @@ impl Harness {
             .map_err(Error::vhost("SET_VRING_CALL"))?;
         fe.set_vring_kick(i, &kick)
             .map_err(Error::vhost("SET_VRING_KICK"))?;
+        Ok(())
+    }
+
+    /// Enables or disables queue `i` (SET_VRING_ENABLE), and returns once
+    /// the daemon has handled it: QEMU waits for this message's reply
+    /// before it does anything else, misses included.
+    pub fn enable_queue(&mut self, i: usize, enable: bool) -> Result<()> {
+        let fe = self.frontend_mut()?;
+        fe.set_vring_enable(i, enable)
+            .map_err(Error::vhost("SET_VRING_ENABLE"))?;
+        // Answered in order: a reply to this says the one above is done,
+        // with or without REPLY_ACK.
+        fe.get_features().map_err(Error::vhost("GET_FEATURES"))?;
         Ok(())
     }
 
@@ -469,6 +556,40 @@ impl Harness {
     /// Frees guest memory.
     pub fn free(&mut self, gpa: u64) -> Result<()> {
         self.alloc.free(gpa)
+    }
+
+    /// The IOMMU front end, with [`HarnessOptions::iommu`].
+    pub fn iommu(&mut self) -> Option<&mut IommuFrontend> {
+        self.iommu.as_mut()
+    }
+
+    /// Waits up to `timeout` for used entries of queue `i`; behind the
+    /// IOMMU, answers the daemon's misses meanwhile (it cannot finish
+    /// anything while one waits).
+    pub(super) fn wait_used_on(&mut self, i: usize, timeout: Duration) -> Result<Vec<(u16, u32)>> {
+        if self.iommu.is_none() {
+            return match i {
+                0 => self.controlq.wait_used(timeout),
+                1 => self.eventq.wait_used(timeout),
+                _ => self.xferq.wait_used(timeout),
+            };
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(f) = self.iommu.as_mut() {
+                f.serve_misses()?;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = left.min(Duration::from_millis(2));
+            let used = match i {
+                0 => self.controlq.wait_used(slice)?,
+                1 => self.eventq.wait_used(slice)?,
+                _ => self.xferq.wait_used(slice)?,
+            };
+            if !used.is_empty() || left.is_zero() {
+                return Ok(used);
+            }
+        }
     }
 
     /// The controlq.

@@ -143,7 +143,7 @@ impl Harness {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            for (h, len) in self.controlq.wait_used(left)? {
+            for (h, len) in self.wait_used_on(0, left)? {
                 let c = self.cmds.remove(&h);
                 if h == head {
                     let mut out = Vec::new();

@@ -72,7 +72,7 @@ impl Harness {
     /// Collects events the device has delivered, waiting up to `wait` for the
     /// first, and reposts their buffers.
     fn reap_events(&mut self, wait: Duration) -> Result<()> {
-        let used = self.eventq.wait_used(wait)?;
+        let used = self.wait_used_on(1, wait)?;
         if used.is_empty() {
             return Ok(());
         }

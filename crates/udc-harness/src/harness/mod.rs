@@ -12,6 +12,7 @@ mod buffers;
 mod connection;
 mod control;
 mod events;
+mod iommu;
 mod transfers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -22,11 +23,12 @@ use vhost_device_udc::wire::{VirtioUdcConfig, VirtioUdcEvent};
 
 pub use self::buffers::{BufferSpec, DmaBuffer};
 pub use self::connection::{
-    HarnessOptions, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
-    VIRTIO_RING_F_INDIRECT_DESC,
+    HarnessOptions, VHOST_USER_F_PROTOCOL_FEATURES, VIRTIO_F_ACCESS_PLATFORM, VIRTIO_F_VERSION_1,
+    VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
 };
 use self::control::CmdInFlight;
 pub use self::control::{ctrl_req, CtrlRespExt, EpEnable, RawCompletion};
+pub use self::iommu::{IommuFrontend, Mapping, Miss, PERM_RO, PERM_RW, PERM_WO, RING_IOVA_OFFSET};
 use self::transfers::XferInFlight;
 pub use self::transfers::{seg, xfer_bytes, xfer_req, Completion, XferHandle};
 use crate::error::{Error, Result};
@@ -121,6 +123,8 @@ pub struct Harness {
     next_seq: u64,
     next_tag: u64,
     auto_kick: bool,
+    /// The vIOMMU front end ([`HarnessOptions::iommu`]).
+    iommu: Option<self::iommu::IommuFrontend>,
 }
 
 impl std::fmt::Debug for Harness {

@@ -314,12 +314,15 @@ impl Harness {
     }
 
     fn reap_xfers(&mut self) -> Result<()> {
+        if let Some(f) = self.iommu.as_mut() {
+            f.serve_misses()?;
+        }
         let used = self.xferq.poll_used()?;
         self.reap_used_xfers(used)
     }
 
     fn wait_xfers(&mut self, wait: Duration) -> Result<()> {
-        let used = self.xferq.wait_used(wait)?;
+        let used = self.wait_used_on(2, wait)?;
         self.reap_used_xfers(used)
     }
 
