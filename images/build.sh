@@ -325,15 +325,17 @@ ktools=$("$here/kernel-tools.sh" ${kver:+--version "${kver%%+*}"} | tail -1) && 
 # ------------------------------------------------------------- initramfs --
 
 # The gadget stack the suite needs (FunctionFS), and what only some of it
-# uses (sourcesink and loopback for tests without user space, dummy_hcd the
-# bench compares with, 9p over virtio for udc-vm's --rodir/--rwdir,
-# vhci_hcd, usbtest and virtio_net for the guest as its own USB/IP host), with
-# what they depend on. A kernel of your own may lack the latter: the image
-# then goes without, and says so.
+# uses (virtio-iommu for --coherency viommu=virtio, first: the PCI devices
+# behind it wait for it before they probe; sourcesink and loopback for tests
+# without user space, dummy_hcd the bench compares with, 9p over virtio for
+# udc-vm's --rodir/--rwdir, vhci_hcd, usbtest and virtio_net for the guest
+# as its own USB/IP host), with what they depend on. A kernel of your own
+# may lack the latter: the image then goes without, and says so.
 modroot=$(dirname "$(dirname "$moddir")")
 modroot=$(dirname "$modroot")
 wanted=(udc_core libcomposite usb_f_fs)
 declare -A optional_for=(
+    [virtio_iommu]="--coherency viommu=virtio"
     [usb_f_ss_lb]="sourcesink"
     [dummy_hcd]="the bench's dummy_hcd comparison"
     [9pnet_virtio]="--rodir/--rwdir"
@@ -342,7 +344,7 @@ declare -A optional_for=(
     [usbtest]="the usbtest suite"
     [virtio_net]="--usbip (QEMU user networking to the daemon's USB/IP server)"
 )
-for m in usb_f_ss_lb dummy_hcd 9pnet_virtio 9p vhci_hcd usbtest virtio_net; do
+for m in virtio_iommu usb_f_ss_lb dummy_hcd 9pnet_virtio 9p vhci_hcd usbtest virtio_net; do
     if modprobe -d "$modroot" -S "$release" --show-depends "$m" >/dev/null 2>&1; then
         wanted+=("$m")
     else

@@ -228,15 +228,17 @@ impl ControlClient {
     /// One OUT transfer of `data`; returns the reply.
     pub fn send_out(&mut self, ep: u8, data: &[u8], zlp: bool) -> Result<Value, Error> {
         let b64 = base64::engine::general_purpose::STANDARD.encode(data);
-        self.request(
+        let r = self.request(
             &json!({"op": "transfer", "ep": ep_str(ep), "data": b64, "zlp": zlp, "timeout_ms": 10000}),
-        )
+        )?;
+        self.with_dma_fault(ep, r)
     }
 
     /// One IN transfer of up to `len` bytes; returns the reply and the data.
     pub fn read_in(&mut self, ep: u8, len: usize) -> Result<(Value, Vec<u8>), Error> {
         let r =
             self.request(&json!({"op": "transfer", "ep": ep_str(ep), "length": len, "timeout_ms": 10000}))?;
+        let r = self.with_dma_fault(ep, r)?;
         let data = match r["data"].as_str() {
             Some(s) => base64::engine::general_purpose::STANDARD
                 .decode(s)
@@ -244,6 +246,17 @@ impl ControlClient {
             None => Vec::new(),
         };
         Ok((r, data))
+    }
+
+    /// A transfer the device's DMA fault ended carries the device's report
+    /// of it (`device_dma_fault`: the daemon's log line, e.g. an IOMMU
+    /// permission fault), so that a failure says why.
+    fn with_dma_fault(&mut self, ep: u8, mut r: Value) -> Result<Value, Error> {
+        if r["status"] == "dma_fault" {
+            let e = self.endpoint_status(ep)?;
+            r["device_dma_fault"] = e["last_dma_fault"].clone();
+        }
+        Ok(r)
     }
 
     /// Starts a stream of `count` transfers of `size` bytes.

@@ -101,6 +101,24 @@ pub fn dma_bounces() -> bool {
         .any(|v| v.split(',').any(|p| p == "force"))
 }
 
+/// How the guest's DMA reaches the UDC, for the cases' notes:
+/// `swiotlb=force`, an IOMMU with the UDC's domain type (`DMA` when
+/// strict), or `dma-direct`.
+pub fn dma_mode() -> String {
+    if dma_bounces() {
+        return "swiotlb=force".into();
+    }
+    let domain = std::fs::read_dir("/sys/class/udc")
+        .ok()
+        .and_then(|mut udcs| udcs.next())
+        .and_then(Result::ok)
+        .and_then(|udc| std::fs::read_to_string(udc.path().join("device/iommu_group/type")).ok());
+    match domain {
+        Some(t) => format!("IOMMU, domain {}", t.trim()),
+        None => "dma-direct".into(),
+    }
+}
+
 /// A DMABUF and its CPU mapping.
 pub struct GuestBuf {
     fd: OwnedFd,

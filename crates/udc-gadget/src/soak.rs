@@ -34,8 +34,8 @@ use crate::dmabuf::{self, GuestBuf, Source};
 use crate::error::Error;
 use crate::ffs_dmabuf;
 use crate::support::{
-    clone, io_err, pattern, read_thread, setup, write_thread, Ctx, Setup, CONFIGURE_TIMEOUT, IO_TIMEOUT,
-    MAX_SOCKET_TRANSFER,
+    clone, fence_result, io_err, pattern, read_thread, setup, write_thread, Ctx, Setup, CONFIGURE_TIMEOUT,
+    IO_TIMEOUT, MAX_SOCKET_TRANSFER,
 };
 
 #[derive(clap::Args, Debug)]
@@ -227,24 +227,6 @@ fn host_gave_up(status: &str, what: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-/// The fence of a DMABUF transfer: Ok, or the errno it signalled with.
-fn fence_result(sync: &std::os::fd::OwnedFd, what: &str) -> Result<Result<(), i32>, Error> {
-    let fences =
-        dmabuf::sync_file_fences(sync.as_fd()).map_err(io_err(&format!("{what}: SYNC_IOC_FILE_INFO")))?;
-    if fences.is_empty() {
-        return Err(Error::Check(format!("{what}: the sync file holds no fence")));
-    }
-    if let Some(f) = fences.iter().find(|f| f.status < 0) {
-        return Ok(Err(-f.status));
-    }
-    if fences.iter().any(|f| f.status == 0) {
-        return Err(Error::Check(format!(
-            "{what}: a fence is still pending after the wait"
-        )));
-    }
-    Ok(Ok(()))
 }
 
 struct Endpoints {

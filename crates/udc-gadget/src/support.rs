@@ -7,6 +7,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread;
@@ -349,4 +350,22 @@ pub(crate) fn errno_name(errno: i32) -> Option<&'static str> {
         libc::ESHUTDOWN => "ESHUTDOWN",
         _ => return None,
     })
+}
+
+/// The fence of a DMABUF transfer: Ok, or the errno it signalled with.
+pub(crate) fn fence_result(sync: &OwnedFd, what: &str) -> Result<Result<(), i32>, Error> {
+    let fences = crate::dmabuf::sync_file_fences(sync.as_fd())
+        .map_err(io_err(&format!("{what}: SYNC_IOC_FILE_INFO")))?;
+    if fences.is_empty() {
+        return Err(Error::Check(format!("{what}: the sync file holds no fence")));
+    }
+    if let Some(f) = fences.iter().find(|f| f.status < 0) {
+        return Ok(Err(-f.status));
+    }
+    if fences.iter().any(|f| f.status == 0) {
+        return Err(Error::Check(format!(
+            "{what}: a fence is still pending after the wait"
+        )));
+    }
+    Ok(Ok(()))
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::vm::{self, value_name, Mode};
+use crate::vm::{self, value_name, Coherency, Mode};
 use crate::VmArgs;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum Error {
     WrongFfs(String),
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct BenchArgs {
     /// Buffer sizes, comma-separated, K/M binary (guest default 64K,256K,1M,4M,16M).
     #[arg(long)]
@@ -101,6 +101,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub udc: String,
+    /// How the guest's DMA reached the device in the boot that measured
+    /// this (udc-vm's --coherency); `-` for dummy_hcd, which does no DMA.
+    pub dma: String,
     pub method: String,
     pub dir: String,
     pub size: u64,
@@ -124,8 +127,16 @@ impl Row {
         }
     }
 
+    /// The UDC, with the DMA mode where that is not dma-direct.
+    fn subject(&self) -> String {
+        match self.dma.as_str() {
+            "" | "-" | "direct" => self.udc.clone(),
+            dma => format!("{}+{dma}", self.udc),
+        }
+    }
+
     fn series(&self) -> String {
-        format!("{} {} {}", self.udc, self.method, self.dir)
+        format!("{} {} {}", self.subject(), self.method, self.dir)
     }
 }
 
@@ -200,8 +211,10 @@ pub fn parse(results: &str) -> Result<Report, Error> {
                 }
             }
         };
+        let udc = text("udc")?;
         r.rows.push(Row {
-            udc: text("udc")?,
+            dma: if udc == "dummy" { "-" } else { "direct" }.into(),
+            udc,
             method: text("method")?,
             dir: text("dir")?,
             size: num(&fields, "size").ok_or_else(|| need("size"))?,
@@ -224,14 +237,15 @@ pub fn size_name(n: u64) -> String {
 /// The table for stdout.
 pub fn table(r: &Report) -> String {
     let mut s = format!(
-        "{:<7} {:<7} {:<4} {:>8} {:>9} {:>10} {:>9}\n",
-        "udc", "method", "dir", "size", "MiB/s", "CPU s/GiB", "in flight"
+        "{:<7} {:<13} {:<7} {:<4} {:>8} {:>9} {:>10} {:>9}\n",
+        "udc", "dma", "method", "dir", "size", "MiB/s", "CPU s/GiB", "in flight"
     );
     for row in &r.rows {
         let _ = write!(
             s,
-            "{:<7} {:<7} {:<4} {:>8}",
+            "{:<7} {:<13} {:<7} {:<4} {:>8}",
             row.udc,
+            row.dma,
             row.method,
             row.dir,
             size_name(row.size)
@@ -255,10 +269,14 @@ pub fn table(r: &Report) -> String {
 /// CSV with a header; a skipped row has empty numbers and its reason.
 pub fn csv(r: &Report) -> String {
     let mut s = String::from(
-        "udc,method,dir,size,inflight,bytes,seconds,cpu_seconds,mib_per_s,cpu_s_per_gib,skipped\n",
+        "udc,dma,method,dir,size,inflight,bytes,seconds,cpu_seconds,mib_per_s,cpu_s_per_gib,skipped\n",
     );
     for row in &r.rows {
-        let _ = write!(s, "{},{},{},{},", row.udc, row.method, row.dir, row.size);
+        let _ = write!(
+            s,
+            "{},{},{},{},{},",
+            row.udc, row.dma, row.method, row.dir, row.size
+        );
         match (&row.outcome, row.rates()) {
             (
                 Outcome::Measured {
@@ -321,7 +339,7 @@ pub fn svg(r: &Report, title: &str) -> String {
     let mut kinds: Vec<String> = Vec::new();
     for row in &r.rows {
         let Some((mib, _)) = row.rates() else { continue };
-        let kind = format!("{} {}", row.udc, row.method);
+        let kind = format!("{} {}", row.subject(), row.method);
         if !kinds.contains(&kind) {
             kinds.push(kind.clone());
         }
@@ -466,12 +484,16 @@ fn write_file(path: &Path, data: &str) -> Result<(), Error> {
     std::fs::write(path, data).map_err(|e| Error::Io(format!("{}: {e}", path.display())))
 }
 
-pub fn run(a: &VmArgs, b: &BenchArgs) -> Result<ExitCode, crate::Error> {
-    let o = crate::options(a, Some(900), false)?;
-    let default_dir = a.out.clone().unwrap_or_else(|| PathBuf::from("target/bench"));
-    let csv_path = b.csv.clone().unwrap_or_else(|| default_dir.join("bench.csv"));
-    let svg_path = b.plot.clone().unwrap_or_else(|| default_dir.join("bench.svg"));
+/// One boot's measurements, with the kernel-log problems it showed.
+struct Measured {
+    report: Report,
+    problems: usize,
+    ffs: String,
+}
 
+/// Boots the guest once with `udc-gadget bench` and reads its rows.
+fn measure(a: &VmArgs, b: &BenchArgs) -> Result<Measured, crate::Error> {
+    let o = crate::options(a, Some(900), false)?;
     let stop = Arc::new(AtomicBool::new(false));
     // vm::boot names the results port's file so inside --out.
     // The guest tool's progress lines to stderr while the guest runs
@@ -520,23 +542,78 @@ pub fn run(a: &VmArgs, b: &BenchArgs) -> Result<ExitCode, crate::Error> {
         }
         None => return Err(Error::NoReport(vm::tail(&f.paths.console, 20)).into()),
     }
-    let report = parse(&results)?;
+    let mut report = parse(&results)?;
     if report.rows.is_empty() {
         return Err(Error::NoResults.into());
     }
+    for row in report.rows.iter_mut().filter(|r| r.dma != "-") {
+        row.dma = value_name(a.coherency);
+    }
+    Ok(Measured {
+        report,
+        problems: problems.len(),
+        ffs: o.ffs.summary(),
+    })
+}
+
+pub fn run(a: &VmArgs, b: &BenchArgs) -> Result<ExitCode, crate::Error> {
+    let default_dir = a.out.clone().unwrap_or_else(|| PathBuf::from("target/bench"));
+    let csv_path = b.csv.clone().unwrap_or_else(|| default_dir.join("bench.csv"));
+    let svg_path = b.plot.clone().unwrap_or_else(|| default_dir.join("bench.svg"));
+
+    // Under a vIOMMU the rows only mean something next to dma-direct's,
+    // measured the same way in the same run: two boots, the same methods
+    // (by default the DMABUF and read/write ones the IOMMU translates).
+    let boots: Vec<(VmArgs, BenchArgs)> = if a.coherency.viommu() {
+        let methods = b.methods.clone().or_else(|| Some("dmabuf,rw".into()));
+        [Coherency::Direct, a.coherency]
+            .into_iter()
+            .map(|c| {
+                let mut va = a.clone();
+                va.coherency = c;
+                let base = a
+                    .out
+                    .clone()
+                    .unwrap_or_else(|| std::env::temp_dir().join(format!("udc-vm.{}", std::process::id())));
+                va.out = Some(base.join(value_name(c)));
+                let mut ba = b.clone();
+                ba.methods = methods.clone();
+                (va, ba)
+            })
+            .collect()
+    } else {
+        vec![(a.clone(), b.clone())]
+    };
+    let mut report = Report::default();
+    let mut problems = 0;
+    let mut ffs = String::new();
+    for (va, ba) in &boots {
+        if boots.len() > 1 {
+            eprintln!("udc-vm: bench with --coherency {}", value_name(va.coherency));
+        }
+        let m = measure(va, ba)?;
+        report.rows.extend(m.report.rows);
+        for f in m.report.facts {
+            if !report.facts.contains(&f) {
+                report.facts.push(f);
+            }
+        }
+        problems += m.problems;
+        ffs = m.ffs;
+    }
     print!("{}", table(&report));
-    println!("f_fs: {}", o.ffs.summary());
+    println!("f_fs: {ffs}");
     write_file(&csv_path, &csv(&report))?;
     let title = format!(
         "udc-vm bench: bulk throughput, {} guest, {} vCPUs",
-        value_name(o.accel).to_uppercase(),
-        o.cpus
+        value_name(a.accel).to_uppercase(),
+        a.cpus
     );
     write_file(&svg_path, &svg(&report, &title))?;
     eprintln!("udc-vm: CSV: {}", csv_path.display());
     eprintln!("udc-vm: plot: {}", svg_path.display());
-    if !problems.is_empty() {
-        return Err(Error::KernelLog(problems.len()).into());
+    if problems > 0 {
+        return Err(Error::KernelLog(problems).into());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -561,6 +638,7 @@ mod tests {
             r.rows[1],
             Row {
                 udc: "virtio".into(),
+                dma: "direct".into(),
                 method: "dmabuf".into(),
                 dir: "out".into(),
                 size: 1 << 20,
@@ -621,9 +699,9 @@ mod tests {
         assert!(lines.iter().all(|l| l.split(',').count() == cols), "{c}");
         assert_eq!(
             lines[2],
-            "virtio,dmabuf,out,1048576,4,1073741824,2.000000,0.500,512.0,0.500,"
+            "virtio,direct,dmabuf,out,1048576,4,1073741824,2.000000,0.500,512.0,0.500,"
         );
-        assert_eq!(lines[4], "dummy,rw,in,16777216,,,,,,,too-big");
+        assert_eq!(lines[4], "dummy,-,rw,in,16777216,,,,,,,too-big");
     }
 
     #[test]

@@ -67,12 +67,19 @@ pub enum Device {
 
 impl Device {
     /// The -device argument for the chardev `chardev`.
-    pub fn arg(self, chardev: &str) -> String {
-        match self {
+    /// The -device argument; `iommu` puts the device's DMA behind the
+    /// machine's IOMMU (iommu_platform=on).
+    pub fn arg(self, chardev: &str, iommu: bool) -> String {
+        let dev = match self {
             Device::UdcPci => format!("vhost-user-udc-pci,chardev={chardev}"),
             Device::TestDevicePci => format!(
                 "vhost-user-test-device-pci,chardev={chardev},virtio-id=63,num_vqs=3,vq_size=1024,config_size=256"
             ),
+        };
+        if iommu {
+            dev + ",iommu_platform=on"
+        } else {
+            dev
         }
     }
 }

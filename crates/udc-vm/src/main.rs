@@ -178,9 +178,12 @@ struct VmArgs {
     #[arg(long, value_name = "N")]
     seed: Option<u64>,
     /// How the guest's DMA reaches the device: direct (dma-direct: the
-    /// device sees the buffers themselves) or swiotlb (swiotlb=force: every
+    /// device sees the buffers themselves), swiotlb (swiotlb=force: every
     /// mapping bounces, so the device sees bounce buffers and data moves
-    /// only at the DMA API's sync and unmap points).
+    /// only at the DMA API's sync and unmap points), or viommu (a strict
+    /// vIOMMU, intel-iommu or viommu=virtio for virtio-iommu: the device
+    /// sees I/O virtual addresses, and an access against a mapping's DMA
+    /// direction is a fault the daemon reports; docs/iommu.md).
     #[arg(long, value_enum, default_value_t = Coherency::Direct)]
     coherency: Coherency,
     /// Guest memory.
@@ -399,6 +402,7 @@ pub(crate) fn options(a: &VmArgs, default_timeout: Option<u64>, echo: bool) -> R
         shares,
         trace,
         usbip,
+        coherency: a.coherency,
     })
 }
 
@@ -443,9 +447,9 @@ fn injection_and_coherency(a: &VmArgs) -> Result<(Vec<String>, String, Option<u6
         // gdb's symbols match the kernel only where it was linked to run.
         append = format!("{append} nokaslr").trim().to_string();
     }
-    if a.coherency == Coherency::Swiotlb {
-        append = format!("{append} swiotlb=force").trim().to_string();
-    }
+    append = format!("{append} {}", a.coherency.kernel_options())
+        .trim()
+        .to_string();
     if a.debug_kernel_options {
         append = format!("{append} {DEBUG_KERNEL_OPTIONS}").trim().to_string();
     }
@@ -586,6 +590,18 @@ mod tests {
         assert!(args.is_empty() && append.is_empty() && seed.is_none());
         assert!(injection_and_coherency(&vm_args(&["--inject", "latency"])).is_err());
         assert!(Cli::try_parse_from(["udc-vm", "run", "--coherency", "iommu"]).is_err());
+        assert!(Cli::try_parse_from(["udc-vm", "run", "--coherency", "viommu=amd"]).is_err());
+        for (mode, kernel) in [
+            ("viommu", "intel_iommu=on iommu.passthrough=0 iommu.strict=1"),
+            (
+                "viommu=intel",
+                "intel_iommu=on iommu.passthrough=0 iommu.strict=1",
+            ),
+            ("viommu=virtio", "iommu.passthrough=0 iommu.strict=1"),
+        ] {
+            let (_, append, _) = injection_and_coherency(&vm_args(&["--coherency", mode])).unwrap();
+            assert_eq!(append, kernel, "{mode}");
+        }
         let (_, append, _) = injection_and_coherency(&vm_args(&["--debug-kernel-options"])).unwrap();
         assert_eq!(append, DEBUG_KERNEL_OPTIONS);
         assert!(append.contains("slub_debug=FZPU") && append.contains("kfence.sample_interval=0"));

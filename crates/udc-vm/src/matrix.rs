@@ -431,10 +431,9 @@ pub fn run(m: &MatrixArgs) -> Result<ExitCode, Error> {
         started.elapsed().as_secs_f64() / 60.0,
         m.filter,
         value_name(m.controller),
-        if m.coherency == Coherency::Swiotlb {
-            ", swiotlb=force"
-        } else {
-            ""
+        match m.coherency {
+            Coherency::Direct => String::new(),
+            c => format!(", {}", c.kernel_options()),
         }
     );
     std::fs::write(&md_path, &md).map_err(|e| Error::Io(format!("{}: {e}", md_path.display())))?;

@@ -44,6 +44,34 @@ pub enum Coherency {
     Direct,
     /// swiotlb=force: every mapping bounces.
     Swiotlb,
+    /// An Intel vIOMMU (q35's intel-iommu) in strict mode: the device sees
+    /// I/O virtual addresses, each mapping with the permission of its DMA
+    /// direction (docs/iommu.md).
+    #[value(name = "viommu", alias = "viommu=intel")]
+    ViommuIntel,
+    /// virtio-iommu in strict mode, the same for the paravirtual IOMMU.
+    #[value(name = "viommu=virtio")]
+    ViommuVirtio,
+}
+
+impl Coherency {
+    /// Whether the device's DMA goes through a vIOMMU.
+    pub fn viommu(self) -> bool {
+        matches!(self, Coherency::ViommuIntel | Coherency::ViommuVirtio)
+    }
+
+    /// What the guest kernel's command line needs for this mode.
+    pub fn kernel_options(self) -> &'static str {
+        match self {
+            Coherency::Direct => "",
+            Coherency::Swiotlb => "swiotlb=force",
+            // Strict: every unmap reaches the IOMMU (and the daemon's
+            // IOTLB) before dma_unmap returns, so a stale mapping is caught
+            // at its first use instead of whenever the flush queue drains.
+            Coherency::ViommuIntel => "intel_iommu=on iommu.passthrough=0 iommu.strict=1",
+            Coherency::ViommuVirtio => "iommu.passthrough=0 iommu.strict=1",
+        }
+    }
 }
 
 /// A value's name as the command line spells it.
@@ -121,6 +149,8 @@ pub struct VmOptions {
     pub trace: Vec<String>,
     /// `--usbip`: the daemon's USB/IP server port, and the guest's network.
     pub usbip: Option<u16>,
+    /// `--coherency`: a vIOMMU in front of the device, for the viommu modes.
+    pub coherency: Coherency,
 }
 
 /// Daemons started with a capture in this run of udc-vm.
@@ -253,7 +283,25 @@ pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> 
     };
     let mut a: Vec<String> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
-    push(&["-machine", "q35,memory-backend=mem"]);
+    match o.coherency {
+        // Interrupt remapping, which intel-iommu needs for more than 255
+        // CPUs and Linux wants before it enables x2APIC, needs the IOAPIC
+        // in QEMU under KVM (a split irqchip); device-iotlb lets a device
+        // with ATS take invalidations of its own.
+        Coherency::ViommuIntel => push(&[
+            "-machine",
+            "q35,memory-backend=mem,kernel-irqchip=split",
+            "-device",
+            "intel-iommu,intremap=on,device-iotlb=on",
+        ]),
+        Coherency::ViommuVirtio => push(&[
+            "-machine",
+            "q35,memory-backend=mem",
+            "-device",
+            "virtio-iommu-pci",
+        ]),
+        Coherency::Direct | Coherency::Swiotlb => push(&["-machine", "q35,memory-backend=mem"]),
+    }
     push(&[
         "-object",
         &format!("memory-backend-memfd,id=mem,size={},share=on", o.memory),
@@ -275,7 +323,7 @@ pub fn qemu_args(o: &VmOptions, p: &Paths, initrd: &Path, interactive: bool) -> 
         "-chardev",
         &format!("socket,id=udc,path={},reconnect-ms=200", p.vhost_sock.display()),
         "-device",
-        &o.device.arg("udc"),
+        &o.device.arg("udc", o.coherency.viommu()),
     ]);
     push(&["-device", "virtio-serial-pci"]);
     push(&[
@@ -843,6 +891,7 @@ pub(crate) mod tests {
             shares: Vec::new(),
             trace: Vec::new(),
             usbip: None,
+            coherency: Coherency::Direct,
         }
     }
 
@@ -867,6 +916,34 @@ pub(crate) mod tests {
         assert!(a.contains("-serial file:/out/console.log"));
         assert!(a.contains("-append console=ttyS0 loglevel=7 panic=-1 udmabuf.size_limit_mb=128"));
         assert!(a.contains("-initrd /out/initrd.img"));
+    }
+
+    #[test]
+    fn a_viommu_comes_before_the_devices_it_translates() {
+        let mut o = opts();
+        let p = Paths::new(&o.out);
+        let a = qemu_args(&o, &p, Path::new("/i"), false).join(" ");
+        assert!(!a.contains("iommu"), "{a}");
+        o.coherency = Coherency::ViommuIntel;
+        let a = qemu_args(&o, &p, Path::new("/i"), false).join(" ");
+        let iommu = a
+            .find("-machine q35,memory-backend=mem,kernel-irqchip=split -device intel-iommu,intremap=on,device-iotlb=on")
+            .unwrap_or_else(|| panic!("{a}"));
+        let udc = a
+            .find("-device vhost-user-udc-pci,chardev=udc,iommu_platform=on")
+            .unwrap_or_else(|| panic!("{a}"));
+        assert!(iommu < udc && iommu < a.find("virtio-serial-pci").unwrap(), "{a}");
+        o.coherency = Coherency::ViommuVirtio;
+        let a = qemu_args(&o, &p, Path::new("/i"), false).join(" ");
+        assert!(
+            a.contains("-machine q35,memory-backend=mem -device virtio-iommu-pci"),
+            "{a}"
+        );
+        assert!(
+            a.contains("vhost-user-udc-pci,chardev=udc,iommu_platform=on"),
+            "{a}"
+        );
+        assert!(!a.contains("intel-iommu"), "{a}");
     }
 
     #[test]

@@ -101,12 +101,7 @@ pub fn udmabuf_sync_keeps_other_writes(ctx: &mut Ctx) -> Result<(), Error> {
         buf.cpu_access(SyncDirection::Write)
             .map_err(|e| Error::Check(format!("DMA_BUF_IOCTL_SYNC: {e}")))?,
     );
-    let mode = if dma_bounces() {
-        "swiotlb=force"
-    } else {
-        "dma-direct"
-    };
-    ctx.notes.push(format!("DMA mode: {mode}"));
+    ctx.notes.push(format!("DMA mode: {}", dmabuf::dma_mode()));
     let zeros = seen.iter().filter(|&&b| b == 0).count();
     check(seen == data, || {
         format!(
@@ -530,7 +525,7 @@ pub fn dmabuf_in_attached_before_enumeration(ctx: &mut Ctx) -> Result<(), Error>
             .map_err(|e| Error::Check(format!("{e} (was it mapped for the wrong direction?)")))?;
         ctx.notes.push(format!(
             "DMA mode: {}; 64 KiB attached to the IN endpoint before the host enumerated, sent after: verified",
-            if dma_bounces() { "swiotlb=force" } else { "dma-direct" }
+            dmabuf::dma_mode()
         ));
         Ok(())
     })();

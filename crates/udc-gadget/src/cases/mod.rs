@@ -13,11 +13,14 @@
 //!   docs/recipes.md;
 //! - `findings`: what the suite found in the kernel, and the reproducers
 //!   of f_fs bugs;
-//! - `ffs_test`: the kernel's own tools/usb/ffs-test.c, unmodified.
+//! - `ffs_test`: the kernel's own tools/usb/ffs-test.c, unmodified;
+//! - `iommu`: DMABUFs through a strict vIOMMU, where a wrong DMA direction
+//!   is a fault.
 
 pub mod dmabuf;
 pub mod ffs_test;
 pub mod findings;
+pub mod iommu;
 pub mod lifecycle;
 pub mod recipes;
 pub mod transfers;

@@ -516,8 +516,7 @@ pub fn seed_reproduces_events(ctx: &mut Ctx) -> Result<(), Error> {
 /// patches/linux/0002.
 pub fn coherency_dmabuf_next_to_read_write(ctx: &mut Ctx) -> Result<(), Error> {
     const SIZE: usize = 65536;
-    let swiotlb = dma_bounces();
-    let mode = if swiotlb { "swiotlb=force" } else { "dma-direct" };
+    let mode = crate::dmabuf::dma_mode();
     let s = setup(ctx)?;
     let mut notes = vec![format!("DMA mode: {mode}")];
 

@@ -9,7 +9,7 @@ use crate::cases::lifecycle::{
     bus_events, daemon_crash, rmmod_insmod, run_ordering, unbind_rebind, Op, State,
 };
 use crate::cases::transfers::*;
-use crate::cases::{ffs_test, findings, recipes};
+use crate::cases::{ffs_test, findings, iommu, recipes};
 use crate::error::Error;
 use crate::support::Ctx;
 
@@ -124,6 +124,10 @@ const CASES: &[Case] = &[
     // host (patches/linux/0007).
     on_request("ffs-test-high-speed", Needs::Any, ffs_test::high_speed),
     on_request("ffs-test-full-speed", Needs::Any, ffs_test::full_speed),
+    // DMABUFs through a strict vIOMMU (udc-vm --coherency viommu): with
+    // the OUT direction reversed in f_fs (patches/faults/) the device's
+    // write is an IOMMU fault.
+    on_request("iommu-direction", Needs::Sg, iommu::dmabuf_direction),
 ];
 
 /// A case function per ordering, named `lifecycle-OP-STATE`.
