@@ -11,6 +11,8 @@
 //! - [`udc`]: the shared device handle: a lock around the device model
 //!   that delivers its outputs to the transport's rings;
 //! - [`vhu_udc`]: the vhost-user transport around the device model;
+//! - [`desc_chain`]: descriptor chains taken apart with bounds, and the
+//!   heads the device holds (no lock, no ring state);
 //! - [`iommu`]: the device's IOMMU (IOTLB, misses to the front end) and
 //!   the vhost-user relay that carries the IOTLB protocol for the crates;
 //! - [`usb`], [`enumerate`], [`host`]: the USB host (chapter 9 types and
@@ -24,6 +26,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod desc_chain;
 pub mod device;
 pub mod dma;
 pub mod enumerate;

@@ -112,11 +112,21 @@ pub fn dma_mode() -> String {
         .ok()
         .and_then(|mut udcs| udcs.next())
         .and_then(Result::ok)
-        .and_then(|udc| std::fs::read_to_string(udc.path().join("device/iommu_group/type")).ok());
+        .and_then(|udc| iommu_domain(&udc.file_name().to_string_lossy()).ok());
     match domain {
-        Some(t) => format!("IOMMU, domain {}", t.trim()),
+        Some(t) => format!("IOMMU, domain {t}"),
         None => "dma-direct".into(),
     }
+}
+
+/// The IOMMU domain type of `udc`'s DMA device (sysfs: `DMA` when every
+/// unmap is flushed at once, `DMA-FQ` when flushes are batched, `identity`
+/// when the IOMMU passes addresses through), or why there is none.
+pub fn iommu_domain(udc: &str) -> Result<String, String> {
+    let path = format!("/sys/class/udc/{udc}/device/iommu_group/type");
+    std::fs::read_to_string(&path)
+        .map(|t| t.trim().to_string())
+        .map_err(|e| format!("{path}: {e}"))
 }
 
 /// A DMABUF and its CPU mapping.

@@ -16,22 +16,11 @@ use crate::support::{check, fence_result, io_err, pattern, setup, transfer_ok, v
 
 const SIZE: usize = 64 << 10;
 
-/// The IOMMU domain type of the UDC's DMA device (sysfs: `DMA` when every
-/// unmap is flushed at once, `DMA-FQ` when flushes are batched,
-/// `identity` when the IOMMU passes addresses through), or why there is
-/// none.
-fn iommu_domain(udc: &str) -> Result<String, String> {
-    let path = format!("/sys/class/udc/{udc}/device/iommu_group/type");
-    std::fs::read_to_string(&path)
-        .map(|t| t.trim().to_string())
-        .map_err(|e| format!("{path}: {e}"))
-}
-
 /// A DMABUF IN and then OUT through the vIOMMU, each byte checked.
 pub(crate) fn dmabuf_direction(ctx: &mut Ctx) -> Result<(), Error> {
     let udc = gadget::find_udc(ctx.udc.as_deref())?;
     let udc_name = udc.name().to_string_lossy().into_owned();
-    let domain = iommu_domain(&udc_name).map_err(|e| {
+    let domain = dmabuf::iommu_domain(&udc_name).map_err(|e| {
         Error::Setup(format!(
             "the UDC's DMA does not go through an IOMMU ({e}): run this case with udc-vm --coherency viommu"
         ))
