@@ -723,6 +723,7 @@ fn status(host: &Host) -> Result<Value, RequestError> {
         "capture": host.capture_info(),
         // Translation counters while the device has memory (docs/iommu.md).
         "iommu": iommu,
+        "process": process_usage(),
         "lock": {
             "holds": holds.count,
             "longest_hold_us": holds.longest.as_micros() as u64,
@@ -740,6 +741,23 @@ fn status(host: &Host) -> Result<Value, RequestError> {
             "last_error": view.last_error,
         },
     }))
+}
+
+/// The daemon's own CPU time and context switches so far, all its threads
+/// (those that ended too): what a benchmark divides by the transfers it
+/// ran, a figure the load of a shared machine moves far less than a rate.
+fn process_usage() -> Value {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let Ok(ru) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return Value::Null;
+    };
+    let us = |t: nix::sys::time::TimeVal| (t.tv_sec() as u64) * 1_000_000 + t.tv_usec() as u64;
+    json!({
+        "user_us": us(ru.user_time()),
+        "system_us": us(ru.system_time()),
+        "voluntary_switches": ru.voluntary_context_switches(),
+        "involuntary_switches": ru.involuntary_context_switches(),
+    })
 }
 
 /// `control`: one control transfer from the host to the gadget.

@@ -45,11 +45,18 @@ struct Args {
     /// to measure what translation costs (compare with a run without).
     #[arg(long)]
     iommu: bool,
+    /// Run the daemon with --poll-us: its worker watches a drained queue
+    /// this many microseconds before sleeping (compare with a run without).
+    #[arg(long, value_name = "US")]
+    poll_us: Option<u64>,
     /// Round trips measured per latency row (0- and 4 KiB transfers, one
     /// at a time); 0 leaves the latency rows out.
     #[arg(long, default_value_t = 2000)]
     latency_transfers: u64,
 }
+
+/// Host transfers the stream keeps in flight in the throughput rows.
+const HOST_DEPTH: usize = 4;
 
 fn memcpy_gib_s(size: usize) -> f64 {
     let src = vec![0x5au8; size];
@@ -66,11 +73,65 @@ fn memcpy_gib_s(size: usize) -> f64 {
     done as f64 / start.elapsed().as_secs_f64() / (1u64 << 30) as f64
 }
 
+/// memcpy as a row's copies touch memory: `size` bytes at a time from
+/// `sources` buffers in turn (the guest's, one per request in flight) into
+/// `dests` (the host's, one per transfer in flight). Once the buffers
+/// together outgrow the CPU's cache, this is what one copy of each byte
+/// can reach; [`memcpy_gib_s`] copies one buffer again and again, from
+/// cache.
+fn memcpy_working_set_gib_s(size: usize, sources: usize, dests: usize) -> f64 {
+    let src: Vec<Vec<u8>> = (0..sources).map(|_| vec![0x5au8; size]).collect();
+    let mut dst: Vec<Vec<u8>> = (0..dests).map(|_| vec![0u8; size]).collect();
+    let total: usize = (1usize << 30).max(size * 2 * (sources + dests));
+    for (k, d) in dst.iter_mut().enumerate() {
+        d.copy_from_slice(&src[k % sources]);
+    }
+    let start = Instant::now();
+    let (mut done, mut k) = (0, 0);
+    while done < total {
+        dst[k % dests].copy_from_slice(&src[k % sources]);
+        std::hint::black_box(&mut dst);
+        done += size;
+        k += 1;
+    }
+    done as f64 / start.elapsed().as_secs_f64() / (1u64 << 30) as f64
+}
+
 struct Row {
     dir: &'static str,
     size: u64,
     count: u64,
     secs: f64,
+    /// The daemon's CPU time (all threads) during the row, microseconds,
+    /// and its context switches (voluntary and not); None from a daemon
+    /// older than `status`'s `process` (VHOST_DEVICE_UDC, to compare).
+    usage: Option<(u64, u64)>,
+}
+
+impl Row {
+    /// The daemon's CPU microseconds and context switches per transfer,
+    /// printed; "-" from a daemon that does not report them.
+    fn usage_per_transfer(&self) -> (String, String) {
+        let per = |n: u64| n as f64 / self.count as f64;
+        self.usage.map_or(("-".into(), "-".into()), |(c, s)| {
+            (format!("{:.1}", per(c)), format!("{:.2}", per(s)))
+        })
+    }
+}
+
+/// The daemon's CPU time and context switches so far (`status`'s
+/// `process`), so a row can report what it cost, which a shared machine's
+/// load moves far less than the rate.
+fn daemon_usage(ctl: &mut Ctl) -> Result<Option<(u64, u64)>, String> {
+    let s = ctl.req(json!({"op": "status"}))?;
+    let p = &s["process"];
+    let n = |k: &str| p[k].as_u64();
+    Ok((|| {
+        Some((
+            n("user_us")? + n("system_us")?,
+            n("voluntary_switches")? + n("involuntary_switches")?,
+        ))
+    })())
 }
 
 /// One measurement: `count` transfers of `size` bytes one way, `depth`
@@ -146,6 +207,7 @@ fn run(
             return Err(format!("{name} warm-up transfer failed: {c:?}"));
         }
     }
+    let before = daemon_usage(ctl)?;
     let start = Instant::now();
     let mut inflight = VecDeque::new();
     let mut submitted = 0u64;
@@ -174,6 +236,7 @@ fn run(
         done += 1;
     }
     let secs = start.elapsed().as_secs_f64();
+    let after = daemon_usage(ctl)?;
     let s = ctl.wait_stream(name, Duration::from_secs(30))?;
     if s["last_error"] != serde_json::Value::Null {
         return Err(format!("{name} stream: {}", s["last_error"]));
@@ -186,6 +249,7 @@ fn run(
         size,
         count,
         secs,
+        usage: before.zip(after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
     })
 }
 
@@ -202,6 +266,9 @@ fn real_main(args: &Args) -> Result<(), String> {
     if let Some(p) = &args.pcap {
         daemon_args.extend(["--pcap".into(), p.display().to_string()]);
     }
+    if let Some(us) = args.poll_us {
+        daemon_args.extend(["--poll-us".into(), us.to_string()]);
+    }
     let d = Daemon::start(&daemon_args.iter().map(String::as_str).collect::<Vec<_>>())?;
     let opts = HarnessOptions {
         iommu: args.iommu,
@@ -216,9 +283,14 @@ fn real_main(args: &Args) -> Result<(), String> {
     let big = memcpy_gib_s(64 << 20);
     let cached = memcpy_gib_s(4 << 20);
     println!("host memcpy: {big:.1} GiB/s (64 MiB buffers), {cached:.1} GiB/s (4 MiB, in cache);");
-    println!("each row compares with memcpy of its own size, measured just before it");
     println!(
-        "guest buffers: {}, {} requests in flight; host: one stream, 4 transfers in flight",
+        "each row compares with memcpy of its own size, measured just before it: one buffer \
+         copied again and again (memcpy), and as the row's copies touch memory, {} guest \
+         buffers in turn into {HOST_DEPTH} host buffers (working set)",
+        args.depth
+    );
+    println!(
+        "guest buffers: {}, {} requests in flight; host: one stream, {HOST_DEPTH} transfers in flight",
         if args.per_page {
             "one segment per 4 KiB page"
         } else {
@@ -226,8 +298,14 @@ fn real_main(args: &Args) -> Result<(), String> {
         },
         args.depth
     );
+    println!(
+        "cpu: the daemon's CPU time per transfer, all threads; switches: its context switches per transfer"
+    );
     if let Some(p) = &args.pcap {
         println!("the bus captured into {} (--pcap)", p.display());
+    }
+    if let Some(us) = args.poll_us {
+        println!("the daemon watches a drained queue {us} us before it sleeps (--poll-us)");
     }
     if args.iommu {
         println!(
@@ -236,46 +314,74 @@ fn real_main(args: &Args) -> Result<(), String> {
     }
     println!();
     println!(
-        "{:<4} {:>9} {:>9} {:>9} {:>12} {:>14} {:>10}",
-        "dir", "size", "count", "GiB/s", "transfers/s", "memcpy GiB/s", "of memcpy"
+        "{:<4} {:>7} {:>6} {:>7} {:>11} {:>7} {:>5} {:>12} {:>5} {:>7} {:>8}",
+        "dir",
+        "size",
+        "count",
+        "GiB/s",
+        "transfers/s",
+        "memcpy",
+        "of",
+        "working set",
+        "of",
+        "cpu us",
+        "switches"
     );
-    let mut csv =
-        String::from("direction,size_bytes,transfers,seconds,gib_per_s,transfers_per_s,memcpy_gib_per_s\n");
+    let mut csv = String::from(
+        "direction,size_bytes,transfers,seconds,gib_per_s,transfers_per_s,memcpy_gib_per_s,\
+         working_set_memcpy_gib_per_s,daemon_cpu_us_per_transfer,daemon_switches_per_transfer\n",
+    );
     for &kib in &args.sizes_kib {
         let size = kib * 1024;
         let count = ((args.mib << 20) / size).clamp(64, args.max_transfers);
-        // The ceiling for this size: one memcpy of the same size, measured now.
+        // The ceilings for this size, measured now: memcpy of one buffer
+        // (from cache), and over the row's working set.
         let ceiling = memcpy_gib_s(size as usize);
+        let ws = memcpy_working_set_gib_s(size as usize, args.depth, HOST_DEPTH);
         for is_in in [true, false] {
             let m = Measure {
                 is_in,
                 size,
                 count,
                 depth: args.depth,
-                host_depth: 4,
+                host_depth: HOST_DEPTH,
                 per_page: args.per_page,
             };
             let r = run(&mut h, &mut ctl, m, None)?;
             let gib = (r.size * r.count) as f64 / r.secs / (1u64 << 30) as f64;
             let tps = r.count as f64 / r.secs;
+            let (cpu, sw) = r.usage_per_transfer();
             let size_s = if r.size >= 1 << 20 {
                 format!("{} MiB", r.size >> 20)
             } else {
                 format!("{} KiB", r.size >> 10)
             };
             println!(
-                "{:<4} {:>9} {:>9} {:>9.2} {:>12.0} {:>14.1} {:>9.0}%",
+                "{:<4} {:>7} {:>6} {:>7.2} {:>11.0} {:>7.1} {:>4.0}% {:>12.1} {:>4.0}% {:>7} {:>8}",
                 r.dir,
                 size_s,
                 r.count,
                 gib,
                 tps,
                 ceiling,
-                100.0 * gib / ceiling
+                100.0 * gib / ceiling,
+                ws,
+                100.0 * gib / ws,
+                cpu,
+                sw
             );
             csv.push_str(&format!(
-                "{},{},{},{:.6},{:.4},{:.1},{:.2}\n",
-                r.dir, r.size, r.count, r.secs, gib, tps, ceiling
+                "{},{},{},{:.6},{:.4},{:.1},{:.2},{:.2},{},{}\n",
+                r.dir,
+                r.size,
+                r.count,
+                r.secs,
+                gib,
+                tps,
+                ceiling,
+                ws,
+                cpu.replace('-', ""),
+                sw.replace('-', "")
             ));
         }
     }
@@ -330,8 +436,14 @@ fn latency(h: &mut Harness, ctl: &mut Ctl, args: &Args, csv: &mut String) -> Res
     }
     println!();
     println!("4 KiB requests per second by depth (requests the guest keeps in flight)");
-    println!("{:<4} {:>6} {:>12}", "dir", "depth", "requests/s");
-    csv.push_str("\ndirection,size_bytes,depth,transfers,requests_per_s\n");
+    println!(
+        "{:<4} {:>6} {:>12} {:>7} {:>8}",
+        "dir", "depth", "requests/s", "cpu us", "switches"
+    );
+    csv.push_str(
+        "\ndirection,size_bytes,depth,transfers,requests_per_s,daemon_cpu_us_per_transfer,\
+         daemon_switches_per_transfer\n",
+    );
     let count = (n * 10).max(1000);
     for depth in [1usize, 8, 64] {
         for is_in in [true, false] {
@@ -347,8 +459,15 @@ fn latency(h: &mut Harness, ctl: &mut Ctl, args: &Args, csv: &mut String) -> Res
             };
             let r = run(h, ctl, m, None)?;
             let rps = r.count as f64 / r.secs;
-            println!("{:<4} {:>6} {:>12.0}", r.dir, depth, rps);
-            csv.push_str(&format!("{},4096,{depth},{},{rps:.1}\n", r.dir, r.count));
+            let (cpu, sw) = r.usage_per_transfer();
+            println!("{:<4} {:>6} {:>12.0} {:>7} {:>8}", r.dir, depth, rps, cpu, sw);
+            csv.push_str(&format!(
+                "{},4096,{depth},{},{rps:.1},{},{}\n",
+                r.dir,
+                r.count,
+                cpu.replace('-', ""),
+                sw.replace('-', "")
+            ));
         }
     }
     Ok(())
