@@ -68,7 +68,7 @@ _vhost__device__udc() {
 
     case "${cmd}" in
         vhost__device__udc)
-            opts="-s -h -V --socket-path --socket-fd --print-capabilities --control-socket --pcap --pcap-snaplen --usbip-listen --iotlb-miss-timeout --once --config --speed --max-speed --no-sg --no-auto-enumerate --strict-descriptors --inject --seed --control-socket-mode --control-socket-group --control-allow-uid --control-allow-crash --control-file-dir --log-level --help --version ctl help"
+            opts="-s -h -V --socket-path --socket-fd --print-capabilities --control-socket --pcap --pcap-snaplen --usbip-listen --iotlb-miss-timeout --poll-us --once --config --speed --max-speed --no-sg --no-auto-enumerate --strict-descriptors --inject --seed --control-socket-mode --control-socket-group --control-allow-uid --control-allow-crash --control-file-dir --log-level --help --version ctl help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -103,6 +103,10 @@ _vhost__device__udc() {
                     return 0
                     ;;
                 --iotlb-miss-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --poll-us)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_vhost_device_udc_global_optspecs
-    string join \n s/socket-path= socket-fd= print-capabilities control-socket= pcap= pcap-snaplen= usbip-listen= iotlb-miss-timeout= once config= speed= max-speed= no-sg no-auto-enumerate strict-descriptors inject= seed= control-socket-mode= control-socket-group= control-allow-uid= control-allow-crash control-file-dir= log-level= h/help V/version
+    string join \n s/socket-path= socket-fd= print-capabilities control-socket= pcap= pcap-snaplen= usbip-listen= iotlb-miss-timeout= poll-us= once config= speed= max-speed= no-sg no-auto-enumerate strict-descriptors inject= seed= control-socket-mode= control-socket-group= control-allow-uid= control-allow-crash control-file-dir= log-level= h/help V/version
 end
 
 function __fish_vhost_device_udc_needs_command
@@ -31,6 +31,7 @@ complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l pcap 
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l pcap-snaplen -d 'Data bytes kept per captured event; longer transfers are cut (their length is still recorded)' -r
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l usbip-listen -d 'Export the gadget over USB/IP (docs/usbip.md) on a Unix socket (`unix:PATH`, or a path) or a TCP port on a loopback address (`127.0.0.1:3240`, or a bare port): vhci_hcd (`usbip attach`) imports it, and the built-in host stands aside while it does' -r
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l iotlb-miss-timeout -d 'How long a DMA access waits for the front end to answer an IOTLB miss (behind a vIOMMU, docs/iommu.md) before the request fails with a DMA fault, in milliseconds' -r
+complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l poll-us -d 'After the transfer queue runs dry, watch it this many microseconds for the driver\'s next request before sleeping until its kick (0: do not). Lowers a request\'s round trip where waking an idle thread is slow (a host that is itself a VM), at the cost of a CPU spinning meanwhile (docs/performance.md)' -r
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l config -d 'TOML file describing the controller, the host and traffic streams (see docs/configuration.md). Command-line options override it' -r -F
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l speed -d 'Host port speed: full, high or super. The bus runs at the lower of this and --max-speed. Default: high' -r
 complete -c vhost-device-udc -n "__fish_vhost_device_udc_needs_command" -l max-speed -d 'Fastest speed the controller advertises to the guest: full, high or super. Default: super' -r

@@ -81,6 +81,15 @@ pub struct Cli {
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub iotlb_miss_timeout: u64,
 
+    /// After the transfer queue runs dry, watch it this many microseconds
+    /// for the driver's next request before sleeping until its kick (0:
+    /// do not). Lowers a request's round trip where waking an idle thread
+    /// is slow (a host that is itself a VM), at the cost of a CPU spinning
+    /// meanwhile (docs/performance.md).
+    #[arg(long, value_name = "US", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub poll_us: u64,
+
     /// Serve one vhost-user connection and exit when it ends, instead of
     /// waiting for the frontend to reconnect.
     #[arg(long)]

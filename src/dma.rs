@@ -152,6 +152,34 @@ pub fn write_to_guest<M: GuestMemory + ?Sized>(
     Ok(())
 }
 
+/// Checks that the `n` bytes at the cursor are guest memory the device may
+/// read (`write` false) or write, as [`read_from_guest`] or
+/// [`write_to_guest`] would find them, without moving data or the cursor.
+/// A copy checked so, done while the memory stays the same, cannot fail.
+pub fn check_span<M: GuestMemory + ?Sized>(
+    mem: &M,
+    segs: &[Segment],
+    cur: &Cursor,
+    n: usize,
+    write: bool,
+) -> Result<(), DmaError> {
+    let (access, what) = if write {
+        (Permissions::Write, "write")
+    } else {
+        (Permissions::Read, "read")
+    };
+    let mut cur = *cur;
+    let mut done = 0usize;
+    while done < n {
+        let seg = segs.get(cur.seg).ok_or(DmaError::PastEnd(cur.offset))?;
+        let k = ((seg.len - cur.within) as usize).min(n - done);
+        copy_slices(mem, seg.addr + u64::from(cur.within), k, access, what, |_, _| {})?;
+        done += k;
+        cur.advance(segs, k as u32);
+    }
+    Ok(())
+}
+
 fn copy_slices<M, F>(
     mem: &M,
     addr: u64,

@@ -394,15 +394,39 @@ impl Host {
         if let Some(cap) = self.capture() {
             urb = self.capture_urb(cap, ep, urb);
         }
-        self.udc.lock().submit_urb(ep, urb);
+        self.udc.lock_data().submit_urb(ep, urb);
         id
+    }
+
+    /// Queues several transfers on `ep` in one hold of the device lock (a
+    /// stream refilling its queue after a wake-up); each one's id and the
+    /// channel its result comes on, in order.
+    pub fn submit_many(&self, ep: u8, transfers: Vec<(UrbKind, Vec<u8>)>) -> Vec<(u64, Receiver<UrbResult>)> {
+        let cap = self.capture();
+        let mut urbs = Vec::with_capacity(transfers.len());
+        let mut out = Vec::with_capacity(transfers.len());
+        for (kind, buf) in transfers {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = channel();
+            let mut urb = Urb::new(id, kind, tx).with_buffer(buf);
+            if let Some(cap) = &cap {
+                urb = self.capture_urb(cap.clone(), ep, urb);
+            }
+            urbs.push(urb);
+            out.push((id, rx));
+        }
+        let mut udc = self.udc.lock_data();
+        for urb in urbs {
+            udc.submit_urb(ep, urb);
+        }
+        out
     }
 
     /// Writes a transfer's submission into the capture, and has its
     /// completion written when it ends.
     fn capture_urb(&self, cap: Arc<Capture>, ep: u8, urb: Urb) -> Urb {
         let t = {
-            let udc = self.udc.lock();
+            let udc = self.udc.lock_data();
             Transfer {
                 id: cap.next_id(),
                 // An endpoint that is not enabled fails the transfer at

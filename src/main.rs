@@ -33,6 +33,8 @@ enum Error {
     Config(#[from] ConfigError),
     #[error("cannot start the timer thread: {0}")]
     TimerThread(std::io::Error),
+    #[error("cannot start the copy helper thread: {0}")]
+    CopyThread(std::io::Error),
     #[error("control socket options: {0}")]
     ControlOptions(AccessError),
     #[error("cannot listen on control socket {}: {source}", .path.display())]
@@ -122,6 +124,13 @@ fn run(cli: Cli) -> Result<(), Error> {
             .spawn(move || udc.run_timers())
             .map_err(Error::TimerThread)?;
     }
+    {
+        let udc = udc.clone();
+        std::thread::Builder::new()
+            .name("copies".into())
+            .spawn(move || udc.run_copy_helper())
+            .map_err(Error::CopyThread)?;
+    }
     let host = Host::new(udc.clone(), host_cfg.clone());
     if let Some(p) = &cli.pcap {
         host.start_capture(p, cli.pcap_snaplen).map_err(Error::Capture)?;
@@ -162,7 +171,9 @@ fn run(cli: Cli) -> Result<(), Error> {
         // One daemon per connection: a VhostUserDaemon never resets its
         // owner, so serving QEMU again after it reconnects needs a new one.
         let iommu = DeviceIommu::new(std::time::Duration::from_millis(cli.iotlb_miss_timeout));
-        let backend = VhostUserUdcBackend::with_iommu(udc.clone(), iommu.clone()).map_err(Error::Backend)?;
+        let backend = VhostUserUdcBackend::with_iommu(udc.clone(), iommu.clone())
+            .map_err(Error::Backend)?
+            .with_poll(std::time::Duration::from_micros(cli.poll_us));
         let mut daemon = VhostUserDaemon::new(
             "vhost-device-udc".to_string(),
             backend.clone(),

@@ -383,8 +383,40 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
         sh.stats.record_error();
         sh.last_error = Some(msg);
     };
+    // A result: checked, counted, its buffer kept for the next transfer.
+    // Err ends the stream.
+    let mut take = |r: UrbResult, spare: &mut Vec<Vec<u8>>| -> Result<(), ()> {
+        match r.status {
+            UrbStatus::Ok => {}
+            UrbStatus::Cancelled if stop.load(Ordering::SeqCst) => return Err(()),
+            other => {
+                fail(format!(
+                    "transfer at stream offset {check_offset} failed: {other:?}"
+                ));
+                return Err(());
+            }
+        }
+        if is_in && spec.verify {
+            if let Err(m) = source.verify(check_offset, &r.data) {
+                fail(m.to_string());
+                return Err(());
+            }
+        }
+        check_offset += r.actual as u64;
+        {
+            let mut sh = shared.lock().unwrap();
+            sh.stats
+                .record(r.actual as u64, r.completed.duration_since(r.submitted));
+            sh.offset = check_offset;
+        }
+        spare.push(r.data);
+        Ok(())
+    };
     'run: loop {
-        while inflight.len() < spec.depth
+        // The queue is refilled in one hold of the device lock: after a
+        // wake-up that found several transfers done, one hold, not one each.
+        let mut batch = Vec::new();
+        while inflight.len() + batch.len() < spec.depth
             && (spec.count == 0 || submitted < spec.count)
             && !eof
             && !stop.load(Ordering::SeqCst)
@@ -429,7 +461,10 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
                 UrbKind::In { len } => *len as u64,
             };
             submitted += 1;
-            inflight.push_back(host.submit_with_buffer(spec.ep, kind, buf));
+            batch.push((kind, buf));
+        }
+        if !batch.is_empty() {
+            inflight.extend(host.submit_many(spec.ep, batch));
         }
         let Some((id, rx)) = inflight.pop_front() else {
             break;
@@ -447,30 +482,16 @@ fn run_stream(host: &Host, spec: &StreamSpec, stop: &AtomicBool, shared: &Mutex<
                 Err(_) => {}
             }
         };
-        match r.status {
-            UrbStatus::Ok => {}
-            UrbStatus::Cancelled if stop.load(Ordering::SeqCst) => break,
-            other => {
-                fail(format!(
-                    "transfer at stream offset {check_offset} failed: {other:?}"
-                ));
-                break;
+        if take(r, &mut spare).is_err() {
+            break;
+        }
+        // Whatever else finished while this thread slept, without sleeping.
+        while let Some(r) = inflight.front().and_then(|(_, rx)| rx.try_recv().ok()) {
+            inflight.pop_front();
+            if take(r, &mut spare).is_err() {
+                break 'run;
             }
         }
-        if is_in && spec.verify {
-            if let Err(m) = source.verify(check_offset, &r.data) {
-                fail(m.to_string());
-                break;
-            }
-        }
-        check_offset += r.actual as u64;
-        {
-            let mut sh = shared.lock().unwrap();
-            sh.stats
-                .record(r.actual as u64, r.completed.duration_since(r.submitted));
-            sh.offset = check_offset;
-        }
-        spare.push(r.data);
     }
     // Cancel what is still in flight so the endpoint is left clean.
     for (id, rx) in inflight {

@@ -9,7 +9,7 @@
 //! handle and the device model, never the transport.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use vm_memory::GuestAddress;
 
-use crate::device::{ControllerConfig, Device, GuestMem, Output};
+use crate::device::offlock::CopyBoard;
+use crate::device::{BusView, ControllerConfig, Device, GuestMem, Output};
 
 /// Where a transfer's status goes: its descriptor chain's head and the
 /// regions of the chain the device may write. The device model carries it
@@ -58,10 +59,25 @@ impl Inner {
 /// The shared device.
 pub struct Udc {
     inner: Mutex<Inner>,
-    /// Signalled after every change, for threads waiting on device state
-    /// (the host model waits for the pull-up).
+    /// Signalled when a hold changed the bus ([`Device::bus_view`]) while
+    /// a thread waits on it in [`Udc::wait_until`] (the host model waits
+    /// for the pull-up). Not after every hold: the lock is taken several
+    /// times per transfer, and each needless wake-up is two context
+    /// switches and a turn at the lock.
     changed: Condvar,
+    /// Threads in [`Udc::wait_until`] now.
+    waiters: AtomicUsize,
+    /// Signalled when the timer thread must look at the deadlines again.
+    timers: Condvar,
+    /// When the timer thread wakes up on its own next, in nanoseconds
+    /// since `epoch` (`u64::MAX`: it is running, not waiting). Written
+    /// only under the lock, so a hold that brings a deadline earlier than
+    /// this wakes it and no other hold needs to.
+    timer_wake: AtomicU64,
+    epoch: Instant,
     holds: HoldMeter,
+    /// Copies outside the lock, for [`Udc::run_copy_helper`].
+    copies: Arc<CopyBoard>,
 }
 
 /// How long the device lock is held. Every thread of the daemon waits for
@@ -112,12 +128,18 @@ pub struct LockHolds {
     pub most_work: u64,
 }
 
+/// Rounds of copies outside the lock one holder runs after its hold
+/// (`Udc::run_copies`): each round's landings may decide the next copies.
+const COPY_ROUNDS: usize = 8;
+
 /// A locked device. Dropping it delivers the outputs the calls produced.
 pub struct UdcGuard<'a> {
     g: MutexGuard<'a, Inner>,
     udc: &'a Udc,
     /// When the lock was taken, for the hold meter.
     since: Instant,
+    /// The bus when the lock was taken: waiters wake if it changed.
+    bus: BusView,
 }
 
 impl std::ops::Deref for UdcGuard<'_> {
@@ -135,20 +157,30 @@ impl std::ops::DerefMut for UdcGuard<'_> {
 
 impl Drop for UdcGuard<'_> {
     fn drop(&mut self) {
-        self.g.deliver();
-        self.udc.changed.notify_all();
-        self.udc.holds.record(self.since, self.g.dev.hold_work());
+        self.udc.end_hold(&mut self.g, self.since, self.bus);
+        // The copies this hold decided, without the lock.
+        self.udc.run_copies(&mut self.g);
     }
 }
 
 impl<'a> UdcGuard<'a> {
-    /// A hold of the lock starts: the device gets its budget of work for it.
-    fn new(mut g: MutexGuard<'a, Inner>, udc: &'a Udc) -> Self {
+    /// A hold of the lock starts: the device gets its budget of work for
+    /// it. `settle`: the holder may do anything, so every copy outside the
+    /// lock is waited for and landed first; else (the data path) only those
+    /// already done land.
+    fn new(mut g: MutexGuard<'a, Inner>, udc: &'a Udc, settle: bool) -> Self {
+        let since = Instant::now();
         g.dev.begin_hold();
+        if settle {
+            g.dev.settle_copies();
+        } else {
+            g.dev.land_copies();
+        }
         UdcGuard {
+            bus: g.dev.bus_view(),
             g,
             udc,
-            since: Instant::now(),
+            since,
         }
     }
 }
@@ -181,15 +213,90 @@ impl UdcGuard<'_> {
 
 impl Udc {
     pub fn new(cfg: ControllerConfig, rings: Box<dyn Rings>) -> Arc<Self> {
+        let mut dev = Device::new(cfg);
+        // Every hold ends in run_copies, so plain copies can leave the lock.
+        let copies = dev.enable_offlock();
         Arc::new(Udc {
             inner: Mutex::new(Inner {
-                dev: Device::new(cfg),
+                dev,
                 connection: 0,
                 rings,
             }),
             changed: Condvar::new(),
+            waiters: AtomicUsize::new(0),
+            timers: Condvar::new(),
+            timer_wake: AtomicU64::new(u64::MAX),
+            epoch: Instant::now(),
             holds: HoldMeter::default(),
+            copies,
         })
+    }
+
+    /// A hold that began at `since` with the bus at `bus` ends (the lock
+    /// still held): its outputs go to the transport, waiters wake.
+    fn end_hold(&self, g: &mut MutexGuard<'_, Inner>, since: Instant, bus: BusView) {
+        g.deliver();
+        self.wake_waiters(&g.dev, bus);
+        self.holds.record(since, g.dev.hold_work());
+    }
+
+    /// Runs the copies the device decided (see `device::offlock`) with the
+    /// lock let go, then lands them in a hold of their own, and so on for
+    /// what the landings let move, for at most [`COPY_ROUNDS`] rounds: the
+    /// holder has its own work to get back to. What is left then is
+    /// copied and landed under the lock, as before copies left it.
+    fn run_copies(&self, g: &mut MutexGuard<'_, Inner>) {
+        for round in 0..=COPY_ROUNDS {
+            if round == COPY_ROUNDS {
+                if g.dev.release_copies().is_some() {
+                    let (since, bus) = (Instant::now(), g.dev.bus_view());
+                    g.dev.begin_hold();
+                    g.dev.finish_copies_here();
+                    self.end_hold(g, since, bus);
+                }
+                return;
+            }
+            let Some(board) = g.dev.release_copies() else {
+                return;
+            };
+            MutexGuard::unlocked(g, || board.run_queued());
+            let (since, bus) = (Instant::now(), g.dev.bus_view());
+            g.dev.begin_hold();
+            g.dev.land_copies();
+            self.end_hold(g, since, bus);
+        }
+    }
+
+    /// Runs copies the holders of the lock queued and could not run alone
+    /// (see [`Udc::run_copies`]), for the daemon's life: on two CPUs, two
+    /// copies at once. Each copy lands at once, as the holder's would.
+    pub fn run_copy_helper(&self) -> ! {
+        loop {
+            self.copies.wait_queued();
+            if self.copies.run_queued() > 0 {
+                drop(self.lock_data());
+            }
+        }
+    }
+
+    /// At the end of a hold (the lock still held): wakes the threads that
+    /// wait on the bus if the hold changed it from `bus`, and the timer
+    /// thread if the device's next deadline is now earlier than the one it
+    /// sleeps until.
+    fn wake_waiters(&self, dev: &Device<ChainToken>, bus: BusView) {
+        if self.waiters.load(Ordering::SeqCst) > 0 && dev.bus_view() != bus {
+            self.changed.notify_all();
+        }
+        if let Some(d) = dev.next_deadline() {
+            if self.since_epoch(d) < self.timer_wake.load(Ordering::SeqCst) {
+                self.timers.notify_all();
+            }
+        }
+    }
+
+    /// `t` in nanoseconds since the epoch (0 for earlier).
+    fn since_epoch(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
     /// The device lock's holds since the daemon started.
@@ -204,21 +311,36 @@ impl Udc {
         }
     }
 
-    /// Locks the device. Outputs are delivered when the guard drops.
+    /// Locks the device, every copy outside the lock landed first. Outputs
+    /// are delivered when the guard drops.
     pub fn lock(&self) -> UdcGuard<'_> {
-        UdcGuard::new(self.inner.lock(), self)
+        UdcGuard::new(self.inner.lock(), self, true)
+    }
+
+    /// Locks the device for the data path: taking requests and transfers
+    /// ([`Device::queue_xfer`], [`Device::submit_urb`], [`Device::reject`])
+    /// and the rings, nothing else. Copies outside the lock go on meanwhile;
+    /// those done land.
+    pub fn lock_data(&self) -> UdcGuard<'_> {
+        UdcGuard::new(self.inner.lock(), self, false)
     }
 
     /// Waits until `cond` holds or `timeout` passes; returns the guard and
-    /// whether the condition held.
+    /// whether the condition held. `cond` is asked again when the bus
+    /// changes ([`Device::bus_view`]) or [`Udc::poke`] is called, so it may
+    /// look only at the bus.
     pub fn wait_until(
         &self,
         timeout: Duration,
         mut cond: impl FnMut(&Device<ChainToken>) -> bool,
     ) -> (UdcGuard<'_>, bool) {
         let mut g = self.inner.lock();
+        // Counted under the lock: a hold that changes the state after this
+        // sees the waiter and wakes it.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
         let res = self.changed.wait_while_for(&mut g, |i| !cond(&i.dev), timeout);
-        (UdcGuard::new(g, self), !res.timed_out())
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        (UdcGuard::new(g, self, true), !res.timed_out())
     }
 
     /// The frontend went away: forget its rings and whatever the driver had
@@ -235,26 +357,29 @@ impl Udc {
     /// Wakes waiters without a change (shutdown).
     pub fn poke(&self) {
         self.changed.notify_all();
+        self.timers.notify_all();
     }
 
     /// Runs what the device scheduled (delayed completions, pauses, the
     /// host's return after a disconnect: see [`Device::tick`]) on time, for
-    /// the daemon's life. Every change wakes it, so a new, earlier deadline
-    /// is never missed.
+    /// the daemon's life. A hold that makes the next deadline earlier than
+    /// the one it sleeps until wakes it, so a new deadline is never missed.
     pub fn run_timers(&self) -> ! {
         let mut g = self.inner.lock();
         loop {
             let now = Instant::now();
+            self.timer_wake.store(u64::MAX, Ordering::SeqCst);
             match g.dev.next_deadline() {
                 Some(d) if d <= now => {
                     // As of the deadline, not of when the thread woke: a
                     // late wake-up must not stretch pauses or lower a cap.
                     let since = Instant::now();
+                    let bus = g.dev.bus_view();
                     g.dev.begin_hold();
+                    g.dev.land_copies();
                     g.dev.tick(d);
-                    g.deliver();
-                    self.changed.notify_all();
-                    self.holds.record(since, g.dev.hold_work());
+                    self.end_hold(&mut g, since, bus);
+                    self.run_copies(&mut g);
                     // Work left over from a spent budget is due at once:
                     // hand the lock to whoever waits for it first, so this
                     // loop cannot keep it from them.
@@ -262,7 +387,9 @@ impl Udc {
                 }
                 next => {
                     let wait = next.map_or(Duration::from_millis(200), |d| d - now);
-                    self.changed.wait_for(&mut g, wait);
+                    self.timer_wake
+                        .store(self.since_epoch(now + wait), Ordering::SeqCst);
+                    self.timers.wait_for(&mut g, wait);
                 }
             }
         }

@@ -68,36 +68,110 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             fault: None,
         };
     }
-    let n = clamp_to_limit(n, limit, mps);
+    let span = span_in(g, h, mps, limit).expect("a run of whole packets, as above");
     if h.buf.len() < cap {
         // Once per transfer (a recycled buffer is already this long).
         h.buf.resize(cap, 0);
     }
-    let at = h.moved;
+    let (at, n) = (h.moved, span.n);
     if let Err(e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + n]) {
         return dma_fault(None, e);
     }
     h.moved += n;
-    let g_finished = g.cursor.offset as usize == glen;
+    span.step()
+}
+
+/// What a plain step moves and ends: `n` bytes between the guest's cursor
+/// and the host transfer's offset, and whether that ends the transfer and
+/// the request (each with status OK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Span {
+    pub(super) n: usize,
+    pub(super) urb_done: bool,
+    pub(super) guest_done: bool,
+}
+
+impl Span {
+    fn step(self) -> Step {
+        Step {
+            bytes: self.n,
+            urb_done: self.urb_done.then_some(UrbStatus::Ok),
+            guest_done: self.guest_done.then_some(Status::Ok),
+            fault: None,
+        }
+    }
+}
+
+/// The plain IN step from `g` into `h`: a run of whole packets (or the
+/// request's remainder) that fits, at most `limit` bytes. None where the
+/// step is not plain: only a zero-length packet is left, the transfer is
+/// full, or the next packet does not fit (babble).
+pub(super) fn span_in<T>(g: &GuestReq<T>, h: &Urb, mps: usize, limit: usize) -> Option<Span> {
+    let UrbKind::In { len: cap } = h.kind else {
+        return None;
+    };
+    let glen = g.req.length as usize;
+    let g_left = glen - g.cursor.offset as usize;
+    let room = cap - h.moved;
+    if g_left == 0 || room == 0 {
+        return None;
+    }
+    let n = if g_left <= room { g_left } else { room / mps * mps };
+    if n == 0 {
+        return None;
+    }
+    let n = clamp_to_limit(n, limit, mps);
+    let g_finished = g.cursor.offset as usize + n == glen;
     let short_end = g_finished && glen % mps != 0;
     let needs_zlp = g_finished && glen % mps == 0 && g.req.zero();
-    let urb_full = h.moved == cap;
-    if needs_zlp {
-        // Leave the request at the front; the next step sends the ZLP, to
+    let urb_full = h.moved + n == cap;
+    Some(if needs_zlp {
+        // The request stays at the front; the next step sends the ZLP, to
         // this transfer or, if it is full, to the next one.
-        return Step {
-            bytes: n,
-            urb_done: urb_full.then_some(UrbStatus::Ok),
-            guest_done: None,
-            fault: None,
-        };
+        Span {
+            n,
+            urb_done: urb_full,
+            guest_done: false,
+        }
+    } else {
+        Span {
+            n,
+            urb_done: short_end || urb_full,
+            guest_done: g_finished,
+        }
+    })
+}
+
+/// The plain OUT step from `h` into `g`, as [`span_in`]: None where only
+/// a zero-length packet is left, the request is full, or the next packet
+/// does not fit.
+pub(super) fn span_out<T>(g: &GuestReq<T>, h: &Urb, mps: usize, limit: usize) -> Option<Span> {
+    let UrbKind::Out { ref data, zlp } = h.kind else {
+        return None;
+    };
+    let total = data.len();
+    let h_left = total - h.moved;
+    let glen = g.req.length as usize;
+    let room = glen - g.cursor.offset as usize;
+    if h_left == 0 || room == 0 {
+        return None;
     }
-    Step {
-        bytes: n,
-        urb_done: (short_end || urb_full).then_some(UrbStatus::Ok),
-        guest_done: g_finished.then_some(Status::Ok),
-        fault: None,
+    let n = if h_left <= room { h_left } else { room / mps * mps };
+    if n == 0 {
+        return None;
     }
+    let n = clamp_to_limit(n, limit, mps);
+    let h_finished = h.moved + n == total;
+    let short_end = h_finished && total % mps != 0;
+    let needs_zlp = h_finished && total % mps == 0 && zlp;
+    let g_full = g.cursor.offset as usize + n == glen;
+    Some(Span {
+        n,
+        // With a ZLP still to send, the transfer stays at the front and the
+        // next step delivers it (to this request or, if full, the next).
+        urb_done: h_finished && !needs_zlp,
+        guest_done: short_end || g_full,
+    })
 }
 
 /// OUT: the host's data goes into the guest's buffer, packet by packet.
@@ -150,24 +224,16 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
             fault: None,
         };
     }
-    let n = clamp_to_limit(n, limit, mps);
-    let at = h.moved;
+    let span = span_out(g, h, mps, limit).expect("a run of whole packets, as above");
+    let UrbKind::Out { ref data, .. } = h.kind else {
+        unreachable!("OUT endpoints only queue OUT transfers")
+    };
+    let (at, n) = (h.moved, span.n);
     if let Err(e) = dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + n]) {
         return dma_fault(None, e);
     }
     h.moved += n;
-    let h_finished = h.moved == total;
-    let short_end = h_finished && total % mps != 0;
-    let needs_zlp = h_finished && total % mps == 0 && zlp;
-    let g_full = g.cursor.offset as usize == glen;
-    Step {
-        bytes: n,
-        // With a ZLP still to send, the transfer stays at the front and the
-        // next step delivers it (to this request or, if full, the next).
-        urb_done: (h_finished && !needs_zlp).then_some(UrbStatus::Ok),
-        guest_done: (short_end || g_full).then_some(Status::Ok),
-        fault: None,
-    }
+    span.step()
 }
 
 /// At most `limit` bytes (whole packets, at least one) of the `n` a step
@@ -257,6 +323,7 @@ impl<T: Debug> Device<T> {
 
     /// Cancels a host transfer; false if it already completed.
     pub fn cancel_urb(&mut self, ep: u8, id: u64) -> bool {
+        self.settle_copies();
         let Some(i) = self.ep_index(ep) else { return false };
         let Some(pos) = self.eps[i].host.iter().position(|u| u.id == id) else {
             return false;
@@ -270,6 +337,7 @@ impl<T: Debug> Device<T> {
     /// does not complete until [`Device::release_held`]. None when the
     /// endpoint has no request queued, or its front is already held.
     pub fn hold_front(&mut self, ep: u8) -> Result<Option<HeldRequest>, DeviceError> {
+        self.settle_copies();
         let i = self
             .ep_index(ep)
             .filter(|_| ep_num(ep) != 0)
@@ -311,6 +379,7 @@ impl<T: Debug> Device<T> {
 
     /// Lets a held request go back to normal processing, uncompleted.
     pub fn unhold(&mut self, ep: u8, handle: u64) {
+        self.settle_copies();
         if let Some(i) = self.ep_index(ep) {
             if let Some(g) = self.eps[i].guest.front_mut().filter(|g| g.held == Some(handle)) {
                 g.held = None;
@@ -339,6 +408,7 @@ impl<T: Debug> Device<T> {
         status: Status,
         actual: u32,
     ) -> Result<(), DeviceError> {
+        self.settle_copies();
         let i = self.ep_index(ep).ok_or(DeviceError::NoEndpoint(EpAddress(ep)))?;
         let front_held = self.eps[i].guest.front().and_then(|g| g.held);
         if front_held != Some(handle) {
@@ -402,6 +472,18 @@ impl<T: Debug> Device<T> {
             // waits for the next one (a tick, at once).
             if self.budget.spent() {
                 self.eps[i].paused_until = Some(now);
+                return;
+            }
+            if self.eps[i].host_lent {
+                // The front transfer's buffer is out with a copy: it lands
+                // first.
+                return;
+            }
+            if self.offlock_step(i, &mem, mps, is_in) {
+                continue;
+            }
+            if !self.eps[i].landing.is_empty() {
+                // Done in place only after the copies ahead of it land.
                 return;
             }
             let e = &mut self.eps[i];

@@ -8,6 +8,7 @@ impl<T: Debug> Device<T> {
     /// Replaces the injection settings. Request numbers (for `nth:` and the
     /// log) start again from 1, and the log starts empty.
     pub fn set_injection(&mut self, cfg: InjectConfig) {
+        self.settle_copies();
         for e in &mut self.eps {
             e.inj = EpInjector::new(&cfg, e.cap.addr);
         }
@@ -23,6 +24,7 @@ impl<T: Debug> Device<T> {
     /// generators, spent `next:N` triggers of unchanged keys and the log go
     /// on. A new seed starts afresh, as [`Device::set_injection`] does.
     pub fn update_injection(&mut self, cfg: InjectConfig) {
+        self.settle_copies();
         if cfg.seed != self.inject.seed {
             return self.set_injection(cfg);
         }
@@ -275,6 +277,7 @@ impl<T: Debug> Device<T> {
         handle: u64,
         status: Option<Status>,
     ) -> Result<bool, DeviceError> {
+        self.settle_copies();
         let i = self.ep_index(ep).ok_or(DeviceError::NoEndpoint(EpAddress(ep)))?;
         let now = self.now();
         let Some(f) = self.eps[i].finished.iter_mut().find(|f| f.handle == Some(handle)) else {

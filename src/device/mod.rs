@@ -31,6 +31,7 @@ mod config;
 mod data_path;
 mod ep0;
 mod faults;
+pub mod offlock;
 mod status;
 mod urb;
 
@@ -148,6 +149,10 @@ struct Endpoint<T> {
     /// Race-detector passes wait for the device lock's next hold (the last
     /// one spent its budget): see [`Device::run_detectors`].
     detectors_due: Option<Instant>,
+    /// Steps whose copies run outside the lock, in order (`offlock`).
+    landing: VecDeque<offlock::Landing<T>>,
+    /// The front transfer's buffer is lent to a copy outside the lock.
+    host_lent: bool,
 }
 
 #[derive(Debug)]
@@ -155,6 +160,17 @@ struct ControlXfer {
     setup: SetupPacket,
     data_out: Vec<u8>,
     done: Sender<ControlResult>,
+}
+
+/// The bus as the host sees it: [`Device::bus_view`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BusView {
+    pullup: bool,
+    host_attached: bool,
+    state: BusState,
+    suspended: bool,
+    configuration: u8,
+    session: u64,
 }
 
 /// Where the bus is, from the device's point of view (USB 2.0, 9.1).
@@ -210,6 +226,8 @@ pub struct Device<T> {
     /// move or look at in this hold of the device lock ([`Device::begin_hold`]),
     /// and what they did; what is left over waits for the next hold.
     budget: Budget,
+    /// Copies outside the lock, when the transport runs them.
+    offlock: Option<offlock::Offlock>,
 }
 
 /// Guest-memory work per hold of the device lock: about 0.3 ms of hashing
@@ -240,6 +258,8 @@ impl<T: Debug> Device<T> {
                 paused_until: None,
                 finished: VecDeque::new(),
                 detectors_due: None,
+                landing: VecDeque::new(),
+                host_lent: false,
             })
             .collect();
         Device {
@@ -273,6 +293,7 @@ impl<T: Debug> Device<T> {
             // Unbounded until a transport meters its holds (unit tests
             // drive the model without a lock).
             budget: Budget::unmetered(),
+            offlock: None,
         }
     }
 
@@ -310,6 +331,7 @@ impl<T: Debug> Device<T> {
     }
 
     pub fn set_memory(&mut self, mem: GuestMem) {
+        self.settle_copies();
         self.mem = Some(mem);
         for i in 0..self.eps.len() {
             self.run_detectors(i);
@@ -328,6 +350,7 @@ impl<T: Debug> Device<T> {
 
     /// The frontend went away: its memory is not ours to keep mapped.
     pub fn forget_memory(&mut self) {
+        self.settle_copies();
         self.mem = None;
     }
 
@@ -335,6 +358,7 @@ impl<T: Debug> Device<T> {
     /// transport stopped a queue, or runs them all again). Requests stay
     /// queued meanwhile; when DMA restarts, data moves again.
     pub fn set_dma_stopped(&mut self, stopped: bool) {
+        self.settle_copies();
         if self.dma_stopped == stopped {
             return;
         }
@@ -386,6 +410,19 @@ impl<T: Debug> Device<T> {
 
     /// True when the host should reset the bus and enumerate: the gadget
     /// pulled up, a host is attached, and no session is running.
+    /// What threads waiting on the device ([`crate::udc::Udc::wait_until`])
+    /// wait for a change of: the bus as the host sees it.
+    pub fn bus_view(&self) -> BusView {
+        BusView {
+            pullup: self.pullup,
+            host_attached: self.host_attached,
+            state: self.state,
+            suspended: self.suspended,
+            configuration: self.configuration,
+            session: self.session,
+        }
+    }
+
     pub fn wants_enumeration(&self) -> bool {
         self.pullup && self.host_attached && self.state == BusState::Detached
     }
@@ -461,6 +498,7 @@ impl<T: Debug> Device<T> {
 
     /// Executes a command (section 6) and returns its response.
     pub fn command(&mut self, cmd: Command) -> (Status, u32) {
+        self.settle_copies();
         match cmd {
             Command::Pullup(on) => {
                 if on == self.pullup {
@@ -695,6 +733,7 @@ impl<T: Debug> Device<T> {
     /// The host resets the bus at `host_speed` (or the device's best, if
     /// lower). Nothing happens unless the gadget has pulled up.
     pub fn bus_reset(&mut self, host_speed: Speed) -> Option<Speed> {
+        self.settle_copies();
         if !self.pullup || !self.host_attached {
             return None;
         }
@@ -713,12 +752,14 @@ impl<T: Debug> Device<T> {
     /// The operator plugs the cable in or pulls it out (the control
     /// socket): that overrides an injected disconnect's return.
     pub fn plug(&mut self, attached: bool) {
+        self.settle_copies();
         self.reconnect_at = None;
         self.set_host_attached(attached);
     }
 
     /// The cable is plugged in or pulled out.
     pub fn set_host_attached(&mut self, attached: bool) {
+        self.settle_copies();
         if attached == self.host_attached {
             return;
         }
@@ -731,6 +772,7 @@ impl<T: Debug> Device<T> {
     }
 
     pub fn suspend(&mut self) -> bool {
+        self.settle_copies();
         if self.state == BusState::Detached || self.suspended {
             return false;
         }
@@ -741,6 +783,7 @@ impl<T: Debug> Device<T> {
     }
 
     pub fn resume(&mut self) -> bool {
+        self.settle_copies();
         if !self.suspended {
             return false;
         }
@@ -774,6 +817,7 @@ impl<T: Debug> Device<T> {
     /// Forgets everything the driver queued, without completing it: the
     /// virtio device reset (section 10, step 8).
     pub fn reset(&mut self) {
+        self.settle_copies();
         let cfg = self.cfg.clone();
         let mem = self.mem.take();
         let attached = self.host_attached;

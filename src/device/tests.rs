@@ -924,3 +924,5 @@ fn control_transfer_whose_resume_disconnects_fails_at_once() {
         "no SETUP after the disconnect"
     );
 }
+
+mod offlock;
