@@ -83,10 +83,11 @@ pub struct Cli {
 
     /// After the transfer queue runs dry, watch it this many microseconds
     /// for the driver's next request before sleeping until its kick (0:
-    /// do not). Lowers a request's round trip where waking an idle thread
-    /// is slow (a host that is itself a VM), at the cost of a CPU spinning
-    /// meanwhile (docs/performance.md).
-    #[arg(long, value_name = "US", default_value_t = 0,
+    /// do not). The watching thread yields to any other that has work, so
+    /// it only keeps an otherwise idle CPU awake: where waking one is slow
+    /// (a host that is itself a VM), a request's round trip is shorter for
+    /// it (docs/performance.md).
+    #[arg(long, value_name = "US", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub poll_us: u64,
 

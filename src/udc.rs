@@ -9,7 +9,7 @@
 //! handle and the device model, never the transport.
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -78,6 +78,8 @@ pub struct Udc {
     holds: HoldMeter,
     /// Copies outside the lock, for [`Udc::run_copy_helper`].
     copies: Arc<CopyBoard>,
+    /// Set once a thread runs [`Udc::run_copy_helper`].
+    helper: AtomicBool,
 }
 
 /// How long the device lock is held. Every thread of the daemon waits for
@@ -229,6 +231,7 @@ impl Udc {
             epoch: Instant::now(),
             holds: HoldMeter::default(),
             copies,
+            helper: AtomicBool::new(false),
         })
     }
 
@@ -243,12 +246,19 @@ impl Udc {
     /// Runs the copies the device decided (see `device::offlock`) with the
     /// lock let go, then lands them in a hold of their own, and so on for
     /// what the landings let move, for at most [`COPY_ROUNDS`] rounds: the
-    /// holder has its own work to get back to. What is left then is
-    /// copied and landed under the lock, as before copies left it.
+    /// holder has its own work to get back to. What is left then goes to
+    /// the helper thread, or without one is copied and landed under the
+    /// lock, as before copies left it.
     fn run_copies(&self, g: &mut MutexGuard<'_, Inner>) {
         for round in 0..=COPY_ROUNDS {
             if round == COPY_ROUNDS {
-                if g.dev.release_copies().is_some() {
+                let Some(board) = g.dev.release_copies() else {
+                    return;
+                };
+                if self.helper.load(Ordering::SeqCst) {
+                    // The helper thread goes on with them.
+                    board.wake_helper();
+                } else {
                     let (since, bus) = (Instant::now(), g.dev.bus_view());
                     g.dev.begin_hold();
                     g.dev.finish_copies_here();
@@ -271,6 +281,7 @@ impl Udc {
     /// (see [`Udc::run_copies`]), for the daemon's life: on two CPUs, two
     /// copies at once. Each copy lands at once, as the holder's would.
     pub fn run_copy_helper(&self) -> ! {
+        self.helper.store(true, Ordering::SeqCst);
         loop {
             self.copies.wait_queued();
             if self.copies.run_queued() > 0 {

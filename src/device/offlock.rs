@@ -2,7 +2,7 @@
 //! Copies outside the device lock.
 //!
 //! A plain step of the data path (no injection on the request, no
-//! bandwidth cap, no IOMMU, at least [`OFFLOCK_MIN`] bytes) is decided
+//! bandwidth cap, no IOMMU, [`OFFLOCK_MIN`] to [`OFFLOCK_MAX`] bytes) is decided
 //! under the lock as usual: the request's cursor and the transfer's offset
 //! move on, and whatever the step ends leaves its queue. Only the copy is
 //! left for later: a [`CopyJob`] that the thread which made it runs once it
@@ -14,7 +14,8 @@
 //! were decided ([`Device::land_copies`]): the transfer gets its buffer
 //! back and finishes, the request completes. Until then a transfer the
 //! step did not end stays at the front of its queue with its buffer lent,
-//! and nothing else moves on that endpoint but further plain steps.
+//! and nothing moves on that endpoint; while other copies are out, only
+//! further plain steps do, so completions keep their order.
 //!
 //! Anything other than the data path (a command, a reset, the control
 //! socket, a new memory table) first waits for every copy out and lands
@@ -132,6 +133,11 @@ impl CopyBoard {
         if n > 1 {
             self.queued.notify_one();
         }
+    }
+
+    /// Wakes a helper to run the queued copies.
+    pub fn wake_helper(&self) {
+        self.queued.notify_one();
     }
 
     /// Runs queued copies until none is left; how many it ran.

@@ -30,6 +30,15 @@ fn jobs(d: &mut Device<u32>) -> Vec<CopyJob> {
     board.take_queued_for_test()
 }
 
+/// Runs the copies, as the threads that let the lock go would, and lands
+/// them in the next hold.
+fn run_and_land(d: &mut Device<u32>, js: Vec<CopyJob>) {
+    for j in js {
+        j.run();
+    }
+    d.land_copies();
+}
+
 #[test]
 fn copies_land_in_the_order_they_were_decided_whichever_runs_first() {
     let mut d = offlocked();
@@ -68,10 +77,7 @@ fn out_data_reaches_the_guest_only_through_the_copy() {
     let js = jobs(&mut d);
     assert_eq!(js.len(), 1);
     assert_eq!(read(&d, 0x10_0000, 16), vec![0; 16], "not copied yet");
-    for j in js {
-        j.run();
-    }
-    d.land_copies();
+    run_and_land(&mut d, js);
     assert_eq!(read(&d, 0x10_0000, KIB256), data);
     let r = rx.try_recv().unwrap();
     assert_eq!((r.status, r.actual), (UrbStatus::Ok, KIB256));
@@ -129,17 +135,11 @@ fn a_transfer_longer_than_its_request_is_lent_until_the_copy_lands() {
     d.queue_xfer(2, xfer(0x02, 0, KIB256 as u32, 2, &[(0x20_0000, KIB256 as u32)]));
     let js = jobs(&mut d);
     assert_eq!(js.len(), 1, "the transfer's buffer is out: the next step waits");
-    for j in js {
-        j.run();
-    }
-    d.land_copies();
+    run_and_land(&mut d, js);
     assert_eq!(done(&mut d), vec![(1, Status::Ok, KIB256 as u32)]);
     let js = jobs(&mut d);
     assert_eq!(js.len(), 1, "landed, the buffer goes to the next copy");
-    for j in js {
-        j.run();
-    }
-    d.land_copies();
+    run_and_land(&mut d, js);
     assert_eq!(done(&mut d), vec![(2, Status::Ok, KIB256 as u32)]);
     assert_eq!(read(&d, 0x10_0000, KIB256), data[..KIB256]);
     assert_eq!(read(&d, 0x20_0000, KIB256), data[KIB256..]);
@@ -172,16 +172,10 @@ fn one_copy_moves_at_most_the_most_a_settle_waits_for() {
     let rx = host_in(&mut d, 0x81, len);
     let js = jobs(&mut d);
     assert_eq!(js.len(), 1, "one piece at a time");
-    for j in js {
-        j.run();
-    }
-    d.land_copies();
+    run_and_land(&mut d, js);
     let js = jobs(&mut d);
     assert_eq!(js.len(), 1, "then the rest");
-    for j in js {
-        j.run();
-    }
-    d.land_copies();
+    run_and_land(&mut d, js);
     assert_eq!(rx.try_recv().unwrap().actual, len);
     assert_eq!(done(&mut d), vec![(1, Status::Ok, len as u32)]);
 }

@@ -46,7 +46,8 @@ struct Args {
     #[arg(long)]
     iommu: bool,
     /// Run the daemon with --poll-us: its worker watches a drained queue
-    /// this many microseconds before sleeping (compare with a run without).
+    /// this many microseconds before sleeping (default: the daemon's own,
+    /// 50; 0 to compare with a worker that does not poll).
     #[arg(long, value_name = "US")]
     poll_us: Option<u64>,
     /// Round trips measured per latency row (0- and 4 KiB transfers, one
