@@ -261,7 +261,7 @@ impl Udc {
                 } else {
                     let (since, bus) = (Instant::now(), g.dev.bus_view());
                     g.dev.begin_hold();
-                    g.dev.finish_copies_here();
+                    g.dev.settle_copies();
                     self.end_hold(g, since, bus);
                 }
                 return;

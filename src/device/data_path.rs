@@ -474,9 +474,9 @@ impl<T: Debug> Device<T> {
                 self.eps[i].paused_until = Some(now);
                 return;
             }
-            if self.eps[i].host_lent {
-                // The front transfer's buffer is out with a copy: it lands
-                // first.
+            if self.eps[i].host_lent || self.eps[i].guest_lent {
+                // The front transfer's buffer, or the front request's
+                // next step, waits for a copy to land.
                 return;
             }
             if self.offlock_step(i, &mem, mps, is_in) {

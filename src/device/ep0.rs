@@ -209,6 +209,8 @@ impl<T: Debug> Device<T> {
                 };
                 let ep = self.eps[i].cap.addr;
                 if s.request == REQ_SET_FEATURE {
+                    // A transfer's copy may be out (resume() pumped).
+                    self.settle_copies();
                     self.eps[i].halted = true;
                     while let Some(u) = self.eps[i].host.pop_front() {
                         u.finish(UrbStatus::Stall);

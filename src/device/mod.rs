@@ -153,6 +153,8 @@ struct Endpoint<T> {
     landing: VecDeque<offlock::Landing<T>>,
     /// The front transfer's buffer is lent to a copy outside the lock.
     host_lent: bool,
+    /// The front request's next step waits for its copy outside the lock.
+    guest_lent: bool,
 }
 
 #[derive(Debug)]
@@ -260,6 +262,7 @@ impl<T: Debug> Device<T> {
                 detectors_due: None,
                 landing: VecDeque::new(),
                 host_lent: false,
+                guest_lent: false,
             })
             .collect();
         Device {
@@ -607,6 +610,7 @@ impl<T: Debug> Device<T> {
     }
 
     fn set_halt(&mut self, ep: u8, halt: HaltRequest) -> (Status, u32) {
+        self.settle_copies();
         if ep_num(ep) == 0 {
             if halt == HaltRequest::Clear {
                 return (Status::Ok, 0);
@@ -647,6 +651,7 @@ impl<T: Debug> Device<T> {
     }
 
     fn cancel(&mut self, ep: u8, tag: u64) -> (Status, u32) {
+        self.settle_copies();
         if ep_num(ep) == 0 {
             if let Some(pos) = self.ep0.iter().position(|g| g.req.tag == tag) {
                 let g = self.ep0.remove(pos).expect("position is valid");
@@ -691,6 +696,7 @@ impl<T: Debug> Device<T> {
     /// Completes every queued request on endpoint `i` with `status` and
     /// fails the host's transfers on it.
     fn flush_ep(&mut self, i: usize, status: Status) {
+        self.settle_copies();
         while let Some(f) = self.eps[i].finished.pop_front() {
             self.complete_guest(Some(i), f.g, status);
         }
@@ -707,6 +713,7 @@ impl<T: Debug> Device<T> {
     /// Ends the bus session: every request completes with `status`, every
     /// endpoint but ep0 is disabled, the pending control transfer fails.
     fn end_session(&mut self, status: Status) {
+        self.settle_copies();
         self.session += 1;
         for i in 0..self.eps.len() {
             self.flush_ep(i, status);
@@ -834,7 +841,11 @@ impl<T: Debug> Device<T> {
             let _ = ctl.done.send(Err(UrbStatus::Shutdown));
         }
         let session = self.session + 1;
+        // The copies' board is the transport's (its helper thread waits on
+        // it); settled above, nothing of the old device is on it.
+        let offlock = self.offlock.take();
         *self = Device::new(cfg);
+        self.offlock = offlock;
         self.mem = mem;
         self.host_attached = attached;
         self.session = session;

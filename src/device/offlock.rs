@@ -37,6 +37,11 @@ use super::*;
 /// outside).
 pub const OFFLOCK_MIN: usize = 128 << 10;
 
+/// Copies out per endpoint at most: two CPUs' worth. It bounds what a
+/// settle waits for, and a hold cannot decide a copy for every request
+/// queued.
+pub const OFFLOCK_PER_EP: usize = 2;
+
 /// The most one copy moves. A thread that must settle the copies waits for
 /// at most this much of someone else's copying (about 3 ms at the 5 GiB/s
 /// of a large copy here), and a transfer longer than this is copied a
@@ -185,8 +190,9 @@ impl CopyBoard {
 enum UrbPlace {
     /// The step ended it: here, to finish when the copy lands.
     Ended(Urb),
-    /// Still at the front of its queue, its buffer lent to the copy.
-    Front,
+    /// Still at the front of its queue (this id), its buffer lent to the
+    /// copy.
+    Front(u64),
 }
 
 /// A step whose copy is out, in the order steps were decided.
@@ -210,8 +216,8 @@ pub(super) struct Offlock {
     out: usize,
     /// Copies decided in this hold, queued on the board when it ends.
     jobs: Vec<CopyJob>,
-    /// Off while copies land one by one in the holder's own hold (see
-    /// [`Device::finish_copies_here`]).
+    /// Set while [`Device::settle_copies`] runs: what its landings let
+    /// move is moved in place, so it leaves no copy out.
     paused: bool,
 }
 
@@ -238,6 +244,12 @@ impl<T: Debug> Device<T> {
         Some(o.board.clone())
     }
 
+    /// Copies decided and not landed.
+    #[cfg(test)]
+    pub(super) fn copies_out(&self) -> usize {
+        self.offlock.as_ref().map_or(0, |o| o.out)
+    }
+
     /// Lands the copies that are done, in order: their transfers finish,
     /// their requests complete, and the data path goes on.
     pub fn land_copies(&mut self) {
@@ -245,29 +257,33 @@ impl<T: Debug> Device<T> {
     }
 
     /// Waits for every copy out and lands it: whatever runs next sees the
-    /// state the copies made. Copies nobody has started yet are run here.
+    /// state the copies made, as if they had been done under the lock.
+    /// Copies nobody has started yet are run here. What the landings let
+    /// move meanwhile is moved in place (budgeted, the rest left to the
+    /// timer thread), so no copy is out when this returns.
     pub fn settle_copies(&mut self) {
         let Some(o) = self.offlock.as_mut() else { return };
+        if o.paused {
+            // Settling already: a landing's pump reached a settle (an
+            // injected reset ends the session). Every copy is done by
+            // then; what has not been applied yet is, on every endpoint.
+            for i in 0..self.eps.len() {
+                self.apply_landed(i);
+            }
+            return;
+        }
         if o.out == 0 {
             return;
         }
+        o.paused = true;
         for j in std::mem::take(&mut o.jobs) {
             j.run();
         }
         o.board.run_queued();
         self.land(true);
-    }
-
-    /// [`Device::settle_copies`] without deciding new copies meanwhile:
-    /// what the landings let move is copied under the lock. For a holder
-    /// that has run copies long enough and must get back to its own work.
-    pub fn finish_copies_here(&mut self) {
-        let Some(o) = self.offlock.as_mut() else { return };
-        o.paused = true;
-        self.settle_copies();
-        if let Some(o) = self.offlock.as_mut() {
-            o.paused = false;
-        }
+        let o = self.offlock.as_mut().expect("checked above");
+        o.paused = false;
+        debug_assert!(o.out == 0 && o.jobs.is_empty(), "a settle leaves no copy out");
     }
 
     fn land(&mut self, wait: bool) {
@@ -299,19 +315,34 @@ impl<T: Debug> Device<T> {
             let l = self.eps[i].landing.pop_front().expect("front exists");
             let (buf, result) = l.done.expect("checked");
             let e = &mut self.eps[i];
-            let (mut urb, lent) = match l.urb {
-                UrbPlace::Ended(u) => (Some(u), false),
-                UrbPlace::Front => {
+            let mut urb = None;
+            let mut lent = None;
+            match l.urb {
+                UrbPlace::Ended(u) => urb = Some(u),
+                UrbPlace::Front(id) => {
                     e.host_lent = false;
-                    (None, true)
+                    lent = Some(id);
                 }
-            };
-            let front = e.host.front_mut().filter(|_| lent);
+            }
+            // A lent transfer is still the front one: whatever removes a
+            // transfer settles the copies first.
+            let front = lent.and_then(|id| e.host.front_mut().filter(|u| u.id == id));
+            if lent.is_some() && front.is_none() {
+                log::error!(
+                    "{}: the transfer lent to a copy is not at the front: its buffer is dropped",
+                    ep_name(e.cap.addr)
+                );
+            }
             if let Some(u) = urb.as_mut().or(front) {
                 match &mut u.kind {
                     UrbKind::In { .. } => u.buf = buf,
                     UrbKind::Out { data, .. } => *data = buf,
                 }
+            }
+            if l.guest.is_none() {
+                // The step did not end the request: it is the front one,
+                // and no other step touched it meanwhile.
+                e.guest_lent = false;
             }
             let mut guest = l.guest;
             let mut status = Status::Ok;
@@ -320,7 +351,7 @@ impl<T: Debug> Device<T> {
                 // the copy is out: not expected. Ended as the step under
                 // the lock would have ended it.
                 log::error!("{}: a copy outside the lock failed: {err}", ep_name(e.cap.addr));
-                if urb.is_none() {
+                if urb.is_none() && lent.is_some() && e.host.front().map(|u| u.id) == lent {
                     urb = e.host.pop_front();
                 }
                 if guest.is_none() {
@@ -362,7 +393,7 @@ impl<T: Debug> Device<T> {
             return false;
         }
         let e = &mut self.eps[i];
-        if e.rate.is_some() {
+        if e.rate.is_some() || e.guest_lent || e.landing.len() >= OFFLOCK_PER_EP {
             return false;
         }
         let (Some(g), Some(h)) = (e.guest.front_mut(), e.host.front_mut()) else {
@@ -405,11 +436,17 @@ impl<T: Debug> Device<T> {
             UrbPlace::Ended(e.host.pop_front().expect("front exists"))
         } else {
             e.host_lent = true;
-            UrbPlace::Front
+            UrbPlace::Front(h.id)
         };
-        let guest = span
-            .guest_done
-            .then(|| e.guest.pop_front().expect("front exists"));
+        // A request the step did not end waits for this copy before its
+        // next step: if the copy failed, the request it fails is the front
+        // one, and no later copy moved its data.
+        let guest = if span.guest_done {
+            Some(e.guest.pop_front().expect("front exists"))
+        } else {
+            e.guest_lent = true;
+            None
+        };
         let o = self.offlock.as_mut().expect("checked above");
         o.next_seq += 1;
         let seq = o.next_seq;
