@@ -239,6 +239,32 @@ fn why_no_result(f: &vm::Finished, report: &ktap::Report, timeout: Option<Durati
     }
 }
 
+/// How a boot ended before the suite started: the runner's reason to stop
+/// it, or QEMU's exit status.
+fn boot_end(
+    stuck: Option<&str>,
+    stopped: Option<&str>,
+    timed_out: bool,
+    qemu: Option<std::process::ExitStatus>,
+) -> String {
+    if let Some(line) = stuck {
+        format!("the boot ended: the guest's kernel broke down ({line}); the runner stopped it")
+    } else if let Some(why) = stopped {
+        format!("the boot ended: {why}; the runner stopped the guest")
+    } else if timed_out {
+        "the boot ended: the run's time was up".into()
+    } else {
+        match qemu {
+            Some(s) if s.success() => "the boot ended: QEMU exited with status 0 before the suite \
+                 started, so the guest reset or powered off (QEMU runs with -no-reboot: a reset, \
+                 a triple fault included, ends it quietly)"
+                .into(),
+            Some(s) => format!("the boot ended: QEMU ended ({s})"),
+            None => "the boot ended: QEMU's exit status is not known".into(),
+        }
+    }
+}
+
 /// Most boots for one controller: one per case at worst, and some.
 const MAX_BOOTS: usize = 64;
 
@@ -385,6 +411,23 @@ fn run_controller(o: &VmOptions, c: &Controller) -> Result<Found, Error> {
                 found.errors.push(format!(
                     "the guest tool printed no plan: it did not start (console: {})",
                     f.paths.console.display()
+                ));
+                // How the boot ended says why: a kernel that broke down, a
+                // guest that reset, QEMU that failed.
+                let qemu_log = match f.qemu_status {
+                    Some(s) if !s.success() => format!("\n{}", vm::tail(&f.paths.qemu_log, 5)),
+                    _ => String::new(),
+                };
+                found.errors.push(format!(
+                    "{}{qemu_log}\nlast console lines ({}):\n{}",
+                    boot_end(
+                        f.stuck.as_deref(),
+                        f.stopped.as_deref(),
+                        f.timed_out,
+                        f.qemu_status
+                    ),
+                    f.paths.console.display(),
+                    vm::tail(&f.paths.console, 12)
                 ));
             }
         }
@@ -666,6 +709,21 @@ pub fn run(o: &VmOptions, a: &TestArgs) -> Result<ExitCode, Error> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_boot_that_ended_before_the_suite_says_how() {
+        use std::os::unix::process::ExitStatusExt;
+        let quiet = super::boot_end(None, None, false, Some(std::process::ExitStatus::from_raw(0)));
+        assert!(
+            quiet.contains("status 0") && quiet.contains("-no-reboot"),
+            "{quiet}"
+        );
+        let killed = super::boot_end(None, None, false, Some(std::process::ExitStatus::from_raw(9)));
+        assert!(killed.contains("QEMU ended (signal: 9"), "{killed}");
+        let stuck = super::boot_end(Some("Kernel panic"), None, false, None);
+        assert!(stuck.contains("broke down (Kernel panic)"), "{stuck}");
+        assert!(super::boot_end(None, None, true, None).contains("time was up"));
+    }
+
     use super::*;
 
     #[test]
