@@ -201,6 +201,22 @@ mod tests {
 
     const HOLE: u64 = 0x10_0000;
 
+    /// Splits `descs` as a chain of `q`, with room for 64 readable bytes
+    /// and a status, walking as far as it goes.
+    fn split_descs(
+        m: &GuestMemoryMmap,
+        q: &MockSplitQueue<GuestMemoryMmap>,
+        descs: &[RawDescriptor],
+    ) -> ChainParts {
+        split_chain(
+            m,
+            q.build_desc_chain(descs).unwrap(),
+            64,
+            XFER_STATUS_SIZE,
+            usize::MAX,
+        )
+    }
+
     fn mem() -> GuestMemoryMmap {
         GuestMemoryMmap::from_ranges(&[
             (GuestAddress(0), HOLE as usize),
@@ -316,13 +332,7 @@ mod tests {
             )),
             RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, VRING_DESC_F_WRITE as u16, 0)),
         ];
-        let parts = split_chain(
-            &m,
-            q.build_desc_chain(&descs).unwrap(),
-            64,
-            XFER_STATUS_SIZE,
-            usize::MAX,
-        );
+        let parts = split_descs(&m, &q, &descs);
         assert_eq!(parts.readable.len(), 64);
         assert!(parts.error.is_none());
     }
@@ -349,13 +359,7 @@ mod tests {
             )));
         }
         descs.push(RawDescriptor::from(SplitDescriptor::new(0xa_0000, 16, 0, 0)));
-        let parts = split_chain(
-            &m,
-            q.build_desc_chain(&descs).unwrap(),
-            64,
-            XFER_STATUS_SIZE,
-            usize::MAX,
-        );
+        let parts = split_descs(&m, &q, &descs);
         assert_eq!(parts.writable_len(), XFER_STATUS_SIZE);
         assert_eq!(parts.writable.len(), 3, "3 + 3 + 2 bytes");
         assert!(
@@ -373,13 +377,7 @@ mod tests {
         let q = MockSplitQueue::new(&m, 16);
         let hdr = RawDescriptor::from(SplitDescriptor::new(0x8000, 24, VRING_DESC_F_NEXT as u16, 0));
         let status = RawDescriptor::from(SplitDescriptor::new(0x9_0000, 8, VRING_DESC_F_WRITE as u16, 0));
-        let whole = split_chain(
-            &m,
-            q.build_desc_chain(&[hdr, status]).unwrap(),
-            64,
-            XFER_STATUS_SIZE,
-            usize::MAX,
-        );
+        let whole = split_descs(&m, &q, &[hdr, status]);
         assert!(whole.error.is_none());
         let link = (VRING_DESC_F_WRITE | VRING_DESC_F_NEXT) as u16;
         for next in [1u16, 0, 16, 999] {

@@ -376,42 +376,29 @@ impl Host {
     /// Queues a transfer on a non-control endpoint; the result arrives on the
     /// receiver.
     pub fn submit(&self, ep: u8, kind: UrbKind) -> (u64, Receiver<UrbResult>) {
-        self.submit_with_buffer(ep, kind, Vec::new())
-    }
-
-    /// As [`Host::submit`], reusing `buf`'s allocation for IN data.
-    pub fn submit_with_buffer(&self, ep: u8, kind: UrbKind, buf: Vec<u8>) -> (u64, Receiver<UrbResult>) {
         let (tx, rx) = channel();
-        (self.submit_to(ep, kind, buf, tx), rx)
+        (self.submit_to(ep, kind, Vec::new(), tx), rx)
     }
 
     /// Queues a transfer whose result goes to `done` (a channel the caller
     /// shares between many transfers, told apart by [`UrbResult::id`]);
-    /// the transfer's id.
+    /// the transfer's id. `buf`'s allocation is reused for IN data.
     pub fn submit_to(&self, ep: u8, kind: UrbKind, buf: Vec<u8>, done: Sender<UrbResult>) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut urb = Urb::new(id, kind, done).with_buffer(buf);
-        if let Some(cap) = self.capture() {
-            urb = self.capture_urb(cap, ep, urb);
-        }
+        let (id, urb) = self.new_urb(ep, kind, buf, done);
         self.udc.lock_data().submit_urb(ep, urb);
         id
     }
 
     /// Queues several transfers on `ep` in one hold of the device lock (a
-    /// stream refilling its queue after a wake-up); each one's id and the
-    /// channel its result comes on, in order.
+    /// stream refilling its queue after a wake-up), each reusing its
+    /// buffer's allocation for IN data; each one's id and the channel its
+    /// result comes on, in order.
     pub fn submit_many(&self, ep: u8, transfers: Vec<(UrbKind, Vec<u8>)>) -> Vec<(u64, Receiver<UrbResult>)> {
-        let cap = self.capture();
         let mut urbs = Vec::with_capacity(transfers.len());
         let mut out = Vec::with_capacity(transfers.len());
         for (kind, buf) in transfers {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = channel();
-            let mut urb = Urb::new(id, kind, tx).with_buffer(buf);
-            if let Some(cap) = &cap {
-                urb = self.capture_urb(cap.clone(), ep, urb);
-            }
+            let (id, urb) = self.new_urb(ep, kind, buf, tx);
             urbs.push(urb);
             out.push((id, rx));
         }
@@ -420,6 +407,16 @@ impl Host {
             udc.submit_urb(ep, urb);
         }
         out
+    }
+
+    /// A transfer with a fresh id, captured if the bus is.
+    fn new_urb(&self, ep: u8, kind: UrbKind, buf: Vec<u8>, done: Sender<UrbResult>) -> (u64, Urb) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut urb = Urb::new(id, kind, done).with_buffer(buf);
+        if let Some(cap) = self.capture() {
+            urb = self.capture_urb(cap, ep, urb);
+        }
+        (id, urb)
     }
 
     /// Writes a transfer's submission into the capture, and has its

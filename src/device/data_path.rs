@@ -24,6 +24,15 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
     let UrbKind::In { len: cap } = h.kind else {
         unreachable!("IN endpoints only queue IN transfers")
     };
+    if let Some(span) = span_in(g, h, mps, limit) {
+        h.size_in_buffer();
+        let (at, n) = (h.moved, span.n);
+        if let Err(e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + n]) {
+            return dma_fault(None, e);
+        }
+        h.moved += n;
+        return span.step();
+    }
     let glen = g.req.length as usize;
     let g_left = glen - g.cursor.offset as usize;
     let room = cap - h.moved;
@@ -45,40 +54,23 @@ pub(super) fn step_in<T, M: vm_memory::GuestMemory + ?Sized>(
             fault: None,
         };
     }
-    // Whole packets that fit, or the guest's whole remainder if it fits.
-    let n = if g_left <= room { g_left } else { room / mps * mps };
-    if n == 0 {
-        // The next packet is bigger than the host's room: babble. The host
-        // gets what fits; the packet is gone from the device's side.
-        let p = mps.min(g_left);
-        if h.buf.len() < cap {
-            h.buf.resize(cap, 0);
-        }
-        let at = h.moved;
-        if let Err(e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + room]) {
-            return dma_fault(Some(UrbStatus::DmaFault), e);
-        }
-        let _ = g.cursor.skip(&g.req.segments, (p - room) as u64);
-        h.moved += room;
-        let finished = g.cursor.offset as usize == glen;
-        return Step {
-            bytes: room,
-            urb_done: Some(UrbStatus::Overflow),
-            guest_done: finished.then_some(Status::Ok),
-            fault: None,
-        };
+    // The next packet is bigger than the host's room: babble. The host gets
+    // what fits; the packet is gone from the device's side.
+    let p = mps.min(g_left);
+    h.size_in_buffer();
+    let at = h.moved;
+    if let Err(e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + room]) {
+        return dma_fault(Some(UrbStatus::DmaFault), e);
     }
-    let span = span_in(g, h, mps, limit).expect("a run of whole packets, as above");
-    if h.buf.len() < cap {
-        // Once per transfer (a recycled buffer is already this long).
-        h.buf.resize(cap, 0);
+    let _ = g.cursor.skip(&g.req.segments, (p - room) as u64);
+    h.moved += room;
+    let finished = g.cursor.offset as usize == glen;
+    Step {
+        bytes: room,
+        urb_done: Some(UrbStatus::Overflow),
+        guest_done: finished.then_some(Status::Ok),
+        fault: None,
     }
-    let (at, n) = (h.moved, span.n);
-    if let Err(e) = dma::read_from_guest(mem, &g.req.segments, &mut g.cursor, &mut h.buf[at..at + n]) {
-        return dma_fault(None, e);
-    }
-    h.moved += n;
-    span.step()
 }
 
 /// What a plain step moves and ends: `n` bytes between the guest's cursor
@@ -182,13 +174,21 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
     mps: usize,
     limit: usize,
 ) -> Step {
+    let span = span_out(g, h, mps, limit);
     let UrbKind::Out { ref data, zlp } = h.kind else {
         unreachable!("OUT endpoints only queue OUT transfers")
     };
+    if let Some(span) = span {
+        let (at, n) = (h.moved, span.n);
+        if let Err(e) = dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + n]) {
+            return dma_fault(None, e);
+        }
+        h.moved += n;
+        return span.step();
+    }
     let total = data.len();
     let h_left = total - h.moved;
-    let glen = g.req.length as usize;
-    let room = glen - g.cursor.offset as usize;
+    let room = g.req.length as usize - g.cursor.offset as usize;
     if h_left == 0 {
         // All data is out; what remains is a zero-length packet, which ends
         // the guest's request short.
@@ -207,33 +207,20 @@ pub(super) fn step_out<T, M: vm_memory::GuestMemory + ?Sized>(
             fault: None,
         };
     }
-    let n = if h_left <= room { h_left } else { room / mps * mps };
-    if n == 0 {
-        // Babble: a packet larger than the room left in the buffer.
-        let p = mps.min(h_left);
-        let at = h.moved;
-        if let Err(e) = dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + room]) {
-            return dma_fault(None, e);
-        }
-        h.moved += p;
-        let urb_finished = h.moved == total && !(total % mps == 0 && zlp);
-        return Step {
-            bytes: room,
-            urb_done: urb_finished.then_some(UrbStatus::Ok),
-            guest_done: Some(Status::Overflow),
-            fault: None,
-        };
-    }
-    let span = span_out(g, h, mps, limit).expect("a run of whole packets, as above");
-    let UrbKind::Out { ref data, .. } = h.kind else {
-        unreachable!("OUT endpoints only queue OUT transfers")
-    };
-    let (at, n) = (h.moved, span.n);
-    if let Err(e) = dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + n]) {
+    // Babble: a packet larger than the room left in the buffer.
+    let p = mps.min(h_left);
+    let at = h.moved;
+    if let Err(e) = dma::write_to_guest(mem, &g.req.segments, &mut g.cursor, &data[at..at + room]) {
         return dma_fault(None, e);
     }
-    h.moved += n;
-    span.step()
+    h.moved += p;
+    let urb_finished = h.moved == total && !(total % mps == 0 && zlp);
+    Step {
+        bytes: room,
+        urb_done: urb_finished.then_some(UrbStatus::Ok),
+        guest_done: Some(Status::Overflow),
+        fault: None,
+    }
 }
 
 /// At most `limit` bytes (whole packets, at least one) of the `n` a step
@@ -474,7 +461,7 @@ impl<T: Debug> Device<T> {
                 self.eps[i].paused_until = Some(now);
                 return;
             }
-            if self.eps[i].host_lent || self.eps[i].guest_lent {
+            if self.eps[i].waits_for_copy() {
                 // The front transfer's buffer, or the front request's
                 // next step, waits for a copy to land.
                 return;

@@ -151,10 +151,6 @@ struct Endpoint<T> {
     detectors_due: Option<Instant>,
     /// Steps whose copies run outside the lock, in order (`offlock`).
     landing: VecDeque<offlock::Landing<T>>,
-    /// The front transfer's buffer is lent to a copy outside the lock.
-    host_lent: bool,
-    /// The front request's next step waits for its copy outside the lock.
-    guest_lent: bool,
 }
 
 #[derive(Debug)]
@@ -261,8 +257,6 @@ impl<T: Debug> Device<T> {
                 finished: VecDeque::new(),
                 detectors_due: None,
                 landing: VecDeque::new(),
-                host_lent: false,
-                guest_lent: false,
             })
             .collect();
         Device {

@@ -221,6 +221,19 @@ pub(super) struct Offlock {
     paused: bool,
 }
 
+impl<T> Endpoint<T> {
+    /// The front transfer or request waits for the last copy decided: its
+    /// step did not end the transfer (whose buffer it has) or the request
+    /// (whose next step must not run ahead of it: if the copy failed, the
+    /// request it fails is the front one, and no later copy moved its
+    /// data).
+    pub(super) fn waits_for_copy(&self) -> bool {
+        self.landing
+            .back()
+            .is_some_and(|l| matches!(l.urb, UrbPlace::Front(_)) || l.guest.is_none())
+    }
+}
+
 impl<T: Debug> Device<T> {
     /// Lets plain copies run outside the device lock, for a transport
     /// whose every hold ends by running the copies of
@@ -319,10 +332,7 @@ impl<T: Debug> Device<T> {
             let mut lent = None;
             match l.urb {
                 UrbPlace::Ended(u) => urb = Some(u),
-                UrbPlace::Front(id) => {
-                    e.host_lent = false;
-                    lent = Some(id);
-                }
+                UrbPlace::Front(id) => lent = Some(id),
             }
             // A lent transfer is still the front one: whatever removes a
             // transfer settles the copies first.
@@ -338,11 +348,6 @@ impl<T: Debug> Device<T> {
                     UrbKind::In { .. } => u.buf = buf,
                     UrbKind::Out { data, .. } => *data = buf,
                 }
-            }
-            if l.guest.is_none() {
-                // The step did not end the request: it is the front one,
-                // and no other step touched it meanwhile.
-                e.guest_lent = false;
             }
             let mut guest = l.guest;
             let mut status = Status::Ok;
@@ -393,7 +398,7 @@ impl<T: Debug> Device<T> {
             return false;
         }
         let e = &mut self.eps[i];
-        if e.rate.is_some() || e.guest_lent || e.landing.len() >= OFFLOCK_PER_EP {
+        if e.rate.is_some() || e.waits_for_copy() || e.landing.len() >= OFFLOCK_PER_EP {
             return false;
         }
         let (Some(g), Some(h)) = (e.guest.front_mut(), e.host.front_mut()) else {
@@ -420,14 +425,9 @@ impl<T: Debug> Device<T> {
             .expect("checked: the span is inside the request");
         let segments = g.req.segments.clone();
         let at = h.moved;
+        h.size_in_buffer();
         let buf = match &mut h.kind {
-            UrbKind::In { len } => {
-                if h.buf.len() < *len {
-                    // Once per transfer (a recycled buffer is this long).
-                    h.buf.resize(*len, 0);
-                }
-                std::mem::take(&mut h.buf)
-            }
+            UrbKind::In { .. } => std::mem::take(&mut h.buf),
             UrbKind::Out { data, .. } => std::mem::take(data),
         };
         h.moved += span.n;
@@ -435,18 +435,13 @@ impl<T: Debug> Device<T> {
         let urb = if span.urb_done {
             UrbPlace::Ended(e.host.pop_front().expect("front exists"))
         } else {
-            e.host_lent = true;
             UrbPlace::Front(h.id)
         };
         // A request the step did not end waits for this copy before its
-        // next step: if the copy failed, the request it fails is the front
-        // one, and no later copy moved its data.
-        let guest = if span.guest_done {
-            Some(e.guest.pop_front().expect("front exists"))
-        } else {
-            e.guest_lent = true;
-            None
-        };
+        // next step (Endpoint::waits_for_copy).
+        let guest = span
+            .guest_done
+            .then(|| e.guest.pop_front().expect("front exists"));
         let o = self.offlock.as_mut().expect("checked above");
         o.next_seq += 1;
         let seq = o.next_seq;

@@ -102,6 +102,16 @@ impl Urb {
         self
     }
 
+    /// Sizes an IN transfer's buffer to its length before data moves into
+    /// it: once per transfer (a recycled buffer is already this long).
+    pub(super) fn size_in_buffer(&mut self) {
+        if let UrbKind::In { len } = self.kind {
+            if self.buf.len() < len {
+                self.buf.resize(len, 0);
+            }
+        }
+    }
+
     pub(super) fn finish(self, status: UrbStatus) {
         let actual = self.moved;
         let data = match self.kind {

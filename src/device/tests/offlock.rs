@@ -126,13 +126,21 @@ fn short_steps_and_injected_requests_are_copied_in_place() {
     assert_eq!(rx.try_recv().unwrap().actual, KIB256);
 }
 
-#[test]
-fn a_transfer_longer_than_its_request_is_lent_until_the_copy_lands() {
+/// One 512 KiB OUT transfer of `pattern(seed)` and two 256 KiB requests
+/// for it (at 1 MiB and 2 MiB), queued: the transfer outlives the first
+/// request's step.
+fn one_out_transfer_over_two_requests(seed: u8) -> (Device<u32>, Vec<u8>, Receiver<UrbResult>) {
     let mut d = offlocked();
-    let data = pattern(9, 2 * KIB256);
+    let data = pattern(seed, 2 * KIB256);
     let rx = host_out(&mut d, 0x02, data.clone(), false);
     d.queue_xfer(1, xfer(0x02, 0, KIB256 as u32, 1, &[(0x10_0000, KIB256 as u32)]));
     d.queue_xfer(2, xfer(0x02, 0, KIB256 as u32, 2, &[(0x20_0000, KIB256 as u32)]));
+    (d, data, rx)
+}
+
+#[test]
+fn a_transfer_longer_than_its_request_is_lent_until_the_copy_lands() {
+    let (mut d, data, rx) = one_out_transfer_over_two_requests(9);
     let js = jobs(&mut d);
     assert_eq!(js.len(), 1, "the transfer's buffer is out: the next step waits");
     run_and_land(&mut d, js);
@@ -182,11 +190,7 @@ fn one_copy_moves_at_most_the_most_a_settle_waits_for() {
 
 #[test]
 fn a_settle_leaves_no_copy_out_even_when_a_landing_lets_the_next_step_go() {
-    let mut d = offlocked();
-    let data = pattern(4, 2 * KIB256);
-    let rx = host_out(&mut d, 0x02, data.clone(), false);
-    d.queue_xfer(1, xfer(0x02, 0, KIB256 as u32, 1, &[(0x10_0000, KIB256 as u32)]));
-    d.queue_xfer(2, xfer(0x02, 0, KIB256 as u32, 2, &[(0x20_0000, KIB256 as u32)]));
+    let (mut d, data, rx) = one_out_transfer_over_two_requests(4);
     // The first copy is decided (the transfer's buffer lent); nobody ran
     // it. Landing it lets the second step go: a settle does that one in
     // place, so the command after it finds nothing out.
